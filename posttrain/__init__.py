@@ -1,0 +1,1 @@
+"""posttrain: Llama 3-style post-training rounds."""

@@ -1,0 +1,148 @@
+"""vLLM in a child process that we own, so generation never shares a process with training.
+
+Why a child: in-process vLLM initialises torch.distributed and rebinds torch's threads, which then
+collide with accelerate/TRL in the same process; and when the child exits, all of its memory (KV cache
+included) is returned before training starts. One engine serves every request for one model: a round's
+eval and the next round's generation use the same policy, so they share an engine (see `Engines`).
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import os
+import time
+from pathlib import Path
+
+from posttrain.config import GenerateConfig
+
+log = logging.getLogger("posttrain")
+
+# Launcher variables that would make the child's vLLM believe it is part of the parent's process group.
+_DIST_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
+              "GROUP_RANK", "ROLE_RANK", "TORCHELASTIC_RUN_ID")
+
+
+class Engine:
+    """A vLLM `LLM` for one model in a spawned child. `generate` takes and returns plain dicts.
+
+    request: {"prompt_token_ids": list[int], "n", "temperature", "top_p", "max_tokens", "seed"}
+    result:  {"num_prompt_tokens": int, "completions": [{"text", "num_tokens", "logprob", "finish_reason"}]}
+    """
+
+    def __init__(self, model: str | Path, cfg: GenerateConfig, seed: int, max_model_len: int):
+        self.model = str(model)
+        ctx = mp.get_context("spawn")
+        self._conn, child = ctx.Pipe()
+        kwargs = dict(model=self.model, seed=seed, dtype=cfg.dtype, max_model_len=max_model_len, enforce_eager=cfg.enforce_eager,
+                      gpu_memory_utilization=cfg.gpu_memory_utilization,
+                      # A chunked prefill rewinds the per-request seeded generator, which CPU generators cannot do.
+                      enable_chunked_prefill=False)
+        self._proc = ctx.Process(target=_serve, args=(child, kwargs, cfg.kv_cache_gib), daemon=True)
+        start = time.time()
+        self._proc.start()
+        child.close()
+        self._recv()  # "ready", or the child's error
+        log.info("vLLM engine for %s ready in %.1f s", self.model, time.time() - start)
+
+    def generate(self, requests: list[dict]) -> list[dict]:
+        self._conn.send(("generate", requests))
+        return self._recv()
+
+    def close(self) -> None:
+        if self._proc.is_alive():
+            try:
+                self._conn.send(("close", None))
+                self._proc.join(timeout=30)
+            except (BrokenPipeError, OSError):
+                pass
+        if self._proc.is_alive():
+            self._proc.kill()
+            self._proc.join()
+        self._conn.close()
+
+    def _recv(self):
+        try:
+            status, payload = self._conn.recv()
+        except EOFError:
+            raise RuntimeError(f"vLLM engine process for {self.model} died (exit code {self._proc.exitcode})") from None
+        if status == "error":
+            raise RuntimeError(f"vLLM engine for {self.model} failed:\n{payload}")
+        return payload
+
+
+class Engines:
+    """Keeps at most one engine alive, for the most recently requested model."""
+
+    def __init__(self, cfg: GenerateConfig, seed: int, max_model_len: int):
+        self.cfg, self.seed, self.max_model_len = cfg, seed, max_model_len
+        self._engine: Engine | None = None
+
+    def get(self, model: str | Path) -> Engine:
+        if self._engine is None or self._engine.model != str(model):
+            self.close()
+            self._engine = Engine(model, self.cfg, self.seed, self.max_model_len)
+        return self._engine
+
+    def close(self) -> None:
+        """Frees the engine's memory, e.g. before training."""
+        if self._engine is not None:
+            self._engine.close()
+            self._engine = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _child_env(kv_cache_gib: int) -> None:
+    for var in _DIST_VARS:
+        os.environ.pop(var, None)
+    # The engine core runs in this (already separate) process: no second spawn, ~6x faster start on CPU.
+    os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(kv_cache_gib))
+    if "VLLM_CPU_OMP_THREADS_BIND" not in os.environ:  # use every core we may run on
+        cores = sorted(os.sched_getaffinity(0))
+        os.environ["VLLM_CPU_OMP_THREADS_BIND"] = ",".join(map(str, cores))
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def _serve(conn, kwargs: dict, kv_cache_gib: int) -> None:
+    import traceback
+
+    try:
+        _child_env(kv_cache_gib)
+        from vllm import LLM, SamplingParams
+
+        llm = LLM(**kwargs)
+        conn.send(("ok", "ready"))
+    except BaseException:  # noqa: BLE001 - report any start failure to the parent, then exit
+        conn.send(("error", traceback.format_exc()))
+        return
+    while True:
+        try:
+            op, payload = conn.recv()
+        except EOFError:
+            return
+        if op == "close":
+            return
+        try:
+            conn.send(("ok", _generate(llm, SamplingParams, payload)))
+        except BaseException:  # noqa: BLE001
+            conn.send(("error", traceback.format_exc()))
+
+
+def _generate(llm, SamplingParams, requests: list[dict]) -> list[dict]:
+    prompts, params = [], []
+    for r in requests:
+        prompts.append({"prompt_token_ids": r["prompt_token_ids"]})
+        params.append(SamplingParams(n=r["n"], temperature=r["temperature"], top_p=r["top_p"],
+                                     max_tokens=r["max_tokens"], seed=r["seed"], logprobs=0))
+    outputs = llm.generate(prompts, params, use_tqdm=False)
+    return [{
+        "num_prompt_tokens": len(o.prompt_token_ids),
+        "completions": [{"text": c.text, "num_tokens": len(c.token_ids), "logprob": c.cumulative_logprob,
+                         "finish_reason": c.finish_reason} for c in sorted(o.outputs, key=lambda c: c.index)],
+    } for o in outputs]

@@ -1,0 +1,130 @@
+"""Post-training rounds, Llama 3 style: generate -> score -> select -> mix -> SFT -> DPO -> eval.
+
+    accelerate launch posttrain/round.py --recipe recipes/tiny.yaml [sft.learning_rate=2e-5 ...]
+    posttrain round --recipe recipes/tiny.yaml
+
+Every stage writes `runs/<name>/round_<r>/<stage>/` atomically; rerunning the same command resumes at
+the first incomplete stage, and a changed recipe section reruns that stage and everything after it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+from pathlib import Path
+
+import yaml
+
+from posttrain import schema
+from posttrain.config import Recipe, load_recipe
+from posttrain.rundir import RunDir, StageOutput, write_json
+
+log = logging.getLogger("posttrain")
+
+
+def run_rounds(recipe: Recipe) -> dict:
+    """Runs (or resumes) every round of `recipe`; returns the run summary."""
+    from data_mix.mix import mix
+    from eval.heldout import evaluate
+    from posttrain import report
+    from posttrain.dpo import dpo
+    from posttrain.engine import Engines
+    from posttrain.generate import generate
+    from posttrain.prompts import load_prompts
+    from posttrain.scoring import score
+    from posttrain.selection import run as select
+    from posttrain.sft import sft
+
+    run = RunDir(recipe.run_dir)
+    write_json(run.root / "recipe.json", dataclasses.asdict(recipe))
+    seed = recipe.seed
+    base = run.stage(0, "base", {"base_model": recipe.base_model, "build": recipe.base, "seed": seed}, [],
+                     lambda out: {"model_path": resolve_base(recipe)})
+    prompts = run.stage(0, "prompts", recipe.prompts, [], lambda out: load_prompts(out, recipe.prompts, seed))
+    train, heldout = (schema.read(prompts.path / f"{s}.parquet", "prompts") for s in ("train", "heldout"))
+    eval_cfg = {"eval": recipe.eval, "score": recipe.score}
+
+    with Engines(recipe.generate, seed, recipe.generate.max_model_len) as engines:
+        policy = base
+        run.stage(0, "eval", eval_cfg, [policy, prompts], lambda out: evaluate(
+            out, engines.get(policy.model), heldout, _tokenizer(policy), recipe.eval, recipe.score, seed))
+        selected: list[StageOutput] = []
+        for r in range(1, recipe.rounds + 1):
+            round_seed = seed * 1000 + r  # new samples each round, reproducible per prompt
+            samples = run.stage(r, "generate", recipe.generate, [policy, prompts], lambda out: generate(
+                out, engines.get(policy.model), train, _tokenizer(policy), recipe.generate, round_seed))
+            scored = run.stage(r, "score", recipe.score, [samples, prompts], lambda out: score(
+                out, _read(samples, "samples"), train, recipe.score))
+            selected.append(run.stage(r, "select", recipe.select, [scored, prompts], lambda out: select(
+                out, _read(scored, "scored"), train, recipe.select, seed, r)))
+            # The paper re-fine-tunes the base on all SFT data so far; `previous` continues on this round's.
+            history = selected if recipe.sft.start_from == "base" else selected[-1:]
+            mixed = run.stage(r, "mix", recipe.mix, history, lambda out: mix(
+                out, [_read(s, "sft") for s in history], _read(selected[-1], "pairs")))
+
+            engines.close()  # free the generation engine's memory before training
+            start = base if recipe.sft.start_from == "base" else policy
+            sft_out = run.stage(r, "sft", recipe.sft, [start, mixed], lambda out: sft(
+                out, start.model, _read(mixed, "sft"), recipe.sft, seed), resumable=True)
+            policy = run.stage(r, "dpo", recipe.dpo, [sft_out, mixed], lambda out: dpo(
+                out, sft_out.model, _read(mixed, "pairs"), recipe.dpo, seed), resumable=True)
+            # This round's eval engine is also the next round's generation engine (same policy).
+            run.stage(r, "eval", eval_cfg, [policy, prompts], lambda out: evaluate(
+                out, engines.get(policy.model), heldout, _tokenizer(policy), recipe.eval, recipe.score, seed))
+
+    summary = report.summarize(run, recipe.rounds)
+    write_json(run.root / "summary.json", summary)
+    return summary
+
+
+def resolve_base(recipe: Recipe) -> str:
+    """The base model: a local folder, a hub id, or the tiny base built on first use (then cached)."""
+    path = Path(recipe.base_model)
+    if recipe.base is not None:
+        from posttrain.tiny.base import ensure_base
+
+        return str(ensure_base(path, recipe.base, recipe.seed))
+    if not path.exists() and path.is_absolute():
+        raise FileNotFoundError(f"base_model {recipe.base_model}: no such folder")
+    return recipe.base_model  # a local folder or a hub id: transformers and vLLM load both the same way
+
+
+def _read(stage: StageOutput, table: str):
+    return schema.read(stage.path / f"{table}.parquet", table)
+
+
+def _tokenizer(stage: StageOutput):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(stage.model)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--recipe", required=True, help="recipe YAML, e.g. recipes/tiny.yaml")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. sft.learning_rate=2e-5 rounds=1")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_arguments(p)
+    args = p.parse_args(argv)
+    return run_command(args)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    from posttrain import report
+    from posttrain.cli import setup_logging
+
+    setup_logging()
+    recipe = load_recipe(args.recipe, args.overrides)
+    log.info("recipe %s:\n%s", args.recipe, yaml.safe_dump(json.loads(json.dumps(dataclasses.asdict(recipe))), sort_keys=False))
+    summary = run_rounds(recipe)
+    print(report.table(summary))
+    print(f"\nsummary: {Path(summary['run']) / 'summary.json'}")
+    return 0
+
+
+if __name__ == "__main__":  # vLLM's engine is started with `spawn`: this guard keeps children from rerunning it
+    raise SystemExit(main())

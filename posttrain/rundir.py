@@ -1,0 +1,130 @@
+"""The run directory: `runs/<name>/round_<r>/<stage>/`, written atomically, resumed by fingerprint.
+
+A stage runs inside `<stage>.tmp/`; its manifest (fingerprint, inputs, row counts, wall time) is the
+last file written, then the folder is renamed into place, so a reader never sees a partial output.
+The fingerprint hashes the stage's config section and the `output_id` of every input stage: a changed
+section, or any upstream stage that reran, invalidates this stage and so everything after it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+log = logging.getLogger("posttrain")
+MANIFEST = "manifest.json"
+
+
+@dataclass(frozen=True)
+class StageOutput:
+    path: Path
+    manifest: dict
+
+    @property
+    def output_id(self) -> str:
+        return self.manifest["output_id"]
+
+    @property
+    def model(self) -> str:
+        """The model a stage produced: its `model/` folder, or the path/hub id the base stage resolved."""
+        return self.manifest["results"].get("model_path") or str(self.path / "model")
+
+
+def _plain(obj: Any) -> Any:
+    return dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else str(obj)
+
+
+def fingerprint(name: str, round_: int, config: Any, inputs: list[StageOutput]) -> str:
+    blob = json.dumps({"stage": name, "round": round_, "config": config, "inputs": [i.output_id for i in inputs]},
+                      sort_keys=True, default=_plain)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+class RunDir:
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        if self.root.exists() and not self.root.is_dir():
+            raise NotADirectoryError(f"{self.root}: run directory path exists and is not a directory")
+        marker = self.root / "run.json"
+        if self.root.is_dir() and any(self.root.iterdir()) and not marker.exists():
+            raise FileExistsError(f"{self.root}: exists, is not empty and is not a posttrain run directory "
+                                  f"(no run.json); choose another name or output_dir")
+        self.root.mkdir(parents=True, exist_ok=True)
+        if not marker.exists():
+            _write_json(marker, {"format": 1, "created": time.time()})
+
+    def stage_dir(self, round_: int, name: str) -> Path:
+        return self.root / f"round_{round_}" / name
+
+    def completed(self, round_: int, name: str) -> StageOutput | None:
+        path = self.stage_dir(round_, name)
+        try:
+            return StageOutput(path, json.loads((path / MANIFEST).read_text()))
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+
+    def stage(self, round_: int, name: str, config: Any, inputs: list[StageOutput],
+              fn: Callable[[Path], dict | None], *, resumable: bool = False) -> StageOutput:
+        """Runs `fn(tmp_dir) -> {name: value}` unless a complete output with the same fingerprint exists.
+
+        resumable: keep a matching partial `.tmp` (e.g. trainer checkpoints) for `fn` to resume from.
+        """
+        fp = fingerprint(name, round_, config, inputs)
+        final = self.stage_dir(round_, name)
+        done = self.completed(round_, name)
+        if done and done.manifest.get("fingerprint") == fp:
+            log.info("[round %d] %-8s complete, reused (%s)", round_, name, _rows(done.manifest))
+            return done
+        if done:
+            log.info("[round %d] %-8s recipe or inputs changed: rerunning", round_, name)
+        tmp = final.with_name(name + ".tmp")
+        if tmp.exists() and not (resumable and _read(tmp / ".fingerprint") == fp):
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True, exist_ok=True)
+        (tmp / ".fingerprint").write_text(fp)
+
+        log.info("[round %d] %-8s running", round_, name)
+        start = time.time()
+        results = fn(tmp) or {}
+        manifest = {
+            "stage": name, "round": round_, "fingerprint": fp, "output_id": uuid.uuid4().hex,
+            "inputs": {str(i.path): i.output_id for i in inputs}, "results": results,
+            "wall_s": round(time.time() - start, 2), "finished_at": time.time(),
+            "config": json.loads(json.dumps(config, default=_plain)),
+        }
+        _write_json(tmp / MANIFEST, manifest)  # written last: its presence means the stage is complete
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        log.info("[round %d] %-8s done in %.1f s (%s)", round_, name, manifest["wall_s"], _rows(manifest))
+        return StageOutput(final, manifest)
+
+
+def _rows(manifest: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in manifest.get("results", {}).items()) or "no results"
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        return None
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    """Writes JSON atomically (temp file + rename) so a crash never leaves half a file."""
+    tmp = path.with_name(path.name + ".part")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_plain))
+    os.replace(tmp, path)
+
+
+write_json = _write_json

