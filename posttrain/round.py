@@ -13,7 +13,11 @@ import argparse
 import dataclasses
 import json
 import logging
+import sys
 from pathlib import Path
+
+if __name__ == "__main__" and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
+    sys.path.pop(0)  # run as a script: keep posttrain/*.py from shadowing top-level modules
 
 import yaml
 

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from posttrain.faults import kill_if, stage_point
+
 log = logging.getLogger("posttrain")
 MANIFEST = "manifest.json"
 
@@ -93,6 +95,7 @@ class RunDir:
         (tmp / ".fingerprint").write_text(fp)
 
         log.info("[round %d] %-8s running", round_, name)
+        kill_if(stage_point(tmp, "before"))
         start = time.time()
         results = fn(tmp) or {}
         manifest = {
@@ -106,6 +109,7 @@ class RunDir:
             shutil.rmtree(final)
         os.replace(tmp, final)
         log.info("[round %d] %-8s done in %.1f s (%s)", round_, name, manifest["wall_s"], _rows(manifest))
+        kill_if(stage_point(tmp, "after"))
         return StageOutput(final, manifest)
 
 

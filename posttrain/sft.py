@@ -22,7 +22,7 @@ def sft(out: Path, start_model: str | Path, mix: pa.Table, cfg: SFTConfig, seed:
     tokenizer = AutoTokenizer.from_pretrained(start_model)
     dataset = Dataset.from_dict({"messages": mix.column("messages").to_pylist()})
     args = TRLSFTConfig(**common_args(out, cfg, seed), assistant_only_loss=True, packing=cfg.packing,
-                        lr_scheduler_type=cfg.lr_scheduler_type, warmup_ratio=cfg.warmup_ratio,
+                        lr_scheduler_type=cfg.lr_scheduler_type, warmup_steps=cfg.warmup_ratio,  # < 1: a fraction
                         weight_decay=cfg.weight_decay)
     trainer = SFTTrainer(model=str(start_model), args=args, train_dataset=dataset, processing_class=tokenizer)
     return {"examples": mix.num_rows, **train_and_save(trainer, tokenizer, out)}

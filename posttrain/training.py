@@ -5,7 +5,21 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import torch
+from transformers import TrainerCallback
 from transformers.trainer_utils import get_last_checkpoint
+
+from posttrain.faults import kill_if, stage_point
+
+
+class KillAtStep(TrainerCallback):
+    """Fault injection (see posttrain.faults): dies right after checkpoint N is written."""
+
+    def __init__(self, stage_dir: Path):
+        self.stage_dir = stage_dir
+
+    def on_save(self, args, state, control, **kwargs):
+        kill_if(stage_point(self.stage_dir, f"step{state.global_step}"))
 
 
 def common_args(out: Path, cfg, seed: int) -> dict:
@@ -17,11 +31,13 @@ def common_args(out: Path, cfg, seed: int) -> dict:
         # Checkpoints let a killed stage resume mid-training; only the last one is kept.
         save_strategy="steps", save_steps=cfg.checkpoint_every_steps, save_total_limit=1,
         disable_tqdm=True, dataloader_num_workers=0,
+        bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported(),  # TRL defaults to bf16, which CPUs refuse
     )
 
 
 def train_and_save(trainer, tokenizer, out: Path) -> dict:
     """Trains (resuming from the last checkpoint in `out`, if any), saves `out/model`, drops checkpoints."""
+    trainer.add_callback(KillAtStep(out))
     checkpoints = out / "checkpoints"
     resume = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
     result = trainer.train(resume_from_checkpoint=resume)

@@ -1,0 +1,51 @@
+"""Shared fixtures: a test-sized tiny recipe whose base model is built once per session."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Small enough for CI's 2 cores, big enough that every stage has rows (some passes, some failures).
+TEST_RECIPE = {
+    "name": "test",
+    "seed": 0,
+    "rounds": 1,
+    "base": {"num_documents": 8000, "num_steps": 80, "hidden_size": 64, "num_heads": 2, "intermediate_size": 256,
+             "batch_size": 16},
+    "prompts": {"sources": [{"kind": "tiny", "num_train": 12, "num_heldout": 6}]},
+    "generate": {"num_samples": 4, "max_tokens": 48, "max_model_len": 256, "dtype": "float32"},
+    "score": {"code_timeout_s": 5},
+    "sft": {"learning_rate": 1e-3, "num_epochs": 1, "batch_size": 8, "checkpoint_every_steps": 2},
+    "dpo": {"learning_rate": 1e-4, "num_epochs": 1, "batch_size": 4, "checkpoint_every_steps": 2},
+    "eval": {"max_tokens": 48},
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_base(tmp_path_factory) -> Path:
+    from posttrain.config import BaseBuildConfig
+    from posttrain.tiny.base import ensure_base
+
+    return ensure_base(tmp_path_factory.mktemp("base") / "tiny-base", BaseBuildConfig(**TEST_RECIPE["base"]), 0)
+
+
+@pytest.fixture
+def recipe_file(tmp_path, tiny_base) -> Path:
+    """The test recipe, writing its run under tmp_path/runs and reusing the session's base."""
+    recipe = {**TEST_RECIPE, "base_model": str(tiny_base), "output_dir": str(tmp_path / "runs")}
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+def run_cli(*args: str, env: dict | None = None, entry: str = "module") -> subprocess.CompletedProcess:
+    """Runs posttrain in a fresh process, as a user would (the module CLI or the round.py script)."""
+    cmd = [sys.executable, "-m", "posttrain.cli", *args] if entry == "module" else [sys.executable, str(ROOT / "posttrain" / "round.py"), *args[1:]]
+    return subprocess.run(cmd, cwd=ROOT, env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=900)

@@ -1,0 +1,125 @@
+"""One real round (vLLM + TRL on a tiny model) through the CLI, plus crash-and-resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from posttrain import schema
+from tests.conftest import run_cli
+
+pytestmark = pytest.mark.slow
+STAGE_TABLES = {"generate": ["samples"], "score": ["scored"], "select": ["sft", "pairs"], "mix": ["sft", "pairs"],
+                "eval": ["evals"]}
+
+
+def weights(model_dir: Path) -> dict[str, torch.Tensor]:
+    return load_file(model_dir / "model.safetensors")
+
+
+def manifest(run: Path, stage: str, round_: int = 1) -> dict:
+    return json.loads((run / f"round_{round_}" / stage / "manifest.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory, tiny_base) -> Path:
+    """One uninterrupted round, run through `round.py` as a script (the accelerate entry point)."""
+    import yaml
+
+    from tests.conftest import TEST_RECIPE
+
+    tmp = tmp_path_factory.mktemp("full")
+    recipe = tmp / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump({**TEST_RECIPE, "base_model": str(tiny_base), "output_dir": str(tmp / "runs")}))
+    proc = run_cli("round", "--recipe", str(recipe), entry="script")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "eval accuracy" in proc.stdout
+    return tmp / "runs" / "test"
+
+
+def test_round_writes_every_stage_with_schema_and_counts(full_run, tiny_base):
+    train = schema.read(full_run / "round_0" / "prompts" / "train.parquet", "prompts")
+    heldout = schema.read(full_run / "round_0" / "prompts" / "heldout.parquet", "prompts")
+    assert (train.num_rows, heldout.num_rows) == (4 * 12, 4 * 6)
+    assert not set(train["id"].to_pylist()) & set(heldout["id"].to_pylist())
+    for stage, tables in STAGE_TABLES.items():
+        for t in tables:
+            schema.read(full_run / "round_1" / stage / f"{t}.parquet", "evals" if t == "evals" else t)
+    samples = pq.read_table(full_run / "round_1" / "generate" / "samples.parquet")
+    assert samples.num_rows == 4 * 12 * 4  # K=4 per prompt
+    scored = pq.read_table(full_run / "round_1" / "score" / "scored.parquet").to_pylist()
+    assert len(scored) == samples.num_rows
+    passing = {r["prompt_id"] for r in scored if r["reward"] is not None and r["reward"] >= 1.0}
+    sft = pq.read_table(full_run / "round_1" / "select" / "sft.parquet")
+    assert set(sft["prompt_id"].to_pylist()) == passing  # one SFT example per prompt with a passing sample
+    assert 0 < sft.num_rows < train.num_rows, "the tiny base should pass some prompts and fail others"
+    pairs = pq.read_table(full_run / "round_1" / "select" / "pairs.parquet")
+    assert pairs.num_rows > 0
+    assert manifest(full_run, "mix")["results"]["sft"] == sft.num_rows
+    evals = pq.read_table(full_run / "round_1" / "eval" / "evals.parquet")
+    assert evals.num_rows == heldout.num_rows
+    acc = json.loads((full_run / "round_1" / "eval" / "eval.json").read_text())
+    assert set(acc) == {"math", "code", "tools", "multilingual", "overall"}
+    summary = json.loads((full_run / "summary.json").read_text())
+    assert [r["round"] for r in summary["rounds"]] == [0, 1]
+
+
+def test_training_changed_the_weights(full_run, tiny_base):
+    base, sft, dpo = (weights(p) for p in (tiny_base, full_run / "round_1/sft/model", full_run / "round_1/dpo/model"))
+    assert manifest(full_run, "sft")["results"]["steps"] > 0 and manifest(full_run, "dpo")["results"]["steps"] > 0
+    assert any(not torch.equal(base[k], sft[k]) for k in base)
+    assert any(not torch.equal(sft[k], dpo[k]) for k in sft)
+
+
+def test_rerun_reuses_every_stage(full_run):
+    before = {s: manifest(full_run, s)["output_id"] for s in STAGE_TABLES}
+    proc = run_cli("round", "--recipe", str(full_run.parents[1] / "recipe.yaml"))
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert {s: manifest(full_run, s)["output_id"] for s in STAGE_TABLES} == before
+    assert "vLLM engine" not in proc.stderr  # nothing to generate: no engine was started
+
+
+@pytest.mark.parametrize("kill_at", ["round_1/select/after", "round_1/sft/step2"])
+def test_killed_run_resumes_to_the_same_result(full_run, recipe_file, kill_at):
+    killed = run_cli("round", "--recipe", str(recipe_file), env={"POSTTRAIN_KILL_AT": kill_at})
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    run = recipe_file.parent / "runs" / "test"
+    stage = kill_at.split("/")[1]
+    if kill_at.endswith("after"):
+        assert (run / "round_1" / stage / "manifest.json").exists()
+        kept = manifest(run, stage)["output_id"]
+    else:  # killed mid-training: no final folder, a checkpoint in the temp folder
+        assert not (run / "round_1" / stage).exists()
+        assert list((run / "round_1" / f"{stage}.tmp" / "checkpoints").glob("checkpoint-*"))
+    resumed = run_cli("round", "--recipe", str(recipe_file))
+    assert resumed.returncode == 0, resumed.stderr[-4000:]
+    if kill_at.endswith("after"):
+        assert manifest(run, stage)["output_id"] == kept  # reused, not redone
+    else:
+        assert manifest(run, "sft")["results"]["resumed"] is True
+        assert manifest(run, "sft")["results"]["steps"] == manifest(full_run, "sft")["results"]["steps"]
+    assert not list(run.glob("round_*/*.tmp"))
+    # Same tables as the uninterrupted run: byte-equal data, no duplicated rows.
+    for stage_name, tables in STAGE_TABLES.items():
+        for t in tables:
+            got = pq.read_table(run / "round_1" / stage_name / f"{t}.parquet")
+            want = pq.read_table(full_run / "round_1" / stage_name / f"{t}.parquet")
+            assert got.equals(want), f"{stage_name}/{t} differs after resume"
+    for stage_name in ("sft", "dpo"):
+        got, want = weights(run / "round_1" / stage_name / "model"), weights(full_run / "round_1" / stage_name / "model")
+        assert all(torch.allclose(got[k], want[k], atol=1e-5) for k in want), f"{stage_name} weights differ"
+
+
+def test_changed_section_reruns_that_stage_and_after(full_run):
+    """Runs last: it changes full_run's DPO and eval outputs."""
+    before = {s: manifest(full_run, s)["output_id"] for s in ("generate", "score", "select", "mix", "sft", "dpo")}
+    proc = run_cli("round", "--recipe", str(full_run.parents[1] / "recipe.yaml"), "dpo.beta=0.2")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    after = {s: manifest(full_run, s)["output_id"] for s in before}
+    assert {s for s in before if before[s] == after[s]} == {"generate", "score", "select", "mix", "sft"}
+    assert manifest(full_run, "dpo")["config"]["beta"] == 0.2
