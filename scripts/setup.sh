@@ -8,6 +8,17 @@ stamp=.venv/.posttrain-setup
 want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then exit 0; fi
 
+# bubblewrap gives the code sandbox a read-only filesystem and private namespaces; without it the
+# sandbox falls back to `unshare` (shared filesystem) or rlimits only, and logs what it lost.
+if ! command -v bwrap >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    { apt-get install -y -q bubblewrap || { apt-get update -q && apt-get install -y -q bubblewrap; }; } >/dev/null 2>&1 \
+      || echo "setup: could not install bubblewrap; the code sandbox will use a weaker isolation" >&2
+  else
+    echo "setup: bubblewrap (bwrap) not found; install it for the strongest code sandbox" >&2
+  fi
+fi
+
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 # pip's own exit status decides; only the noise about this machine's empty local indexes is filtered.
 pip() {
