@@ -50,6 +50,7 @@ class BaseBuildConfig:
     batch_size: int = 32
     learning_rate: float = 3e-3
     answer_only_loss: bool = True  # loss on assistant tokens only: the measured better base
+    chat_fraction: float = 0.1  # share of documents in the chat template; the rest are plain Q/A text
 
 
 @dataclass(kw_only=True)
@@ -190,20 +191,24 @@ def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
         _apply_override(data, item, path)
     recipe = build(Recipe, data, str(path), "")
     _check(recipe, str(path))
+    _check_prompt_files(recipe, str(path))
     return recipe
 
 
 def _apply_override(data: dict, item: str, path: Path) -> None:
     key, sep, raw = item.partition("=")
     if not sep or not key:
-        raise RecipeError(f"override {item!r}: expected dotted.key=value")
+        raise RecipeError(f"{path}: override {item!r}: expected dotted.key=value")
     *parents, leaf = key.split(".")
     node = data
     for i, part in enumerate(parents):
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
-            raise RecipeError(f"override {item!r}: {'.'.join(parents[: i + 1])} is not a section")
-    node[leaf] = yaml.load(raw, Loader=_Loader)
+            raise RecipeError(f"{path}: override {item!r}: {'.'.join(parents[: i + 1])} is not a section")
+    try:
+        node[leaf] = yaml.load(raw, Loader=_Loader)
+    except yaml.YAMLError as e:
+        raise RecipeError(f"{path}: override {item!r}: value of {key} is not valid YAML: {e}") from None
 
 
 def build(cls: type, data: Any, where: str, key: str) -> Any:
@@ -289,13 +294,38 @@ def _check(r: Recipe, where: str) -> None:
         if src.kind == "file":
             need(src.path is not None, f"{key}.path", "is required for kind: file")
             need(Path(src.path).exists(), f"{key}.path", f"does not exist: {src.path}")
+            need(Path(src.path).is_file(), f"{key}.path", f"is not a file: {src.path}")
         else:
             need(src.num_train > 0 and src.num_heldout > 0, f"{key}", "tiny sources need num_train and num_heldout > 0")
+    if r.base is None and Path(r.base_model).is_absolute():  # a relative one may be a hub id (see resolve_base)
+        need(Path(r.base_model).exists(), "base_model",
+             f"does not exist: {r.base_model} (and no `base` section builds it)")
     for cap, name in r.score.verifiers.items():
         from reward import VERIFIERS
 
         need(cap in CAPABILITIES, f"score.verifiers.{cap}", f"is not a known capability {CAPABILITIES}")
         need(name in VERIFIERS, f"score.verifiers.{cap}", f"names unknown verifier {name!r} (known: {sorted(VERIFIERS)})")
+
+
+def _check_prompt_files(r: Recipe, where: str) -> None:
+    """Reads every file source now, so a bad prompt file fails (naming file and line) before any work starts."""
+    from posttrain.prompts import load_source
+    from posttrain.schema import SchemaError
+
+    owner: dict[str, str] = {}  # prompt id -> the file source that holds it
+    for i, src in enumerate(r.prompts.sources):
+        if src.kind != "file":
+            continue
+        key = f"prompts.sources[{i}]"
+        try:
+            tables = load_source(src, r.seed)
+        except SchemaError as e:
+            raise RecipeError(f"{where}: {key}.path: bad prompt file: {e}") from None
+        for table in tables.values():
+            for pid in table.column("id").to_pylist():
+                if pid in owner:
+                    raise RecipeError(f"{where}: {key}: prompt id {pid!r} of {src.path} is also in {owner[pid]}")
+                owner[pid] = f"{src.path} ({key})"
 
 
 def to_dict(section: Any) -> dict:

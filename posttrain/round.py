@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -44,9 +46,12 @@ def run_rounds(recipe: Recipe) -> dict:
     run = RunDir(recipe.run_dir)
     write_json(run.root / "recipe.json", dataclasses.asdict(recipe))
     seed = recipe.seed
+    base_path = resolve_base(recipe)  # cheap when cached; rebuilds a deleted tiny base identically
     base = run.stage(0, "base", {"base_model": recipe.base_model, "build": recipe.base, "seed": seed}, [],
-                     lambda out: {"model_path": resolve_base(recipe)})
-    prompts = run.stage(0, "prompts", recipe.prompts, [], lambda out: load_prompts(out, recipe.prompts, seed))
+                     lambda out: {"model_path": base_path})
+    # A prompt file edited in place must invalidate the prompts stage: its content hash is part of the config.
+    prompts_cfg = {"prompts": recipe.prompts, "files": file_digests(recipe)}
+    prompts = run.stage(0, "prompts", prompts_cfg, [], lambda out: load_prompts(out, recipe.prompts, seed))
     train, heldout = (schema.read(prompts.path / f"{s}.parquet", "prompts") for s in ("train", "heldout"))
     eval_cfg = {"eval": recipe.eval, "score": recipe.score}
 
@@ -95,6 +100,11 @@ def resolve_base(recipe: Recipe) -> str:
     return recipe.base_model  # a local folder or a hub id: transformers and vLLM load both the same way
 
 
+def file_digests(recipe: Recipe) -> dict[str, str]:
+    return {src.path: hashlib.sha256(Path(src.path).read_bytes()).hexdigest()
+            for src in recipe.prompts.sources if src.kind == "file"}
+
+
 def _read(stage: StageOutput, table: str):
     return schema.read(stage.path / f"{table}.parquet", table)
 
@@ -111,10 +121,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_arguments(p)
-    args = p.parse_args(argv)
-    return run_command(args)
+    """`round.py --recipe R [overrides]` is `posttrain round --recipe R [overrides]` (same error handling)."""
+    from posttrain.cli import main as cli_main
+
+    return cli_main(["round", *(sys.argv[1:] if argv is None else argv)])
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -122,6 +132,11 @@ def run_command(args: argparse.Namespace) -> int:
     from posttrain.cli import setup_logging
 
     setup_logging()
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # Every rank would run every stage into the same run directory. Sharded generation and
+        # data-parallel training under one launch are not built yet: refuse rather than race.
+        raise SystemExit("posttrain round: multi-process launches are not supported yet; "
+                         "use `accelerate launch --num_processes 1` (recipes/accelerate/single.yaml)")
     recipe = load_recipe(args.recipe, args.overrides)
     log.info("recipe %s:\n%s", args.recipe, yaml.safe_dump(json.loads(json.dumps(dataclasses.asdict(recipe))), sort_keys=False))
     summary = run_rounds(recipe)

@@ -144,10 +144,26 @@ def read(path: Path, name: str) -> pa.Table:
 
 
 def read_prompt_file(path: Path) -> pa.Table:
-    """Loads user prompt records from JSONL (errors name file and line) or Parquet."""
+    """Loads user prompt records from JSONL or Parquet; every error names the file and line (or row)."""
     if path.suffix == ".parquet":
-        return read(path, "prompts")
-    records = []
+        table = read(path, "prompts")
+        rows = ((f"{path}: row {i}", f"row {i}", rec) for i, rec in enumerate(table.to_pylist(), 1))
+    else:
+        rows = _jsonl_records(path)
+    records, first = [], {}
+    for where, label, rec in rows:
+        rec = check_prompt_record(rec, where)
+        if rec["id"] in first:
+            raise SchemaError(f"{where}: duplicate id {rec['id']!r} (first on {first[rec['id']]})")
+        first[rec["id"]] = label
+        records.append(rec)
+    if not records:
+        raise SchemaError(f"{path}: no prompt records")
+    return from_records(records, "prompts", str(path))
+
+
+def _jsonl_records(path: Path):
+    """Yields (`file:line`, `line N`, parsed record) for every non-blank line of a JSONL file."""
     with open(path, "rb") as f:
         for lineno, raw in enumerate(f, 1):
             where = f"{path}:{lineno}"
@@ -161,10 +177,7 @@ def read_prompt_file(path: Path) -> pa.Table:
                 rec = json.loads(line)
             except json.JSONDecodeError as e:
                 raise SchemaError(f"{where}: malformed JSON: {e.msg} (column {e.colno})") from None
-            records.append(check_prompt_record(rec, where))
-    if not records:
-        raise SchemaError(f"{path}: no prompt records")
-    return from_records(records, "prompts", str(path))
+            yield where, f"line {lineno}", rec
 
 
 def check_prompt_record(rec: object, where: str) -> dict:
@@ -181,7 +194,8 @@ def check_prompt_record(rec: object, where: str) -> dict:
     if need is None:
         raise SchemaError(f"{where}: unknown capability {rec['capability']!r} (known: {list(VERIFIER_FIELDS)})")
     msgs = rec["messages"]
-    if not isinstance(msgs, list) or not all(isinstance(m, dict) and m.get("role") and isinstance(m.get("content"), str) for m in msgs):
+    if not isinstance(msgs, list) or not all(isinstance(m, dict) and isinstance(m.get("role"), str) and m["role"]
+                                                 and isinstance(m.get("content"), str) for m in msgs):
         raise SchemaError(f"{where}: 'messages' must be a list of {{role, content}} objects")
     if msgs[-1]["role"] != "user":
         raise SchemaError(f"{where}: the last message of a prompt must be the user's")

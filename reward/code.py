@@ -28,17 +28,21 @@ def score(completions: list, tests: list | None = None, entry_point: list | None
     None (no check); tests[i] None -> not applicable. Programs run concurrently, num_workers at a time."""
     n = len(completions)
     verdicts: list[Verdict | None] = [None] * n
-    jobs: list[tuple[int, str, str, str | None]] = []  # (row, program, nonce, entry point)
+    # K samples of one prompt are often the same code: each distinct (code, tests, entry point) runs once.
+    jobs: dict[tuple[str, str, str | None], list[int]] = {}
     rows = zip(completions, column(tests, n, "tests"), column(entry_point, n, "entry_point"))
     for i, (c, t, e) in enumerate(rows):
         code = extract_code(as_text(c))
         verdicts[i] = missing(tests=t) or _syntax(code)
         if verdicts[i] is None:
-            nonce = secrets.token_hex(8)
-            jobs.append((i, build_program(code, t, e, nonce), nonce, e))
-    results = sandbox.run_many([p for _, p, _, _ in jobs], timeout_s or TIMEOUT_S, num_workers)
-    for (i, program, nonce, entry), result in zip(jobs, results):
-        verdicts[i] = verdict(result, program, nonce, entry)
+            jobs.setdefault((code, t, e), []).append(i)
+    nonces = [secrets.token_hex(8) for _ in jobs]
+    programs = [build_program(code, t, e, nonce) for (code, t, e), nonce in zip(jobs, nonces)]
+    results = sandbox.run_many(programs, timeout_s or TIMEOUT_S, num_workers)
+    for ((_, _, entry), rows_of_job), program, nonce, result in zip(jobs.items(), programs, nonces, results):
+        v = verdict(result, program, nonce, entry)
+        for i in rows_of_job:
+            verdicts[i] = v
     return verdicts
 
 

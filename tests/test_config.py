@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 
 import pytest
@@ -218,7 +219,8 @@ def test_file_source_without_path(tmp_path):
 
 def test_file_source_path_is_relative_to_cwd(tmp_path, monkeypatch):
     (tmp_path / "data").mkdir()
-    (tmp_path / "data" / "p.jsonl").write_text("{}\n")
+    record = {"id": "p1", "capability": "math", "messages": [{"role": "user", "content": "1+1?"}], "answer": "2"}
+    (tmp_path / "data" / "p.jsonl").write_text(json.dumps(record) + "\n")  # load_recipe reads file sources
     path = variant(tmp_path, lambda d: d["prompts"]["sources"].append(file_source("data/p.jsonl")))
     monkeypatch.chdir(tmp_path)
     r = load_recipe(path)

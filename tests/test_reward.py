@@ -211,3 +211,17 @@ def test_multilingual(completion, language, answer, verdict):
 def test_conversational_completions_read_their_last_message():
     assert multilingual.score([[{"role": "assistant", "content": "quatre"}]], language=["fr"],
                               answer=["quatre"]) == [Verdict(1.0, "correct")]
+
+
+def test_code_runs_each_distinct_program_once(monkeypatch):
+    from reward import code, sandbox
+
+    calls = []
+    real = sandbox.run_many
+    monkeypatch.setattr(sandbox, "run_many", lambda programs, *a, **k: calls.append(len(programs)) or real(programs, *a, **k))
+    good = "```python\ndef f(x):\n    return x + 1\n```"
+    bad = "```python\ndef f(x):\n    return x + 2\n```"
+    tests = "assert f(1) == 2"
+    verdicts = code.score([good, bad, good, good], tests=[tests] * 4, entry_point=["f"] * 4)
+    assert [v.reward for v in verdicts] == [1.0, 0.0, 1.0, 1.0]
+    assert calls == [2]

@@ -98,7 +98,9 @@ def build_base(out: Path, cfg: BaseBuildConfig, seed: int) -> None:
     torch.manual_seed(seed)
     start = time.time()
     convs = corpus(cfg, seed)
-    tokenizer = train_tokenizer([_render(c) for c in convs[:5000]], cfg.vocab_size)
+    texts = [_render(c) for c in convs[:2500]] + ["".join(_render_plain(c)) for c in convs[2500:5000]]
+    tokenizer = train_tokenizer(texts,
+                                cfg.vocab_size)
     model = LlamaForCausalLM(LlamaConfig(
         vocab_size=len(tokenizer), hidden_size=cfg.hidden_size, num_hidden_layers=cfg.num_layers,
         num_attention_heads=cfg.num_heads, num_key_value_heads=cfg.num_heads,
@@ -107,7 +109,7 @@ def build_base(out: Path, cfg: BaseBuildConfig, seed: int) -> None:
         pad_token_id=tokenizer.pad_token_id, attn_implementation="sdpa"))
     log.info("tiny base: %.2fM parameters, %d-token vocabulary, %d documents",
              model.num_parameters() / 1e6, len(tokenizer), len(convs))
-    ids, labels = _pack(tokenizer, convs, cfg)
+    ids, labels = _pack(tokenizer, convs, cfg, seed)
     _pretrain(model, ids, labels, cfg, seed)
     model.generation_config = GenerationConfig(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                                                pad_token_id=tokenizer.pad_token_id)
@@ -120,17 +122,41 @@ def _render(conv: list[dict]) -> str:
     return "".join(f"{START}{m['role']}{END}\n\n{m['content']}{EOT}" for m in conv)
 
 
-def _pack(tokenizer, convs: list[list[dict]], cfg: BaseBuildConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """Concatenates tokenized conversations into rows of `max_length`; labels are -100 off-target."""
+def _render_plain(conv: list[dict]) -> tuple[str, str]:
+    """A conversation as plain pretraining text: (prompt part, answer part)."""
+    return BOS + "\n".join(m["content"] for m in conv[:-1]) + "\nAnswer: ", conv[-1]["content"] + "\n\n"
+
+
+def _pack(tokenizer, convs: list[list[dict]], cfg: BaseBuildConfig, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Concatenates encoded documents into rows of `max_length`; labels are -100 off-target.
+
+    Only `chat_fraction` of the documents use the chat template; the rest are plain "question / Answer:"
+    text. So the base knows the tasks but is shaky in the chat format, the way a pretrained model is
+    before post-training, and its own verified chat-format samples have something general to teach.
+    """
+    rng = random.Random(seed)
     ids, labels = [], []
     for conv in convs:
-        enc = tokenizer.apply_chat_template(conv, tokenize=True, return_dict=True, return_assistant_tokens_mask=True)
-        mask = enc["assistant_masks"] if cfg.answer_only_loss else [1] * len(enc["input_ids"])
-        ids.extend(enc["input_ids"])
-        labels.extend(t if m else -100 for t, m in zip(enc["input_ids"], mask))
+        doc_ids, mask = (_chat_doc if rng.random() < cfg.chat_fraction else _plain_doc)(tokenizer, conv)
+        if not cfg.answer_only_loss:
+            mask = [1] * len(doc_ids)
+        ids.extend(doc_ids)
+        labels.extend(t if m else -100 for t, m in zip(doc_ids, mask))
     n = len(ids) // cfg.max_length * cfg.max_length
     shape = (-1, cfg.max_length)
     return torch.tensor(ids[:n]).view(shape), torch.tensor(labels[:n]).view(shape)
+
+
+def _chat_doc(tokenizer, conv: list[dict]) -> tuple[list[int], list[int]]:
+    enc = tokenizer.apply_chat_template(conv, tokenize=True, return_dict=True, return_assistant_tokens_mask=True)
+    return enc["input_ids"], enc["assistant_masks"]
+
+
+def _plain_doc(tokenizer, conv: list[dict]) -> tuple[list[int], list[int]]:
+    prompt, answer = _render_plain(conv)
+    p_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    a_ids = tokenizer(answer, add_special_tokens=False)["input_ids"]
+    return p_ids + a_ids, [0] * len(p_ids) + [1] * len(a_ids)
 
 
 def _pretrain(model, ids: torch.Tensor, labels: torch.Tensor, cfg: BaseBuildConfig, seed: int) -> None:
