@@ -8,6 +8,7 @@ import os
 import sys
 
 from posttrain.config import RecipeError
+from posttrain.rundir import RunDirError
 
 
 def setup_logging() -> None:
@@ -40,7 +41,11 @@ def _report(args) -> int:
 
     from posttrain.report import table
 
-    print(table(json.loads((Path(args.run_dir) / "summary.json").read_text())))
+    path = Path(args.run_dir) / "summary.json"
+    if not path.is_file():
+        print(f"posttrain: {path}: no summary (not a run directory, or no round has finished)", file=sys.stderr)
+        return 2
+    print(table(json.loads(path.read_text())))
     return 0
 
 
@@ -67,6 +72,9 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except RecipeError as e:
         print(f"posttrain: recipe error: {e}", file=sys.stderr)
+        return 2
+    except RunDirError as e:
+        print(f"posttrain: {e}", file=sys.stderr)
         return 2
 
 

@@ -104,9 +104,22 @@ class SelectConfig:
 
 @dataclass(kw_only=True)
 class MixConfig:
-    """Data mix (pass-through for now: tagging, dedup and rebalancing fill it later)."""
+    """Data mix: exact dedup -> near dedup -> decontamination against eval prompts -> rebalancing.
+
+    Dedup and decontamination compare prompts (the non-assistant messages), normalized for case and
+    whitespace. `enabled: false` passes the data through untouched.
+    """
 
     enabled: bool = True
+    dedup_exact: bool = True
+    dedup_near: bool = True
+    near_threshold: float = 0.8  # estimated Jaccard of word 3-gram shingles at which prompts are near duplicates
+    num_perm: int = 64  # MinHash permutations
+    decontaminate: bool = True
+    ngram: int = 13  # word n-gram shared with an eval prompt that marks a training prompt contaminated
+    targets: dict[str, float] | None = None  # {capability: proportion}, summing to 1; None = keep proportions
+    max_repeat: int = 1  # times a scarce capability's examples may be used to approach its target
+    total: int | None = None  # output SFT examples; None = the most the targets allow within max_repeat
 
 
 @dataclass(kw_only=True)
@@ -286,6 +299,21 @@ def _check(r: Recipe, where: str) -> None:
     need(r.select.min_margin >= 0, "select.min_margin", "must be >= 0")
     need(r.sft.learning_rate > 0, "sft.learning_rate", "must be > 0")
     need(r.dpo.beta > 0, "dpo.beta", "must be > 0")
+    m = r.mix
+    need(0 < m.near_threshold <= 1, "mix.near_threshold", f"must be in (0, 1], got {m.near_threshold}")
+    need(m.num_perm >= 16, "mix.num_perm", f"must be >= 16, got {m.num_perm}")
+    need(m.ngram >= 1, "mix.ngram", f"must be >= 1, got {m.ngram}")
+    need(m.max_repeat >= 1, "mix.max_repeat", f"must be >= 1, got {m.max_repeat}")
+    need(m.total is None or m.total >= 1, "mix.total", f"must be >= 1, got {m.total}")
+    if m.targets is None:
+        need(m.total is None and m.max_repeat == 1, "mix.total" if m.total is not None else "mix.max_repeat",
+             "has no effect without mix.targets")
+    else:
+        for cap, share in m.targets.items():
+            need(cap in CAPABILITIES, f"mix.targets.{cap}", f"is not a known capability {CAPABILITIES}")
+            need(share >= 0, f"mix.targets.{cap}", f"must be >= 0, got {share}")
+        need(abs(sum(m.targets.values()) - 1) <= 1e-6, "mix.targets",
+             f"must sum to 1 (within 1e-6), got {sum(m.targets.values())!r}")
     need(len(r.prompts.sources) > 0, "prompts.sources", "must name at least one source")
     for i, src in enumerate(r.prompts.sources):
         key = f"prompts.sources[{i}]"

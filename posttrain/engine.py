@@ -38,7 +38,7 @@ class Engine:
                       gpu_memory_utilization=cfg.gpu_memory_utilization,
                       # A chunked prefill rewinds the per-request seeded generator, which CPU generators cannot do.
                       enable_chunked_prefill=False)
-        self._proc = ctx.Process(target=_serve, args=(child, kwargs, cfg.kv_cache_gib), daemon=True)
+        self._proc = ctx.Process(target=_serve, args=(child, kwargs, cfg.kv_cache_gib, os.getpid()), daemon=True)
         start = time.time()
         self._proc.start()
         child.close()
@@ -109,9 +109,23 @@ def _child_env(kv_cache_gib: int) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-def _serve(conn, kwargs: dict, kv_cache_gib: int) -> None:
+def _die_with_parent(parent_pid: int) -> None:
+    """An engine whose parent was killed must not live on holding cores and memory (Linux only)."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent_pid:  # the parent died before the line above took effect
+        os._exit(1)
+
+
+def _serve(conn, kwargs: dict, kv_cache_gib: int, parent_pid: int) -> None:
     import traceback
 
+    _die_with_parent(parent_pid)
     try:
         _child_env(kv_cache_gib)
         from vllm import LLM, SamplingParams

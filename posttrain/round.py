@@ -70,8 +70,8 @@ def run_rounds(recipe: Recipe) -> dict:
                 out, _read(scored, "scored"), train, recipe.select, seed, r)))
             # The paper re-fine-tunes the base on all SFT data so far; `previous` continues on this round's.
             history = selected if recipe.sft.start_from == "base" else selected[-1:]
-            mixed = run.stage(r, "mix", recipe.mix, history, lambda out: mix(
-                out, [_read(s, "sft") for s in history], _read(selected[-1], "pairs")))
+            mixed = run.stage(r, "mix", recipe.mix, [*history, prompts], lambda out: mix(
+                out, [_read(s, "sft") for s in history], _read(selected[-1], "pairs"), heldout, recipe.mix, seed))
 
             engines.close()  # free the generation engine's memory before training
             start = base if recipe.sft.start_from == "base" else policy

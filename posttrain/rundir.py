@@ -26,6 +26,10 @@ log = logging.getLogger("posttrain")
 MANIFEST = "manifest.json"
 
 
+class RunDirError(FileExistsError):
+    """The run directory cannot be used (not a directory, or not one of ours)."""
+
+
 @dataclass(frozen=True)
 class StageOutput:
     path: Path
@@ -55,10 +59,10 @@ class RunDir:
     def __init__(self, root: Path):
         self.root = Path(root)
         if self.root.exists() and not self.root.is_dir():
-            raise NotADirectoryError(f"{self.root}: run directory path exists and is not a directory")
+            raise RunDirError(f"{self.root}: run directory path exists and is not a directory")
         marker = self.root / "run.json"
         if self.root.is_dir() and any(self.root.iterdir()) and not marker.exists():
-            raise FileExistsError(f"{self.root}: exists, is not empty and is not a posttrain run directory "
+            raise RunDirError(f"{self.root}: exists, is not empty and is not a posttrain run directory "
                                   f"(no run.json); choose another name or output_dir")
         self.root.mkdir(parents=True, exist_ok=True)
         if not marker.exists():

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import time
+import uuid
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -16,6 +19,23 @@ from tests.conftest import run_cli
 pytestmark = pytest.mark.slow
 STAGE_TABLES = {"generate": ["samples"], "score": ["scored"], "select": ["sft", "pairs"], "mix": ["sft", "pairs"],
                 "eval": ["evals"]}
+
+
+def survivors(mark: str, wait_s: float = 10.0) -> list[int]:
+    """Processes still carrying POSTTRAIN_TEST_RUN=mark in their environment, after up to wait_s."""
+    needle = f"POSTTRAIN_TEST_RUN={mark}".encode()
+    deadline = time.time() + wait_s
+    while True:
+        found = []
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                if needle in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
+                    found.append(int(pid))
+            except OSError:
+                pass
+        if not found or time.time() > deadline:
+            return found
+        time.sleep(0.2)
 
 
 def weights(model_dir: Path) -> dict[str, torch.Tensor]:
@@ -60,7 +80,10 @@ def test_round_writes_every_stage_with_schema_and_counts(full_run, tiny_base):
     assert 0 < sft.num_rows < train.num_rows, "the tiny base should pass some prompts and fail others"
     pairs = pq.read_table(full_run / "round_1" / "select" / "pairs.parquet")
     assert pairs.num_rows > 0
-    assert manifest(full_run, "mix")["results"]["sft"] == sft.num_rows
+    mixed = manifest(full_run, "mix")["results"]
+    assert mixed["input"] == sft.num_rows
+    assert mixed["sft"] == sft.num_rows - mixed["exact_dups"] - mixed["near_dups"] - mixed["contaminated"]
+    assert mixed["contaminated"] == 0  # held-out prompts come from a disjoint half of each family
     evals = pq.read_table(full_run / "round_1" / "eval" / "evals.parquet")
     assert evals.num_rows == heldout.num_rows
     acc = json.loads((full_run / "round_1" / "eval" / "eval.json").read_text())
@@ -86,8 +109,10 @@ def test_rerun_reuses_every_stage(full_run):
 
 @pytest.mark.parametrize("kill_at", ["round_1/select/after", "round_1/sft/step2"])
 def test_killed_run_resumes_to_the_same_result(full_run, recipe_file, kill_at):
-    killed = run_cli("round", "--recipe", str(recipe_file), env={"POSTTRAIN_KILL_AT": kill_at})
+    mark = uuid.uuid4().hex
+    killed = run_cli("round", "--recipe", str(recipe_file), env={"POSTTRAIN_KILL_AT": kill_at, "POSTTRAIN_TEST_RUN": mark})
     assert killed.returncode == -9, killed.stderr[-3000:]
+    assert not survivors(mark), "a child process (e.g. the vLLM engine) outlived the killed run"
     run = recipe_file.parent / "runs" / "test"
     stage = kill_at.split("/")[1]
     if kill_at.endswith("after"):

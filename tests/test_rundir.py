@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from posttrain.config import SFTConfig
-from posttrain.rundir import MANIFEST, RunDir, StageOutput, fingerprint
+from posttrain.rundir import MANIFEST, RunDir, RunDirError, StageOutput, fingerprint
 
 
 class Stage:
@@ -64,7 +64,7 @@ def test_non_empty_foreign_dir_is_refused(tmp_path):
 
 def test_path_that_is_a_file_is_refused(tmp_path):
     (tmp_path / "run").write_text("")
-    with pytest.raises(NotADirectoryError):
+    with pytest.raises(RunDirError, match="not a directory"):
         RunDir(tmp_path / "run")
 
 

@@ -16,7 +16,17 @@ from typing import Callable
 
 # --------------------------------------------------------------------------- math
 
-NAMES = ["Ana", "Ben", "Cleo", "Dev", "Eli", "Fay", "Gus", "Hana"]
+# Name spaces are large on purpose: a held-out prompt is a new combination that the model must read
+# (copy a name, a city, a number) rather than recall, so what post-training teaches can transfer.
+SYLLABLES = ["ka", "lo", "mi", "ra", "te", "su", "no", "vi", "da", "pe", "zu", "bo"]
+
+
+def _word(rng: random.Random, n: int = 2) -> str:
+    return "".join(rng.choice(SYLLABLES) for _ in range(n))
+
+
+NAMES = ["Ana", "Ben", "Cleo", "Dev", "Eli", "Fay", "Gus", "Hana", "Ivo", "Jun", "Kai", "Lena", "Mo", "Nia",
+         "Omar", "Pia", "Raj", "Sara", "Tom", "Uma"]
 ITEMS = ["apples", "books", "coins", "cards", "pens", "shells"]
 
 
@@ -35,12 +45,11 @@ def math_task(rng: random.Random) -> tuple[dict, str]:
 
 # --------------------------------------------------------------------------- code
 
-FUNCS = ["calc", "shift", "scale", "step", "apply", "move"]
 OPS = {"plus": ("+", operator.add), "minus": ("-", operator.sub), "times": ("*", operator.mul)}
 
 
 def code_task(rng: random.Random) -> tuple[dict, str]:
-    fn, word, k = rng.choice(FUNCS), rng.choice(list(OPS)), rng.randint(1, 9)
+    fn, word, k = _word(rng), rng.choice(list(OPS)), rng.randint(1, 9)
     op, apply = OPS[word]
     q = f"Write a Python function {fn}(x) that returns x {word} {k}."
     tests = "\n".join(f"assert {fn}({x}) == {apply(x, k)}" for x in (0, 1, 4, -3))
@@ -50,14 +59,15 @@ def code_task(rng: random.Random) -> tuple[dict, str]:
 
 # --------------------------------------------------------------------------- tools
 
-CITIES = ["Paris", "Lima", "Oslo", "Tokyo", "Cairo", "Quito"]
+CITIES = ["Paris", "Lima", "Oslo", "Tokyo", "Cairo", "Quito", "Rome", "Delhi", "Accra", "Seoul", "Bern", "Dakar",
+          "Hanoi", "Kiev", "Riga", "Sofia", "Tunis", "Baku", "Doha", "Male"]
 TOOLS = {
     "get_weather": {"city": "string"},
     "set_timer": {"minutes": "integer"},
     "play_song": {"title": "string"},
     "call_contact": {"name": "string"},
 }
-SONGS = ["Blue Sky", "Night Train", "Sun Dance", "Old Road"]
+SONGS = [f"{a} {b}" for a in ("Blue", "Night", "Sun", "Old", "Red") for b in ("Sky", "Train", "Dance", "Road", "River")]
 
 
 def _tool_schema(name: str) -> dict:
@@ -97,7 +107,8 @@ LANGUAGE_NAMES = {"en": "English", "fr": "French", "es": "Spanish", "de": "Germa
 def multilingual_task(rng: random.Random) -> tuple[dict, str]:
     lang, n = rng.choice(list(NUMBER_WORDS)), rng.randint(0, 12)
     template = rng.choice(["Write the number {n} as a word in {L}.", "How do you say {n} in {L}?",
-                           "Answer in {L}: what is the word for {n}?"])
+                           "Answer in {L}: what is the word for {n}?", "In {L}, {n} is written how?",
+                           "Give the {L} word for the number {n}.", "{n} in {L}, please."])
     word = NUMBER_WORDS[lang][n]
     q = template.format(n=n, L=LANGUAGE_NAMES[lang])
     return {"capability": "multilingual", "messages": [_user(q)], "language": lang, "answer": word}, word

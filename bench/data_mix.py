@@ -1,0 +1,266 @@
+"""Benchmark of the mix stage: exact + MinHash dedup, decontamination and rebalancing on synthetic SFT data.
+
+    .venv/bin/python bench/data_mix.py --n 1000000        # goal (issue 4): within 60 s and 4 GB peak on 2 cores
+
+Generates N SFT examples (prompts of 8-60 Zipf-distributed words; 5% exact copies differing in case and
+whitespace, 5% one-word edits of prompts of 40+ words, 2% holding an eval prompt; capabilities 55/25/15/5)
+plus 10,000 eval prompts and N/10 DPO pairs, as Parquet. Then, each in a fresh process so peak RSS is its own:
+
+  fast   data_mix.mix.mix() on all N: read the Parquet inputs, the four steps, write the outputs;
+  plain  the same steps as pure-Python loops over dicts and sets (MinHash via datasketch's MinHash and
+         MinHashLSH, the library's per-document API) on a subsample of --plain-n rows, extrapolated
+         linearly to N (its eval n-gram index is a fixed cost, timed apart and not scaled);
+  check  the fast path on that same subsample, whose counts are printed beside the plain ones.
+
+Generation also runs in its own process: Linux keeps a process's peak RSS across fork + exec, so a
+child of a big parent would report the parent's peak.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+ROOT = Path(__file__).resolve().parents[1]
+# Run as a script, bench/ is sys.path[0] and this file would shadow the data_mix package: use the repo root.
+sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
+
+CAPS = ["math", "code", "tools", "multilingual"]
+TARGETS = {c: 0.25 for c in CAPS}
+MAX_REPEAT = 2
+NUM_EVAL = 10_000
+
+
+# --------------------------------------------------------------------------- synthetic data
+
+
+def generate(n: int, seed: int, out: Path) -> dict:
+    """Writes sft.parquet (n rows), heldout.parquet and pairs.parquet under `out`; returns what was planted."""
+    from posttrain import schema
+
+    rng = np.random.default_rng(seed)
+    syl = ["ka", "lo", "mi", "ra", "te", "su", "no", "vi", "da", "pe", "zu", "bo"]
+    vocab = pa.array([f"{syl[i % 12]}{syl[i // 12 % 12]}{i // 144}" for i in range(30_000)])
+    p = 1.0 / (np.arange(len(vocab)) + 10.0)
+    p /= p.sum()
+
+    def texts(lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return np.concatenate([[0], np.cumsum(lengths)]), rng.choice(len(vocab), int(lengths.sum()), p=p)
+
+    def join(offsets: np.ndarray, codes: np.ndarray) -> pa.Array:
+        return pc.binary_join(pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), vocab.take(codes)), " ")
+
+    def rows(offsets: np.ndarray, codes: np.ndarray, pick: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        lens = np.diff(offsets)[pick]
+        start = np.repeat(offsets[:-1][pick] - np.concatenate([[0], np.cumsum(lens)[:-1]]), lens)
+        return np.concatenate([[0], np.cumsum(lens)]), codes[start + np.arange(lens.sum())]
+
+    n_exact, n_near, n_cont = int(n * 0.05), int(n * 0.05), int(n * 0.02)
+    n_base = n - n_exact - n_near - n_cont
+    base_off, base = texts(rng.integers(8, 61, n_base))
+    eval_off, evals = texts(rng.integers(15, 31, NUM_EVAL))
+    # near: a prompt of 40+ words with its middle word replaced
+    long_rows = np.flatnonzero(np.diff(base_off) >= 40)
+    near_off, near = rows(base_off, base, rng.choice(long_rows, n_near))
+    mid = near_off[:-1] + np.diff(near_off) // 2
+    near[mid] = (near[mid] + 1 + rng.integers(0, len(vocab) - 1, n_near)) % len(vocab)
+    # contaminated: 5 words + an eval prompt + 5 words
+    e_off, e = rows(eval_off, evals, rng.integers(0, NUM_EVAL, n_cont))
+    pad_off, pad = texts(np.full(n_cont, 10))
+    lens = np.diff(e_off) + 10
+    cont_off = np.concatenate([[0], np.cumsum(lens)])
+    cont = np.empty(cont_off[-1], np.int64)
+    slot = np.arange(lens.sum()) - np.repeat(cont_off[:-1], lens)  # position within its row
+    inner = (slot >= 5) & (slot < np.repeat(lens, lens) - 5)
+    cont[inner], cont[~inner] = e, pad
+    exact_src = rng.integers(0, n_base, n_exact)
+    base_text = join(base_off, base)
+    exact = pc.replace_substring(pc.utf8_upper(base_text.take(exact_src)), " ", "  ", max_replacements=1)
+    user = pa.concat_arrays([base_text, exact, join(near_off, near), join(cont_off, cont)])
+    order = rng.permutation(n)
+    user = user.take(order)
+    ids = pa.array(np.char.add(np.char.add("p", np.arange(n).astype("U8")), "/round1"))
+    cap = pa.array(np.array(CAPS)[np.searchsorted(np.cumsum([0.55, 0.25, 0.15]), rng.random(n), side="right")])
+    answer = join(*texts(np.full(n, 6)))
+
+    msgs = _messages([user, answer], ["user", "assistant"])
+    sft = pa.table({"id": ids, "prompt_id": pc.utf8_slice_codeunits(ids, 0, -7), "capability": cap,
+                    "round": pa.array(rng.integers(1, 4, n), pa.int32()), "messages": msgs,
+                    "reward": pa.array(np.ones(n))})
+    pq.write_table(schema.validate(sft, "sft"), out / "sft.parquet")
+    eval_text = join(eval_off, evals)
+    heldout = pa.table({"id": pa.array([f"h{i:05d}" for i in range(NUM_EVAL)]), "capability": pa.array(["math"] * NUM_EVAL),
+                        "messages": _messages([eval_text], ["user"]),
+                        **{f.name: pa.nulls(NUM_EVAL, pa.string()) for f in schema.META}})
+    pq.write_table(schema.validate(heldout, "prompts"), out / "heldout.parquet")
+    k = n // 10
+    pairs = pa.table({"id": ids[:k], "prompt_id": sft["prompt_id"][:k], "capability": cap[:k], "round": sft["round"][:k],
+                      "prompt": _messages([user[:k]], ["user"]), "chosen": _messages([answer[:k]], ["assistant"]),
+                      "rejected": _messages([answer[k:2 * k]], ["assistant"]),
+                      "chosen_reward": np.ones(k), "rejected_reward": np.zeros(k)})
+    pq.write_table(schema.validate(pairs, "pairs"), out / "pairs.parquet")
+    return {"exact": n_exact, "near": n_near, "contaminated": n_cont, "eval_prompts": NUM_EVAL, "pairs": k}
+
+
+def _messages(contents: list[pa.Array], roles: list[str]) -> pa.Array:
+    """Per row i: [{role: roles[j], content: contents[j][i]} for j] as list<struct<role, content>>."""
+    n, k = len(contents[0]), len(roles)
+    content = pa.concat_arrays([c.cast(pa.string()) for c in contents]).take(
+        (np.arange(k)[None, :] * n + np.arange(n)[:, None]).ravel())
+    role = pa.array(np.tile(np.array(roles), n))
+    flat = pa.StructArray.from_arrays([role, content], ["role", "content"])
+    return pa.ListArray.from_arrays(pa.array(np.arange(0, n * k + 1, k), pa.int32()), flat)
+
+
+# --------------------------------------------------------------------------- the two implementations
+
+
+def run_fast(data: Path, rows: int | None) -> dict:
+    from data_mix.mix import mix
+    from posttrain.config import MixConfig
+
+    start = time.perf_counter()
+    sft, heldout, pairs = (pq.read_table(data / f"{t}.parquet") for t in ("sft", "heldout", "pairs"))
+    if rows is not None:  # a subsample: the first rows (rows are in random order) and a tenth as many pairs
+        sft, pairs = sft.slice(0, rows), pairs.slice(0, rows // 10)
+    with tempfile.TemporaryDirectory() as out:
+        cfg = MixConfig(targets=TARGETS, max_repeat=MAX_REPEAT)
+        counts = mix(Path(out), [sft], pairs, heldout, cfg, seed=0)
+    return {"wall_s": time.perf_counter() - start, "counts": counts}
+
+
+def run_plain(data: Path, rows: int) -> dict:
+    """The same steps in plain Python over `rows` rows; per-row time measured apart from the eval index."""
+    from datasketch import MinHash, MinHashLSH
+
+    from data_mix.dedup import bands
+    from data_mix.rebalance import quotas
+
+    cfg_threshold, num_perm, n = 0.8, 64, 13
+    sft = pq.read_table(data / "sft.parquet").slice(0, rows).to_pylist()
+    heldout = pq.read_table(data / "heldout.parquet").to_pylist()
+    pairs = pq.read_table(data / "pairs.parquet").slice(0, rows // 10).to_pylist()
+
+    def text(messages: list[dict]) -> str:
+        return " ".join(" ".join(m["content"] for m in messages if m["role"] != "assistant").lower().split())
+
+    def grams(words: list[str]) -> list[tuple]:
+        return [tuple(words)] if len(words) < n else [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
+
+    t0 = time.perf_counter()
+    eval_index: dict[tuple, str] = {}
+    for e in sorted(heldout, key=lambda e: e["id"]):
+        for g in grams(text(e["messages"]).split()):
+            eval_index.setdefault(g, e["id"])
+    t_eval = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    counts = {"exact_dups": 0, "near_dups": 0, "contaminated": 0, "contaminated_pairs": 0}
+    seen, kept = set(), []
+    for r in sorted(sft, key=lambda r: (r["round"], r["id"])):
+        t = text(r["messages"])
+        if t in seen:
+            counts["exact_dups"] += 1
+            continue
+        seen.add(t)
+        kept.append((r, t))
+    b, rr = bands(cfg_threshold, num_perm)
+    lsh, hashes, unique = MinHashLSH(num_perm=num_perm, params=(b, rr)), {}, []
+    for r, t in kept:
+        w = t.split()
+        m = MinHash(num_perm=num_perm, seed=0)
+        m.update_batch([" ".join(w[i:i + 3]).encode() for i in range(max(len(w) - 2, 1))])
+        if any(m.jaccard(hashes[c]) >= cfg_threshold for c in lsh.query(m)):
+            counts["near_dups"] += 1
+            continue
+        lsh.insert(r["id"], m)
+        hashes[r["id"]] = m
+        unique.append((r, t))
+    clean = []
+    for r, t in unique:
+        if any(g in eval_index for g in grams(t.split())):
+            counts["contaminated"] += 1
+        else:
+            clean.append(r)
+    for p in pairs:
+        counts["contaminated_pairs"] += any(g in eval_index for g in grams(text(p["prompt"]).split()))
+    groups: dict[str, list[dict]] = {}
+    for r in sorted(clean, key=lambda r: r["id"]):
+        groups.setdefault(r["capability"], []).append(r)
+    quota = quotas({c: len(g) for c, g in groups.items()}, TARGETS, MAX_REPEAT)
+    out = []
+    for cap, g in groups.items():
+        q, rem = divmod(quota[cap], len(g))
+        out += [{**r, "id": r["id"] + (f"#rep{m}" if m else "")} for m in range(q) for r in g]
+        out += random.Random(f"0/{cap}").sample(g, rem)
+    t_rows = time.perf_counter() - t0
+    by_cap: dict[str, int] = {}
+    for r in out:
+        by_cap[r["capability"]] = by_cap.get(r["capability"], 0) + 1
+    return {"eval_index_s": t_eval, "rows_s": t_rows, "rows": rows, "counts": {**counts, "sft": len(out),
+            "by_capability": dict(sorted(by_cap.items()))}}
+
+
+# --------------------------------------------------------------------------- driver
+
+
+def child(args: list[str]) -> dict:
+    res = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, check=False)
+    if res.returncode:
+        raise SystemExit(f"{args}: failed\n{res.stderr}")
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=1_000_000, help="synthetic SFT examples")
+    ap.add_argument("--plain-n", type=int, default=20_000, help="rows for the plain-Python run (extrapolated)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--_child", nargs=3, help=argparse.SUPPRESS)  # gen|fast|plain DATA_DIR ROWS
+    args = ap.parse_args()
+    if args._child:
+        kind, data, rows = args._child
+        if kind == "gen":
+            start = time.perf_counter()
+            res = {"planted": generate(int(rows), args.seed, Path(data)), "wall_s": time.perf_counter() - start}
+        else:
+            res = (run_fast if kind == "fast" else run_plain)(Path(data), int(rows) if rows != "all" else None)
+        res["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(json.dumps(res))
+        return
+
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp)
+        gen = child(["--_child", "gen", str(data), str(args.n), "--seed", str(args.seed)])
+        print(f"generated {args.n:,} SFT rows in {gen['wall_s']:.1f} s; planted {gen['planted']}")
+        m = min(args.plain_n, args.n)
+        fast = child(["--_child", "fast", str(data), "all"])
+        check = child(["--_child", "fast", str(data), str(m)])
+        plain = child(["--_child", "plain", str(data), str(m)])
+    plain_est = plain["eval_index_s"] + plain["rows_s"] * args.n / m
+    print(f"fast:  {args.n:,} rows in {fast['wall_s']:.1f} s (read + 4 steps + write), peak RSS {fast['peak_rss_mb']:,.0f} MB")
+    print(f"       counts {fast['counts']}")
+    print(f"plain: {m:,} rows in {plain['rows_s']:.1f} s + eval index {plain['eval_index_s']:.1f} s, "
+          f"peak RSS {plain['peak_rss_mb']:,.0f} MB -> extrapolated to {args.n:,} rows: {plain_est:.0f} s")
+    print(f"ratio: plain / fast = {plain_est / fast['wall_s']:.0f}x (plain extrapolated from {m:,} rows)")
+    print(f"same {m:,} rows, fast:  {check['counts']}")
+    print(f"same {m:,} rows, plain: {plain['counts']}")
+    print(json.dumps({"n": args.n, "fast_wall_s": round(fast["wall_s"], 2), "fast_peak_rss_mb": round(fast["peak_rss_mb"]),
+                      "plain_rows": m, "plain_extrapolated_s": round(plain_est, 1),
+                      "ratio": round(plain_est / fast["wall_s"], 1)}))
+
+
+if __name__ == "__main__":
+    main()
