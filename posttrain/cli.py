@@ -49,6 +49,18 @@ def _report(args) -> int:
     return 0
 
 
+def _average(args) -> int:
+    from posttrain.average import AverageError, average
+
+    setup_logging()
+    try:
+        print(average(args.models, args.out, args.weights))
+    except AverageError as e:
+        print(f"posttrain: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from posttrain.round import add_arguments
 
@@ -60,6 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("base", help="build the recipe's tiny base model if it is missing (cached afterwards)")
     add_arguments(b)
     b.set_defaults(func=_base)
+    avg = sub.add_parser("average", help="parameter-average checkpoints of one architecture (Llama 3 §4.1.5)")
+    avg.add_argument("--models", nargs="+", required=True, help="model folders")
+    avg.add_argument("--weights", nargs="+", type=float, help="one weight per model (default: uniform)")
+    avg.add_argument("--out", required=True, help="output model folder")
+    avg.set_defaults(func=_average)
     rep = sub.add_parser("report", help="print the summary table of a run directory")
     rep.add_argument("run_dir")
     rep.set_defaults(func=_report)
