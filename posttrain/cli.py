@@ -49,6 +49,24 @@ def _report(args) -> int:
     return 0
 
 
+def _score(args) -> int:
+    from pathlib import Path
+
+    from posttrain.config import load_recipe
+    from posttrain.schema import SchemaError
+    from posttrain.scoring import score_file
+
+    setup_logging()
+    recipe = load_recipe(args.recipe, args.overrides)
+    try:
+        rows = score_file(Path(args.input), Path(args.output), recipe.score)
+    except (SchemaError, FileNotFoundError) as e:
+        print(f"posttrain: {e}", file=sys.stderr)
+        return 2
+    print(f"scored {rows} samples -> {args.output}")
+    return 0
+
+
 def _average(args) -> int:
     from posttrain.average import AverageError, average
 
@@ -72,6 +90,11 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("base", help="build the recipe's tiny base model if it is missing (cached afterwards)")
     add_arguments(b)
     b.set_defaults(func=_base)
+    sc = sub.add_parser("score", help="score a samples file (prompt fields + completion) with the recipe's verifiers")
+    add_arguments(sc)
+    sc.add_argument("--input", required=True, help="samples .jsonl or .parquet")
+    sc.add_argument("--output", required=True, help="scored .parquet")
+    sc.set_defaults(func=_score)
     avg = sub.add_parser("average", help="parameter-average checkpoints of one architecture (Llama 3 §4.1.5)")
     avg.add_argument("--models", nargs="+", required=True, help="model folders")
     avg.add_argument("--weights", nargs="+", type=float, help="one weight per model (default: uniform)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import pyarrow as pa
@@ -43,3 +44,45 @@ def score(out: Path, samples: pa.Table, prompts: pa.Table, cfg: ScoreConfig) -> 
     rewards = [x for x in table.column("reward").to_pylist() if x is not None]
     return {"scored": schema.write(table, "scored", out / "scored.parquet"),
             "pass_rate": round(sum(x >= 1.0 for x in rewards) / max(1, len(rewards)), 4)}
+
+
+def read_samples_file(path: Path) -> tuple[pa.Table, pa.Table]:
+    """A JSONL/Parquet of records = prompt fields + `completion` (+ optional `sample_index`) ->
+    (samples, prompts). A prompt id may repeat, once per completion, with the same prompt fields."""
+    import pyarrow.parquet as pq
+
+    if path.suffix == ".parquet":
+        try:
+            records = ((f"{path}: row {i}", r) for i, r in enumerate(pq.read_table(path).to_pylist(), 1))
+        except (pa.ArrowInvalid, OSError) as e:
+            raise schema.SchemaError(f"{path}: cannot read as Parquet: {e}") from None
+    else:
+        records = ((where, rec) for where, _label, rec in schema._jsonl_records(path))
+    prompts: dict[str, dict] = {}
+    samples, seen = [], Counter()
+    for where, rec in records:
+        if not isinstance(rec, dict) or not isinstance(rec.get("completion"), str):
+            raise schema.SchemaError(f"{where}: a sample record needs a string 'completion'")
+        rec = {k: v for k, v in rec.items() if v is not None or k in schema.PROMPTS.names}
+        completion, index = rec.pop("completion"), rec.pop("sample_index", None)
+        prompt = schema.check_prompt_record(rec, where)
+        if prompt["id"] in prompts and prompts[prompt["id"]] != prompt:
+            raise schema.SchemaError(f"{where}: prompt id {prompt['id']!r} repeats with different prompt fields")
+        prompts[prompt["id"]] = prompt
+        seen[prompt["id"]] += 1
+        samples.append({"prompt_id": prompt["id"], "sample_index": seen[prompt["id"]] if index is None else index, "completion": completion,
+                        "num_prompt_tokens": 0, "num_completion_tokens": 0, "logprob": None, "finish_reason": None})
+    if not samples:
+        raise schema.SchemaError(f"{path}: no sample records")
+    return (schema.from_records(samples, "samples", str(path)),
+            schema.from_records(list(prompts.values()), "prompts", str(path)))
+
+
+def score_file(input_path: Path, output_path: Path, cfg: ScoreConfig) -> int:
+    """`posttrain score`: scores a samples file made anywhere; the output appears only when complete."""
+    samples, prompts = read_samples_file(input_path)
+    table = score_samples(samples, prompts, cfg)
+    tmp = output_path.with_name(output_path.name + ".tmp")
+    rows = schema.write(table, "scored", tmp)
+    tmp.replace(output_path)
+    return rows
