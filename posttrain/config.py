@@ -152,6 +152,28 @@ class DPOConfig:
 
 
 @dataclass(kw_only=True)
+class RewardModelConfig:
+    """A Bradley-Terry reward model (TRL RewardTrainer) trained each round on verifier outcomes.
+
+    Initialised from the pretrained base, as the paper does; pairs are a passing vs a failing sample of
+    the same prompt. `weight` is how much the RM score adds to a verifier reward when ranking samples.
+    """
+
+    enabled: bool = False
+    learning_rate: float = 1e-4
+    num_epochs: float = 1.0
+    batch_size: int = 16
+    gradient_accumulation_steps: int = 1
+    max_length: int = 256  # pairs with a longer chosen or rejected sequence are dropped from training
+    checkpoint_every_steps: int = 50
+    lora_r: int = 0  # > 0: train LoRA adapters (merged into the saved model); 0: full fine-tuning
+    lora_alpha: int = 16
+    lora_dropout: float = 0.0
+    score_batch_size: int = 64
+    weight: float = 0.0  # 0 = RM score recorded only
+
+
+@dataclass(kw_only=True)
 class EvalConfig:
     max_tokens: int = 96
 
@@ -178,6 +200,7 @@ class Recipe:
     mix: MixConfig = field(default_factory=MixConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)
     dpo: DPOConfig = field(default_factory=DPOConfig)
+    reward_model: RewardModelConfig = field(default_factory=RewardModelConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     hub: HubConfig = field(default_factory=HubConfig)
 
@@ -299,6 +322,17 @@ def _check(r: Recipe, where: str) -> None:
     need(r.select.min_margin >= 0, "select.min_margin", "must be >= 0")
     need(r.sft.learning_rate > 0, "sft.learning_rate", "must be > 0")
     need(r.dpo.beta > 0, "dpo.beta", "must be > 0")
+    rm = r.reward_model
+    need(rm.learning_rate > 0, "reward_model.learning_rate", f"must be > 0, got {rm.learning_rate}")
+    need(rm.num_epochs > 0, "reward_model.num_epochs", f"must be > 0, got {rm.num_epochs}")
+    for name in ("batch_size", "gradient_accumulation_steps", "max_length", "checkpoint_every_steps",
+                 "score_batch_size"):
+        need(getattr(rm, name) >= 1, f"reward_model.{name}", f"must be >= 1, got {getattr(rm, name)}")
+    need(rm.lora_r >= 0, "reward_model.lora_r", f"must be >= 0 (0 = no LoRA), got {rm.lora_r}")
+    need(rm.lora_alpha >= 1, "reward_model.lora_alpha", f"must be >= 1, got {rm.lora_alpha}")
+    need(0 <= rm.lora_dropout < 1, "reward_model.lora_dropout", f"must be in [0, 1), got {rm.lora_dropout}")
+    need(rm.weight >= 0, "reward_model.weight", f"must be >= 0, got {rm.weight}")
+    need(rm.enabled or rm.weight == 0, "reward_model.weight", "has no effect unless reward_model.enabled is true")
     m = r.mix
     need(0 < m.near_threshold <= 1, "mix.near_threshold", f"must be in (0, 1], got {m.near_threshold}")
     need(m.num_perm >= 16, "mix.num_perm", f"must be >= 16, got {m.num_perm}")

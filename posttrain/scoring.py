@@ -69,9 +69,9 @@ def read_samples_file(path: Path) -> tuple[pa.Table, pa.Table]:
         if prompt["id"] in prompts and prompts[prompt["id"]] != prompt:
             raise schema.SchemaError(f"{where}: prompt id {prompt['id']!r} repeats with different prompt fields")
         prompts[prompt["id"]] = prompt
-        seen[prompt["id"]] += 1
         samples.append({"prompt_id": prompt["id"], "sample_index": seen[prompt["id"]] if index is None else index, "completion": completion,
                         "num_prompt_tokens": 0, "num_completion_tokens": 0, "logprob": None, "finish_reason": None})
+        seen[prompt["id"]] += 1
     if not samples:
         raise schema.SchemaError(f"{path}: no sample records")
     return (schema.from_records(samples, "samples", str(path)),
