@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 import torch
+from accelerate.utils import is_peft_model
 from transformers import TrainerCallback
 from transformers.trainer_utils import get_last_checkpoint
 
@@ -36,12 +37,20 @@ def common_args(out: Path, cfg, seed: int) -> dict:
 
 
 def train_and_save(trainer, tokenizer, out: Path) -> dict:
-    """Trains (resuming from the last checkpoint in `out`, if any), saves `out/model`, drops checkpoints."""
+    """Trains (resuming from the last checkpoint in `out`, if any), saves `out/model`, drops checkpoints.
+
+    A LoRA (PEFT) model is merged into its base before saving.
+    """
     trainer.add_callback(KillAtStep(out))
     checkpoints = out / "checkpoints"
     resume = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
     result = trainer.train(resume_from_checkpoint=resume)
-    trainer.save_model(str(out / "model"))
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    if is_peft_model(model):  # LoRA: save the merged model, so `out/model` is always a plain model folder
+        if trainer.is_world_process_zero():
+            model.merge_and_unload().save_pretrained(out / "model")
+    else:
+        trainer.save_model(str(out / "model"))
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(out / "model")
         shutil.rmtree(checkpoints, ignore_errors=True)

@@ -1,0 +1,177 @@
+"""A trained reward model (Llama 3 §4.1.2): Bradley-Terry on preference pairs, batched scoring.
+
+- `expand_ranking`: a best-first ranking of 2 or 3 responses (edited > chosen > rejected) -> every
+  ordered (better, worse) pair, as the paper trains on all of them.
+- `preference_pairs`: verifier outcomes -> RM preference data: per prompt, a passing sample (chosen)
+  vs a failing one (rejected), in TRL's conversational preference format.
+- `train_reward_model`: TRL's `RewardTrainer` on a sequence classifier initialised from the pretrained
+  base (`num_labels=1`), loss -log sigmoid(r_chosen - r_rejected) with no margin term; optional LoRA,
+  merged before saving, so `out/model` is always a plain model folder.
+- `score_with_reward_model`: every (prompt, completion) rendered with the chat template exactly as in
+  training, sorted by token length, padded per batch, one forward per batch; scores in input order.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from pathlib import Path
+
+import pyarrow as pa
+import torch
+
+log = logging.getLogger("posttrain")
+
+
+def expand_ranking(responses: list[str]) -> list[tuple[int, int]]:
+    """Best-first ranked responses -> every (better, worse) index pair, better before worse.
+
+    Llama 3 ranks 2 or 3 responses per prompt (edited > chosen > rejected): 2 give 1 pair, 3 give 3.
+    Any n >= 2 works. A pair whose two responses are the same text teaches nothing and is left out
+    (an "edited" response that the annotator did not change equals "chosen").
+    """
+    if len(responses) < 2:
+        raise ValueError(f"a ranking needs at least 2 responses, got {len(responses)}")
+    return [(i, j) for i in range(len(responses)) for j in range(i + 1, len(responses))
+            if responses[i] != responses[j]]
+
+
+def preference_pairs(scored: pa.Table, prompts: pa.Table, pass_threshold: float) -> list[dict]:
+    """scored samples + prompts (joined by prompt id) -> RM preference records, sorted by prompt id.
+
+    Per prompt: chosen = the first passing sample (reward >= pass_threshold) by sample_index, rejected =
+    the first failing one (reward < pass_threshold) with a different completion. Samples with no reward
+    (no verifier applies) take part in neither; a prompt with no pass or no failure gives no pair.
+    Records: {"prompt_id", "prompt": messages, "chosen": [assistant msg], "rejected": [assistant msg]}.
+    """
+    messages = dict(zip(prompts.column("id").to_pylist(), prompts.column("messages").to_pylist()))
+    rows = scored.select(["prompt_id", "sample_index", "completion", "reward"]).to_pylist()
+    missing = {r["prompt_id"] for r in rows} - messages.keys()
+    if missing:
+        raise KeyError(f"scored samples reference {len(missing)} unknown prompt id(s), e.g. {sorted(missing)[:3]}")
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for r in rows:
+        if r["reward"] is not None:
+            groups[r["prompt_id"]].append(r)
+    pairs = []
+    for prompt_id in sorted(groups):
+        ordered = sorted(groups[prompt_id], key=lambda r: r["sample_index"])
+        chosen = next((r for r in ordered if r["reward"] >= pass_threshold), None)
+        if chosen is None:
+            continue
+        rejected = next((r for r in ordered if r["reward"] < pass_threshold
+                         and r["completion"] != chosen["completion"]), None)
+        if rejected is None:
+            continue
+        pairs.append({"prompt_id": prompt_id, "prompt": messages[prompt_id],
+                      "chosen": [{"role": "assistant", "content": chosen["completion"]}],
+                      "rejected": [{"role": "assistant", "content": rejected["completion"]}]})
+    return pairs
+
+
+def train_reward_model(out: Path, base_model: str | Path, pairs: list[dict], cfg, seed: int) -> dict:
+    """Trains a Bradley-Terry RM from `base_model` on `pairs` (see `preference_pairs`); saves `out/model`.
+
+    cfg: a `posttrain.config.RewardModelConfig`. With no pairs, the saved model is the initialised one
+    with a zeroed score head: every score is 0, so ranking with it changes nothing.
+    """
+    from datasets import Dataset
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, set_seed
+    from trl import RewardConfig, RewardTrainer
+    from trl.trainer.reward_trainer import suppress_seqcls_warning
+
+    from posttrain.training import common_args, train_and_save
+
+    out = Path(out)
+    tokenizer = AutoTokenizer.from_pretrained(base_model)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    set_seed(seed)  # the score head is initialised at random: same seed, same head
+    with suppress_seqcls_warning():  # the missing score head and unused lm_head are expected
+        model = AutoModelForSequenceClassification.from_pretrained(base_model, num_labels=1, dtype=torch.float32)
+    model.config.pad_token_id = tokenizer.pad_token_id  # the classifier pools at the last non-pad token
+    if not pairs:
+        return _save_constant(model, tokenizer, out)
+
+    dataset = Dataset.from_dict({k: [p[k] for p in pairs] for k in ("prompt", "chosen", "rejected")})
+    args = RewardConfig(**common_args(out, cfg, seed))
+    peft_config = None
+    if cfg.lora_r > 0:
+        from peft import LoraConfig
+
+        # The score head is new: it is trained in full beside the adapters (modules_to_save).
+        peft_config = LoraConfig(task_type="SEQ_CLS", r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
+                                 lora_dropout=cfg.lora_dropout, modules_to_save=["score"])
+    trainer = RewardTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+                            peft_config=peft_config)
+    used = len(trainer.train_dataset)  # TRL drops pairs with a side longer than max_length
+    if used == 0:
+        log.warning("reward model: all %d pairs are longer than max_length=%d", len(pairs), cfg.max_length)
+        return {**_save_constant(model, tokenizer, out), "pairs": len(pairs)}
+    result = train_and_save(trainer, tokenizer, out)
+    accuracy = [h["accuracy"] for h in trainer.state.log_history if "accuracy" in h]
+    return {"pairs": len(pairs), "pairs_used": used, **result,
+            **({"train_accuracy": round(accuracy[-1], 4)} if accuracy else {})}
+
+
+def _save_constant(model, tokenizer, out: Path) -> dict:
+    with torch.no_grad():
+        model.score.weight.zero_()
+    model.save_pretrained(out / "model")
+    tokenizer.save_pretrained(out / "model")
+    return {"pairs": 0, "pairs_used": 0, "steps": 0}
+
+
+def score_with_reward_model(model_dir: str | Path, prompts_messages: list[list[dict]], completions: list[str],
+                            batch_size: int = 64, max_length: int = 512, *, dtype: torch.dtype | None = None,
+                            progress: bool = True) -> list[float]:
+    """RM score of each (prompt messages, completion), in input order.
+
+    Each pair is rendered as prompt + assistant reply with the chat template (the same tokens as in
+    training). A sequence longer than `max_length` keeps its first token (BOS) and its last
+    `max_length - 1`: the score is read at the last token, so the end of the reply must stay. Inputs
+    are sorted by length (longest first, so an out-of-memory shows at once) and padded per batch;
+    every batch is one forward pass under `torch.inference_mode`. Device: CUDA when available, else
+    CPU; dtype: bfloat16 on a CUDA device that supports it, else float32 (or as given).
+    """
+    from tqdm.auto import tqdm
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    if len(prompts_messages) != len(completions):
+        raise ValueError(f"{len(prompts_messages)} prompts but {len(completions)} completions")
+    if batch_size < 1 or max_length < 2:
+        raise ValueError(f"need batch_size >= 1 and max_length >= 2, got {batch_size} and {max_length}")
+    if not completions:
+        return []
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if dtype is None:
+        dtype = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir, dtype=dtype).to(device).eval()
+    pad_id = model.config.get_text_config().pad_token_id
+    if pad_id is None:
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        model.config.get_text_config().pad_token_id = pad_id
+
+    conversations = [list(p) + [{"role": "assistant", "content": c}] for p, c in zip(prompts_messages, completions)]
+    texts = tokenizer.apply_chat_template(conversations, tokenize=False)
+    ids = tokenizer(texts, add_special_tokens=False)["input_ids"]  # = apply_chat_template(tokenize=True), batched
+    truncated = sum(len(x) > max_length for x in ids)
+    if truncated:
+        log.warning("reward model: %d of %d inputs longer than %d tokens keep BOS + their last %d tokens",
+                    truncated, len(ids), max_length, max_length - 1)
+        ids = [x if len(x) <= max_length else x[:1] + x[len(x) - max_length + 1:] for x in ids]
+
+    order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))  # stable: ties keep input order
+    scores = torch.empty(len(ids), dtype=torch.float32)
+    with torch.inference_mode(), tqdm(total=len(ids), desc="reward model", unit="sample", disable=not progress) as bar:
+        for start in range(0, len(order), batch_size):
+            batch = order[start:start + batch_size]
+            seqs = [torch.tensor(ids[i], dtype=torch.long) for i in batch]
+            input_ids = torch.nn.utils.rnn.pad_sequence(seqs, batch_first=True, padding_value=pad_id)
+            lengths = torch.tensor([len(s) for s in seqs])
+            attention_mask = (torch.arange(input_ids.shape[1])[None, :] < lengths[:, None]).long()
+            logits = model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device)).logits
+            scores[torch.tensor(batch)] = logits[:, 0].float().cpu()
+            bar.update(len(batch))
+    return scores.tolist()
