@@ -24,7 +24,7 @@ TEST_RECIPE = {
     "generate": {"num_samples": 4, "max_tokens": 48, "max_model_len": 256, "dtype": "float32"},
     "score": {"code_timeout_s": 5},
     "mix": {"dedup_near": False},
-    "sft": {"learning_rate": 1e-3, "num_epochs": 1, "batch_size": 4, "checkpoint_every_steps": 2},
+    "sft": {"learning_rate": 1e-3, "num_epochs": 2, "batch_size": 1, "checkpoint_every_steps": 2},
     "dpo": {"learning_rate": 1e-4, "num_epochs": 1, "batch_size": 4, "checkpoint_every_steps": 2},
     "eval": {"max_tokens": 48},
 }

@@ -47,14 +47,14 @@ def test_tiny_recipe_loads_with_expected_values():
     r = load_recipe(TINY)
     assert isinstance(r, Recipe)
     assert (r.name, r.rounds, r.seed, r.base_model) == ("tiny", 2, 0, ".cache/tiny-base")
-    assert r.base is not None and r.base.num_steps == 300 and r.base.hidden_size == 128  # given / default
+    assert r.base is not None and r.base.num_steps == 200 and r.base.hidden_size == 128  # given / default
     [src] = r.prompts.sources
-    assert (src.kind, src.capabilities, src.num_train, src.num_heldout) == ("tiny", list(CAPABILITIES), 250, 100)
+    assert (src.kind, src.capabilities, src.num_train, src.num_heldout) == ("tiny", list(CAPABILITIES), 400, 100)
     assert (r.generate.num_samples, r.generate.max_tokens, r.generate.max_model_len) == (8, 64, 256)
     assert r.score.code_timeout_s == 5.0 and type(r.score.code_timeout_s) is float  # YAML int -> float field
     assert r.score.verifiers == {c: c for c in CAPABILITIES}  # default: each capability's own verifier
-    assert r.sft.learning_rate == 1e-3 and r.sft.num_epochs == 2.0 and type(r.sft.num_epochs) is float
-    assert r.dpo.learning_rate == 1e-4 and r.dpo.nll_weight == 0.2
+    assert r.sft.learning_rate == 1e-3 and r.sft.num_epochs == 3.0 and type(r.sft.num_epochs) is float
+    assert r.dpo.learning_rate == 1e-5 and r.dpo.nll_weight == 0.2
     assert r.hub.push == "never"
     assert r.run_dir == Path("runs") / "tiny"
 
