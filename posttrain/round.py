@@ -138,8 +138,12 @@ def run_command(args: argparse.Namespace) -> int:
         raise SystemExit("posttrain round: multi-process launches are not supported yet; "
                          "use `accelerate launch --num_processes 1` (recipes/accelerate/single.yaml)")
     recipe = load_recipe(args.recipe, args.overrides)
-    if recipe.hub.push != "never":  # an option that silently does nothing would mislead
+    # Options that would silently do nothing would mislead: say so.
+    if recipe.hub.push != "never":
         log.warning("hub.push=%s: pushing to the Hub is not built yet; nothing will be pushed", recipe.hub.push)
+    if recipe.reward_model.enabled:
+        log.warning("reward_model.enabled: the reward model (reward/model.py) is not wired into the round yet; "
+                    "samples are ranked by their verifiers only")
     log.info("recipe %s:\n%s", args.recipe, yaml.safe_dump(json.loads(json.dumps(dataclasses.asdict(recipe))), sort_keys=False))
     summary = run_rounds(recipe)
     print(report.table(summary))
