@@ -39,7 +39,7 @@ def run_rounds(recipe: Recipe) -> dict:
     from posttrain.engine import Engines
     from posttrain.generate import generate
     from posttrain.prompts import load_prompts
-    from posttrain.scoring import score
+    from posttrain.scoring import reward_model, score
     from posttrain.selection import run as select
     from posttrain.sft import sft
 
@@ -66,8 +66,16 @@ def run_rounds(recipe: Recipe) -> dict:
                 out, engines.get(policy.model), train, _tokenizer(policy), recipe.generate, round_seed))
             scored = run.stage(r, "score", recipe.score, [samples, prompts], lambda out: score(
                 out, _read(samples, "samples"), train, recipe.score))
-            selected.append(run.stage(r, "select", recipe.select, [scored, prompts], lambda out: select(
-                out, _read(scored, "scored"), train, recipe.select, seed, r)))
+            if recipe.reward_model.enabled:  # trained from the base on this round's verifier outcomes
+                engines.close()
+                scored = run.stage(r, "reward_model", {"rm": recipe.reward_model, "select": recipe.select},
+                                   [base, scored, prompts], lambda out: reward_model(
+                                       out, base.model, _read(scored, "scored"), train, recipe.reward_model,
+                                       recipe.select.pass_threshold, seed), resumable=True)
+            rm_weight = recipe.reward_model.weight
+            selected.append(run.stage(r, "select", {"select": recipe.select, "rm_weight": rm_weight},
+                                      [scored, prompts], lambda out: select(
+                out, _read(scored, "scored"), train, recipe.select, seed, r, rm_weight)))
             # The paper re-fine-tunes the base on all SFT data so far; `previous` continues on this round's.
             history = selected if recipe.sft.start_from == "base" else selected[-1:]
             mixed = run.stage(r, "mix", recipe.mix, [*history, prompts], lambda out: mix(
@@ -141,9 +149,6 @@ def run_command(args: argparse.Namespace) -> int:
     # Options that would silently do nothing would mislead: say so.
     if recipe.hub.push != "never":
         log.warning("hub.push=%s: pushing to the Hub is not built yet; nothing will be pushed", recipe.hub.push)
-    if recipe.reward_model.enabled:
-        log.warning("reward_model.enabled: the reward model (reward/model.py) is not wired into the round yet; "
-                    "samples are ranked by their verifiers only")
     log.info("recipe %s:\n%s", args.recipe, yaml.safe_dump(json.loads(json.dumps(dataclasses.asdict(recipe))), sort_keys=False))
     summary = run_rounds(recipe)
     print(report.table(summary))

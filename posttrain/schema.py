@@ -51,6 +51,7 @@ SCORED = pa.schema([
     pa.field("verifier", pa.string(), nullable=False),
     pa.field("reward", pa.float64()),
     pa.field("reason", pa.string()),
+    pa.field("rm_score", pa.float64()),  # the reward model's score, when one is trained (else null)
 ])
 
 SFT = pa.schema([

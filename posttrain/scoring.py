@@ -46,6 +46,20 @@ def score(out: Path, samples: pa.Table, prompts: pa.Table, cfg: ScoreConfig) -> 
             "pass_rate": round(sum(x >= 1.0 for x in rewards) / max(1, len(rewards)), 4)}
 
 
+def reward_model(out: Path, base_model: str, scored: pa.Table, prompts: pa.Table, cfg, pass_threshold: float,
+                 seed: int) -> dict:
+    """Reward-model stage: trains an RM on passing-vs-failing samples, then scores every sample (`rm_score`)."""
+    from reward.model import preference_pairs, score_with_reward_model, train_reward_model
+
+    info = train_reward_model(out, base_model, preference_pairs(scored, prompts, pass_threshold), cfg, seed)
+    messages = dict(zip(prompts.column("id").to_pylist(), prompts.column("messages").to_pylist()))
+    rm = score_with_reward_model(str(out / "model"), [messages[p] for p in scored.column("prompt_id").to_pylist()],
+                                 scored.column("completion").to_pylist(), batch_size=cfg.score_batch_size,
+                                 max_length=cfg.max_length)
+    table = scored.drop_columns(["rm_score"]).append_column("rm_score", pa.array(rm, pa.float64()))
+    return {**info, "scored": schema.write(table, "scored", out / "scored.parquet")}
+
+
 def read_samples_file(path: Path) -> tuple[pa.Table, pa.Table]:
     """A JSONL/Parquet of records = prompt fields + `completion` (+ optional `sample_index`) ->
     (samples, prompts). A prompt id may repeat, once per completion, with the same prompt fields."""

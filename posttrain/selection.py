@@ -2,9 +2,10 @@
 
 Per prompt, samples are ranked by reward (highest first); ties break by a seeded hash of
 (prompt_id, sample_index), so the choice is deterministic at a seed and independent of row order.
-- SFT: the best sample, if it passes (reward >= pass_threshold).
-- DPO: chosen = the best sample, rejected = the worst, if chosen - rejected >= min_margin and the two
-  completions differ.
+- SFT: the best passing sample (reward >= pass_threshold; the pass test uses the verifier alone).
+- DPO: chosen = the best sample, rejected = the worst, if their score difference >= min_margin and
+  the two completions differ.
+Score = verifier reward + rm_weight x reward-model score (rm_weight 0: the verifier alone).
 Samples whose reward is None (no verifier applies) take part in neither.
 """
 
@@ -24,30 +25,38 @@ def tiebreak(seed: int, prompt_id: str, sample_index: int) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}/{prompt_id}/{sample_index}".encode()).digest()[:8], "big")
 
 
-def rank(samples: list[dict], seed: int) -> list[dict]:
-    """Samples of one prompt, best first: reward descending, then the seeded tiebreak."""
+def rank(samples: list[dict], seed: int, rm_weight: float = 0.0) -> list[dict]:
+    """Samples of one prompt, best first: reward + rm_weight x reward-model score descending, then the
+    seeded tiebreak. With rm_weight 0 (or no RM scores) the verifier reward alone decides."""
     scored = [s for s in samples if s["reward"] is not None]
-    return sorted(scored, key=lambda s: (-s["reward"], tiebreak(seed, s["prompt_id"], s["sample_index"])))
+
+    return sorted(scored, key=lambda s: (-combined(s, rm_weight), tiebreak(seed, s["prompt_id"], s["sample_index"])))
 
 
-def select(scored: list[dict], prompts: dict[str, dict], cfg: SelectConfig, seed: int, round_: int
-           ) -> tuple[list[dict], list[dict]]:
+def combined(sample: dict, rm_weight: float) -> float:
+    return sample["reward"] + rm_weight * (sample.get("rm_score") or 0.0)
+
+
+def select(scored: list[dict], prompts: dict[str, dict], cfg: SelectConfig, seed: int, round_: int,
+           rm_weight: float = 0.0) -> tuple[list[dict], list[dict]]:
     """scored rows + prompts by id -> (sft records, pair records), both sorted by prompt id."""
     groups: dict[str, list[dict]] = defaultdict(list)
     for s in scored:
         groups[s["prompt_id"]].append(s)
     sft, pairs = [], []
     for prompt_id in sorted(groups):
-        ranked = rank(groups[prompt_id], seed)
+        ranked = rank(groups[prompt_id], seed, rm_weight)
         if not ranked:
             continue
         prompt = prompts[prompt_id]
         best, worst = ranked[0], ranked[-1]
         common = {"id": f"{prompt_id}/round{round_}", "prompt_id": prompt_id,
                   "capability": prompt["capability"], "round": round_}
-        if best["reward"] >= cfg.pass_threshold:
-            sft.append({**common, "messages": prompt["messages"] + [_assistant(best)], "reward": best["reward"]})
-        if best["reward"] - worst["reward"] >= cfg.min_margin and best["completion"] != worst["completion"]:
+        passing = next((x for x in ranked if x["reward"] >= cfg.pass_threshold), None)
+        if passing is not None:
+            sft.append({**common, "messages": prompt["messages"] + [_assistant(passing)], "reward": passing["reward"]})
+        margin = combined(best, rm_weight) - combined(worst, rm_weight)
+        if margin >= cfg.min_margin and best["completion"] != worst["completion"]:
             pairs.append({**common, "prompt": prompt["messages"], "chosen": [_assistant(best)],
                           "rejected": [_assistant(worst)], "chosen_reward": best["reward"],
                           "rejected_reward": worst["reward"]})
@@ -58,9 +67,10 @@ def _assistant(sample: dict) -> dict:
     return {"role": "assistant", "content": sample["completion"]}
 
 
-def run(out: Path, scored: pa.Table, prompts: pa.Table, cfg: SelectConfig, seed: int, round_: int) -> dict:
+def run(out: Path, scored: pa.Table, prompts: pa.Table, cfg: SelectConfig, seed: int, round_: int,
+        rm_weight: float = 0.0) -> dict:
     by_id = {p["id"]: p for p in prompts.to_pylist()}
-    sft, pairs = select(scored.to_pylist(), by_id, cfg, seed, round_)
+    sft, pairs = select(scored.to_pylist(), by_id, cfg, seed, round_, rm_weight)
     return {
         "sft": schema.write(schema.from_records(sft, "sft"), "sft", out / "sft.parquet"),
         "pairs": schema.write(schema.from_records(pairs, "pairs"), "pairs", out / "pairs.parquet"),

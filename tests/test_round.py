@@ -148,3 +148,17 @@ def test_changed_section_reruns_that_stage_and_after(full_run):
     after = {s: manifest(full_run, s)["output_id"] for s in before}
     assert {s for s in before if before[s] == after[s]} == {"generate", "score", "select", "mix", "sft"}
     assert manifest(full_run, "dpo")["config"]["beta"] == 0.2
+
+
+def test_round_with_a_reward_model_scores_every_sample(recipe_file):
+    proc = run_cli("round", "--recipe", str(recipe_file), "reward_model.enabled=true", "reward_model.weight=0.1",
+                   "dpo.enabled=false")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    run = recipe_file.parent / "runs" / "test"
+    rm = manifest(run, "reward_model")["results"]
+    assert rm["pairs"] > 0 and rm["steps"] > 0
+    scored = pq.read_table(run / "round_1" / "reward_model" / "scored.parquet")
+    assert scored.column("rm_score").null_count == 0
+    assert scored.num_rows == pq.read_table(run / "round_1" / "score" / "scored.parquet").num_rows
+    assert (run / "round_1" / "reward_model" / "model" / "config.json").exists()
+    assert manifest(run, "select")["config"]["rm_weight"] == 0.1

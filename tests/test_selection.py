@@ -73,3 +73,16 @@ def test_not_applicable_rewards_are_left_out():
     scored = [s("p1", 0, None), s("p1", 1, 0.0), s("p3", 0, None)]
     sft, pairs = select(scored, PROMPTS, SelectConfig(), seed=0, round_=1)
     assert sft == [] and pairs == []
+
+
+def test_reward_model_score_ranks_among_equal_verifier_rewards_only_when_weighted():
+    scored = [{**s("p1", 0, 1.0), "rm_score": -2.0}, {**s("p1", 1, 1.0), "rm_score": 3.0},
+              {**s("p1", 2, 0.0), "rm_score": 9.0}]
+    sft, pairs = select(scored, PROMPTS, SelectConfig(), seed=0, round_=1, rm_weight=0.1)
+    # 1.0 + 0.3 beats 1.0 - 0.2 and 0.0 + 0.9; the pass test stays on the verifier reward
+    assert sft[0]["messages"][-1]["content"] == "p1-1"
+    # lowest score: 1.0 - 0.2 = 0.8 (below the failing 0.0 + 0.9); margin 1.3 - 0.8 = 0.5 makes a pair
+    assert pairs[0]["rejected"][0]["content"] == "p1-0"
+    unweighted = min((0, 1), key=lambda i: tiebreak(0, "p1", i))
+    sft, _ = select(scored, PROMPTS, SelectConfig(), seed=0, round_=1, rm_weight=0.0)
+    assert sft[0]["messages"][-1]["content"] == f"p1-{unweighted}"
