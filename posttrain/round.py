@@ -98,13 +98,11 @@ def run_rounds(recipe: Recipe) -> dict:
 
 def resolve_base(recipe: Recipe) -> str:
     """The base model: a local folder, a hub id, or the tiny base built on first use (then cached)."""
-    path = Path(recipe.base_model)
     if recipe.base is not None:
         from posttrain.tiny.base import ensure_base
 
-        return str(ensure_base(path, recipe.base, recipe.seed))
-    if not path.exists() and path.is_absolute():
-        raise FileNotFoundError(f"base_model {recipe.base_model}: no such folder")
+        return str(ensure_base(Path(recipe.base_model), recipe.base, recipe.seed))
+    # load_recipe already refused a missing absolute path; anything else may be a hub id.
     return recipe.base_model  # a local folder or a hub id: transformers and vLLM load both the same way
 
 
@@ -144,7 +142,7 @@ def run_command(args: argparse.Namespace) -> int:
         # Every rank would run every stage into the same run directory. Sharded generation and
         # data-parallel training under one launch are not built yet: refuse rather than race.
         raise SystemExit("posttrain round: multi-process launches are not supported yet; "
-                         "use `accelerate launch --num_processes 1` (recipes/accelerate/single.yaml)")
+                         "launch one process (recipes/accelerate/cpu.yaml or single.yaml)")
     recipe = load_recipe(args.recipe, args.overrides)
     # Options that would silently do nothing would mislead: say so.
     if recipe.hub.push != "never":

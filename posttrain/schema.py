@@ -150,7 +150,7 @@ def read_prompt_file(path: Path) -> pa.Table:
         table = read(path, "prompts")
         rows = ((f"{path}: row {i}", f"row {i}", rec) for i, rec in enumerate(table.to_pylist(), 1))
     else:
-        rows = _jsonl_records(path)
+        rows = jsonl_records(path)
     records, first = [], {}
     for where, label, rec in rows:
         rec = check_prompt_record(rec, where)
@@ -163,7 +163,7 @@ def read_prompt_file(path: Path) -> pa.Table:
     return from_records(records, "prompts", str(path))
 
 
-def _jsonl_records(path: Path):
+def jsonl_records(path: Path):
     """Yields (`file:line`, `line N`, parsed record) for every non-blank line of a JSONL file."""
     with open(path, "rb") as f:
         for lineno, raw in enumerate(f, 1):

@@ -71,7 +71,7 @@ def read_samples_file(path: Path) -> tuple[pa.Table, pa.Table]:
         except (pa.ArrowInvalid, OSError) as e:
             raise schema.SchemaError(f"{path}: cannot read as Parquet: {e}") from None
     else:
-        records = ((where, rec) for where, _label, rec in schema._jsonl_records(path))
+        records = ((where, rec) for where, _label, rec in schema.jsonl_records(path))
     prompts: dict[str, dict] = {}
     samples, seen = [], Counter()
     for where, rec in records:
@@ -83,8 +83,8 @@ def read_samples_file(path: Path) -> tuple[pa.Table, pa.Table]:
         if prompt["id"] in prompts and prompts[prompt["id"]] != prompt:
             raise schema.SchemaError(f"{where}: prompt id {prompt['id']!r} repeats with different prompt fields")
         prompts[prompt["id"]] = prompt
-        samples.append({"prompt_id": prompt["id"], "sample_index": seen[prompt["id"]] if index is None else index, "completion": completion,
-                        "num_prompt_tokens": 0, "num_completion_tokens": 0, "logprob": None, "finish_reason": None})
+        samples.append({"prompt_id": prompt["id"], "completion": completion,
+                        "sample_index": seen[prompt["id"]] if index is None else index, "num_prompt_tokens": 0, "num_completion_tokens": 0, "logprob": None, "finish_reason": None})
         seen[prompt["id"]] += 1
     if not samples:
         raise schema.SchemaError(f"{path}: no sample records")
