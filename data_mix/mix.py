@@ -35,7 +35,9 @@ def mix(out: Path, sft_tables: list[pa.Table], pairs: pa.Table, heldout: pa.Tabl
     heldout: the run's held-out `prompts` (the eval set). Returns the counts for the manifest."""
     sft = pa.concat_tables([schema.validate(t, "sft") for t in sft_tables])
     pairs = schema.validate(pairs, "pairs")
-    counts = {"input": sft.num_rows, "exact_dups": 0, "near_dups": 0, "contaminated": 0, "contaminated_pairs": 0}
+    counts = {"input": sft.num_rows, "exact_dups": 0, "near_dups": 0, "contaminated": 0, "contaminated_pairs": 0,
+              "input_by_capability": _by_capability(sft)}
+    counts["before_rebalance"] = counts["input_by_capability"]  # after dedup and decontamination, below
     removed = DECONTAMINATED.empty_table()
     if cfg.enabled:
         # Dedup keeps the first occurrence in (round, id) order: older data wins over a later round's copy.
@@ -54,15 +56,20 @@ def mix(out: Path, sft_tables: list[pa.Table], pairs: pa.Table, heldout: pa.Tabl
             pairs = _drop(pairs, pair_hits, counts, "contaminated_pairs")
             removed = pa.concat_tables([_tagged("sft", hits), _tagged("pairs", pair_hits)])
         sft = sft.filter(pc.is_in(sft["id"], value_set=view["id"].combine_chunks()))  # join by id
+        counts["before_rebalance"] = _by_capability(sft)
         if cfg.targets is not None:
             sft = rebalance(sft, cfg.targets, cfg.max_repeat, cfg.total, seed)
     sft = sft.sort_by([("round", "ascending"), ("id", "ascending")])
     pq.write_table(removed, out / "decontaminated.parquet")
-    by_cap = pc.value_counts(sft["capability"]).to_pylist()
     return {"sft": schema.write(sft, "sft", out / "sft.parquet"),
             "pairs": schema.write(pairs, "pairs", out / "pairs.parquet"),
             **counts,
-            "by_capability": {v["values"]: v["counts"] for v in sorted(by_cap, key=lambda v: v["values"])}}
+            "by_capability": _by_capability(sft)}
+
+
+def _by_capability(sft: pa.Table) -> dict[str, int]:
+    counts = pc.value_counts(sft["capability"]).to_pylist()
+    return {v["values"]: v["counts"] for v in sorted(counts, key=lambda v: v["values"])}
 
 
 def _drop(table: pa.Table, dropped: pa.Table, counts: dict, key: str) -> pa.Table:

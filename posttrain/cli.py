@@ -39,13 +39,19 @@ def _report(args) -> int:
     import json
     from pathlib import Path
 
-    from posttrain.report import table
+    from posttrain.report import summarize, table, write_report
+    from posttrain.rundir import RunDir
 
-    path = Path(args.run_dir) / "summary.json"
-    if not path.is_file():
-        print(f"posttrain: {path}: no summary (not a run directory, or no round has finished)", file=sys.stderr)
+    run_dir = Path(args.run_dir)
+    recipe = run_dir / "recipe.json"
+    if not recipe.is_file():
+        print(f"posttrain: {run_dir}: not a run directory (no recipe.json)", file=sys.stderr)
         return 2
-    print(table(json.loads(path.read_text())))
+    saved = json.loads(recipe.read_text())
+    summary = summarize(RunDir(run_dir), saved["rounds"])
+    page = write_report(run_dir, summary, (saved.get("mix") or {}).get("targets"))
+    print(table(summary))
+    print(f"\nreport: {page}")
     return 0
 
 
@@ -64,6 +70,53 @@ def _score(args) -> int:
         print(f"posttrain: {e}", file=sys.stderr)
         return 2
     print(f"scored {rows} samples -> {args.output}")
+    return 0
+
+
+def _eval(args) -> int:
+    from eval.harness import run_eval
+
+    setup_logging()
+    out = run_eval(args.model, args.recipe, args.overrides, args.out)
+    print((out / "eval.json").read_text())
+    print(f"evals: {out / 'evals.parquet'}")
+    return 0
+
+
+def _reward_train(args) -> int:
+    """Trains the recipe's reward model outside a round: its preference files plus the verifier pairs of
+    every round its run directory has scored so far."""
+    import shutil
+    from pathlib import Path
+
+    from posttrain import schema
+    from posttrain.config import load_recipe
+    from posttrain.round import resolve_base
+    from posttrain.rundir import RunDir
+    from posttrain.scoring import preference_data
+    from reward.model import train_reward_model
+
+    setup_logging()
+    recipe = load_recipe(args.recipe, args.overrides)
+    run = RunDir(recipe.run_dir)
+    scored, r = [], 1
+    while (stage := run.completed(r, "score")) is not None:
+        scored.append(schema.read(stage.path / "scored.parquet", "scored"))
+        r += 1
+    prompts = run.completed(0, "prompts")
+    train = schema.read(prompts.path / "train.parquet", "prompts") if prompts else schema.PROMPTS.empty_table()
+    pairs = preference_data(scored, train, recipe.reward_model.preference_sources, recipe.select.pass_threshold)
+    if not pairs:
+        print(f"posttrain: no preference data: {args.recipe} has no reward_model.preference_sources and "
+              f"{recipe.run_dir} has no scored round", file=sys.stderr)
+        return 2
+    final = Path(args.out) if args.out else recipe.run_dir / "reward_model"
+    tmp = final.with_name(final.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    info = train_reward_model(tmp, resolve_base(recipe), pairs, recipe.reward_model, recipe.seed)
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)
+    print(f"reward model: {final / 'model'} ({len(scored)} scored round(s), {info})")
     return 0
 
 
@@ -95,12 +148,23 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--input", required=True, help="samples .jsonl or .parquet")
     sc.add_argument("--output", required=True, help="scored .parquet")
     sc.set_defaults(func=_score)
+    ev = sub.add_parser("eval", help="evaluate a model on the recipe's eval benchmarks (vLLM generation)")
+    add_arguments(ev)
+    ev.add_argument("--model", required=True, help="model folder or hub id")
+    ev.add_argument("--out", help="output folder (default: <output_dir>/<recipe name>/eval/<model folder name>)")
+    ev.set_defaults(func=_eval)
+    rw = sub.add_parser("reward", help="reward model jobs").add_subparsers(dest="reward_command", required=True,
+                                                                          metavar="JOB")
+    rt = rw.add_parser("train", help="train the recipe's reward model on its preference files and scored rounds")
+    add_arguments(rt)
+    rt.add_argument("--out", help="output folder (default: <output_dir>/<recipe name>/reward_model)")
+    rt.set_defaults(func=_reward_train)
     avg = sub.add_parser("average", help="parameter-average checkpoints of one architecture (Llama 3 §4.1.5)")
     avg.add_argument("--models", nargs="+", required=True, help="model folders")
     avg.add_argument("--weights", nargs="+", type=float, help="one weight per model (default: uniform)")
     avg.add_argument("--out", required=True, help="output model folder")
     avg.set_defaults(func=_average)
-    rep = sub.add_parser("report", help="print the summary table of a run directory")
+    rep = sub.add_parser("report", help="write RUN_DIR/report/report.md (tables and plots) and print the summary table")
     rep.add_argument("run_dir")
     rep.set_defaults(func=_report)
     return p

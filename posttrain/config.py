@@ -55,14 +55,22 @@ class BaseBuildConfig:
 
 @dataclass(kw_only=True)
 class PromptSource:
-    """One prompt source: the tiny generator, or a local JSONL/Parquet file of prompt records."""
+    """One prompt source.
 
-    kind: Literal["tiny", "file"]
-    path: str | None = None
-    split: Literal["train", "heldout"] = "train"  # file sources: which split the file feeds
-    capabilities: list[str] = field(default_factory=lambda: list(CAPABILITIES))
-    num_train: int = 0  # tiny: prompts per capability for training
-    num_heldout: int = 0  # tiny: prompts per capability for eval
+    tiny       the tiny world's four families (num_train / num_heldout per capability)
+    generator  a project generator from posttrain/sources, by `name` (num_train / num_heldout prompts)
+    file       a local JSONL/Parquet file of prompt records (`path`), feeding `split`
+    hf         a Hugging Face dataset of prompt records (`name`, `hf_split`), feeding `split`
+    """
+
+    kind: Literal["tiny", "generator", "file", "hf"]
+    name: str | None = None  # generator: its name; hf: the dataset id (or a local dataset folder)
+    path: str | None = None  # file: the JSONL or Parquet file
+    split: Literal["train", "heldout"] = "train"  # file / hf sources: which split the records feed
+    hf_split: str = "train"  # hf: the dataset split to read
+    capabilities: list[str] = field(default_factory=lambda: list(CAPABILITIES))  # tiny / file / hf: kept ones
+    num_train: int = 0  # tiny: prompts per capability; generator: prompts in all
+    num_heldout: int = 0  # tiny: prompts per capability; generator: prompts in all
 
 
 @dataclass(kw_only=True)
@@ -76,6 +84,12 @@ class GenerateConfig:
 
     num_samples: int = 8  # K
     temperature: float = 1.0
+    # [low, high]: every round but the last draws each prompt's temperature uniformly from this range, and
+    # the last round uses `temperature` (Llama 3's multilingual rejection sampling: 0.2-1 early, 0.6 last).
+    temperature_range: list[float] | None = None
+    # capability -> steering system prompt used while sampling only (Llama 3 §4.2.2): the SFT examples
+    # and DPO pairs keep the prompt as it was, so the model learns the style without being told.
+    system_prompts: dict[str, str] = field(default_factory=dict)
     top_p: float = 1.0
     max_tokens: int = 96
     kv_cache_gib: int = 1  # vLLM CPU KV cache (whole GiB); on GPU gpu_memory_utilization decides
@@ -171,10 +185,25 @@ class RewardModelConfig:
     lora_dropout: float = 0.0
     score_batch_size: int = 64
     weight: float = 0.0  # 0 = RM score recorded only
+    # JSONL preference files ({"prompt", "ranking": [best, ..., worst]} or {"prompt", "chosen", "rejected",
+    # "edited"?}) trained on beside the verifier pairs of every round so far (the paper's accumulated data).
+    preference_sources: list[str] = field(default_factory=list)
 
 
 @dataclass(kw_only=True)
 class EvalConfig:
+    """Evaluation after every round (round 0 = the base): benchmarks by name, generated with vLLM.
+
+    "heldout" is the prompts' held-out split (accuracy per capability); the others are the shipped
+    benchmarks of eval/benchmarks (humaneval, gsm_symbolic, math500, mmath, bfcl_simple, bfcl_multiple).
+    With num_samples > 1 every k in pass_k is reported with the unbiased pass@k estimator.
+    """
+
+    benchmarks: list[str] = field(default_factory=lambda: ["heldout"])
+    limit: int | None = None  # at most this many items per benchmark (mmath: per language); None = all
+    num_samples: int = 1
+    temperature: float = 0.0  # 0 = greedy (then num_samples must be 1)
+    pass_k: list[int] = field(default_factory=lambda: [1])
     max_tokens: int = 96
 
 
@@ -228,6 +257,7 @@ def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
     recipe = build(Recipe, data, str(path), "")
     _check(recipe, str(path))
     _check_prompt_files(recipe, str(path))
+    _check_preference_files(recipe, str(path))
     return recipe
 
 
@@ -333,6 +363,8 @@ def _check(r: Recipe, where: str) -> None:
     need(0 <= rm.lora_dropout < 1, "reward_model.lora_dropout", f"must be in [0, 1), got {rm.lora_dropout}")
     need(rm.weight >= 0, "reward_model.weight", f"must be >= 0, got {rm.weight}")
     need(rm.enabled or rm.weight == 0, "reward_model.weight", "has no effect unless reward_model.enabled is true")
+    for i, src in enumerate(rm.preference_sources):
+        need(Path(src).is_file(), f"reward_model.preference_sources[{i}]", f"is not a file: {src}")
     m = r.mix
     need(0 < m.near_threshold <= 1, "mix.near_threshold", f"must be in (0, 1], got {m.near_threshold}")
     need(m.num_perm >= 16, "mix.num_perm", f"must be >= 16, got {m.num_perm}")
@@ -357,8 +389,36 @@ def _check(r: Recipe, where: str) -> None:
             need(src.path is not None, f"{key}.path", "is required for kind: file")
             need(Path(src.path).exists(), f"{key}.path", f"does not exist: {src.path}")
             need(Path(src.path).is_file(), f"{key}.path", f"is not a file: {src.path}")
+        elif src.kind == "hf":
+            need(bool(src.name), f"{key}.name", "is required for kind: hf (a dataset id or local dataset folder)")
+        elif src.kind == "generator":
+            from posttrain.sources import GENERATORS
+
+            need(src.name in GENERATORS, f"{key}.name", f"names unknown generator {src.name!r} (known: {sorted(GENERATORS)})")
+            need(src.num_train >= 0 and src.num_heldout >= 0 and src.num_train + src.num_heldout > 0, key,
+                 "generator sources need num_train and/or num_heldout > 0")
         else:
             need(src.num_train > 0 and src.num_heldout > 0, f"{key}", "tiny sources need num_train and num_heldout > 0")
+    g = r.generate
+    if g.temperature_range is not None:
+        need(len(g.temperature_range) == 2 and 0 <= g.temperature_range[0] <= g.temperature_range[1],
+             "generate.temperature_range", f"must be [low, high] with 0 <= low <= high, got {g.temperature_range}")
+    for cap in g.system_prompts:
+        need(cap in CAPABILITIES, f"generate.system_prompts.{cap}", f"is not a known capability {CAPABILITIES}")
+    e = r.eval
+    from eval.benchmarks import BENCHMARKS
+
+    for i, name in enumerate(e.benchmarks):
+        need(name == "heldout" or name in BENCHMARKS, f"eval.benchmarks[{i}]",
+             f"names unknown benchmark {name!r} (known: heldout, {', '.join(sorted(BENCHMARKS))})")
+    need(len(set(e.benchmarks)) == len(e.benchmarks), "eval.benchmarks", "lists a benchmark twice")
+    need(e.limit is None or e.limit >= 1, "eval.limit", f"must be >= 1, got {e.limit}")
+    need(e.num_samples >= 1, "eval.num_samples", f"must be >= 1, got {e.num_samples}")
+    need(e.temperature > 0 or e.num_samples == 1, "eval.num_samples",
+         "must be 1 with eval.temperature 0 (greedy samples are all the same)")
+    need(bool(e.pass_k) and all(1 <= k <= e.num_samples for k in e.pass_k), "eval.pass_k",
+         f"every k must be in [1, eval.num_samples={e.num_samples}], got {e.pass_k}")
+    need(e.max_tokens >= 1, "eval.max_tokens", f"must be >= 1, got {e.max_tokens}")
     if r.base is None and Path(r.base_model).is_absolute():  # a relative one may be a hub id (see resolve_base)
         need(Path(r.base_model).exists(), "base_model",
              f"does not exist: {r.base_model} (and no `base` section builds it)")
@@ -388,6 +448,18 @@ def _check_prompt_files(r: Recipe, where: str) -> None:
                 if pid in owner:
                     raise RecipeError(f"{where}: {key}: prompt id {pid!r} of {src.path} is also in {owner[pid]}")
                 owner[pid] = f"{src.path} ({key})"
+
+
+def _check_preference_files(r: Recipe, where: str) -> None:
+    """Reads every preference file now, so a bad line fails (naming file and line) before any work starts."""
+    from posttrain.schema import SchemaError
+    from reward.model import read_preference_file
+
+    for i, src in enumerate(r.reward_model.preference_sources):
+        try:
+            read_preference_file(Path(src))
+        except SchemaError as e:
+            raise RecipeError(f"{where}: reward_model.preference_sources[{i}]: bad preference file: {e}") from None
 
 
 def to_dict(section: Any) -> dict:

@@ -42,7 +42,8 @@ class Engine:
         start = time.time()
         self._proc.start()
         child.close()
-        self._recv()  # "ready", or the child's error
+        # The context length vLLM settled on (the recipe's, or the model's own when the recipe gives none).
+        self.max_model_len: int = self._recv()["max_model_len"]
         log.info("vLLM engine for %s ready in %.1f s", self.model, time.time() - start)
 
     def generate(self, requests: list[dict]) -> list[dict]:
@@ -131,7 +132,7 @@ def _serve(conn, kwargs: dict, kv_cache_gib: int, parent_pid: int) -> None:
         from vllm import LLM, SamplingParams
 
         llm = LLM(**kwargs)
-        conn.send(("ok", "ready"))
+        conn.send(("ok", {"max_model_len": llm.llm_engine.model_config.max_model_len}))
     except BaseException:  # noqa: BLE001 - report any start failure to the parent, then exit
         conn.send(("error", traceback.format_exc()))
         return

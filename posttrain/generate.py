@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 from pathlib import Path
 
 import pyarrow as pa
@@ -11,33 +12,75 @@ from posttrain import schema
 from posttrain.config import GenerateConfig
 from posttrain.engine import Engine
 
+log = logging.getLogger("posttrain")
+
 
 def prompt_seed(seed: int, prompt_id: str) -> int:
     """A per-prompt sampling seed: a prompt samples the same completions whatever batch or shard it is in."""
     return int.from_bytes(hashlib.sha256(f"{seed}/{prompt_id}".encode()).digest()[:4], "little") >> 1
 
 
-def requests_for(prompts: pa.Table, tokenizer, *, n: int, temperature: float, top_p: float,
-                 max_tokens: int, seed: int) -> list[dict]:
-    """One engine request per prompt row; the chat template renders the prompt exactly as SFT/DPO will."""
-    return [{
-        "prompt_token_ids": tokenizer.apply_chat_template(p["messages"], add_generation_prompt=True, tokenize=True,
-                                                          return_dict=True)["input_ids"],
-        "n": n, "temperature": temperature, "top_p": top_p, "max_tokens": max_tokens,
-        "seed": prompt_seed(seed, p["id"]),
-    } for p in prompts.select(["id", "messages"]).to_pylist()]
+def prompt_temperature(cfg: GenerateConfig, seed: int, prompt_id: str, last_round: bool) -> float:
+    """`cfg.temperature`, or before the last round a per-prompt draw from `cfg.temperature_range`
+    (seeded by prompt id, so a resumed or sharded run draws the same temperature)."""
+    if cfg.temperature_range is None or last_round:
+        return cfg.temperature
+    low, high = cfg.temperature_range
+    u = prompt_seed(seed, f"temperature/{prompt_id}") / 2**31
+    return round(low + (high - low) * u, 4)
 
 
-def generate(out: Path, engine: Engine, prompts: pa.Table, tokenizer, cfg: GenerateConfig, seed: int) -> dict:
-    requests = requests_for(prompts, tokenizer, n=cfg.num_samples, temperature=cfg.temperature, top_p=cfg.top_p,
-                            max_tokens=cfg.max_tokens, seed=seed)
-    results = engine.generate(requests)
+def with_system_prompt(messages: list[dict], steer: str | None) -> list[dict]:
+    """The prompt as sampled: a capability's steering system prompt goes first (before any system
+    message the prompt already has, e.g. a tool list)."""
+    if not steer:
+        return messages
+    if messages and messages[0]["role"] == "system":
+        return [{"role": "system", "content": f"{steer}\n\n{messages[0]['content']}"}, *messages[1:]]
+    return [{"role": "system", "content": steer}, *messages]
+
+
+def requests_for(prompts: pa.Table, tokenizer, *, n: int, temperature: float, top_p: float, max_tokens: int,
+                 seed: int, max_model_len: int | None, system_prompts: dict[str, str] | None = None,
+                 ) -> tuple[dict[str, dict], list[str]]:
+    """({prompt id: engine request}, ids of prompts too long to leave `max_tokens` of context).
+
+    The chat template renders the prompt exactly as SFT/DPO will (plus the steering system prompt)."""
+    requests, too_long = {}, []
+    for p in prompts.select(["id", "capability", "messages"]).to_pylist():
+        messages = with_system_prompt(p["messages"], (system_prompts or {}).get(p["capability"]))
+        ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
+                                            return_dict=True)["input_ids"]
+        if max_model_len is not None and len(ids) + max_tokens > max_model_len:
+            too_long.append(p["id"])
+            continue
+        requests[p["id"]] = {"prompt_token_ids": ids, "n": n, "temperature": temperature, "top_p": top_p,
+                             "max_tokens": max_tokens, "seed": prompt_seed(seed, p["id"])}
+    return requests, too_long
+
+
+def completion_rows(requests: dict[str, dict], results: list[dict]) -> list[dict]:
+    """Engine results (in request order) -> `samples` rows, joined back to their prompt ids."""
     rows = []
-    for prompt_id, result in zip(prompts.column("id").to_pylist(), results):
+    for prompt_id, result in zip(requests, results, strict=True):
         for i, c in enumerate(result["completions"]):
             rows.append({"prompt_id": prompt_id, "sample_index": i, "completion": c["text"],
                          "num_prompt_tokens": result["num_prompt_tokens"], "num_completion_tokens": c["num_tokens"],
                          "logprob": c["logprob"], "finish_reason": c["finish_reason"]})
+    return rows
+
+
+def generate(out: Path, engine: Engine, prompts: pa.Table, tokenizer, cfg: GenerateConfig, seed: int,
+             last_round: bool = True) -> dict:
+    requests, too_long = requests_for(prompts, tokenizer, n=cfg.num_samples, temperature=cfg.temperature,
+                                      top_p=cfg.top_p, max_tokens=cfg.max_tokens, seed=seed,
+                                      max_model_len=engine.max_model_len, system_prompts=cfg.system_prompts)
+    if too_long:  # dropped and counted: a prompt the model cannot read has nothing to teach
+        log.warning("generate: %d prompt(s) leave fewer than max_tokens=%d of the %d-token context; skipped, e.g. %s",
+                    len(too_long), cfg.max_tokens, engine.max_model_len, too_long[:3])
+    for pid, request in requests.items():
+        request["temperature"] = prompt_temperature(cfg, seed, pid, last_round)
+    rows = completion_rows(requests, engine.generate(list(requests.values())))
     table = schema.from_records(rows, "samples", str(out / "samples.parquet"))
-    return {"samples": schema.write(table, "samples", out / "samples.parquet"),
+    return {"samples": schema.write(table, "samples", out / "samples.parquet"), "too_long": len(too_long),
             "completion_tokens": sum(r["num_completion_tokens"] for r in rows)}

@@ -7,21 +7,37 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from posttrain import schema
+from posttrain import schema, sources
 from posttrain.config import PromptsConfig
 from posttrain.tiny import world
 
 
 def load_source(src, seed: int) -> dict[str, pa.Table]:
-    """One source -> {"train": table, "heldout": table} (a file source feeds the split it names)."""
+    """One source -> {"train": table, "heldout": table} (a file or hf source feeds the split it names)."""
     if src.kind == "tiny":
         tables = {}
         for split, n in (("train", src.num_train), ("heldout", src.num_heldout)):
             records = [rec for cap in src.capabilities for rec, _reply in world.draw(cap, split, n, seed)]
             tables[split] = schema.from_records(records, "prompts", f"tiny/{split}")
         return tables
-    table = schema.read_prompt_file(Path(src.path))
+    if src.kind == "generator":
+        draw = sources.get(src.name)
+        return {split: schema.from_records([schema.check_prompt_record(r, f"generator {src.name}") for r in
+                                            draw(split, n, seed)], "prompts", f"generator {src.name}/{split}")
+                for split, n in (("train", src.num_train), ("heldout", src.num_heldout)) if n > 0}
+    table = schema.read_prompt_file(Path(src.path)) if src.kind == "file" else read_hf(src.name, src.hf_split)
     return {src.split: table.filter(pc.is_in(table["capability"], pa.array(src.capabilities)))}
+
+
+def read_hf(name: str, split: str) -> pa.Table:
+    """A Hugging Face dataset (hub id or local folder) whose rows are prompt records, checked row by row."""
+    import datasets
+
+    rows = datasets.load_dataset(name, split=split)
+    where = f"dataset {name} [{split}]"
+    records = [schema.check_prompt_record({k: v for k, v in r.items() if v is not None}, f"{where}: row {i}")
+               for i, r in enumerate(rows, 1)]
+    return schema.from_records(records, "prompts", where)
 
 
 def load_prompts(out: Path, cfg: PromptsConfig, seed: int) -> dict:

@@ -1,42 +1,259 @@
-"""The run summary: eval accuracy per round and what each round produced, as JSON and as a table."""
+"""The run report: a summary (JSON and a terminal table) and a Markdown page with matplotlib plots.
+
+`summarize` reads only stage manifests; `write_report` also reads each round's scored samples (for
+reward distributions) and writes `<run>/report/report.md` with five PNGs beside it:
+eval.png (every benchmark's headline number per round), rewards.png (per capability, the distribution
+of each prompt's pass rate over its K samples, and of reward-model scores when an RM was trained),
+selection.png (pass rate and kept fraction per round), mix.png (SFT mix by capability before and
+after rebalancing, against the targets) and wall_time.png (seconds per stage per round).
+"""
 
 from __future__ import annotations
 
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
 from posttrain.rundir import RunDir
 
-STAGES = ("generate", "score", "select", "mix", "sft", "dpo", "eval")
+STAGES = ("generate", "score", "reward_model", "select", "mix", "sft", "dpo", "eval")
 
 
 def summarize(run: RunDir, rounds: int) -> dict:
-    """Reads the manifests of rounds 0..rounds into {"rounds": [{round, accuracy, samples, ...}]}."""
+    """Reads the manifests of rounds 0..rounds into {"rounds": [{round, eval, samples, ...}]}."""
     out = []
     for r in range(rounds + 1):
         m = {s: run.completed(r, s) for s in STAGES}
-        rows = lambda s, key: (m[s].manifest["results"].get(key) if m[s] else None)  # noqa: E731
+        res = lambda s, key: (m[s].manifest["results"].get(key) if m[s] else None)  # noqa: E731
         out.append({
             "round": r,
-            "accuracy": rows("eval", "accuracy") or {},
-            "samples": rows("generate", "samples"),
-            "pass_rate": rows("score", "pass_rate"),
-            "sft_examples": rows("select", "sft"),
-            "dpo_pairs": rows("select", "pairs"),
-            "sft_mix": rows("mix", "sft"),
+            "eval": res("eval", "scores") or {},
+            "samples": res("generate", "samples"),
+            "too_long": res("generate", "too_long"),
+            "pass_rate": res("score", "pass_rate"),
+            "prompts": res("select", "prompts"),
+            "sft_examples": res("select", "sft"),
+            "dpo_pairs": res("select", "pairs"),
+            "sft_mix": res("mix", "sft"),
+            "mix": ({k: res("mix", k) for k in ("input", "exact_dups", "near_dups", "contaminated",
+                                                 "contaminated_pairs", "before_rebalance", "by_capability")}
+                    if m["mix"] else None),
             "wall_s": {s: m[s].manifest["wall_s"] for s in STAGES if m[s]},
         })
     return {"run": str(run.root), "rounds": out}
 
 
+def headline(scores: dict) -> dict[str, float]:
+    """One number per eval column: held-out accuracy per capability (+ overall), pass@1 of each benchmark."""
+    out = {}
+    for name, result in scores.items():
+        if name == "heldout":
+            out.update({f"heldout/{cap}": v for cap, v in result.get("accuracy", {}).items()})
+        else:
+            out[name] = result.get("pass@1", 0.0)
+    return out
+
+
 def table(summary: dict) -> str:
     rounds = summary["rounds"]
-    caps = sorted({c for r in rounds for c in r["accuracy"] if c != "overall"}) + ["overall"]
+    cols = list(dict.fromkeys(c for r in rounds for c in headline(r["eval"])))
     fmt = lambda v: "-" if v is None else (f"{v:.1%}" if isinstance(v, float) else str(v))  # noqa: E731
-    lines = ["eval accuracy (greedy pass@1 on held-out prompts; round 0 = base)",
-             "round  " + "  ".join(f"{c:>12}" for c in caps)]
+    width = max([12, *(len(c) for c in cols)])
+    lines = ["eval (held-out accuracy per capability; pass@1 per benchmark; round 0 = base)",
+             "round  " + "  ".join(f"{c:>{width}}" for c in cols)]
     for r in rounds:
-        lines.append(f"{r['round']:>5}  " + "  ".join(f"{fmt(r['accuracy'].get(c)):>12}" for c in caps))
+        h = headline(r["eval"])
+        lines.append(f"{r['round']:>5}  " + "  ".join(f"{fmt(h.get(c)):>{width}}" for c in cols))
     lines += ["", "round  samples  pass_rate  sft_new  sft_mix  dpo_pairs  wall time per stage (s)"]
     for r in rounds[1:]:
         wall = " ".join(f"{s}={t:.0f}" for s, t in r["wall_s"].items())
         lines.append(f"{r['round']:>5}  {fmt(r['samples']):>7}  {fmt(r['pass_rate']):>9}  {fmt(r['sft_examples']):>7}  "
                      f"{fmt(r['sft_mix']):>7}  {fmt(r['dpo_pairs']):>9}  {wall}")
     return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- the page and its plots
+
+
+def write_report(run_dir: Path, summary: dict, targets: dict[str, float] | None = None) -> Path:
+    """Writes report/report.md and its PNGs (through a temp folder, renamed into place); returns the .md path."""
+    import shutil
+
+    run_dir = Path(run_dir)
+    final, tmp = run_dir / "report", run_dir / "report.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    plots = {
+        "eval.png": plot_eval(summary, tmp / "eval.png"),
+        "rewards.png": plot_rewards(reward_distributions(run_dir, summary), tmp / "rewards.png"),
+        "selection.png": plot_selection(summary, tmp / "selection.png"),
+        "mix.png": plot_mix(summary, targets, tmp / "mix.png"),
+        "wall_time.png": plot_wall(summary, tmp / "wall_time.png"),
+    }
+    (tmp / "report.md").write_text(markdown(summary, [name for name, made in plots.items() if made]))
+    (tmp / "summary.json").write_text(json.dumps(summary, indent=2))
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)
+    return final / "report.md"
+
+
+def markdown(summary: dict, pngs: list[str]) -> str:
+    captions = {"eval.png": "Eval per round", "rewards.png": "Reward distributions per capability",
+                "selection.png": "Pass rate and kept fraction", "mix.png": "SFT mix by capability",
+                "wall_time.png": "Wall time per stage"}
+    parts = [f"# Run report: {Path(summary['run']).name}", "", "```", table(summary), "```", ""]
+    for png in pngs:
+        parts += [f"## {captions[png]}", "", f"![{captions[png]}]({png})", ""]
+    detail = {r["round"]: r["eval"] for r in summary["rounds"] if r["eval"]}
+    parts += ["## Every eval number", "", "```json", json.dumps(detail, indent=1), "```", ""]
+    return "\n".join(parts)
+
+
+def _figure(ncols: int = 1, width: float = 6.4):
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on a training node
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, ncols, figsize=(width * ncols, 4), squeeze=False)
+    return plt, fig, axes[0]
+
+
+def _save(plt, fig, path: Path) -> bool:
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def plot_eval(summary: dict, path: Path) -> bool:
+    rounds = [r for r in summary["rounds"] if r["eval"]]
+    if not rounds:
+        return False
+    plt, fig, (ax,) = _figure(width=8)
+    series: dict[str, list[tuple[int, float]]] = defaultdict(list)
+    for r in rounds:
+        for name, value in headline(r["eval"]).items():
+            series[name].append((r["round"], value))
+    for name, points in series.items():
+        xs, ys = zip(*points)
+        ax.plot(xs, [100 * y for y in ys], marker="o", label=name,
+                linewidth=3 if name.endswith("overall") else 1.5)
+    ax.set(xlabel="round (0 = base)", ylabel="% correct (held-out accuracy / pass@1)", title="Eval per round",
+           ylim=(0, 100))
+    ax.set_xticks([r["round"] for r in rounds])
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
+    return _save(plt, fig, path)
+
+
+def reward_distributions(run_dir: Path, summary: dict) -> dict[str, dict[int, dict[str, list[float]]]]:
+    """{"pass_rate" | "rm_score": {round: {capability: values}}} from each round's scored samples."""
+    out: dict[str, dict[int, dict[str, list[float]]]] = {"pass_rate": {}, "rm_score": {}}
+    for r in summary["rounds"][1:]:
+        stage = "reward_model" if (run_dir / f"round_{r['round']}" / "reward_model" / "scored.parquet").exists() else "score"
+        path = run_dir / f"round_{r['round']}" / stage / "scored.parquet"
+        if not path.exists():
+            continue
+        rows = pq.read_table(path, columns=["prompt_id", "capability", "reward", "rm_score"]).to_pylist()
+        per_prompt: dict[tuple[str, str], list[float]] = defaultdict(list)
+        rm: dict[str, list[float]] = defaultdict(list)
+        for row in rows:
+            if row["reward"] is not None:
+                per_prompt[(row["capability"], row["prompt_id"])].append(row["reward"] >= 1.0)
+            if row["rm_score"] is not None:
+                rm[row["capability"]].append(row["rm_score"])
+        rates: dict[str, list[float]] = defaultdict(list)
+        for (cap, _), passes in per_prompt.items():
+            rates[cap].append(sum(passes) / len(passes))
+        out["pass_rate"][r["round"]] = dict(rates)
+        if rm:
+            out["rm_score"][r["round"]] = dict(rm)
+    return out
+
+
+def plot_rewards(dist: dict, path: Path) -> bool:
+    caps = sorted({c for by_cap in dist["pass_rate"].values() for c in by_cap})
+    if not caps:
+        return False
+    kinds = [k for k in ("pass_rate", "rm_score") if dist[k]]
+    plt, fig, axes = _figure(ncols=len(caps), width=3.6)
+    if len(kinds) > 1:
+        plt.close(fig)
+        fig, grid = plt.subplots(2, len(caps), figsize=(3.6 * len(caps), 7), squeeze=False)
+    else:
+        grid = [axes]
+    for row, kind in zip(grid, kinds):
+        for ax, cap in zip(row, caps):
+            data = {r: by_cap.get(cap, []) for r, by_cap in dist[kind].items()}
+            data = {r: v for r, v in data.items() if v}
+            if not data:
+                ax.set_visible(False)
+                continue
+            ax.hist(list(data.values()), bins=10 if kind == "pass_rate" else 20, label=[f"round {r}" for r in data],
+                    range=(0, 1) if kind == "pass_rate" else None)
+            ax.set(title=cap, xlabel="prompt pass rate over K samples" if kind == "pass_rate" else "RM score",
+                   ylabel="prompts" if kind == "pass_rate" else "samples")
+            ax.legend(fontsize=7)
+    return _save(plt, fig, path)
+
+
+def plot_selection(summary: dict, path: Path) -> bool:
+    rounds = [r for r in summary["rounds"][1:] if r["pass_rate"] is not None]
+    if not rounds:
+        return False
+    plt, fig, (ax,) = _figure()
+    xs = [r["round"] for r in rounds]
+    ax.plot(xs, [100 * r["pass_rate"] for r in rounds], marker="o", label="samples passing")
+    ax.plot(xs, [100 * (r["sft_examples"] or 0) / max(1, r["prompts"] or 0) for r in rounds], marker="s",
+            label="prompts kept for SFT (a passing sample)")
+    ax.plot(xs, [100 * (r["dpo_pairs"] or 0) / max(1, r["prompts"] or 0) for r in rounds], marker="^",
+            label="prompts giving a DPO pair")
+    ax.set(xlabel="round", ylabel="%", title="Rejection sampling", ylim=(0, 100))
+    ax.set_xticks(xs)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(plt, fig, path)
+
+
+def plot_mix(summary: dict, targets: dict[str, float] | None, path: Path) -> bool:
+    rounds = [r for r in summary["rounds"][1:] if r["mix"] and r["mix"].get("by_capability")]
+    if not rounds:
+        return False
+    caps = sorted({c for r in rounds for k in ("before_rebalance", "by_capability") for c in (r["mix"].get(k) or {})})
+    plt, fig, (ax,) = _figure(width=8)
+    width = 0.8 / (2 * len(rounds))
+    for i, r in enumerate(rounds):
+        for j, (key, label) in enumerate((("before_rebalance", "before"), ("by_capability", "after"))):
+            counts = r["mix"].get(key) or {}
+            total = sum(counts.values()) or 1
+            offset = (2 * i + j - len(rounds) + 0.5) * width
+            ax.bar([k + offset for k in range(len(caps))], [100 * counts.get(c, 0) / total for c in caps], width,
+                   label=f"round {r['round']} {label} ({total})", hatch="" if j else "//", alpha=0.85)
+    if targets:
+        for k, cap in enumerate(caps):
+            ax.hlines(100 * targets.get(cap, 0), k - 0.45, k + 0.45, colors="black", linestyles="--",
+                      label="target" if k == 0 else None)
+    ax.set_xticks(range(len(caps)), caps)
+    ax.set(ylabel="% of SFT examples", title="SFT mix by capability (before/after rebalancing; count in legend)")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
+    return _save(plt, fig, path)
+
+
+def plot_wall(summary: dict, path: Path) -> bool:
+    rounds = [r for r in summary["rounds"] if r["wall_s"]]
+    if not rounds:
+        return False
+    plt, fig, (ax,) = _figure(width=8)
+    bottom = [0.0] * len(rounds)
+    for stage in STAGES:
+        values = [r["wall_s"].get(stage, 0.0) for r in rounds]
+        if any(values):
+            ax.bar([r["round"] for r in rounds], values, bottom=bottom, label=stage)
+            bottom = [b + v for b, v in zip(bottom, values)]
+    ax.set(xlabel="round (0 = base eval)", ylabel="seconds", title="Wall time per stage")
+    ax.set_xticks([r["round"] for r in rounds])
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
+    return _save(plt, fig, path)

@@ -21,6 +21,7 @@ from pathlib import Path
 if __name__ == "__main__" and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
     sys.path.pop(0)  # run as a script: keep posttrain/*.py from shadowing top-level modules
 
+import pyarrow as pa
 import yaml
 
 from posttrain import schema
@@ -33,7 +34,7 @@ log = logging.getLogger("posttrain")
 def run_rounds(recipe: Recipe) -> dict:
     """Runs (or resumes) every round of `recipe`; returns the run summary."""
     from data_mix.mix import mix
-    from eval.heldout import evaluate
+    from eval.harness import eval_sets, evaluate, load_benchmarks
     from posttrain import report
     from posttrain.dpo import dpo
     from posttrain.engine import Engines
@@ -53,33 +54,47 @@ def run_rounds(recipe: Recipe) -> dict:
     prompts_cfg = {"prompts": recipe.prompts, "files": file_digests(recipe)}
     prompts = run.stage(0, "prompts", prompts_cfg, [], lambda out: load_prompts(out, recipe.prompts, seed))
     train, heldout = (schema.read(prompts.path / f"{s}.parquet", "prompts") for s in ("train", "heldout"))
-    eval_cfg = {"eval": recipe.eval, "score": recipe.score}
+    ev = recipe.eval
+    benchmarks = run.stage(0, "benchmarks", {"benchmarks": ev.benchmarks, "limit": ev.limit, "seed": seed}, [],
+                           lambda out: load_benchmarks(out, ev.benchmarks, ev.limit, seed))
+    sets = eval_sets(ev.benchmarks, heldout, benchmarks.path, recipe.score)
+    # Decontamination guards training data against every eval set, not only the ones scored here.
+    eval_prompts = pa.concat_tables([heldout, *(t for name, (t, _) in sets.items() if name != "heldout")])
+    eval_cfg = {"eval": ev, "score": recipe.score}
 
     with Engines(recipe.generate, seed, recipe.generate.max_model_len) as engines:
         policy = base
-        run.stage(0, "eval", eval_cfg, [policy, prompts], lambda out: evaluate(
-            out, engines.get(policy.model), heldout, _tokenizer(policy), recipe.eval, recipe.score, seed))
+        run.stage(0, "eval", eval_cfg, [policy, prompts, benchmarks], lambda out: evaluate(
+            out, engines.get(policy.model), _tokenizer(policy), sets, ev, recipe.score, seed))
         selected: list[StageOutput] = []
+        score_stages: list[StageOutput] = []
         for r in range(1, recipe.rounds + 1):
             round_seed = seed * 1000 + r  # new samples each round, reproducible per prompt
-            samples = run.stage(r, "generate", recipe.generate, [policy, prompts], lambda out: generate(
-                out, engines.get(policy.model), train, _tokenizer(policy), recipe.generate, round_seed))
+            # With a temperature schedule, whether this is the last round changes what is sampled.
+            gen_cfg = recipe.generate if recipe.generate.temperature_range is None else {
+                "generate": recipe.generate, "last_round": r == recipe.rounds}
+            samples = run.stage(r, "generate", gen_cfg, [policy, prompts], lambda out: generate(
+                out, engines.get(policy.model), train, _tokenizer(policy), recipe.generate, round_seed,
+                last_round=r == recipe.rounds))
             scored = run.stage(r, "score", recipe.score, [samples, prompts], lambda out: score(
                 out, _read(samples, "samples"), train, recipe.score))
-            if recipe.reward_model.enabled:  # trained from the base on this round's verifier outcomes
+            score_stages.append(scored)
+            if recipe.reward_model.enabled:  # trained from the base on the preference data of every round so far
                 engines.close()
-                scored = run.stage(r, "reward_model", {"rm": recipe.reward_model, "select": recipe.select},
-                                   [base, scored, prompts], lambda out: reward_model(
-                                       out, base.model, _read(scored, "scored"), train, recipe.reward_model,
-                                       recipe.select.pass_threshold, seed), resumable=True)
+                rm_cfg = {"rm": recipe.reward_model, "select": recipe.select,
+                          "files": digests(recipe.reward_model.preference_sources)}
+                scored = run.stage(r, "reward_model", rm_cfg, [base, *score_stages, prompts], lambda out: reward_model(
+                    out, base.model, [_read(s, "scored") for s in score_stages], train, recipe.reward_model,
+                    recipe.select.pass_threshold, seed), resumable=True)
             rm_weight = recipe.reward_model.weight
             selected.append(run.stage(r, "select", {"select": recipe.select, "rm_weight": rm_weight},
                                       [scored, prompts], lambda out: select(
                 out, _read(scored, "scored"), train, recipe.select, seed, r, rm_weight)))
             # The paper re-fine-tunes the base on all SFT data so far; `previous` continues on this round's.
             history = selected if recipe.sft.start_from == "base" else selected[-1:]
-            mixed = run.stage(r, "mix", recipe.mix, [*history, prompts], lambda out: mix(
-                out, [_read(s, "sft") for s in history], _read(selected[-1], "pairs"), heldout, recipe.mix, seed))
+            mixed = run.stage(r, "mix", recipe.mix, [*history, prompts, benchmarks], lambda out: mix(
+                out, [_read(s, "sft") for s in history], _read(selected[-1], "pairs"), eval_prompts, recipe.mix,
+                seed))
 
             engines.close()  # free the generation engine's memory before training
             start = base if recipe.sft.start_from == "base" else policy
@@ -88,11 +103,13 @@ def run_rounds(recipe: Recipe) -> dict:
             policy = run.stage(r, "dpo", recipe.dpo, [sft_out, mixed], lambda out: dpo(
                 out, sft_out.model, _read(mixed, "pairs"), recipe.dpo, seed), resumable=True)
             # This round's eval engine is also the next round's generation engine (same policy).
-            run.stage(r, "eval", eval_cfg, [policy, prompts], lambda out: evaluate(
-                out, engines.get(policy.model), heldout, _tokenizer(policy), recipe.eval, recipe.score, seed))
+            run.stage(r, "eval", eval_cfg, [policy, prompts, benchmarks], lambda out: evaluate(
+                out, engines.get(policy.model), _tokenizer(policy), sets, ev, recipe.score, seed))
+            report.write_report(run.root, report.summarize(run, r), recipe.mix.targets)  # a page per round so far
 
     summary = report.summarize(run, recipe.rounds)
     write_json(run.root / "summary.json", summary)
+    report.write_report(run.root, summary, recipe.mix.targets)
     return summary
 
 
@@ -107,8 +124,12 @@ def resolve_base(recipe: Recipe) -> str:
 
 
 def file_digests(recipe: Recipe) -> dict[str, str]:
-    return {src.path: hashlib.sha256(Path(src.path).read_bytes()).hexdigest()
-            for src in recipe.prompts.sources if src.kind == "file"}
+    return digests([src.path for src in recipe.prompts.sources if src.kind == "file"])
+
+
+def digests(paths: list[str]) -> dict[str, str]:
+    """Content hashes: a file edited in place changes the fingerprint of the stage that reads it."""
+    return {p: hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in paths}
 
 
 def _read(stage: StageOutput, table: str):
@@ -150,7 +171,7 @@ def run_command(args: argparse.Namespace) -> int:
     log.info("recipe %s:\n%s", args.recipe, yaml.safe_dump(json.loads(json.dumps(dataclasses.asdict(recipe))), sort_keys=False))
     summary = run_rounds(recipe)
     print(report.table(summary))
-    print(f"\nsummary: {Path(summary['run']) / 'summary.json'}")
+    print(f"\nsummary: {Path(summary['run']) / 'summary.json'}\nreport:  {Path(summary['run']) / 'report' / 'report.md'}")
     return 0
 
 

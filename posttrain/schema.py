@@ -5,7 +5,7 @@ samples  one row per (prompt_id, sample_index): a completion with token counts a
 scored   samples + capability, reward (None = not applicable) and the verifier's reason
 sft      one SFT example per kept prompt, TRL conversational `messages`
 pairs    one DPO pair per kept prompt, TRL `prompt` / `chosen` / `rejected` (conversational)
-evals    one row per held-out prompt: greedy completion and its verdict
+evals    one row per (benchmark, item, sample): the completion and its verdict
 """
 
 from __future__ import annotations
@@ -33,6 +33,9 @@ PROMPTS = pa.schema([
     pa.field("capability", pa.string(), nullable=False),
     pa.field("messages", MESSAGES, nullable=False),
     *META,
+    # The verifier that scores this prompt, when it is not the recipe's `score.verifiers[capability]`
+    # (e.g. the tiny world's number-word prompts beside multilingual math prompts of the same capability).
+    pa.field("verifier", pa.string()),
 ])
 
 SAMPLES = pa.schema([
@@ -76,9 +79,11 @@ PAIRS = pa.schema([
 ])
 
 EVALS = pa.schema([
+    pa.field("benchmark", pa.string(), nullable=False),  # "heldout" or an eval/benchmarks name
     pa.field("prompt_id", pa.string(), nullable=False),
+    pa.field("sample_index", pa.int32(), nullable=False),
     pa.field("capability", pa.string(), nullable=False),
-    pa.field("completion", pa.string(), nullable=False),
+    pa.field("completion", pa.string(), nullable=False),  # "" with reason "prompt too long" when skipped
     pa.field("reward", pa.float64()),
     pa.field("reason", pa.string()),
 ])
@@ -90,8 +95,11 @@ UNIQUE_KEYS = {
     "scored": ["prompt_id", "sample_index"],
     "sft": ["id"],
     "pairs": ["id"],
-    "evals": ["prompt_id"],
+    "evals": ["benchmark", "prompt_id", "sample_index"],
 }
+
+
+OPTIONAL = {"prompts": ("verifier",)}  # columns a table may lack (read as all null)
 
 
 class SchemaError(ValueError):
@@ -106,6 +114,9 @@ def validate(table: pa.Table, name: str, where: str = "") -> pa.Table:
     """
     schema = TABLES[name]
     where = where or name
+    for col in OPTIONAL.get(name, ()):  # added after files in the wild were written: absent reads as null
+        if col not in table.column_names:
+            table = table.append_column(schema.field(col), pa.nulls(table.num_rows, schema.field(col).type))
     missing = [f.name for f in schema if f.name not in table.column_names]
     if missing:
         raise SchemaError(f"{where}: {name} table is missing column(s) {missing}; has {table.column_names}")
@@ -207,9 +218,14 @@ def check_prompt_record(rec: object, where: str) -> dict:
     for key in ("tools", "expected_call"):  # stored as JSON text so every table keeps one flat schema
         if key in rec and not isinstance(rec[key], str) and rec[key] is not None:
             rec[key] = json.dumps(rec[key])
-    for f in META:
+    for f in [*META, PROMPTS.field("verifier")]:
         if rec.get(f.name) is not None and not isinstance(rec[f.name], str):
             raise SchemaError(f"{where}: {f.name!r} must be a string, got {type(rec[f.name]).__name__}")
+    if rec.get("verifier") is not None:
+        from reward import VERIFIERS
+
+        if rec["verifier"] not in VERIFIERS:
+            raise SchemaError(f"{where}: unknown verifier {rec['verifier']!r} (known: {sorted(VERIFIERS)})")
     unknown = set(rec) - set(PROMPTS.names)
     if unknown:
         raise SchemaError(f"{where}: unknown field(s) {sorted(unknown)}")

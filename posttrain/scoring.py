@@ -14,19 +14,24 @@ from reward import VERIFIERS
 META_COLUMNS = [f.name for f in schema.META]
 
 
-def score_samples(samples: pa.Table, prompts: pa.Table, cfg: ScoreConfig) -> pa.Table:
-    """samples (one row per prompt_id/sample_index) -> the `scored` table, in the same row order."""
+def score_samples(samples: pa.Table, prompts: pa.Table, cfg: ScoreConfig,
+                  verifiers: dict[str, str] | None = None) -> pa.Table:
+    """samples (one row per prompt_id/sample_index) -> the `scored` table, in the same row order.
+
+    `verifiers` (capability -> verifier name) defaults to the recipe's `score.verifiers`; an eval
+    benchmark passes its own."""
+    verifiers = cfg.verifiers if verifiers is None else verifiers
     by_id = {p["id"]: p for p in prompts.to_pylist()}
     rows = samples.to_pylist()
     missing = {r["prompt_id"] for r in rows} - by_id.keys()
     if missing:
         raise KeyError(f"samples reference {len(missing)} unknown prompt id(s), e.g. {sorted(missing)[:3]}")
-    by_capability: dict[str, list[dict]] = {}
+    by_verifier: dict[str | None, list[dict]] = {}  # a prompt's own verifier, else its capability's
     for r in rows:
-        r["capability"] = by_id[r["prompt_id"]]["capability"]
-        by_capability.setdefault(r["capability"], []).append(r)
-    for capability, group in by_capability.items():
-        name = cfg.verifiers.get(capability)
+        prompt = by_id[r["prompt_id"]]
+        r["capability"] = prompt["capability"]
+        by_verifier.setdefault(prompt.get("verifier") or verifiers.get(r["capability"]), []).append(r)
+    for name, group in by_verifier.items():
         if name is None:  # no verifier for this capability: not applicable, left to a reward model
             for r in group:
                 r.update(verifier="none", reward=None, reason="no verifier configured")
@@ -46,18 +51,33 @@ def score(out: Path, samples: pa.Table, prompts: pa.Table, cfg: ScoreConfig) -> 
             "pass_rate": round(sum(x >= 1.0 for x in rewards) / max(1, len(rewards)), 4)}
 
 
-def reward_model(out: Path, base_model: str, scored: pa.Table, prompts: pa.Table, cfg, pass_threshold: float,
-                 seed: int) -> dict:
-    """Reward-model stage: trains an RM on passing-vs-failing samples, then scores every sample (`rm_score`)."""
-    from reward.model import preference_pairs, score_with_reward_model, train_reward_model
+def reward_model(out: Path, base_model: str, scored_rounds: list[pa.Table], prompts: pa.Table, cfg,
+                 pass_threshold: float, seed: int) -> dict:
+    """Reward-model stage: trains an RM on the recipe's preference files plus passing-vs-failing samples
+    of every round so far (`scored_rounds`, oldest first; the last is this round's), then scores this
+    round's samples (`rm_score`)."""
+    from reward.model import score_with_reward_model, train_reward_model
 
-    info = train_reward_model(out, base_model, preference_pairs(scored, prompts, pass_threshold), cfg, seed)
+    pairs = preference_data(scored_rounds, prompts, cfg.preference_sources, pass_threshold)
+    info = train_reward_model(out, base_model, pairs, cfg, seed)
+    scored = scored_rounds[-1]
     messages = dict(zip(prompts.column("id").to_pylist(), prompts.column("messages").to_pylist()))
     rm = score_with_reward_model(str(out / "model"), [messages[p] for p in scored.column("prompt_id").to_pylist()],
                                  scored.column("completion").to_pylist(), batch_size=cfg.score_batch_size,
                                  max_length=cfg.max_length)
     table = scored.drop_columns(["rm_score"]).append_column("rm_score", pa.array(rm, pa.float64()))
     return {**info, "scored": schema.write(table, "scored", out / "scored.parquet")}
+
+
+def preference_data(scored_rounds: list[pa.Table], prompts: pa.Table, files: list[str],
+                    pass_threshold: float) -> list[dict]:
+    """Every RM pair: each preference file's (expanded) rankings, then each round's verifier pairs."""
+    from reward.model import preference_pairs, read_preference_file
+
+    pairs = [p for f in files for p in read_preference_file(Path(f))]
+    for r, scored in enumerate(scored_rounds, 1):
+        pairs += [{**p, "prompt_id": f"{p['prompt_id']}/round{r}"} for p in preference_pairs(scored, prompts, pass_threshold)]
+    return pairs
 
 
 def read_samples_file(path: Path) -> tuple[pa.Table, pa.Table]:

@@ -69,6 +69,41 @@ def preference_pairs(scored: pa.Table, prompts: pa.Table, pass_threshold: float)
     return pairs
 
 
+def read_preference_file(path: Path) -> list[dict]:
+    """A JSONL of human (or other) preference data -> RM pair records, every error naming file:line.
+
+    Each line: {"prompt": messages or text, "ranking": [best, ..., worst]} or {"prompt", "chosen",
+    "rejected"} with an optional "edited" (better than chosen, Llama 3's edited responses). Responses
+    are assistant texts. A ranking expands into every ordered pair (`expand_ranking`); pair ids are
+    "<file name>:<line>/<better>><worse>".
+    """
+    from posttrain.schema import SchemaError, jsonl_records
+
+    pairs = []
+    for where, _label, rec in jsonl_records(Path(path)):
+        if not isinstance(rec, dict):
+            raise SchemaError(f"{where}: a preference record is a JSON object, got {type(rec).__name__}")
+        prompt = rec.get("prompt")
+        if isinstance(prompt, str) and prompt:
+            prompt = [{"role": "user", "content": prompt}]
+        if not (isinstance(prompt, list) and prompt and all(isinstance(m, dict) and isinstance(m.get("role"), str)
+                                                             and isinstance(m.get("content"), str) for m in prompt)):
+            raise SchemaError(f"{where}: 'prompt' must be text or a non-empty list of {{role, content}} messages")
+        if "ranking" in rec:
+            ranking = rec["ranking"]
+        elif "chosen" in rec and "rejected" in rec:
+            ranking = ([rec["edited"]] if rec.get("edited") is not None else []) + [rec["chosen"], rec["rejected"]]
+        else:
+            raise SchemaError(f"{where}: needs 'ranking' (best first) or 'chosen' and 'rejected'")
+        if not (isinstance(ranking, list) and len(ranking) >= 2 and all(isinstance(x, str) for x in ranking)):
+            raise SchemaError(f"{where}: a ranking is a list of at least 2 response texts, best first")
+        for i, j in expand_ranking(ranking):
+            pairs.append({"prompt_id": f"{Path(path).name}:{where.rsplit(':', 1)[1]}/{i}>{j}", "prompt": prompt,
+                          "chosen": [{"role": "assistant", "content": ranking[i]}],
+                          "rejected": [{"role": "assistant", "content": ranking[j]}]})
+    return pairs
+
+
 def train_reward_model(out: Path, base_model: str | Path, pairs: list[dict], cfg, seed: int) -> dict:
     """Trains a Bradley-Terry RM from `base_model` on `pairs` (see `preference_pairs`); saves `out/model`.
 

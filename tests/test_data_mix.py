@@ -194,7 +194,9 @@ def test_mix_end_to_end(tmp_path):
     # 10 in; exact: m0/round2 (round 1 wins); near: m3/round2; contaminated: m2/round1 -> math m0, m1, m4 and
     # code c0, c1, c2 and tools t0 (no target: dropped) -> 3 math + 3 code.
     assert counts == {"sft": 6, "pairs": 1, "input": 10, "exact_dups": 1, "near_dups": 1, "contaminated": 1,
-                      "contaminated_pairs": 1, "by_capability": {"code": 3, "math": 3}}
+                      "contaminated_pairs": 1, "by_capability": {"code": 3, "math": 3},
+                      "input_by_capability": {"code": 3, "math": 6, "tools": 1},
+                      "before_rebalance": {"code": 3, "math": 3, "tools": 1}}
     sft = schema.read(tmp_path / "sft.parquet", "sft")
     assert sft.column("id").to_pylist() == ["c0/round1", "c1/round1", "m0/round1", "m1/round1", "c2/round2", "m4/round2"]
     assert schema.read(tmp_path / "pairs.parquet", "pairs").column("id").to_pylist() == ["m4/round2"]

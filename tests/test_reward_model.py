@@ -3,6 +3,8 @@ training (full and LoRA) on a tiny random model, and batched scoring equal to on
 
 from __future__ import annotations
 
+import json
+
 import dataclasses
 import math
 
@@ -14,7 +16,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, Llam
 from posttrain import schema
 from posttrain.config import RecipeError, RewardModelConfig, load_recipe
 from posttrain.tiny.base import train_tokenizer
-from reward.model import expand_ranking, preference_pairs, score_with_reward_model, train_reward_model
+from reward.model import expand_ranking, preference_pairs, read_preference_file, score_with_reward_model, train_reward_model
 
 # --------------------------------------------------------------------------- expand_ranking
 
@@ -34,7 +36,50 @@ def test_identical_responses_give_no_pair_and_one_response_is_an_error():
         expand_ranking(["only"])
 
 
-# --------------------------------------------------------------------------- preference_pairs
+# --------------------------------------------------------------------------- preference files and accumulation
+
+
+def test_preference_file_rankings_expand_into_every_pair(tmp_path):
+    path = tmp_path / "prefs.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in [
+        {"prompt": "Say hi.", "ranking": ["Hello!", "hi", "go away"]},
+        {"prompt": [{"role": "user", "content": "2+2?"}], "chosen": "4", "rejected": "5", "edited": "It is 4."},
+        {"prompt": "Same?", "chosen": "yes", "rejected": "no"},
+    ]) + "\n")
+    pairs = read_preference_file(path)
+    assert [p["prompt_id"] for p in pairs] == ["prefs.jsonl:1/0>1", "prefs.jsonl:1/0>2", "prefs.jsonl:1/1>2",
+                                               "prefs.jsonl:2/0>1", "prefs.jsonl:2/0>2", "prefs.jsonl:2/1>2",
+                                               "prefs.jsonl:3/0>1"]
+    assert pairs[3]["chosen"] == [{"role": "assistant", "content": "It is 4."}]  # edited beats chosen
+    assert pairs[0]["prompt"] == [{"role": "user", "content": "Say hi."}]
+
+
+@pytest.mark.parametrize("line,message", [
+    ('{"prompt": "x", "chosen": "a"}', "needs 'ranking'"),
+    ('{"prompt": "", "chosen": "a", "rejected": "b"}', "'prompt' must be"),
+    ('{"prompt": "x", "ranking": ["only"]}', "at least 2"),
+    ('{"prompt": "x", "ranking": [1, 2]}', "at least 2 response texts"),
+    ('[1, 2]', "JSON object"),
+    ('{"prompt": "x", oops}', "malformed JSON"),
+])
+def test_bad_preference_lines_name_file_and_line(tmp_path, line, message):
+    path = tmp_path / "prefs.jsonl"
+    path.write_text('{"prompt": "ok", "chosen": "a", "rejected": "b"}\n' + line + "\n")
+    with pytest.raises(schema.SchemaError, match=f"prefs.jsonl:2: .*{message}"):
+        read_preference_file(path)
+
+
+def test_rm_data_accumulates_files_and_every_round(tmp_path):
+    from posttrain.scoring import preference_data
+
+    path = tmp_path / "prefs.jsonl"
+    path.write_text('{"prompt": "x", "chosen": "a", "rejected": "b"}\n')
+    round1 = _scored([("p1", 0, "2", 1.0), ("p1", 1, "3", 0.0)])
+    round2 = _scored([("p2", 0, "4", 1.0), ("p2", 1, "5", 0.0), ("p1", 0, "2", 1.0), ("p1", 1, "9", 0.0)])
+    pairs = preference_data([round1, round2], PROMPTS, [str(path)], 1.0)
+    assert [p["prompt_id"] for p in pairs] == ["prefs.jsonl:1/0>1", "p1/round1", "p1/round2", "p2/round2"]
+
+
 
 
 def _msgs(text: str) -> list[dict]:

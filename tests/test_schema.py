@@ -36,7 +36,8 @@ RECORDS = {
     "sft": {"id": "p/round1", "prompt_id": "p", "capability": "math", "round": 1, "messages": U + A, "reward": 1.0},
     "pairs": {"id": "p/round1", "prompt_id": "p", "capability": "math", "round": 1, "prompt": U, "chosen": A,
               "rejected": [{"role": "assistant", "content": "no"}], "chosen_reward": 1.0, "rejected_reward": 0.0},
-    "evals": {"prompt_id": "p", "capability": "math", "completion": "2", "reward": 1.0, "reason": None},
+    "evals": {"benchmark": "heldout", "prompt_id": "p", "sample_index": 0, "capability": "math", "completion": "2",
+              "reward": 1.0, "reason": None},
 }
 
 

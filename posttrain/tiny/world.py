@@ -111,7 +111,8 @@ def multilingual_task(rng: random.Random) -> tuple[dict, str]:
                            "Give the {L} word for the number {n}.", "{n} in {L}, please."])
     word = NUMBER_WORDS[lang][n]
     q = template.format(n=n, L=LANGUAGE_NAMES[lang])
-    return {"capability": "multilingual", "messages": [_user(q)], "language": lang, "answer": word}, word
+    return {"capability": "multilingual", "messages": [_user(q)], "language": lang, "answer": word,
+            "verifier": "number_words"}, word
 
 
 FAMILIES: dict[str, Callable[[random.Random], tuple[dict, str]]] = {

@@ -1,0 +1,120 @@
+"""Eval stage: every benchmark of the recipe, generated with vLLM, scored by its verifier.
+
+Sets: "heldout" (the prompts stage's held-out split, scored with the recipe's verifiers, accuracy per
+capability) and the shipped benchmarks of eval/benchmarks (scored with the benchmark's verifier).
+For each set: pass@k for every k of `eval.pass_k` (unbiased estimator over `eval.num_samples`
+samples), item counts, prompts too long for the context (scored as failures: a model that cannot read
+the question has not answered it), and the benchmark's own metrics (e.g. accuracy per language).
+Writes evals.parquet (one row per set/item/sample) and eval.json ({set: {metric: value}}).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+
+from eval import metrics
+from eval.benchmarks import get as get_benchmark
+from posttrain import schema
+from posttrain.config import EvalConfig, ScoreConfig
+from posttrain.engine import Engine
+from posttrain.generate import completion_rows, requests_for
+from posttrain.scoring import score_samples
+
+TOO_LONG = "prompt too long for the context"
+
+
+def load_benchmarks(out: Path, names: list[str], limit: int | None, seed: int) -> dict:
+    """Stage `benchmarks`: each named benchmark's items as a prompts table, benchmarks/<name>.parquet."""
+    counts = {}
+    for name in names:
+        if name == "heldout":
+            continue
+        bench = get_benchmark(name)
+        records = [schema.check_prompt_record(r, f"benchmark {name}") for r in bench.load(limit, seed)]
+        counts[name] = schema.write(schema.from_records(records, "prompts", f"benchmark {name}"), "prompts",
+                                    out / f"{name}.parquet")
+    return counts
+
+
+def eval_sets(names: list[str], heldout: pa.Table, benchmarks_dir: Path | None, score_cfg: ScoreConfig
+              ) -> dict[str, tuple[pa.Table, dict[str, str]]]:
+    """{set name: (prompts, capability -> verifier)} in the recipe's order."""
+    sets = {}
+    for name in names:
+        if name == "heldout":
+            sets[name] = (heldout, score_cfg.verifiers)
+        else:
+            bench = get_benchmark(name)
+            sets[name] = (schema.read(benchmarks_dir / f"{name}.parquet", "prompts"), {bench.capability: bench.verifier})
+    return sets
+
+
+def evaluate(out: Path, engine: Engine, tokenizer, sets: dict[str, tuple[pa.Table, dict[str, str]]],
+             cfg: EvalConfig, score_cfg: ScoreConfig, seed: int) -> dict:
+    tables, scores = [], {}
+    for name, (prompts, verifiers) in sets.items():
+        rows, result = evaluate_set(name, engine, tokenizer, prompts, verifiers, cfg, score_cfg, seed)
+        tables.append(schema.from_records(rows, "evals", f"eval {name}"))
+        scores[name] = result
+    rows = schema.write(pa.concat_tables(tables) if tables else schema.EVALS.empty_table(), "evals",
+                        out / "evals.parquet")
+    (out / "eval.json").write_text(json.dumps(scores, indent=2))
+    return {"evals": rows, "scores": scores}
+
+
+def evaluate_set(name: str, engine: Engine, tokenizer, prompts: pa.Table, verifiers: dict[str, str],
+                 cfg: EvalConfig, score_cfg: ScoreConfig, seed: int) -> tuple[list[dict], dict]:
+    """One set -> (evals rows, {metric: value})."""
+    requests, too_long = requests_for(prompts, tokenizer, n=cfg.num_samples, temperature=cfg.temperature,
+                                      top_p=1.0, max_tokens=cfg.max_tokens, seed=seed,
+                                      max_model_len=engine.max_model_len)
+    samples = completion_rows(requests, engine.generate(list(requests.values())) if requests else [])
+    scored = score_samples(schema.from_records(samples, "samples"), prompts, score_cfg, verifiers).to_pylist()
+    capability = dict(zip(prompts["id"].to_pylist(), prompts["capability"].to_pylist()))
+    scored += [{"prompt_id": pid, "sample_index": i, "capability": capability[pid], "completion": "",
+                "reward": 0.0, "reason": TOO_LONG} for pid in too_long for i in range(cfg.num_samples)]
+    for r in scored:
+        r["benchmark"] = name
+    result = {"items": prompts.num_rows, "too_long": len(too_long), **metrics.pass_rates(scored, cfg.pass_k)}
+    if name == "heldout":
+        result["accuracy"] = metrics.accuracy_by_capability(scored)
+    elif (extra := get_benchmark(name).metrics) is not None:
+        by_id = {p["id"]: p for p in prompts.to_pylist()}
+        result.update(extra([{**by_id[r["prompt_id"]], **r} for r in scored]))
+    return scored, result
+
+
+def run_eval(model: str, recipe_path: str, overrides: list[str], out: str | None) -> Path:
+    """`posttrain eval`: the recipe's eval of any model, written atomically to `out`; returns `out`."""
+    import shutil
+    import tempfile
+
+    from posttrain.config import load_recipe
+    from posttrain.engine import Engine
+    from posttrain.prompts import load_prompts
+    from transformers import AutoTokenizer
+
+    recipe = load_recipe(recipe_path, overrides)
+    ev = recipe.eval
+    final = Path(out) if out else recipe.run_dir / "eval" / Path(model).name
+    tmp = final.with_name(final.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    with tempfile.TemporaryDirectory() as scratch:
+        heldout = schema.PROMPTS.empty_table()
+        if "heldout" in ev.benchmarks:
+            load_prompts(Path(scratch), recipe.prompts, recipe.seed)
+            heldout = schema.read(Path(scratch) / "heldout.parquet", "prompts")
+        load_benchmarks(Path(scratch), ev.benchmarks, ev.limit, recipe.seed)
+        sets = eval_sets(ev.benchmarks, heldout, Path(scratch), recipe.score)
+        engine = Engine(model, recipe.generate, recipe.seed, recipe.generate.max_model_len)
+        try:
+            evaluate(tmp, engine, AutoTokenizer.from_pretrained(model), sets, ev, recipe.score, recipe.seed)
+        finally:
+            engine.close()
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)
+    return final

@@ -1,0 +1,51 @@
+"""Request building for the generate stage: steering system prompts, the temperature schedule, and
+prompts too long for the context (dropped and counted)."""
+
+from __future__ import annotations
+
+from posttrain import schema
+from posttrain.config import GenerateConfig
+from posttrain.generate import prompt_temperature, requests_for, with_system_prompt
+
+
+class CharTokenizer:
+    def apply_chat_template(self, messages, **_):
+        text = "".join(f"[{m['role']}]{m['content']}" for m in messages)
+        return {"input_ids": [ord(c) for c in text]}
+
+
+def prompts(*texts: str, capability: str = "math"):
+    return schema.from_records([{"id": f"p{i}", "capability": capability, "answer": "1",
+                                 "messages": [{"role": "user", "content": t}]} for i, t in enumerate(texts)], "prompts")
+
+
+def test_steering_prompt_goes_first_and_keeps_an_existing_system_message():
+    user = {"role": "user", "content": "q"}
+    assert with_system_prompt([user], "Be brief.") == [{"role": "system", "content": "Be brief."}, user]
+    tools = {"role": "system", "content": "Tools: f(x)"}
+    assert with_system_prompt([tools, user], "Be brief.") == [
+        {"role": "system", "content": "Be brief.\n\nTools: f(x)"}, user]
+    assert with_system_prompt([user], None) == [user]
+
+
+def test_requests_render_the_steering_prompt_only_for_its_capability():
+    reqs, _ = requests_for(prompts("2+2?"), CharTokenizer(), n=2, temperature=1.0, top_p=1.0, max_tokens=4, seed=0,
+                           max_model_len=None, system_prompts={"math": "STEER", "code": "OTHER"})
+    text = "".join(map(chr, reqs["p0"]["prompt_token_ids"]))
+    assert text == "[system]STEER[user]2+2?"
+
+
+def test_prompts_too_long_are_dropped_and_named():
+    reqs, too_long = requests_for(prompts("short", "x" * 100), CharTokenizer(), n=1, temperature=1.0, top_p=1.0,
+                                  max_tokens=10, seed=0, max_model_len=50)
+    assert list(reqs) == ["p0"] and too_long == ["p1"]
+
+
+def test_temperature_schedule_draws_per_prompt_early_and_is_fixed_in_the_last_round():
+    cfg = GenerateConfig(temperature=0.6, temperature_range=[0.2, 1.0])
+    early = [prompt_temperature(cfg, 7, f"p{i}", last_round=False) for i in range(200)]
+    assert all(0.2 <= t <= 1.0 for t in early) and len(set(early)) > 50  # drawn, not constant
+    assert min(early) < 0.35 and max(early) > 0.85  # spans the range
+    assert early == [prompt_temperature(cfg, 7, f"p{i}", last_round=False) for i in range(200)]  # seeded by id
+    assert {prompt_temperature(cfg, 7, f"p{i}", last_round=True) for i in range(20)} == {0.6}
+    assert prompt_temperature(GenerateConfig(temperature=0.9), 7, "p0", last_round=False) == 0.9
