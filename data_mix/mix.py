@@ -48,10 +48,14 @@ def mix(out: Path, sft_tables: list[pa.Table], pairs: pa.Table, heldout: pa.Tabl
         if cfg.dedup_near:
             view = _drop(view, dedup.near(view, cfg.near_threshold, cfg.num_perm, seed), counts, "near_dups")
         if cfg.decontaminate:
-            evals = pa.table({"id": heldout["id"], "text": prompt_text(heldout["messages"])})
-            hits = decontam.contaminated(view, evals, cfg.ngram)
+            # User turns only: a system message (instructions, a tool list) is shared by many prompts, train
+            # and eval alike, and would make every tools prompt "contain" every eval item's 13-grams.
+            evals = pa.table({"id": heldout["id"], "text": prompt_text(heldout["messages"], user_only=True)})
+            user_view = pa.table({"id": sft["id"], "text": prompt_text(sft["messages"], user_only=True)})
+            user_view = user_view.filter(pc.is_in(user_view["id"], value_set=view["id"].combine_chunks()))
+            hits = decontam.contaminated(user_view, evals, cfg.ngram)
             view = _drop(view, hits, counts, "contaminated")
-            pair_view = pa.table({"id": pairs["id"], "text": prompt_text(pairs["prompt"])})
+            pair_view = pa.table({"id": pairs["id"], "text": prompt_text(pairs["prompt"], user_only=True)})
             pair_hits = decontam.contaminated(pair_view, evals, cfg.ngram)
             pairs = _drop(pairs, pair_hits, counts, "contaminated_pairs")
             removed = pa.concat_tables([_tagged("sft", hits), _tagged("pairs", pair_hits)])

@@ -19,16 +19,17 @@ def normalize(text: pa.Array) -> pa.Array:
     return pc.utf8_trim_whitespace(pc.replace_substring_regex(pc.utf8_lower(text), r"\s+", " "))
 
 
-def prompt_text(messages: pa.Array | pa.ChunkedArray, rows: int = 1 << 16) -> pa.ChunkedArray:
-    """list<struct<role, content>>[n] -> normalized string[n]: the non-assistant contents of each row, joined.
-    Works `rows` rows at a time, so intermediates stay small."""
-    return pa.chunked_array([_prompt_text(messages.slice(i, rows)) for i in range(0, len(messages), rows)], pa.string())
+def prompt_text(messages: pa.Array | pa.ChunkedArray, rows: int = 1 << 16, user_only: bool = False) -> pa.ChunkedArray:
+    """list<struct<role, content>>[n] -> normalized string[n]: the non-assistant contents of each row, joined
+    (`user_only`: the user turns alone). Works `rows` rows at a time, so intermediates stay small."""
+    return pa.chunked_array([_prompt_text(messages.slice(i, rows), user_only) for i in range(0, len(messages), rows)],
+                            pa.string())
 
 
-def _prompt_text(messages: pa.Array | pa.ChunkedArray) -> pa.Array:
+def _prompt_text(messages: pa.Array | pa.ChunkedArray, user_only: bool) -> pa.Array:
     messages = messages.combine_chunks() if isinstance(messages, pa.ChunkedArray) else messages
     flat, parent = messages.flatten(), pc.list_parent_indices(messages)
-    keep = pc.not_equal(flat.field("role"), "assistant")
+    keep = pc.equal(flat.field("role"), "user") if user_only else pc.not_equal(flat.field("role"), "assistant")
     content = pc.fill_null(flat.field("content").filter(keep), "")
     counts = np.bincount(parent.filter(keep).to_numpy(), minlength=len(messages))
     offsets = pa.array(np.concatenate([[0], np.cumsum(counts)]), pa.int32())

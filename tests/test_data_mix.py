@@ -210,3 +210,22 @@ def test_mix_disabled_passes_through(tmp_path):
                  MixConfig(enabled=False), seed=0)
     assert (counts["sft"], counts["exact_dups"], counts["contaminated"]) == (2, 0, 0)
     assert pq.read_table(tmp_path / "decontaminated.parquet").num_rows == 0
+
+
+def test_decontamination_reads_user_turns_only(tmp_path):
+    """A long system message (instructions, a tool list) shared by train and eval prompts is no leak;
+    an eval question inside a user turn is."""
+    rng = random.Random(3)
+    system, planted = long_prompt(rng, 40), long_prompt(rng, 20)
+    sft = schema.from_records([
+        {"id": f"t{i}/round1", "prompt_id": f"t{i}", "capability": "tools", "round": 1, "reward": 1.0,
+         "messages": [{"role": "system", "content": system}, {"role": "user", "content": question},
+                      {"role": "assistant", "content": "call"}]}
+        for i, question in enumerate(["call mom please", f"now {planted} thanks"])], "sft")
+    evals = schema.from_records([{"id": "e", "capability": "tools", "tools": "[]", "expected_call": "{}",
+                                  "messages": [{"role": "system", "content": system},
+                                               {"role": "user", "content": planted}]}], "prompts")
+    pairs = schema.PAIRS.empty_table()
+    counts = mix(tmp_path, [sft], pairs, evals, MixConfig(dedup_near=False), seed=0)
+    assert counts["contaminated"] == 1
+    assert schema.read(tmp_path / "sft.parquet", "sft")["id"].to_pylist() == ["t0/round1"]
