@@ -137,6 +137,18 @@ class MixConfig:
 
 
 @dataclass(kw_only=True)
+class LoRAConfig:
+    """LoRA adapters (peft) instead of full fine-tuning; merged into the saved model, so vLLM and the next
+    stage load a plain model folder. r = 0: off. `quantize_4bit` = QLoRA (needs bitsandbytes and a GPU)."""
+
+    r: int = 0
+    alpha: int = 16
+    dropout: float = 0.0
+    target_modules: list[str] | str = "all-linear"
+    quantize_4bit: bool = False
+
+
+@dataclass(kw_only=True)
 class SFTConfig:
     start_from: Literal["base", "previous"] = "base"
     learning_rate: float = 1e-5
@@ -149,6 +161,7 @@ class SFTConfig:
     weight_decay: float = 0.0
     packing: bool = False
     checkpoint_every_steps: int = 50
+    lora: LoRAConfig = field(default_factory=LoRAConfig)
 
 
 @dataclass(kw_only=True)
@@ -163,6 +176,7 @@ class DPOConfig:
     gradient_accumulation_steps: int = 1
     max_length: int = 256
     checkpoint_every_steps: int = 50
+    lora: LoRAConfig = field(default_factory=LoRAConfig)
 
 
 @dataclass(kw_only=True)
@@ -352,6 +366,17 @@ def _check(r: Recipe, where: str) -> None:
     need(r.select.min_margin >= 0, "select.min_margin", "must be >= 0")
     need(r.sft.learning_rate > 0, "sft.learning_rate", "must be > 0")
     need(r.dpo.beta > 0, "dpo.beta", "must be > 0")
+    for stage in ("sft", "dpo"):
+        lora = getattr(r, stage).lora
+        need(lora.r >= 0, f"{stage}.lora.r", f"must be >= 0 (0 = no LoRA), got {lora.r}")
+        need(lora.alpha >= 1, f"{stage}.lora.alpha", f"must be >= 1, got {lora.alpha}")
+        need(0 <= lora.dropout < 1, f"{stage}.lora.dropout", f"must be in [0, 1), got {lora.dropout}")
+        need(not lora.quantize_4bit or lora.r > 0, f"{stage}.lora.quantize_4bit", "needs lora.r > 0 (QLoRA)")
+        if lora.quantize_4bit:
+            import importlib.util
+
+            need(importlib.util.find_spec("bitsandbytes") is not None, f"{stage}.lora.quantize_4bit",
+                 "needs the bitsandbytes package (pip install bitsandbytes; CUDA only)")
     rm = r.reward_model
     need(rm.learning_rate > 0, "reward_model.learning_rate", f"must be > 0, got {rm.learning_rate}")
     need(rm.num_epochs > 0, "reward_model.num_epochs", f"must be > 0, got {rm.num_epochs}")

@@ -15,7 +15,7 @@ import torch
 from trl.trainer.dpo_trainer import DataCollatorForPreference
 
 from posttrain.config import DPOConfig
-from posttrain.training import common_args, copy_model, train_and_save
+from posttrain.training import common_args, copy_model, lora_args, train_and_save
 
 # Formatting tokens of the chat templates we know (Llama 3, ChatML); any that exist in a vocabulary count.
 FORMATTING_TOKENS = ("<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>", "<|eom_id|>",
@@ -62,6 +62,7 @@ def dpo(out: Path, sft_model: str | Path, pairs: pa.Table, cfg: DPOConfig, seed:
         collator = FormattingTokenMaskCollator(pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id,
                                                max_length=cfg.max_length,
                                                masked_token_ids=formatting_token_ids(tokenizer))
-    trainer = DPOTrainer(model=str(sft_model), args=args, data_collator=collator, train_dataset=dataset,
-                         processing_class=tokenizer)
+    # With LoRA the reference is the same model with its adapters off: no second copy in memory.
+    trainer = DPOTrainer(**{"model": str(sft_model), **lora_args(cfg.lora, sft_model)}, args=args,
+                         data_collator=collator, train_dataset=dataset, processing_class=tokenizer)
     return {"pairs": pairs.num_rows, **train_and_save(trainer, tokenizer, out)}

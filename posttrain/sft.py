@@ -7,7 +7,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from posttrain.config import SFTConfig
-from posttrain.training import common_args, copy_model, train_and_save
+from posttrain.training import common_args, copy_model, lora_args, train_and_save
 
 
 def sft(out: Path, start_model: str | Path, mix: pa.Table, cfg: SFTConfig, seed: int) -> dict:
@@ -24,5 +24,6 @@ def sft(out: Path, start_model: str | Path, mix: pa.Table, cfg: SFTConfig, seed:
     args = TRLSFTConfig(**common_args(out, cfg, seed), assistant_only_loss=True, packing=cfg.packing,
                         lr_scheduler_type=cfg.lr_scheduler_type, warmup_steps=cfg.warmup_ratio,  # < 1: a fraction
                         weight_decay=cfg.weight_decay)
-    trainer = SFTTrainer(model=str(start_model), args=args, train_dataset=dataset, processing_class=tokenizer)
+    trainer = SFTTrainer(**{"model": str(start_model), **lora_args(cfg.lora, start_model)}, args=args,
+                         train_dataset=dataset, processing_class=tokenizer)
     return {"examples": mix.num_rows, **train_and_save(trainer, tokenizer, out)}

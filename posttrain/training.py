@@ -36,6 +36,23 @@ def common_args(out: Path, cfg, seed: int) -> dict:
     )
 
 
+def lora_args(lora, model_path: str | Path) -> dict:
+    """Trainer keyword arguments for a `LoRAConfig`: none when r = 0; a peft config, plus a 4-bit base
+    model for QLoRA. TRL wraps the model itself; `train_and_save` merges the adapters before saving."""
+    if lora.r == 0:
+        return {}
+    from peft import LoraConfig
+
+    out = {"peft_config": LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                                     target_modules=lora.target_modules, task_type="CAUSAL_LM")}
+    if lora.quantize_4bit:
+        from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+        quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16)
+        out["model"] = AutoModelForCausalLM.from_pretrained(model_path, quantization_config=quant)
+    return out
+
+
 def train_and_save(trainer, tokenizer, out: Path) -> dict:
     """Trains (resuming from the last checkpoint in `out`, if any), saves `out/model`, drops checkpoints.
 
