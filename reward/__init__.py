@@ -9,14 +9,15 @@ from __future__ import annotations
 
 from typing import Callable
 
-from reward import code, math, multilingual, tools
+from reward import code, math, multilingual, number_words, tools
 from reward.verdict import Verdict
 
 VERIFIERS: dict[str, Callable[..., list[Verdict]]] = {
     "math": math.score,
     "code": code.score,
     "tools": tools.score,
-    "multilingual": multilingual.score,
+    "multilingual": multilingual.score,  # language gate (py3langid) + math answer
+    "number_words": number_words.score,  # the tiny world's one-word number replies
 }
 
 __all__ = ["VERIFIERS", "Verdict"]
