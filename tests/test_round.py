@@ -58,7 +58,7 @@ def full_run(tmp_path_factory, tiny_base) -> Path:
     recipe.write_text(yaml.safe_dump({**TEST_RECIPE, "base_model": str(tiny_base), "output_dir": str(tmp / "runs")}))
     proc = run_cli("round", "--recipe", str(recipe), entry="script")
     assert proc.returncode == 0, proc.stderr[-4000:]
-    assert "eval accuracy" in proc.stdout
+    assert "held-out accuracy per capability" in proc.stdout
     return tmp / "runs" / "test"
 
 
@@ -86,10 +86,20 @@ def test_round_writes_every_stage_with_schema_and_counts(full_run, tiny_base):
     assert mixed["contaminated"] == 0  # held-out prompts come from a disjoint half of each family
     evals = pq.read_table(full_run / "round_1" / "eval" / "evals.parquet")
     assert evals.num_rows == heldout.num_rows
-    acc = json.loads((full_run / "round_1" / "eval" / "eval.json").read_text())
-    assert set(acc) == {"math", "code", "tools", "multilingual", "overall"}
+    scores = json.loads((full_run / "round_1" / "eval" / "eval.json").read_text())
+    assert set(scores) == {"heldout"}
+    assert set(scores["heldout"]["accuracy"]) == {"math", "code", "tools", "multilingual", "overall"}
     summary = json.loads((full_run / "summary.json").read_text())
     assert [r["round"] for r in summary["rounds"]] == [0, 1]
+
+
+def test_round_writes_a_report_with_plots(full_run):
+    page = (full_run / "report" / "report.md").read_text()
+    for png in ("eval.png", "rewards.png", "selection.png", "mix.png", "wall_time.png"):
+        assert f"]({png})" in page
+        data = (full_run / "report" / png).read_bytes()
+        assert data.startswith(b"\x89PNG") and len(data) > 5000, png  # a real, non-empty image
+    assert "heldout/overall" in page
 
 
 def test_training_changed_the_weights(full_run, tiny_base):

@@ -25,11 +25,19 @@ def test_best_passing_sample_becomes_sft_and_pairs_with_worst():
     assert (pairs[0]["chosen_reward"], pairs[0]["rejected_reward"]) == (1.0, 0.0)
 
 
-def test_no_passing_sample_gives_no_sft_example_but_may_give_a_pair():
+def test_no_passing_sample_gives_no_sft_example_and_no_pair_unless_allowed():
     scored = [s("p1", 0, 0.0), s("p1", 1, 0.6)]
     sft, pairs = select(scored, PROMPTS, SelectConfig(pass_threshold=1.0, min_margin=0.5), seed=0, round_=1)
-    assert sft == []
+    assert sft == [] and pairs == []  # a failing "chosen" would teach a wrong answer
+    cfg = SelectConfig(pass_threshold=1.0, min_margin=0.5, chosen_must_pass=False)
+    _, pairs = select(scored, PROMPTS, cfg, seed=0, round_=1)
     assert [(p["chosen_reward"], p["rejected_reward"]) for p in pairs] == [(0.6, 0.0)]
+
+
+def test_reward_model_never_makes_a_pair_of_two_failures():
+    scored = [{**s("p1", 0, 0.0), "rm_score": 5.0}, {**s("p1", 1, 0.0), "rm_score": -5.0}]
+    _, pairs = select(scored, PROMPTS, SelectConfig(), seed=0, round_=1, rm_weight=0.5)
+    assert pairs == []
 
 
 def test_margin_threshold_is_inclusive_and_blocks_small_margins():

@@ -1,0 +1,54 @@
+"""The capability recipes' machinery with real vLLM and TRL on the test's tiny base: every eval
+benchmark through `posttrain eval`, and one round of general.yaml (all four generators, mix targets)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from eval.benchmarks import BENCHMARKS
+from tests.conftest import ROOT, TEST_RECIPE, run_cli
+
+pytestmark = pytest.mark.slow
+
+
+def test_posttrain_eval_runs_every_benchmark(tmp_path, tiny_base):
+    recipe = {**TEST_RECIPE, "base_model": str(tiny_base), "output_dir": str(tmp_path / "runs"),
+              "eval": {"benchmarks": ["heldout", *sorted(BENCHMARKS)], "limit": 2, "max_tokens": 16}}
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    proc = run_cli("eval", "--recipe", str(path), "--model", str(tiny_base), "--out", str(tmp_path / "ev"))
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    scores = json.loads((tmp_path / "ev" / "eval.json").read_text())
+    assert set(scores) == {"heldout", *BENCHMARKS}
+    for name, result in scores.items():
+        want = {"heldout": 4 * 6, "mmath": 2 * 10}.get(name, 2)  # mmath: limit per language
+        assert result["items"] == want, (name, result)
+        assert 0.0 <= result["pass@1"] <= 1.0 and 0 <= result["too_long"] <= want
+    assert {f"acc_{lang}" for lang in ("en", "zh", "ar")} <= set(scores["mmath"]) and "language_match" in scores["mmath"]
+    assert not (tmp_path / "ev.tmp").exists()
+
+
+def test_general_recipe_round_on_the_tiny_base(tmp_path, tiny_base):
+    recipe = yaml.safe_load((ROOT / "recipes" / "general.yaml").read_text())
+    recipe.update(base_model=str(tiny_base), output_dir=str(tmp_path / "runs"), rounds=1)
+    del recipe["base"]  # the test's base is already built
+    for src in recipe["prompts"]["sources"]:  # CI-sized
+        src.update(num_train=8, num_heldout=4)
+    recipe["generate"].update(num_samples=2, max_tokens=32)
+    recipe["eval"].update(limit=2, max_tokens=16)
+    recipe["sft"].update(num_epochs=1, batch_size=8)
+    path = tmp_path / "general.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    proc = run_cli("round", "--recipe", str(path))
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    run = tmp_path / "runs" / "general"
+    prompts = json.loads((run / "round_0" / "prompts" / "manifest.json").read_text())["results"]
+    assert prompts == {"train": 4 * 8 + 4 * 8, "heldout": 4 * 4 + 4 * 4}
+    scores = json.loads((run / "round_1" / "eval" / "eval.json").read_text())
+    assert set(scores) == {"heldout", "gsm_symbolic", "humaneval", "bfcl_simple", "mmath"}
+    mix = json.loads((run / "round_1" / "mix" / "manifest.json").read_text())["results"]
+    assert set(mix["by_capability"]) <= {"math", "code", "tools", "multilingual"}
+    assert (run / "report" / "mix.png").exists()
