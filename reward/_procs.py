@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import select
 import selectors
 import shutil
 import signal
+import socket
 import subprocess
 import time
 
@@ -63,6 +65,41 @@ def collect(proc: subprocess.Popen, status_fd: int, deadline: float) -> tuple[di
         return streams, False
     finally:
         sel.close()
+
+
+def collect_report(out_fd: int, err_fd: int, sock: socket.socket, deadline: float) -> tuple[dict, bytes | None, bool]:
+    """A warm run: drain stdout and stderr until they close, and read the zygote's one report from `sock`.
+    (streams, report, timed out): report None when the deadline passed (timed out) or the socket closed
+    first. The zygote reports once every process of the program is dead, so the pipes close right after."""
+    streams = {out_fd: Capped(), err_fd: Capped()}
+    poller = select.poll()
+    for fd in streams:
+        os.set_blocking(fd, False)
+        poller.register(fd, select.POLLIN)
+    poller.register(sock, select.POLLIN)
+    report, stop, pipes = None, deadline, len(streams)
+    while pipes or report is None:
+        now = time.monotonic()
+        if now >= stop:
+            break
+        for fd, _ in poller.poll(max(1, int((stop - now) * 1000))):
+            if fd == sock.fileno():
+                report = sock.recv(4096) or None
+                if report is None:  # the zygote is gone
+                    return {"out": streams[out_fd], "err": streams[err_fd]}, None, False
+                poller.unregister(sock)
+                stop = min(deadline, time.monotonic() + EXIT_GRACE_S)
+                continue
+            try:
+                chunk = os.read(fd, 65536)
+            except BlockingIOError:
+                continue
+            if chunk:
+                streams[fd].add(chunk)
+            else:
+                poller.unregister(fd)
+                pipes -= 1
+    return {"out": streams[out_fd], "err": streams[err_fd]}, report, report is None
 
 
 def exited(pid: int) -> bool:
