@@ -1,6 +1,7 @@
 """Fault injection for crash-and-resume tests: `POSTTRAIN_KILL_AT=<point>` SIGKILLs the run at that point.
 
-Points: `round_<r>/<stage>/before`, `round_<r>/<stage>/after` (stage boundaries, see RunDir.stage) and
+Points: `round_<r>/<stage>/before`, `.../written` (mid-stage: outputs in the temp folder, no manifest),
+`round_<r>/<stage>/after` (stage boundaries, see RunDir.stage) and
 `round_<r>/<stage>/step<N>` (after optimizer step N of a training stage). SIGKILL, not an exception:
 nothing gets to clean up, exactly as when a machine dies.
 """

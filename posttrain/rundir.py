@@ -9,6 +9,7 @@ section, or any upstream stage that reran, invalidates this stage and so everyth
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import json
 import logging
@@ -24,6 +25,7 @@ from posttrain.faults import kill_if, stage_point
 
 log = logging.getLogger("posttrain")
 MANIFEST = "manifest.json"
+STORAGE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
 
 
 class RunDirError(FileExistsError):
@@ -101,14 +103,23 @@ class RunDir:
         log.info("[round %d] %-8s running", round_, name)
         kill_if(stage_point(tmp, "before"))
         start = time.time()
-        results = fn(tmp) or {}
-        manifest = {
-            "stage": name, "round": round_, "fingerprint": fp, "output_id": uuid.uuid4().hex,
-            "inputs": {str(i.path): i.output_id for i in inputs}, "results": results,
-            "wall_s": round(time.time() - start, 2), "finished_at": time.time(),
-            "config": json.loads(json.dumps(config, default=_plain)),
-        }
-        _write_json(tmp / MANIFEST, manifest)  # written last: its presence means the stage is complete
+        try:
+            results = fn(tmp) or {}
+            kill_if(stage_point(tmp, "written"))  # outputs in the temp folder, no manifest yet
+            manifest = {
+                "stage": name, "round": round_, "fingerprint": fp, "output_id": uuid.uuid4().hex,
+                "inputs": {str(i.path): i.output_id for i in inputs}, "results": results,
+                "wall_s": round(time.time() - start, 2), "finished_at": time.time(),
+                "config": json.loads(json.dumps(config, default=_plain)),
+            }
+            _write_json(tmp / MANIFEST, manifest)  # written last: its presence means the stage is complete
+        except OSError as e:
+            if e.errno not in STORAGE_ERRORS:
+                raise
+            # The previous complete output (if any) is untouched: only the temp folder was being written.
+            raise RunDirError(f"{tmp}: cannot write stage {name} of round {round_}: {os.strerror(e.errno)} "
+                              f"({e}); earlier outputs are intact, rerun the same command once it is writable "
+                              f"or has space") from e
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)

@@ -150,6 +150,38 @@ def test_killed_run_resumes_to_the_same_result(full_run, recipe_file, kill_at):
         assert all(torch.allclose(got[k], want[k], atol=1e-5) for k in want), f"{stage_name} weights differ"
 
 
+# Every stage of round 0 and round 1, killed in turn: before it starts, mid-stage (outputs written to its
+# temp folder, no manifest), after it finished, or mid-training after an optimizer step.
+KILL_SEQUENCE = ["round_0/prompts/written", "round_0/benchmarks/before", "round_0/eval/written",
+                 "round_1/generate/written", "round_1/score/before", "round_1/score/written",
+                 "round_1/select/written", "round_1/mix/written", "round_1/mix/after", "round_1/sft/before",
+                 "round_1/sft/written", "round_1/dpo/step2", "round_1/eval/before", "round_1/eval/written"]
+
+
+def test_killed_at_every_stage_in_turn_resumes_to_the_same_result(full_run, recipe_file):
+    run = recipe_file.parent / "runs" / "test"
+    for point in KILL_SEQUENCE:
+        mark = uuid.uuid4().hex
+        killed = run_cli("round", "--recipe", str(recipe_file), env={"POSTTRAIN_KILL_AT": point,
+                                                                    "POSTTRAIN_TEST_RUN": mark})
+        assert killed.returncode == -9, f"{point}: {killed.stderr[-3000:]}"
+        assert not survivors(mark), f"{point}: a child process outlived the killed run"
+        round_dir, stage, event = point.split("/")
+        complete = (run / round_dir / stage / "manifest.json").exists()
+        assert complete == (event == "after"), point  # a stage is complete only once its manifest is in place
+    finished = run_cli("round", "--recipe", str(recipe_file))
+    assert finished.returncode == 0, finished.stderr[-4000:]
+    assert not list(run.glob("round_*/*.tmp"))
+    assert manifest(run, "dpo")["results"]["resumed"] is True
+    assert manifest(run, "dpo")["results"]["steps"] == manifest(full_run, "dpo")["results"]["steps"]
+    for round_, stage_name, t in [(0, "eval", "evals"), *((1, s, t) for s, ts in STAGE_TABLES.items() for t in ts)]:
+        got = pq.read_table(run / f"round_{round_}" / stage_name / f"{t}.parquet")
+        want = pq.read_table(full_run / f"round_{round_}" / stage_name / f"{t}.parquet")
+        assert got.equals(want), f"round {round_} {stage_name}/{t} differs after resume"
+    got, want = weights(run / "round_1" / "dpo" / "model"), weights(full_run / "round_1" / "dpo" / "model")
+    assert all(torch.allclose(got[k], want[k], atol=1e-5) for k in want), "dpo weights differ"
+
+
 def test_changed_section_reruns_that_stage_and_after(full_run):
     """Runs last: it changes full_run's DPO and eval outputs."""
     before = {s: manifest(full_run, s)["output_id"] for s in ("generate", "score", "select", "mix", "sft", "dpo")}

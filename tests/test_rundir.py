@@ -255,3 +255,29 @@ def test_resumable_wipes_tmp_without_fingerprint(rd):
     fn = Stage()
     rd.stage(1, "sft", {"lr": 1}, [], fn, resumable=True)
     assert fn.seen == [{".fingerprint"}]
+
+
+@pytest.mark.parametrize("err", [28, 30, 13])  # ENOSPC, EROFS, EACCES
+def test_disk_full_or_unwritable_is_a_clear_error_and_keeps_earlier_outputs(rd, err):
+    import errno
+    import os
+
+    old = rd.stage(1, "generate", {"k": 8}, [], Stage("old"))
+
+    def write_fails(tmp: Path) -> dict:
+        (tmp / "half.parquet").write_text("half")
+        raise OSError(err, os.strerror(err), str(tmp / "data.parquet"))
+
+    with pytest.raises(RunDirError, match=f"cannot write stage generate of round 1: {os.strerror(err)}.*intact"):
+        rd.stage(1, "generate", {"k": 4}, [], write_fails)
+    assert rd.completed(1, "generate").output_id == old.output_id  # untouched
+    assert (rd.stage_dir(1, "generate") / "data.txt").read_text() == "old"
+    assert err in (errno.ENOSPC, errno.EROFS, errno.EACCES)
+
+
+def test_other_os_errors_are_not_disguised_as_storage_errors(rd):
+    def missing(tmp: Path) -> dict:
+        raise FileNotFoundError(2, "No such file", "/nope")
+
+    with pytest.raises(FileNotFoundError):
+        rd.stage(1, "generate", {}, [], missing)
