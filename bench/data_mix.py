@@ -10,7 +10,16 @@ plus 10,000 eval prompts and N/10 DPO pairs, as Parquet. Then, each in a fresh p
   plain  the same steps as pure-Python loops over dicts and sets (MinHash via datasketch's MinHash and
          MinHashLSH, the library's per-document API) on a subsample of --plain-n rows, extrapolated
          linearly to N (its eval n-gram index is a fixed cost, timed apart and not scaled);
-  check  the fast path on that same subsample, whose counts are printed beside the plain ones.
+  check  the fast path on that same subsample, whose counts are printed beside the plain ones;
+  semantic  tagging and semantic dedup (issue 4) on the first --semantic-n rows: embedding (all-MiniLM-L6-v2
+         on CPU), tagging without the embedding, semantic dedup given the embeddings (k-means clusters of
+         ~2000, greedy by quality x difficulty), and as its baseline the same greedy over one cluster (every
+         pair compared), whose dups are the exact answer the clustered run's recall is measured against.
+         Run twice: on the synthetic prompts (made-up words of ~4 word pieces each, up to the model's 256-piece
+         limit: the slow case) and on --semantic-n tiny-world prompts (short English: the common case).
+  scale  semantic dedup alone on --scale-n random unit vectors (384 dims, 5% planted near copies), so its
+         cost at sizes the embedding step would take hours to reach shows: clustered vs every pair compared
+         on a --scale-pairs-n subsample, extrapolated quadratically (greedy over one cluster is O(n^2)).
 
 Generation also runs in its own process: Linux keeps a process's peak RSS across fork + exec, so a
 child of a big parent would report the parent's peak.
@@ -213,6 +222,74 @@ def run_plain(data: Path, rows: int) -> dict:
             "by_capability": dict(sorted(by_cap.items()))}}
 
 
+def tiny_sft(rows: int, seed: int = 0) -> pa.Table:
+    """`rows` SFT examples of the tiny world (a quarter per capability), the reference reply as the answer."""
+    from posttrain import schema
+    from posttrain.tiny import world
+
+    records = [{"id": f"{rec['id']}/round1", "prompt_id": rec["id"], "capability": cap, "round": 1, "reward": 1.0,
+                "messages": rec["messages"] + [{"role": "assistant", "content": reply}]}
+               for cap in CAPS for rec, reply in world.draw(cap, "train", rows // len(CAPS), seed)]
+    return schema.from_records(records, "sft")
+
+
+def run_semantic(data: Path, rows: int, source: str = "synthetic") -> dict:
+    """Throughput of tagging and semantic dedup on `rows` rows, each step timed apart."""
+    from data_mix import semantic, tagger
+    from data_mix.embed import embed, load, model_path
+    from data_mix.text import prompt_text
+    from data_mix.topics import default_topics
+
+    sft = pq.read_table(data / "sft.parquet").slice(0, rows) if source == "synthetic" else tiny_sft(rows)
+    rows = sft.num_rows
+    t0 = time.perf_counter()
+    load(model_path())
+    t_load = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    emb = embed(prompt_text(sft["messages"], user_only=True))
+    t_embed = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    tags = tagger.tag(sft, emb, default_topics())
+    t_tag = time.perf_counter() - t0
+    quality = pc.index_in(tags["quality"], value_set=pa.array(tagger.QUALITY)).to_numpy(zero_copy_only=False)
+    score = pa.table({"id": tags["id"], "score": (quality + 1) * tags["difficulty"].to_numpy()})
+    t0 = time.perf_counter()
+    dups = semantic.dedup(score, emb, 0.95, cluster_size=2000, seed=0)
+    t_dedup = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    exact = semantic.dedup(score, emb, 0.95, cluster_size=rows, seed=0)  # one cluster: every pair compared
+    t_pairs = time.perf_counter() - t0
+    found = set(dups["id"].to_pylist()) & set(exact["id"].to_pylist())
+    return {"rows": rows, "load_s": t_load, "embed_s": t_embed, "tag_s": t_tag, "dedup_s": t_dedup,
+            "all_pairs_s": t_pairs, "semantic_dups": dups.num_rows, "all_pairs_dups": exact.num_rows,
+            "recall": len(found) / max(exact.num_rows, 1), "topics": dict(sorted(
+                (v["values"], v["counts"]) for v in pc.value_counts(tags["topic"]).to_pylist()))}
+
+
+def run_scale(data: Path, rows: int, pairs_rows: int = 10_000) -> dict:
+    """Semantic dedup on random unit vectors with planted copies: clustered on `rows`, all pairs on a subsample."""
+    from data_mix import semantic
+
+    rng = np.random.default_rng(0)
+    copies = rows // 20
+    emb = rng.standard_normal((rows, 384)).astype(np.float32)
+    emb[rows - copies:] = emb[:copies] + 0.02 * rng.standard_normal((copies, 384)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    order = rng.permutation(rows)
+    emb = emb[order]
+    table = pa.table({"id": pa.array([f"r{i:08d}" for i in range(rows)]),
+                      "score": pa.array(rng.integers(1, 10, rows).astype(np.float64))})
+    t0 = time.perf_counter()
+    dups = semantic.dedup(table, emb, 0.95, cluster_size=2000, seed=0)
+    t_dedup = time.perf_counter() - t0
+    m = min(pairs_rows, rows)
+    t0 = time.perf_counter()
+    semantic.dedup(table.slice(0, m), emb[:m], 0.95, cluster_size=m, seed=0)
+    t_pairs = time.perf_counter() - t0
+    return {"rows": rows, "planted": copies, "dedup_s": t_dedup, "semantic_dups": dups.num_rows,
+            "pairs_rows": m, "pairs_s": t_pairs, "pairs_extrapolated_s": t_pairs * (rows / m) ** 2}
+
+
 # --------------------------------------------------------------------------- driver
 
 
@@ -228,7 +305,10 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=1_000_000, help="synthetic SFT examples")
     ap.add_argument("--plain-n", type=int, default=20_000, help="rows for the plain-Python run (extrapolated)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--_child", nargs=3, help=argparse.SUPPRESS)  # gen|fast|plain DATA_DIR ROWS
+    ap.add_argument("--semantic-n", type=int, default=2_000, help="rows for tagging + semantic dedup (0: skip)")
+    ap.add_argument("--scale-n", type=int, default=200_000, help="random vectors for semantic dedup alone (0: skip)")
+    ap.add_argument("--scale-pairs-n", type=int, default=10_000, help="subsample for the all-pairs baseline")
+    ap.add_argument("--_child", nargs=3, help=argparse.SUPPRESS)  # gen|fast|plain|semantic|semantic-tiny|scale DATA_DIR ROWS
     args = ap.parse_args()
     if args._child:
         kind, data, rows = args._child
@@ -236,7 +316,10 @@ def main() -> None:
             start = time.perf_counter()
             res = {"planted": generate(int(rows), args.seed, Path(data)), "wall_s": time.perf_counter() - start}
         else:
-            res = (run_fast if kind == "fast" else run_plain)(Path(data), int(rows) if rows != "all" else None)
+            run = {"fast": run_fast, "plain": run_plain, "semantic": run_semantic,
+                   "semantic-tiny": lambda d, r: run_semantic(d, r, "tiny"),
+                   "scale": lambda d, r: run_scale(d, r, args.scale_pairs_n)}[kind]
+            res = run(Path(data), int(rows) if rows != "all" else None)
         res["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(json.dumps(res))
         return
@@ -249,6 +332,11 @@ def main() -> None:
         fast = child(["--_child", "fast", str(data), "all"])
         check = child(["--_child", "fast", str(data), str(m)])
         plain = child(["--_child", "plain", str(data), str(m)])
+        k = str(min(args.semantic_n, args.n))
+        sems = {"synthetic": child(["--_child", "semantic", str(data), k]),
+                "tiny": child(["--_child", "semantic-tiny", str(data), k])} if args.semantic_n else {}
+        scale = child(["--_child", "scale", str(data), str(args.scale_n), "--scale-pairs-n", str(args.scale_pairs_n)]) \
+            if args.scale_n else None
     plain_est = plain["eval_index_s"] + plain["rows_s"] * args.n / m
     print(f"fast:  {args.n:,} rows in {fast['wall_s']:.1f} s (read + 4 steps + write), peak RSS {fast['peak_rss_mb']:,.0f} MB")
     print(f"       counts {fast['counts']}")
@@ -257,9 +345,30 @@ def main() -> None:
     print(f"ratio: plain / fast = {plain_est / fast['wall_s']:.0f}x (plain extrapolated from {m:,} rows)")
     print(f"same {m:,} rows, fast:  {check['counts']}")
     print(f"same {m:,} rows, plain: {plain['counts']}")
+    for source, sem in sems.items():
+        k = sem["rows"]
+        print(f"semantic, {source} prompts ({k:,} rows, CPU): embed {k / sem['embed_s']:,.0f} ex/s; "
+              f"tag (no embed) {k / sem['tag_s']:,.0f} ex/s; "
+              f"semantic dedup {k / sem['dedup_s']:,.0f} ex/s (all pairs {k / sem['all_pairs_s']:,.0f} ex/s); "
+              f"tag + dedup incl. embedding {k / (sem['embed_s'] + sem['tag_s'] + sem['dedup_s']):,.0f} ex/s; "
+              f"model load {sem['load_s']:.1f} s")
+        print(f"          dups {sem['semantic_dups']:,} (all pairs {sem['all_pairs_dups']:,}, recall {sem['recall']:.3f}); "
+              f"topics {sem['topics']}; peak RSS {sem['peak_rss_mb']:,.0f} MB")
+    if scale:
+        print(f"semantic dedup alone, {scale['rows']:,} random vectors ({scale['planted']:,} planted copies): "
+              f"{scale['dedup_s']:.1f} s = {scale['rows'] / scale['dedup_s']:,.0f} ex/s, {scale['semantic_dups']:,} dups, "
+              f"peak RSS {scale['peak_rss_mb']:,.0f} MB; all pairs: {scale['pairs_rows']:,} rows in "
+              f"{scale['pairs_s']:.1f} s -> {scale['pairs_extrapolated_s']:.0f} s extrapolated "
+              f"({scale['pairs_extrapolated_s'] / scale['dedup_s']:.0f}x)")
     print(json.dumps({"n": args.n, "fast_wall_s": round(fast["wall_s"], 2), "fast_peak_rss_mb": round(fast["peak_rss_mb"]),
                       "plain_rows": m, "plain_extrapolated_s": round(plain_est, 1),
-                      "ratio": round(plain_est / fast["wall_s"], 1)}))
+                      "ratio": round(plain_est / fast["wall_s"], 1),
+                      **{f"semantic_{source}": {"rows": sem["rows"], "embed_ex_s": round(sem["rows"] / sem["embed_s"]),
+                                                 "tag_ex_s": round(sem["rows"] / sem["tag_s"]),
+                                                 "dedup_ex_s": round(sem["rows"] / sem["dedup_s"]),
+                                                 "recall": round(sem["recall"], 4)} for source, sem in sems.items()},
+                      **({"scale_rows": scale["rows"], "scale_dedup_ex_s": round(scale["rows"] / scale["dedup_s"]),
+                          "scale_all_pairs_extrapolated_s": round(scale["pairs_extrapolated_s"])} if scale else {})}))
 
 
 if __name__ == "__main__":

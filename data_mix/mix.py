@@ -7,10 +7,20 @@ trains DPO on the latest batches) go through, in order:
 1. exact dedup of SFT prompts (normalized for case and whitespace)       data_mix/dedup.py `exact`
 2. near-duplicate dedup of SFT prompts (MinHash LSH, Jaccard threshold) data_mix/dedup.py `near`
 3. decontamination of SFT and pair prompts against the eval prompts     data_mix/decontam.py
-4. rebalancing of SFT toward `mix.targets` per capability               data_mix/rebalance.py
+4. tagging: topic, complexity, difficulty, quality, cleaning flags      data_mix/tagger.py
+5. semantic dedup of SFT prompts (embedding clusters, cosine threshold)  data_mix/semantic.py
+6. quality floor, then rebalancing of SFT toward `mix.targets` per
+   capability (optionally per topic, harder rows favoured)              data_mix/rebalance.py
+
+Steps 4-6 run only when asked for (`mix.tag`, `dedup_semantic`, `quality_floor`, `topic_targets`,
+`difficulty_weight`): tagging embeds every prompt (all-MiniLM-L6-v2, ~350 prompts/s on 2 CPU cores).
+Semantic dedup follows tagging rather than near dedup directly because it keeps the best quality x
+difficulty first; it also sees only clean rows, so a contaminated prompt cannot displace a clean paraphrase.
 
 Outputs: sft.parquet, pairs.parquet and decontaminated.parquet (table, id, eval_id: every removed row
-and the eval prompt it matched). Rows are removed by id, never by position.
+and the eval prompt it matched); with tagging, tags.parquet (one row per sft.parquet id: `tagger.TAGS`;
+a rebalancing copy `<id>#rep<m>` carries its source's tags) and, with semantic dedup,
+semantic_dups.parquet (id, dup_of, similarity). Rows are removed by id, never by position.
 """
 
 from __future__ import annotations
@@ -22,7 +32,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from data_mix import decontam, dedup
-from data_mix.rebalance import rebalance
+from data_mix.rebalance import above_floor, rebalance
 from data_mix.text import prompt_text
 from posttrain import schema
 from posttrain.config import MixConfig
@@ -30,9 +40,13 @@ from posttrain.config import MixConfig
 DECONTAMINATED = pa.schema([pa.field("table", pa.string()), pa.field("id", pa.string()), pa.field("eval_id", pa.string())])
 
 
-def mix(out: Path, sft_tables: list[pa.Table], pairs: pa.Table, heldout: pa.Table, cfg: MixConfig, seed: int) -> dict:
+def mix(out: Path, sft_tables: list[pa.Table], pairs: pa.Table, heldout: pa.Table, cfg: MixConfig, seed: int, *,
+        scored: dict[int, pa.Table] | None = None, pass_threshold: float = 1.0) -> dict:
     """sft_tables: the `sft` tables of the rounds to train on (oldest first); pairs: this round's `pairs`;
-    heldout: the run's held-out `prompts` (the eval set). Returns the counts for the manifest."""
+    heldout: the run's held-out `prompts` (the eval set). Returns the counts for the manifest.
+
+    For tagging only: scored {round: that round's `scored` table} brings each example's RM score and
+    finish_reason (the sft table has neither); pass_threshold is `select.pass_threshold` (a verifier pass)."""
     sft = pa.concat_tables([schema.validate(t, "sft") for t in sft_tables])
     pairs = schema.validate(pairs, "pairs")
     counts = {"input": sft.num_rows, "exact_dups": 0, "near_dups": 0, "contaminated": 0, "contaminated_pairs": 0,
@@ -60,15 +74,89 @@ def mix(out: Path, sft_tables: list[pa.Table], pairs: pa.Table, heldout: pa.Tabl
             pairs = _drop(pairs, pair_hits, counts, "contaminated_pairs")
             removed = pa.concat_tables([_tagged("sft", hits), _tagged("pairs", pair_hits)])
         sft = sft.filter(pc.is_in(sft["id"], value_set=view["id"].combine_chunks()))  # join by id
+        tags = None
+        if needs_tags(cfg):
+            sft, tags = _tag_and_filter(out, sft, cfg, seed, scored, pass_threshold, counts)
         counts["before_rebalance"] = _by_capability(sft)
         if cfg.targets is not None:
-            sft = rebalance(sft, cfg.targets, cfg.max_repeat, cfg.total, seed)
+            sft = rebalance(sft, cfg.targets, cfg.max_repeat, cfg.total, seed, tags=tags,
+                            topic_targets=cfg.topic_targets, difficulty_weight=cfg.difficulty_weight)
+        if tags is not None:
+            tags = _tags_of(sft, tags)
+            counts["composition"]["after"] = composition(sft, tags)
+            pq.write_table(tags.sort_by("id"), out / "tags.parquet")
     sft = sft.sort_by([("round", "ascending"), ("id", "ascending")])
     pq.write_table(removed, out / "decontaminated.parquet")
     return {"sft": schema.write(sft, "sft", out / "sft.parquet"),
             "pairs": schema.write(pairs, "pairs", out / "pairs.parquet"),
             **counts,
             "by_capability": _by_capability(sft)}
+
+
+def needs_tags(cfg: MixConfig) -> bool:
+    """Tagging runs when asked for or when a later step reads the tags."""
+    return (cfg.tag or cfg.dedup_semantic or cfg.quality_floor is not None or cfg.topic_targets is not None
+            or cfg.difficulty_weight > 0)
+
+
+def _tag_and_filter(out: Path, sft: pa.Table, cfg: MixConfig, seed: int, scored: dict[int, pa.Table] | None,
+                    pass_threshold: float, counts: dict) -> tuple[pa.Table, pa.Table]:
+    """Tags every row, then semantic dedup and the quality floor when on -> (kept sft rows, their tags).
+    Adds composition["before"] and the removal counts to `counts`."""
+    from data_mix import semantic, tagger
+    from data_mix.embed import embed
+
+    # User turns, as for decontamination: a shared system message (a tool list) would make all its prompts alike.
+    embeddings = embed(prompt_text(sft["messages"], user_only=True), cfg.embedding_model)  # row i of sft
+    info = tagger.sample_info(sft, scored) if scored else None
+    tags = tagger.tag(sft, embeddings, cfg.topics, info, pass_threshold, cfg.difficulty_judge, cfg.embedding_model)
+    counts["composition"] = {"before": composition(sft, tags)}
+    if cfg.dedup_semantic:
+        quality = pc.index_in(tags["quality"], value_set=pa.array(tagger.QUALITY)).to_numpy(zero_copy_only=False)
+        score = pa.table({"id": tags["id"], "score": (quality + 1) * tags["difficulty"].to_numpy()})
+        counts["semantic_dups"] = 0
+        dups = semantic.dedup(score, embeddings, cfg.semantic_threshold, cfg.semantic_cluster_size, seed)
+        sft = _drop(sft, dups, counts, "semantic_dups")
+        pq.write_table(dups, out / "semantic_dups.parquet")
+    if cfg.quality_floor is not None:
+        kept = above_floor(sft, tags, cfg.quality_floor)
+        counts["below_quality_floor"] = sft.num_rows - kept.num_rows
+        sft = kept
+    return sft, tags
+
+
+def _tags_of(sft: pa.Table, tags: pa.Table) -> pa.Table:
+    """One tags row per sft id: a rebalancing copy `<id>#rep<m>` takes the row of `<id>` (joined by id)."""
+    source = pc.replace_substring_regex(sft["id"], r"#rep\d+$", "")
+    at = pc.index_in(source, value_set=tags["id"].combine_chunks())
+    return tags.take(at).set_column(0, "id", sft["id"]).cast(tags.schema)
+
+
+def composition(sft: pa.Table, tags: pa.Table) -> dict[str, dict]:
+    """Row counts by capability, by each tag and by capability x topic, for the report's plots (tags joined by id)."""
+    at = pc.index_in(sft["id"], value_set=tags["id"].combine_chunks())
+    t = tags.take(at)
+    flags = pc.list_flatten(t["cleaning_flags"])
+    out = {"capability": _counts(sft["capability"])}
+    out.update({name: _counts(pc.cast(t[name], pa.string())) for name in
+                ("topic", "fine_topic", "quality", "difficulty", "complexity")})
+    out["cleaning_flags"] = _counts(flags)
+    pair = pc.binary_join_element_wise(sft["capability"], t["topic"], "\x00")
+    out["capability_topic"] = {}
+    for key, n in _counts(pair).items():
+        cap, topic = key.split("\x00")
+        out["capability_topic"].setdefault(cap, {})[topic] = n
+    return out
+
+
+def _counts(values: pa.Array | pa.ChunkedArray) -> dict[str, int]:
+    counts = pc.value_counts(values).to_pylist() if len(values) else []
+    return {v["values"]: v["counts"] for v in sorted(counts, key=lambda v: _natural(v["values"]))}
+
+
+def _natural(value: str):
+    """Numbers in numeric order ("2" before "10"), then strings."""
+    return (0, int(value), "") if value.isdigit() else (1, 0, value)
 
 
 def _by_capability(sft: pa.Table) -> dict[str, int]:

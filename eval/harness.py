@@ -14,11 +14,13 @@ import json
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from eval import metrics
 from eval.benchmarks import get as get_benchmark
 from posttrain import schema
 from posttrain.config import EvalConfig, ScoreConfig
+from posttrain.dist import in_prompt_order, shard
 from posttrain.engine import Engine
 from posttrain.generate import completion_rows, requests_for
 from posttrain.scoring import score_samples
@@ -54,20 +56,49 @@ def eval_sets(names: list[str], heldout: pa.Table, benchmarks_dir: Path | None, 
 
 def evaluate(out: Path, engine: Engine, tokenizer, sets: dict[str, tuple[pa.Table, dict[str, str]]],
              cfg: EvalConfig, score_cfg: ScoreConfig, seed: int) -> dict:
-    tables, scores = [], {}
-    for name, (prompts, verifiers) in sets.items():
-        rows, result = evaluate_set(name, engine, tokenizer, prompts, verifiers, cfg, score_cfg, seed)
-        tables.append(schema.from_records(rows, "evals", f"eval {name}"))
-        scores[name] = result
-    rows = schema.write(pa.concat_tables(tables) if tables else schema.EVALS.empty_table(), "evals",
-                        out / "evals.parquet")
+    """One process, every set: writes evals.parquet and eval.json; returns the manifest results."""
+    return write_scores(out, eval_rows(engine, tokenizer, sets, cfg, score_cfg, seed), sets, cfg)
+
+
+def evaluate_shard(out: Path, engine: Engine, tokenizer, sets: dict[str, tuple[pa.Table, dict[str, str]]],
+                   cfg: EvalConfig, score_cfg: ScoreConfig, seed: int, w) -> dict:
+    """One rank of a sharded eval: its share of every set's items -> out/evals.parquet (no metrics)."""
+    mine = {name: (shard(prompts, w), verifiers) for name, (prompts, verifiers) in sets.items()}
+    return {"evals": schema.write(eval_rows(engine, tokenizer, mine, cfg, score_cfg, seed), "evals",
+                                  out / "evals.parquet")}
+
+
+def merge_evals(out: Path, shard_dirs: list[Path], _results: list[dict],
+                sets: dict[str, tuple[pa.Table, dict[str, str]]], cfg: EvalConfig) -> dict:
+    """Sharded eval: every rank's rows in the single-process order, then the metrics over all of them."""
+    table = pa.concat_tables([schema.read(d / "evals.parquet", "evals") for d in shard_dirs])
+    ordered = [in_prompt_order(table.filter(pc.equal(table["benchmark"], name)), prompts.column("id").to_pylist())
+               for name, (prompts, _) in sets.items()]
+    return write_scores(out, pa.concat_tables(ordered) if ordered else table, sets, cfg)
+
+
+def eval_rows(engine: Engine, tokenizer, sets: dict[str, tuple[pa.Table, dict[str, str]]], cfg: EvalConfig,
+              score_cfg: ScoreConfig, seed: int) -> pa.Table:
+    """Every set's completions and verdicts as an `evals` table (set order, then prompt order)."""
+    tables = [in_prompt_order(schema.from_records(set_rows(name, engine, tokenizer, prompts, verifiers, cfg,
+                                                           score_cfg, seed), "evals", f"eval {name}"),
+                              prompts.column("id").to_pylist())
+              for name, (prompts, verifiers) in sets.items()]
+    return pa.concat_tables(tables) if tables else schema.EVALS.empty_table()
+
+
+def write_scores(out: Path, evals: pa.Table, sets: dict[str, tuple[pa.Table, dict[str, str]]],
+                 cfg: EvalConfig) -> dict:
+    rows = schema.write(evals, "evals", out / "evals.parquet")
+    scores = {name: set_scores(name, evals.filter(pc.equal(evals["benchmark"], name)).to_pylist(), prompts, cfg)
+              for name, (prompts, _) in sets.items()}
     (out / "eval.json").write_text(json.dumps(scores, indent=2))
     return {"evals": rows, "scores": scores}
 
 
-def evaluate_set(name: str, engine: Engine, tokenizer, prompts: pa.Table, verifiers: dict[str, str],
-                 cfg: EvalConfig, score_cfg: ScoreConfig, seed: int) -> tuple[list[dict], dict]:
-    """One set -> (evals rows, {metric: value})."""
+def set_rows(name: str, engine: Engine, tokenizer, prompts: pa.Table, verifiers: dict[str, str],
+             cfg: EvalConfig, score_cfg: ScoreConfig, seed: int) -> list[dict]:
+    """One set's rows: generated and scored; prompts too long for the context are failures."""
     requests, too_long = requests_for(prompts, tokenizer, n=cfg.num_samples, temperature=cfg.temperature,
                                       top_p=1.0, max_tokens=cfg.max_tokens, seed=seed,
                                       max_model_len=engine.max_model_len)
@@ -78,13 +109,19 @@ def evaluate_set(name: str, engine: Engine, tokenizer, prompts: pa.Table, verifi
                 "reward": 0.0, "reason": TOO_LONG} for pid in too_long for i in range(cfg.num_samples)]
     for r in scored:
         r["benchmark"] = name
-    result = {"items": prompts.num_rows, "too_long": len(too_long), **metrics.pass_rates(scored, cfg.pass_k)}
+    return scored
+
+
+def set_scores(name: str, rows: list[dict], prompts: pa.Table, cfg: EvalConfig) -> dict:
+    """{metric: value} of one set from all of its rows and its full prompt table."""
+    too_long = len({r["prompt_id"] for r in rows if r["reason"] == TOO_LONG})
+    result = {"items": prompts.num_rows, "too_long": too_long, **metrics.pass_rates(rows, cfg.pass_k)}
     if name == "heldout":
-        result["accuracy"] = metrics.accuracy_by_capability(scored)
+        result["accuracy"] = metrics.accuracy_by_capability(rows)
     elif (extra := get_benchmark(name).metrics) is not None:
         by_id = {p["id"]: p for p in prompts.to_pylist()}
-        result.update(extra([{**by_id[r["prompt_id"]], **r} for r in scored]))
-    return scored, result
+        result.update(extra([{**by_id[r["prompt_id"]], **r} for r in rows]))
+    return result
 
 
 def run_eval(model: str, recipe_path: str, overrides: list[str], out: str | None) -> Path:

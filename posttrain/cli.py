@@ -12,8 +12,13 @@ from posttrain.rundir import RunDirError
 
 
 def setup_logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S",
-                        stream=sys.stderr)
+    """INFO on the main process; the other ranks of a launch log warnings and errors only, tagged."""
+    from posttrain.dist import world
+
+    w = world()
+    tag = f" [rank {w.rank}]" if w.size > 1 else ""
+    logging.basicConfig(level=logging.INFO if w.is_main else logging.WARNING, stream=sys.stderr,
+                        format=f"%(asctime)s %(levelname)s{tag} %(message)s", datefmt="%H:%M:%S")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 

@@ -243,9 +243,34 @@ class EvalConfig:
 
 @dataclass(kw_only=True)
 class HubConfig:
-    repo_id: str | None = None
+    """Pushing to the Hugging Face Hub (posttrain/hub.py); the token comes from `hf auth login` or HF_TOKEN.
+
+    every_round: round r goes to branch `round-<r>` (with revision_per_round; else to main) and the last
+    round also to main; final: only the last round, to main. The model repo holds the model, its card and
+    (push_report) the run report under report/; the dataset repo holds the round's SFT mix and DPO pairs.
+    """
+
+    repo_id: str | None = None  # "owner/name"; required unless push is never
     push: Literal["never", "every_round", "final"] = "never"
-    private: bool = True
+    private: bool = True  # applies when the repo is created; an existing repo keeps its visibility
+    push_model: bool = True  # the DPO model + tokenizer, with a model card
+    push_datasets: bool = True  # sft.parquet + pairs.parquet of the pushed round, with a dataset card
+    dataset_repo_id: str | None = None  # None = "<repo_id>-data"
+    push_report: bool = True  # the run's report folder, under report/ in the model repo
+    license: str = "other"  # card metadata; the base model's license usually applies (e.g. llama3.1)
+    revision_per_round: bool = True  # every_round: each round on its own branch round-<r>
+
+    @property
+    def dataset_repo(self) -> str | None:
+        return self.dataset_repo_id or (f"{self.repo_id}-data" if self.repo_id else None)
+
+    @staticmethod
+    def valid_repo_id(repo_id: str) -> bool:
+        """The Hub's naming rule, checked offline so a typo fails at recipe load and not after training."""
+        part = r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?"
+        owner, _, name = repo_id.partition("/")
+        return (bool(re.fullmatch(part, owner)) and bool(re.fullmatch(part, name)) and len(name) <= 96
+                and "--" not in repo_id and ".." not in repo_id and not name.endswith(".git"))
 
 
 @dataclass(kw_only=True)
@@ -473,6 +498,18 @@ def _check(r: Recipe, where: str) -> None:
 
         need(cap in CAPABILITIES, f"score.verifiers.{cap}", f"is not a known capability {CAPABILITIES}")
         need(name in VERIFIERS, f"score.verifiers.{cap}", f"names unknown verifier {name!r} (known: {sorted(VERIFIERS)})")
+    h = r.hub
+    need(h.push == "never" or h.repo_id is not None, "hub.repo_id",
+         f"is required with hub.push: {h.push} (an 'owner/name' repo id, e.g. your-name/llama-math)")
+    for key, rid in (("repo_id", h.repo_id), ("dataset_repo_id", h.dataset_repo_id)):
+        need(rid is None or HubConfig.valid_repo_id(rid), f"hub.{key}",
+             f"must be 'owner/name' (letters, digits, '-', '_', '.'; name at most 96 characters), got {rid!r}")
+    if h.push_datasets and h.repo_id and h.dataset_repo_id is None and HubConfig.valid_repo_id(h.repo_id):
+        need(HubConfig.valid_repo_id(h.dataset_repo), "hub.dataset_repo_id",
+             f"is needed: the default {h.dataset_repo!r} is not a valid repo id")
+    need(h.push == "never" or h.push_model or h.push_datasets or h.push_report, "hub.push",
+         f"is {h.push} but push_model, push_datasets and push_report are all false: nothing to push")
+    need(bool(h.license.strip()), "hub.license", "must not be empty (e.g. other, apache-2.0, llama3.1)")
 
 
 def _check_mix_tags(m: MixConfig, need) -> None:

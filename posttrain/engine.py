@@ -99,14 +99,23 @@ class Engines:
 
 
 def _child_env(kv_cache_gib: int) -> None:
+    local_rank, local_size = int(os.environ.get("LOCAL_RANK", 0)), int(os.environ.get("LOCAL_WORLD_SIZE", 1))
     for var in _DIST_VARS:
         os.environ.pop(var, None)
     # The engine core runs in this (already separate) process: no second spawn, ~6x faster start on CPU.
     os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(kv_cache_gib))
-    if "VLLM_CPU_OMP_THREADS_BIND" not in os.environ:  # use every core we may run on
+    # One engine per rank of a launch: each takes its own GPU, or its own slice of the CPU cores.
+    visible = [d for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d]
+    if local_size > 1 and len(visible) >= local_size:
+        os.environ["CUDA_VISIBLE_DEVICES"] = visible[local_rank]
+    elif local_size > 1 and not visible:
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(local_rank)  # no list given: device i is rank i's
+    if "VLLM_CPU_OMP_THREADS_BIND" not in os.environ:  # every core we may run on (our slice, in a launch)
         cores = sorted(os.sched_getaffinity(0))
-        os.environ["VLLM_CPU_OMP_THREADS_BIND"] = ",".join(map(str, cores))
+        per = max(1, len(cores) // local_size)
+        mine = cores[local_rank * per:(local_rank + 1) * per] or cores
+        os.environ["VLLM_CPU_OMP_THREADS_BIND"] = ",".join(map(str, mine))
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 

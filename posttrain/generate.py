@@ -84,3 +84,15 @@ def generate(out: Path, engine: Engine, prompts: pa.Table, tokenizer, cfg: Gener
     table = schema.from_records(rows, "samples", str(out / "samples.parquet"))
     return {"samples": schema.write(table, "samples", out / "samples.parquet"), "too_long": len(too_long),
             "completion_tokens": sum(r["num_completion_tokens"] for r in rows)}
+
+
+def merge_samples(out: Path, shard_dirs: list[Path], results: list[dict], prompts: pa.Table) -> dict:
+    """Sharded generate stage: every rank's samples, in the single-process order (prompt table order,
+    then sample index); counts add up."""
+    from posttrain.dist import in_prompt_order
+
+    table = pa.concat_tables([schema.read(d / "samples.parquet", "samples") for d in shard_dirs])
+    table = in_prompt_order(table, prompts.column("id").to_pylist())
+    return {"samples": schema.write(table, "samples", out / "samples.parquet"),
+            "too_long": sum(r["too_long"] for r in results),
+            "completion_tokens": sum(r["completion_tokens"] for r in results)}

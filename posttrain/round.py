@@ -26,30 +26,40 @@ import yaml
 
 from posttrain import schema
 from posttrain.config import Recipe, load_recipe
+from posttrain.dist import barrier, shard, world
 from posttrain.rundir import RunDir, StageOutput, write_json
 
 log = logging.getLogger("posttrain")
 
 
 def run_rounds(recipe: Recipe) -> dict:
-    """Runs (or resumes) every round of `recipe`; returns the run summary."""
+    """Runs (or resumes) every round of `recipe`; returns the run summary.
+
+    Under a multi-process launch every rank runs this same loop: generation, scoring and eval are
+    sharded by prompt id (mode="shards", merged on the main process), training runs on every rank
+    (mode="all"), and the other stages run on the main process only (see RunDir.stage).
+    """
     from data_mix.mix import mix
-    from eval.harness import eval_sets, evaluate, load_benchmarks
+    from eval.harness import eval_sets, evaluate_shard, load_benchmarks, merge_evals
     from posttrain import report
     from posttrain.dpo import dpo
     from posttrain.engine import Engines
-    from posttrain.generate import generate
+    from posttrain.generate import generate, merge_samples
     from posttrain.prompts import load_prompts
-    from posttrain.scoring import reward_model, score
+    from posttrain.scoring import merge_scored, reward_model, score
     from posttrain.selection import run as select
     from posttrain.sft import sft
 
+    w = world()
+    if w.is_main:  # the base may have to be built: once, before the other ranks look for it
+        RunDir(recipe.run_dir)
+        write_json(recipe.run_dir / "recipe.json", dataclasses.asdict(recipe))
+        resolve_base(recipe)  # cheap when cached; rebuilds a deleted tiny base identically
+    barrier()
     run = RunDir(recipe.run_dir)
-    write_json(run.root / "recipe.json", dataclasses.asdict(recipe))
     seed = recipe.seed
-    base_path = resolve_base(recipe)  # cheap when cached; rebuilds a deleted tiny base identically
     base = run.stage(0, "base", {"base_model": recipe.base_model, "build": recipe.base, "seed": seed}, [],
-                     lambda out: {"model_path": base_path})
+                     lambda out: {"model_path": resolve_base(recipe)})
     # A prompt file edited in place must invalidate the prompts stage: its content hash is part of the config.
     prompts_cfg = {"prompts": recipe.prompts, "files": file_digests(recipe)}
     prompts = run.stage(0, "prompts", prompts_cfg, [], lambda out: load_prompts(out, recipe.prompts, seed))
@@ -63,9 +73,13 @@ def run_rounds(recipe: Recipe) -> dict:
     eval_cfg = {"eval": ev, "score": recipe.score}
 
     with Engines(recipe.generate, seed, recipe.generate.max_model_len) as engines:
+        def evaluate(r: int, policy: StageOutput) -> StageOutput:
+            return run.stage(r, "eval", eval_cfg, [policy, prompts, benchmarks], lambda out: evaluate_shard(
+                out, engines.get(policy.model), _tokenizer(policy), sets, ev, recipe.score, seed, w),
+                mode="shards", merge=lambda out, dirs, res: merge_evals(out, dirs, res, sets, ev))
+
         policy = base
-        run.stage(0, "eval", eval_cfg, [policy, prompts, benchmarks], lambda out: evaluate(
-            out, engines.get(policy.model), _tokenizer(policy), sets, ev, recipe.score, seed))
+        evaluate(0, policy)
         selected: list[StageOutput] = []
         score_stages: list[StageOutput] = []
         for r in range(1, recipe.rounds + 1):
@@ -74,10 +88,12 @@ def run_rounds(recipe: Recipe) -> dict:
             gen_cfg = recipe.generate if recipe.generate.temperature_range is None else {
                 "generate": recipe.generate, "last_round": r == recipe.rounds}
             samples = run.stage(r, "generate", gen_cfg, [policy, prompts], lambda out: generate(
-                out, engines.get(policy.model), train, _tokenizer(policy), recipe.generate, round_seed,
-                last_round=r == recipe.rounds))
+                out, engines.get(policy.model), shard(train, w), _tokenizer(policy), recipe.generate, round_seed,
+                last_round=r == recipe.rounds),
+                mode="shards", merge=lambda out, dirs, res: merge_samples(out, dirs, res, train))
             scored = run.stage(r, "score", recipe.score, [samples, prompts], lambda out: score(
-                out, _read(samples, "samples"), train, recipe.score))
+                out, shard(_read(samples, "samples"), w, "prompt_id"), train, recipe.score),
+                mode="shards", merge=lambda out, dirs, res: merge_scored(out, dirs, res, train))
             score_stages.append(scored)
             if recipe.reward_model.enabled:  # trained from the base on the preference data of every round so far
                 engines.close()
@@ -85,7 +101,7 @@ def run_rounds(recipe: Recipe) -> dict:
                           "files": digests(recipe.reward_model.preference_sources)}
                 scored = run.stage(r, "reward_model", rm_cfg, [base, *score_stages, prompts], lambda out: reward_model(
                     out, base.model, [_read(s, "scored") for s in score_stages], train, recipe.reward_model,
-                    recipe.select.pass_threshold, seed), resumable=True)
+                    recipe.select.pass_threshold, seed), resumable=True, mode="all")
             rm_weight = recipe.reward_model.weight
             selected.append(run.stage(r, "select", {"select": recipe.select, "rm_weight": rm_weight},
                                       [scored, prompts], lambda out: select(
@@ -99,17 +115,18 @@ def run_rounds(recipe: Recipe) -> dict:
             engines.close()  # free the generation engine's memory before training
             start = base if recipe.sft.start_from == "base" else policy
             sft_out = run.stage(r, "sft", recipe.sft, [start, mixed], lambda out: sft(
-                out, start.model, _read(mixed, "sft"), recipe.sft, seed), resumable=True)
+                out, start.model, _read(mixed, "sft"), recipe.sft, seed), resumable=True, mode="all")
             policy = run.stage(r, "dpo", recipe.dpo, [sft_out, mixed], lambda out: dpo(
-                out, sft_out.model, _read(mixed, "pairs"), recipe.dpo, seed), resumable=True)
-            # This round's eval engine is also the next round's generation engine (same policy).
-            run.stage(r, "eval", eval_cfg, [policy, prompts, benchmarks], lambda out: evaluate(
-                out, engines.get(policy.model), _tokenizer(policy), sets, ev, recipe.score, seed))
-            report.write_report(run.root, report.summarize(run, r), recipe.mix.targets)  # a page per round so far
+                out, sft_out.model, _read(mixed, "pairs"), recipe.dpo, seed), resumable=True, mode="all")
+            evaluate(r, policy)  # this round's eval engine is also the next round's generation engine
+            if w.is_main:
+                report.write_report(run.root, report.summarize(run, r), recipe.mix.targets)  # a page per round so far
 
     summary = report.summarize(run, recipe.rounds)
-    write_json(run.root / "summary.json", summary)
-    report.write_report(run.root, summary, recipe.mix.targets)
+    if w.is_main:
+        write_json(run.root / "summary.json", summary)
+        report.write_report(run.root, summary, recipe.mix.targets)
+    barrier()
     return summary
 
 
@@ -159,19 +176,15 @@ def run_command(args: argparse.Namespace) -> int:
     from posttrain.cli import setup_logging
 
     setup_logging()
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        # Every rank would run every stage into the same run directory. Sharded generation and
-        # data-parallel training under one launch are not built yet: refuse rather than race.
-        raise SystemExit("posttrain round: multi-process launches are not supported yet; "
-                         "launch one process (recipes/accelerate/cpu.yaml or single.yaml)")
     recipe = load_recipe(args.recipe, args.overrides)
     # Options that would silently do nothing would mislead: say so.
     if recipe.hub.push != "never":
         log.warning("hub.push=%s: pushing to the Hub is not built yet; nothing will be pushed", recipe.hub.push)
     log.info("recipe %s:\n%s", args.recipe, yaml.safe_dump(json.loads(json.dumps(dataclasses.asdict(recipe))), sort_keys=False))
     summary = run_rounds(recipe)
-    print(report.table(summary))
-    print(f"\nsummary: {Path(summary['run']) / 'summary.json'}\nreport:  {Path(summary['run']) / 'report' / 'report.md'}")
+    if world().is_main:
+        print(report.table(summary))
+        print(f"\nsummary: {Path(summary['run']) / 'summary.json'}\nreport:  {Path(summary['run']) / 'report' / 'report.md'}")
     return 0
 
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from posttrain.dist import barrier, world
 from posttrain.faults import kill_if, stage_point
 
 log = logging.getLogger("posttrain")
@@ -81,10 +82,18 @@ class RunDir:
             return None
 
     def stage(self, round_: int, name: str, config: Any, inputs: list[StageOutput],
-              fn: Callable[[Path], dict | None], *, resumable: bool = False) -> StageOutput:
+              fn: Callable[[Path], dict | None], *, resumable: bool = False, mode: str = "main",
+              merge: Callable[[Path, list[Path], list[dict]], dict] | None = None) -> StageOutput:
         """Runs `fn(tmp_dir) -> {name: value}` unless a complete output with the same fingerprint exists.
 
         resumable: keep a matching partial `.tmp` (e.g. trainer checkpoints) for `fn` to resume from.
+        mode (several processes; with one, all three run `fn` once):
+          "main"    fn runs on the main process only (the others wait);
+          "all"     fn runs on every process (training under DDP: the trainer saves on the main one);
+          "shards"  fn runs on every process into its own `shards/rank<k>/` folder (over its shard of the
+                    prompts), then `merge(tmp, shard_dirs, shard_results)` on the main process writes the
+                    stage's tables and returns its results.
+        Only the main process writes the manifest and renames the stage into place.
         """
         fp = fingerprint(name, round_, config, inputs)
         final = self.stage_dir(round_, name)
@@ -92,27 +101,31 @@ class RunDir:
         if done and done.manifest.get("fingerprint") == fp:
             log.info("[round %d] %-8s complete, reused (%s)", round_, name, _rows(done.manifest))
             return done
-        if done:
-            log.info("[round %d] %-8s recipe or inputs changed: rerunning", round_, name)
+        w = world()
         tmp = final.with_name(name + ".tmp")
-        if tmp.exists() and not (resumable and _read(tmp / ".fingerprint") == fp):
-            shutil.rmtree(tmp)
-        tmp.mkdir(parents=True, exist_ok=True)
-        (tmp / ".fingerprint").write_text(fp)
-
-        log.info("[round %d] %-8s running", round_, name)
-        kill_if(stage_point(tmp, "before"))
+        if w.is_main:
+            if done:
+                log.info("[round %d] %-8s recipe or inputs changed: rerunning", round_, name)
+            if tmp.exists() and not (resumable and _read(tmp / ".fingerprint") == fp):
+                shutil.rmtree(tmp)
+            shutil.rmtree(tmp / "shards", ignore_errors=True)  # shards are redone whole
+            tmp.mkdir(parents=True, exist_ok=True)
+            (tmp / ".fingerprint").write_text(fp)
+            log.info("[round %d] %-8s running", round_, name)
+            kill_if(stage_point(tmp, "before"))
+        barrier()
         start = time.time()
         try:
-            results = fn(tmp) or {}
-            kill_if(stage_point(tmp, "written"))  # outputs in the temp folder, no manifest yet
-            manifest = {
-                "stage": name, "round": round_, "fingerprint": fp, "output_id": uuid.uuid4().hex,
-                "inputs": {str(i.path): i.output_id for i in inputs}, "results": results,
-                "wall_s": round(time.time() - start, 2), "finished_at": time.time(),
-                "config": json.loads(json.dumps(config, default=_plain)),
-            }
-            _write_json(tmp / MANIFEST, manifest)  # written last: its presence means the stage is complete
+            results = self._run(tmp, fn, mode, merge, w)
+            if w.is_main:
+                kill_if(stage_point(tmp, "written"))  # outputs in the temp folder, no manifest yet
+                manifest = {
+                    "stage": name, "round": round_, "fingerprint": fp, "output_id": uuid.uuid4().hex,
+                    "inputs": {str(i.path): i.output_id for i in inputs}, "results": results,
+                    "wall_s": round(time.time() - start, 2), "finished_at": time.time(),
+                    "config": json.loads(json.dumps(config, default=_plain)), "num_processes": w.size,
+                }
+                _write_json(tmp / MANIFEST, manifest)  # written last: its presence means the stage is complete
         except OSError as e:
             if e.errno not in STORAGE_ERRORS:
                 raise
@@ -120,12 +133,34 @@ class RunDir:
             raise RunDirError(f"{tmp}: cannot write stage {name} of round {round_}: {os.strerror(e.errno)} "
                               f"({e}); earlier outputs are intact, rerun the same command once it is writable "
                               f"or has space") from e
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        log.info("[round %d] %-8s done in %.1f s (%s)", round_, name, manifest["wall_s"], _rows(manifest))
-        kill_if(stage_point(tmp, "after"))
-        return StageOutput(final, manifest)
+        if w.is_main:
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+            log.info("[round %d] %-8s done in %.1f s (%s)", round_, name, manifest["wall_s"], _rows(manifest))
+            kill_if(stage_point(tmp, "after"))
+        barrier()
+        return self.completed(round_, name)
+
+    @staticmethod
+    def _run(tmp: Path, fn, mode: str, merge, w) -> dict:
+        """Runs the stage function as `mode` says; returns the manifest results (main process)."""
+        if mode == "main":
+            return (fn(tmp) or {}) if w.is_main else {}
+        if mode == "all":
+            return fn(tmp) or {}
+        if mode != "shards" or merge is None:
+            raise ValueError(f"unknown stage mode {mode!r} (shards needs a merge function)")
+        mine = tmp / "shards" / f"rank{w.rank}"
+        mine.mkdir(parents=True, exist_ok=True)
+        _write_json(mine / "results.json", fn(mine) or {})
+        barrier()
+        if not w.is_main:
+            return {}
+        dirs = [tmp / "shards" / f"rank{k}" for k in range(w.size)]
+        results = merge(tmp, dirs, [json.loads((d / "results.json").read_text()) for d in dirs])
+        shutil.rmtree(tmp / "shards")
+        return results
 
 
 def _rows(manifest: dict) -> str:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from posttrain import schema
+from posttrain.dist import world
 from posttrain.config import ScoreConfig
 from reward import VERIFIERS
 
@@ -45,10 +46,22 @@ def score_samples(samples: pa.Table, prompts: pa.Table, cfg: ScoreConfig,
 
 
 def score(out: Path, samples: pa.Table, prompts: pa.Table, cfg: ScoreConfig) -> dict:
-    table = score_samples(samples, prompts, cfg)
+    return score_results(score_samples(samples, prompts, cfg), out)
+
+
+def score_results(table: pa.Table, out: Path) -> dict:
+    """Writes the scored table; its row count and the fraction of scored samples that pass."""
     rewards = [x for x in table.column("reward").to_pylist() if x is not None]
     return {"scored": schema.write(table, "scored", out / "scored.parquet"),
             "pass_rate": round(sum(x >= 1.0 for x in rewards) / max(1, len(rewards)), 4)}
+
+
+def merge_scored(out: Path, shard_dirs: list[Path], _results: list[dict], prompts: pa.Table) -> dict:
+    """Sharded score stage: every rank's scored samples, in the single-process order."""
+    from posttrain.dist import in_prompt_order
+
+    table = pa.concat_tables([schema.read(d / "scored.parquet", "scored") for d in shard_dirs])
+    return score_results(in_prompt_order(table, prompts.column("id").to_pylist()), out)
 
 
 def reward_model(out: Path, base_model: str, scored_rounds: list[pa.Table], prompts: pa.Table, cfg,
@@ -59,7 +72,9 @@ def reward_model(out: Path, base_model: str, scored_rounds: list[pa.Table], prom
     from reward.model import score_with_reward_model, train_reward_model
 
     pairs = preference_data(scored_rounds, prompts, cfg.preference_sources, pass_threshold)
-    info = train_reward_model(out, base_model, pairs, cfg, seed)
+    info = train_reward_model(out, base_model, pairs, cfg, seed)  # every rank: data-parallel
+    if not world().is_main:
+        return {}
     scored = scored_rounds[-1]
     messages = dict(zip(prompts.column("id").to_pylist(), prompts.column("messages").to_pylist()))
     rm = score_with_reward_model(str(out / "model"), [messages[p] for p in scored.column("prompt_id").to_pylist()],

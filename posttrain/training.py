@@ -33,6 +33,9 @@ def common_args(out: Path, cfg, seed: int) -> dict:
         save_strategy="steps", save_steps=cfg.checkpoint_every_steps, save_total_limit=1,
         disable_tqdm=True, dataloader_num_workers=0,
         bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported(),  # TRL defaults to bf16, which CPUs refuse
+        # Without a GPU, only use_cpu lets a multi-process launch train data-parallel (gloo); else each
+        # rank would train alone on everything.
+        use_cpu=not torch.cuda.is_available(),
     )
 
 
@@ -75,8 +78,13 @@ def train_and_save(trainer, tokenizer, out: Path) -> dict:
 
 
 def copy_model(src: str | Path, dst: Path) -> None:
-    """When there is nothing to train on, the stage's model is its input model, unchanged."""
+    """When there is nothing to train on, the stage's model is its input model, unchanged (written once,
+    by the main process)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from posttrain.dist import world
+
+    if not world().is_main:
+        return
     AutoModelForCausalLM.from_pretrained(src).save_pretrained(dst)
     AutoTokenizer.from_pretrained(src).save_pretrained(dst)

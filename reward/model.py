@@ -150,10 +150,13 @@ def train_reward_model(out: Path, base_model: str | Path, pairs: list[dict], cfg
 
 
 def _save_constant(model, tokenizer, out: Path) -> dict:
+    from posttrain.dist import world
+
     with torch.no_grad():
         model.score.weight.zero_()
-    model.save_pretrained(out / "model")
-    tokenizer.save_pretrained(out / "model")
+    if world().is_main:  # one writer under a multi-process launch
+        model.save_pretrained(out / "model")
+        tokenizer.save_pretrained(out / "model")
     return {"pairs": 0, "pairs_used": 0, "steps": 0}
 
 

@@ -247,7 +247,8 @@ def test_overrides_applied_with_types():
 
 
 def test_override_int_into_float_field_and_strings_and_null():
-    r = load_recipe(TINY, ["generate.temperature=0", "name=other", "generate.max_model_len=null", "hub.push=final"])
+    r = load_recipe(TINY, ["generate.temperature=0", "name=other", "generate.max_model_len=null", "hub.push=final",
+                          "hub.repo_id=me/model"])
     assert r.generate.temperature == 0.0 and type(r.generate.temperature) is float
     assert r.name == "other" and r.run_dir == Path("runs") / "other"
     assert r.generate.max_model_len is None

@@ -1,0 +1,69 @@
+"""Processes of one launch (`accelerate launch --num_processes N`): who am I, wait for the others,
+and which prompts are mine.
+
+Generation, scoring and eval are sharded by prompt id (a stable hash, so a prompt belongs to the same
+rank whatever else is in the table); shards are merged on the main process in the prompt table's
+order, so the merged table equals a single-process run's. Training runs on every rank under DDP /
+DeepSpeed / FSDP; everything else runs once, on the main process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+
+@dataclass(frozen=True)
+class World:
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+    local_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def world() -> World:
+    """This process's place in the launch, from the launcher's environment (1 process when unset)."""
+    env = os.environ
+    return World(rank=int(env.get("RANK", 0)), size=int(env.get("WORLD_SIZE", 1)),
+                 local_rank=int(env.get("LOCAL_RANK", 0)), local_size=int(env.get("LOCAL_WORLD_SIZE", 1)))
+
+
+def barrier() -> None:
+    """Waits for every process of the launch (a no-op for one process). Starts the process group on
+    first use: gloo on CPU, NCCL on GPUs (accelerate's choice); the trainers later reuse it."""
+    if world().size == 1:
+        return
+    import torch
+    from accelerate import PartialState
+
+    PartialState(cpu=not torch.cuda.is_available()).wait_for_everyone()
+
+
+def owner(prompt_id: str, size: int) -> int:
+    """The rank that handles a prompt: a stable hash of its id."""
+    return int.from_bytes(hashlib.sha256(prompt_id.encode()).digest()[:4], "little") % size
+
+
+def shard(table: pa.Table, w: World, id_column: str = "id") -> pa.Table:
+    """The rows of `table` this rank handles (all of them for one process)."""
+    if w.size == 1:
+        return table
+    mine = [owner(pid, w.size) == w.rank for pid in table.column(id_column).to_pylist()]
+    return table.filter(pa.array(mine, pa.bool_()))
+
+
+def in_prompt_order(table: pa.Table, prompt_ids: list[str], id_column: str = "prompt_id",
+                    then: str | None = "sample_index") -> pa.Table:
+    """`table` sorted as a single process writes it: by the prompt table's order, then by `then`."""
+    position = pc.index_in(table.column(id_column), value_set=pa.array(prompt_ids, pa.string()))
+    table = table.append_column("__position", position)
+    keys = [("__position", "ascending")] + ([(then, "ascending")] if then else [])
+    return table.sort_by(keys).drop_columns(["__position"])
