@@ -185,6 +185,13 @@ def main(argv: list[str] | None = None) -> int:
     except RunDirError as e:
         print(f"posttrain: {e}", file=sys.stderr)
         return 2
+    except Exception as e:  # a Hub push that failed says why and what to do (never with the token)
+        from posttrain.hub import HubError
+
+        if not isinstance(e, HubError):
+            raise
+        print(f"posttrain: hub push failed: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

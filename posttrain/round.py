@@ -41,7 +41,7 @@ def run_rounds(recipe: Recipe) -> dict:
     """
     from data_mix.mix import mix
     from eval.harness import eval_sets, evaluate_shard, load_benchmarks, merge_evals
-    from posttrain import report
+    from posttrain import hub, report
     from posttrain.dpo import dpo
     from posttrain.engine import Engines
     from posttrain.generate import generate, merge_samples
@@ -82,6 +82,7 @@ def run_rounds(recipe: Recipe) -> dict:
         evaluate(0, policy)
         selected: list[StageOutput] = []
         score_stages: list[StageOutput] = []
+        ranked: list[StageOutput] = []
         for r in range(1, recipe.rounds + 1):
             round_seed = seed * 1000 + r  # new samples each round, reproducible per prompt
             # With a temperature schedule, whether this is the last round changes what is sampled.
@@ -102,15 +103,18 @@ def run_rounds(recipe: Recipe) -> dict:
                 scored = run.stage(r, "reward_model", rm_cfg, [base, *score_stages, prompts], lambda out: reward_model(
                     out, base.model, [_read(s, "scored") for s in score_stages], train, recipe.reward_model,
                     recipe.select.pass_threshold, seed), resumable=True, mode="all")
+            ranked.append(scored)  # what selection ranked: the RM stage's table when an RM is trained
             rm_weight = recipe.reward_model.weight
             selected.append(run.stage(r, "select", {"select": recipe.select, "rm_weight": rm_weight},
                                       [scored, prompts], lambda out: select(
                 out, _read(scored, "scored"), train, recipe.select, seed, r, rm_weight)))
             # The paper re-fine-tunes the base on all SFT data so far; `previous` continues on this round's.
-            history = selected if recipe.sft.start_from == "base" else selected[-1:]
-            mixed = run.stage(r, "mix", recipe.mix, [*history, prompts, benchmarks], lambda out: mix(
+            first = 1 if recipe.sft.start_from == "base" else r
+            history, scores = selected[first - 1:], {i: ranked[i - 1] for i in range(first, r + 1)}
+            mixed = run.stage(r, "mix", recipe.mix, [*history, *scores.values(), prompts, benchmarks], lambda out: mix(
                 out, [_read(s, "sft") for s in history], _read(selected[-1], "pairs"), eval_prompts, recipe.mix,
-                seed))
+                seed, scored={i: _read(s, "scored") for i, s in scores.items()},
+                pass_threshold=recipe.select.pass_threshold))
 
             engines.close()  # free the generation engine's memory before training
             start = base if recipe.sft.start_from == "base" else policy
@@ -121,6 +125,10 @@ def run_rounds(recipe: Recipe) -> dict:
             evaluate(r, policy)  # this round's eval engine is also the next round's generation engine
             if w.is_main:
                 report.write_report(run.root, report.summarize(run, r), recipe.mix.targets)  # a page per round so far
+            if recipe.hub.push != "never":  # a stage: a rerun does not push the same round again
+                run.stage(r, "push", recipe.hub, [policy, mixed], lambda out: hub.push(
+                    run.root, dataclasses.asdict(recipe), report.summarize(run, r), r, Path(policy.model), mixed.path,
+                    final=r == recipe.rounds))
 
     summary = report.summarize(run, recipe.rounds)
     if w.is_main:
@@ -177,9 +185,6 @@ def run_command(args: argparse.Namespace) -> int:
 
     setup_logging()
     recipe = load_recipe(args.recipe, args.overrides)
-    # Options that would silently do nothing would mislead: say so.
-    if recipe.hub.push != "never":
-        log.warning("hub.push=%s: pushing to the Hub is not built yet; nothing will be pushed", recipe.hub.push)
     log.info("recipe %s:\n%s", args.recipe, yaml.safe_dump(json.loads(json.dumps(dataclasses.asdict(recipe))), sort_keys=False))
     summary = run_rounds(recipe)
     if world().is_main:
