@@ -185,13 +185,17 @@ def main(argv: list[str] | None = None) -> int:
     except RunDirError as e:
         print(f"posttrain: {e}", file=sys.stderr)
         return 2
-    except Exception as e:  # a Hub push that failed says why and what to do (never with the token)
+    except Exception as e:  # user-fixable failures say why and what to do (a Hub error never with the token)
+        from posttrain.generate import PromptTooLong
         from posttrain.hub import HubError
 
-        if not isinstance(e, HubError):
-            raise
-        print(f"posttrain: hub push failed: {e}", file=sys.stderr)
-        return 2
+        if isinstance(e, HubError):
+            print(f"posttrain: hub push failed: {e}", file=sys.stderr)
+            return 2
+        if isinstance(e, PromptTooLong):
+            print(f"posttrain: {e}", file=sys.stderr)
+            return 2
+        raise
 
 
 if __name__ == "__main__":

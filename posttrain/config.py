@@ -97,6 +97,9 @@ class GenerateConfig:
     dtype: str = "auto"  # vLLM weights dtype; "float32" keeps a tiny model's greedy outputs equal to HF's
     max_model_len: int | None = None  # prompt + completion tokens; None = the model's own limit
     enforce_eager: bool = True  # skips torch.compile: engine start drops from ~45 s to ~7 s on CPU
+    # A prompt that leaves fewer than max_tokens of the context: "drop" (skipped, counted in the stage's
+    # results as too_long) or "error" (the round stops, naming the prompts).
+    too_long: Literal["drop", "error"] = "drop"
 
 
 @dataclass(kw_only=True)
@@ -493,6 +496,9 @@ def _check(r: Recipe, where: str) -> None:
     if r.base is None and Path(r.base_model).is_absolute():  # a relative one may be a hub id (see resolve_base)
         need(Path(r.base_model).exists(), "base_model",
              f"does not exist: {r.base_model} (and no `base` section builds it)")
+    need(r.base is not None or _has_chat_template(Path(r.base_model)) is not False, "base_model",
+         f"{r.base_model}: its tokenizer has no chat template, which every stage uses to render prompts; use a "
+         f"model (or tokenizer_config.json) that has one, e.g. the -Instruct tokenizer of the same family")
     for cap, name in r.score.verifiers.items():
         from reward import VERIFIERS
 
@@ -538,6 +544,22 @@ def _check_mix_tags(m: MixConfig, need) -> None:
             need(share >= 0, f"mix.topic_targets.{topic}", f"must be >= 0, got {share}")
         need(abs(sum(m.topic_targets.values()) - 1) <= 1e-6, "mix.topic_targets",
              f"must sum to 1 (within 1e-6), got {sum(m.topic_targets.values())!r}")
+
+
+def _has_chat_template(model_dir: Path) -> bool | None:
+    """Whether a local model folder's tokenizer has a chat template; None when it cannot be told from the
+    files (a hub id, or no tokenizer_config.json: the round checks again once the tokenizer loads)."""
+    import json
+
+    config = model_dir / "tokenizer_config.json"
+    if not config.is_file():
+        return None
+    if (model_dir / "chat_template.jinja").is_file() or (model_dir / "chat_template.json").is_file():
+        return True
+    try:
+        return bool(json.loads(config.read_text(encoding="utf-8")).get("chat_template"))
+    except (ValueError, OSError):
+        return None
 
 
 def _check_prompt_files(r: Recipe, where: str) -> None:

@@ -15,6 +15,10 @@ from posttrain.engine import Engine
 log = logging.getLogger("posttrain")
 
 
+class PromptTooLong(ValueError):
+    """A prompt does not fit the context and the recipe says `generate.too_long: error`."""
+
+
 def prompt_seed(seed: int, prompt_id: str) -> int:
     """A per-prompt sampling seed: a prompt samples the same completions whatever batch or shard it is in."""
     return int.from_bytes(hashlib.sha256(f"{seed}/{prompt_id}".encode()).digest()[:4], "little") >> 1
@@ -75,6 +79,10 @@ def generate(out: Path, engine: Engine, prompts: pa.Table, tokenizer, cfg: Gener
     requests, too_long = requests_for(prompts, tokenizer, n=cfg.num_samples, temperature=cfg.temperature,
                                       top_p=cfg.top_p, max_tokens=cfg.max_tokens, seed=seed,
                                       max_model_len=engine.max_model_len, system_prompts=cfg.system_prompts)
+    if too_long and cfg.too_long == "error":
+        raise PromptTooLong(f"{len(too_long)} prompt(s) leave fewer than generate.max_tokens={cfg.max_tokens} of the "
+                            f"{engine.max_model_len}-token context, e.g. {too_long[:3]}; shorten them, raise "
+                            f"generate.max_model_len, or set generate.too_long: drop")
     if too_long:  # dropped and counted: a prompt the model cannot read has nothing to teach
         log.warning("generate: %d prompt(s) leave fewer than max_tokens=%d of the %d-token context; skipped, e.g. %s",
                     len(too_long), cfg.max_tokens, engine.max_model_len, too_long[:3])

@@ -54,7 +54,7 @@ def run_rounds(recipe: Recipe) -> dict:
     if w.is_main:  # the base may have to be built: once, before the other ranks look for it
         RunDir(recipe.run_dir)
         write_json(recipe.run_dir / "recipe.json", dataclasses.asdict(recipe))
-        resolve_base(recipe)  # cheap when cached; rebuilds a deleted tiny base identically
+        check_chat_template(resolve_base(recipe))  # cheap when cached; rebuilds a deleted tiny base identically
     barrier()
     run = RunDir(recipe.run_dir)
     seed = recipe.seed
@@ -146,6 +146,18 @@ def resolve_base(recipe: Recipe) -> str:
         return str(ensure_base(Path(recipe.base_model), recipe.base, recipe.seed))
     # load_recipe already refused a missing absolute path; anything else may be a hub id.
     return recipe.base_model  # a local folder or a hub id: transformers and vLLM load both the same way
+
+
+def check_chat_template(model: str) -> None:
+    """Every stage renders prompts with the tokenizer's chat template: without one, stop before any work."""
+    from transformers import AutoTokenizer
+
+    from posttrain.config import RecipeError
+
+    if AutoTokenizer.from_pretrained(model).chat_template is None:
+        raise RecipeError(f"base_model {model}: its tokenizer has no chat template, which every stage uses to "
+                          f"render prompts; use a model (or tokenizer_config.json) that has one, e.g. the "
+                          f"-Instruct tokenizer of the same family")
 
 
 def file_digests(recipe: Recipe) -> dict[str, str]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import math
 from collections import Counter
 from pathlib import Path
 
@@ -13,6 +15,7 @@ from posttrain.config import ScoreConfig
 from reward import VERIFIERS
 
 META_COLUMNS = [f.name for f in schema.META]
+log = logging.getLogger("posttrain")
 
 
 def score_samples(samples: pa.Table, prompts: pa.Table, cfg: ScoreConfig,
@@ -81,7 +84,11 @@ def reward_model(out: Path, base_model: str, scored_rounds: list[pa.Table], prom
                                  scored.column("completion").to_pylist(), batch_size=cfg.score_batch_size,
                                  max_length=cfg.max_length)
     table = scored.drop_columns(["rm_score"]).append_column("rm_score", pa.array(rm, pa.float64()))
-    return {**info, "scored": schema.write(table, "scored", out / "scored.parquet")}
+    nonfinite = sum(not math.isfinite(x) for x in rm)  # kept as scored, left out by selection, counted here
+    if nonfinite:
+        log.warning("reward model: %d of %d scores are NaN or infinite; those samples are not selected",
+                    nonfinite, len(rm))
+    return {**info, "scored": schema.write(table, "scored", out / "scored.parquet"), "rm_nonfinite": nonfinite}
 
 
 def preference_data(scored_rounds: list[pa.Table], prompts: pa.Table, files: list[str],

@@ -6,12 +6,14 @@ Per prompt, samples are ranked by reward (highest first); ties break by a seeded
 - DPO: chosen = the best sample, rejected = the worst, if their score difference >= min_margin, the
   two completions differ and (`chosen_must_pass`) the chosen one passes its verifier.
 Score = verifier reward + rm_weight x reward-model score (rm_weight 0: the verifier alone).
-Samples whose reward is None (no verifier applies) take part in neither.
+Samples whose reward is None (no verifier applies) or not finite (NaN / inf reward or RM score) take
+part in neither.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 from collections import defaultdict
 from pathlib import Path
 
@@ -28,7 +30,9 @@ def tiebreak(seed: int, prompt_id: str, sample_index: int) -> int:
 def rank(samples: list[dict], seed: int, rm_weight: float = 0.0) -> list[dict]:
     """Samples of one prompt, best first: reward + rm_weight x reward-model score descending, then the
     seeded tiebreak. With rm_weight 0 (or no RM scores) the verifier reward alone decides."""
-    scored = [s for s in samples if s["reward"] is not None]
+    # A non-finite reward or RM score (a broken scorer) ranks nothing: left out, like "not applicable".
+    scored = [s for s in samples if s["reward"] is not None and math.isfinite(s["reward"])
+              and (s.get("rm_score") is None or math.isfinite(s["rm_score"]))]
 
     return sorted(scored, key=lambda s: (-combined(s, rm_weight), tiebreak(seed, s["prompt_id"], s["sample_index"])))
 

@@ -281,12 +281,40 @@ def parquet_not_parquet(c: Case) -> Expect:
     return Expect(c.write_recipe(), needles=(str(path), "Parquet"))
 
 
+def targets_not_summing_to_one(c: Case) -> Expect:
+    return Expect(c.write_recipe(lambda d: d["mix"].update(targets={"math": 0.5, "code": 0.3})),
+                  needles=("mix.targets", "must sum to 1"))
+
+
+def unknown_benchmark(c: Case) -> Expect:
+    return Expect(c.write_recipe(), ("eval.benchmarks=[heldout,mmlu]",), ("eval.benchmarks[1]", "'mmlu'"))
+
+
+def unknown_generator(c: Case) -> Expect:
+    return Expect(c.write_recipe(lambda d: d["prompts"]["sources"].append(
+        {"kind": "generator", "name": "poems", "num_train": 4})), needles=("prompts.sources[1].name", "'poems'"))
+
+
+def bad_preference_line(c: Case) -> Expect:
+    path = c.tmp / "prefs.jsonl"
+    path.write_text('{"prompt": "x", "chosen": "a", "rejected": "b"}\n{"prompt": "x", "chosen": "a"}\n')
+    return Expect(c.write_recipe(lambda d: d.setdefault("reward_model", {}).update(preference_sources=[str(path)])),
+                  needles=("reward_model.preference_sources[0]", f"{path}:2", "needs 'ranking'"))
+
+
+def tokenizer_without_chat_template(c: Case) -> Expect:
+    base = c.tmp / "base-model"
+    (base / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "PreTrainedTokenizerFast"}))
+    return Expect(c.write_recipe(), needles=("base_model", "no chat template"))
+
+
 RECIPE_CASES = [
     unknown_top_level_key, unknown_nested_key, unknown_nested_key_by_override, wrong_type, wrong_type_by_override,
     literal_out_of_range, missing_required_field, negative_k_by_override, prompt_file_missing,
     prompt_path_is_a_directory, unknown_capability_in_source, unknown_verifier, missing_absolute_base_model,
     malformed_yaml, recipe_file_missing, recipe_file_missing_relative, override_without_equals,
-    override_into_non_section, override_value_not_yaml,
+    override_into_non_section, override_value_not_yaml, targets_not_summing_to_one, unknown_benchmark,
+    unknown_generator, bad_preference_line, tokenizer_without_chat_template,
 ]
 DATA_CASES = [
     malformed_json_line, missing_id, duplicate_id_across_lines, code_without_tests, tools_without_expected_call,

@@ -49,3 +49,22 @@ def test_temperature_schedule_draws_per_prompt_early_and_is_fixed_in_the_last_ro
     assert early == [prompt_temperature(cfg, 7, f"p{i}", last_round=False) for i in range(200)]  # seeded by id
     assert {prompt_temperature(cfg, 7, f"p{i}", last_round=True) for i in range(20)} == {0.6}
     assert prompt_temperature(GenerateConfig(temperature=0.9), 7, "p0", last_round=False) == 0.9
+
+
+def test_too_long_prompts_stop_the_round_when_the_recipe_says_so(tmp_path):
+    import pytest
+
+    from posttrain.generate import PromptTooLong, generate
+
+    class NoEngine:
+        max_model_len = 50
+
+        def generate(self, requests):
+            return [{"num_prompt_tokens": 1, "completions": [{"text": "1", "num_tokens": 1, "logprob": -1.0,
+                                                              "finish_reason": "stop"}] * r["n"]} for r in requests]
+
+    table = prompts("short", "x" * 100)
+    with pytest.raises(PromptTooLong, match="generate.too_long"):
+        generate(tmp_path, NoEngine(), table, CharTokenizer(), GenerateConfig(max_tokens=10, too_long="error"), 0)
+    result = generate(tmp_path, NoEngine(), table, CharTokenizer(), GenerateConfig(max_tokens=10, num_samples=2), 0)
+    assert (result["samples"], result["too_long"]) == (2, 1)

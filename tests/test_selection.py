@@ -94,3 +94,12 @@ def test_reward_model_score_ranks_among_equal_verifier_rewards_only_when_weighte
     unweighted = min((0, 1), key=lambda i: tiebreak(0, "p1", i))
     sft, _ = select(scored, PROMPTS, SelectConfig(), seed=0, round_=1, rm_weight=0.0)
     assert sft[0]["messages"][-1]["content"] == f"p1-{unweighted}"
+
+
+def test_non_finite_rewards_and_rm_scores_are_left_out():
+    nan, inf = float("nan"), float("inf")
+    scored = [s("p1", 0, nan), s("p1", 1, 1.0), s("p1", 2, 0.0), s("p2", 0, inf), s("p2", 1, 0.0),
+              {**s("p3", 0, 1.0), "rm_score": nan}, {**s("p3", 1, 0.0), "rm_score": 0.0}]
+    sft, pairs = select(scored, PROMPTS, SelectConfig(), seed=0, round_=1, rm_weight=0.5)
+    assert [x["id"] for x in sft] == ["p1/round1"]  # p2's "inf" and p3's NaN-scored pass are not selected
+    assert [p["prompt_id"] for p in pairs] == ["p1"]
