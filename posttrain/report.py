@@ -1,11 +1,12 @@
 """The run report: a summary (JSON and a terminal table) and a Markdown page with matplotlib plots.
 
 `summarize` reads only stage manifests; `write_report` also reads each round's scored samples (for
-reward distributions) and writes `<run>/report/report.md` with five PNGs beside it:
+reward distributions) and writes `<run>/report/report.md` with its PNGs beside it:
 eval.png (every benchmark's headline number per round), rewards.png (per capability, the distribution
 of each prompt's pass rate over its K samples, and of reward-model scores when an RM was trained),
 selection.png (pass rate and kept fraction per round), mix.png (SFT mix by capability before and
-after rebalancing, against the targets) and wall_time.png (seconds per stage per round).
+after rebalancing, against the targets), tags.png (by topic / quality / difficulty / complexity, when
+the mix tagged its data) and wall_time.png (seconds per stage per round).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ def summarize(run: RunDir, rounds: int) -> dict:
             "sft_mix": res("mix", "sft"),
             "mix": ({k: res("mix", k) for k in ("input", "exact_dups", "near_dups", "contaminated",
                                                  "contaminated_pairs", "input_by_capability", "before_rebalance",
-                                                 "by_capability")}
+                                                 "by_capability", "semantic_dups", "composition")}
                     if m["mix"] else None),
             "wall_s": {s: m[s].manifest["wall_s"] for s in STAGES if m[s]},
         })
@@ -94,6 +95,7 @@ def write_report(run_dir: Path, summary: dict, targets: dict[str, float] | None 
         "rewards.png": plot_rewards(reward_distributions(run_dir, summary), tmp / "rewards.png"),
         "selection.png": plot_selection(summary, tmp / "selection.png"),
         "mix.png": plot_mix(summary, targets, tmp / "mix.png"),
+        "tags.png": plot_tags(summary, tmp / "tags.png"),
         "wall_time.png": plot_wall(summary, tmp / "wall_time.png"),
     }
     (tmp / "report.md").write_text(markdown(summary, [name for name, made in plots.items() if made]))
@@ -106,6 +108,7 @@ def write_report(run_dir: Path, summary: dict, targets: dict[str, float] | None 
 def markdown(summary: dict, pngs: list[str]) -> str:
     captions = {"eval.png": "Eval per round", "rewards.png": "Reward distributions per capability",
                 "selection.png": "Pass rate and kept fraction", "mix.png": "SFT mix by capability",
+                "tags.png": "SFT mix by tag (last round, before and after rebalancing)",
                 "wall_time.png": "Wall time per stage"}
     parts = [f"# Run report: {Path(summary['run']).name}", "", "```", table(summary), "```", ""]
     for png in pngs:
@@ -250,6 +253,28 @@ def plot_mix(summary: dict, targets: dict[str, float] | None, path: Path) -> boo
         ax.set_ylabel("SFT examples")
         ax.set_title(f"round {r['round']}\nremoved: {removed}", fontsize=8)
     axes[-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
+    return _save(plt, fig, path)
+
+
+def plot_tags(summary: dict, path: Path) -> bool:
+    """The last tagged round's SFT examples by topic, quality, difficulty and complexity, before and after
+    rebalancing (only when the mix stage tagged its data: `mix.tag` or an option that needs tags)."""
+    tagged = [r for r in summary["rounds"][1:] if r["mix"] and (r["mix"].get("composition") or {}).get("after")]
+    if not tagged:
+        return False
+    r = tagged[-1]
+    comp = r["mix"]["composition"]
+    kinds = ("topic", "quality", "difficulty", "complexity")
+    plt, fig, axes = _figure(ncols=len(kinds), width=3.6)
+    for ax, kind in zip(axes, kinds):
+        keys = list(dict.fromkeys([*comp["before"].get(kind, {}), *comp["after"].get(kind, {})]))
+        for j, when in enumerate(("before", "after")):
+            ax.bar([k + (j - 0.5) * 0.4 for k in range(len(keys))], [comp[when].get(kind, {}).get(x, 0) for x in keys],
+                   0.4, label=when)
+        ax.set_xticks(range(len(keys)), keys, rotation=45, ha="right", fontsize=7)
+        ax.set_title(f"{kind} (round {r['round']})", fontsize=9)
+    axes[0].set_ylabel("SFT examples")
+    axes[-1].legend(fontsize=7)
     return _save(plt, fig, path)
 
 

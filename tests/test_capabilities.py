@@ -51,4 +51,5 @@ def test_general_recipe_round_on_the_tiny_base(tmp_path, tiny_base):
     assert set(scores) == {"heldout", "gsm_symbolic", "humaneval", "bfcl_simple", "mmath"}
     mix = json.loads((run / "round_1" / "mix" / "manifest.json").read_text())["results"]
     assert set(mix["by_capability"]) <= {"math", "code", "tools", "multilingual"}
-    assert (run / "report" / "mix.png").exists()
+    assert (run / "report" / "mix.png").exists() and (run / "report" / "tags.png").exists()
+    assert mix["composition"]["after"]["topic"]  # tagged: topic counts of the final mix
