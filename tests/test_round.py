@@ -155,7 +155,7 @@ def test_killed_run_resumes_to_the_same_result(full_run, recipe_file, kill_at):
 KILL_SEQUENCE = ["round_0/prompts/written", "round_0/benchmarks/before", "round_0/eval/written",
                  "round_1/generate/written", "round_1/score/before", "round_1/score/written",
                  "round_1/select/written", "round_1/mix/written", "round_1/mix/after", "round_1/sft/before",
-                 "round_1/sft/written", "round_1/dpo/step2", "round_1/eval/before", "round_1/eval/written"]
+                 "round_1/sft/step2", "round_1/dpo/written", "round_1/eval/before", "round_1/eval/written"]
 
 
 def test_killed_at_every_stage_in_turn_resumes_to_the_same_result(full_run, recipe_file):
@@ -172,8 +172,8 @@ def test_killed_at_every_stage_in_turn_resumes_to_the_same_result(full_run, reci
     finished = run_cli("round", "--recipe", str(recipe_file))
     assert finished.returncode == 0, finished.stderr[-4000:]
     assert not list(run.glob("round_*/*.tmp"))
-    assert manifest(run, "dpo")["results"]["resumed"] is True
-    assert manifest(run, "dpo")["results"]["steps"] == manifest(full_run, "dpo")["results"]["steps"]
+    assert manifest(run, "sft")["results"]["resumed"] is True
+    assert manifest(run, "sft")["results"]["steps"] == manifest(full_run, "sft")["results"]["steps"]
     for round_, stage_name, t in [(0, "eval", "evals"), *((1, s, t) for s, ts in STAGE_TABLES.items() for t in ts)]:
         got = pq.read_table(run / f"round_{round_}" / stage_name / f"{t}.parquet")
         want = pq.read_table(full_run / f"round_{round_}" / stage_name / f"{t}.parquet")
