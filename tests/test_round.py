@@ -204,3 +204,12 @@ def test_round_with_a_reward_model_scores_every_sample(recipe_file):
     assert scored.num_rows == pq.read_table(run / "round_1" / "score" / "scored.parquet").num_rows
     assert (run / "round_1" / "reward_model" / "model" / "config.json").exists()
     assert manifest(run, "select")["config"]["rm_weight"] == 0.1
+
+    # `posttrain reward train`: the same RM outside a round, from the run's scored rounds + a preference file
+    prefs = recipe_file.parent / "prefs.jsonl"
+    prefs.write_text('{"prompt": "Say hi.", "ranking": ["Hello!", "hi", "go away"]}\n')
+    proc = run_cli("reward", "train", "--recipe", str(recipe_file), f"reward_model.preference_sources=[{prefs}]",
+                   "--out", str(recipe_file.parent / "rm"))
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "1 scored round(s)" in proc.stdout
+    assert (recipe_file.parent / "rm" / "model" / "config.json").exists()

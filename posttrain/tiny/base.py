@@ -50,7 +50,7 @@ SPLIT_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| 
 
 def ensure_base(path: Path, cfg: BaseBuildConfig, seed: int) -> Path:
     """Builds the tiny base at `path` unless a build with the same config and seed is already there."""
-    info = {"config": dataclasses.asdict(cfg), "seed": seed}
+    info = {"config": dataclasses.asdict(cfg), "seed": seed, "world_version": world.WORLD_VERSION}
     try:
         if json.loads((path / BUILD_INFO).read_text()) == info:
             log.info("tiny base: reusing %s", path)

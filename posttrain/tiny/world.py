@@ -124,9 +124,13 @@ def _user(text: str) -> dict:
     return {"role": "user", "content": text}
 
 
+WORLD_VERSION = 2  # bump when what a family draws or how it splits changes: cached bases are rebuilt
+
+
 def is_heldout(record: dict) -> bool:
-    """Deterministic ~1/5 of each family's prompt space is reserved for evaluation."""
-    text = json.dumps(record["messages"], sort_keys=True)
+    """Deterministic ~1/5 of each family's prompt space is reserved for evaluation, split by the user's
+    question alone: a held-out question never appears in training, not even with other tools offered."""
+    text = json.dumps([m["content"] for m in record["messages"] if m["role"] == "user"])
     return int(hashlib.sha256(text.encode()).hexdigest(), 16) % 5 == 0
 
 
