@@ -182,7 +182,14 @@ class SFTConfig:
     warmup_ratio: float = 0.0
     lr_scheduler_type: str = "cosine"
     weight_decay: float = 0.0
+    # Padding-free packing (TRL's best-fit-decreasing): conversations are packed into rows of max_length
+    # tokens with position ids restarting per conversation, so none attends to another (posttrain.sft:
+    # rows kept apart under sdpa/eager, one flattened row under flash attention; tests/test_fast_paths.py).
+    # batch_size then counts packed rows, so a step sees more conversations than without packing.
     packing: bool = False
+    gradient_checkpointing: bool = True  # TRL's default: recompute activations in backward (less memory, slower)
+    use_liger_kernel: bool = False  # Liger's Triton kernels (RMSNorm, RoPE, SwiGLU); needs liger-kernel and a GPU
+    torch_compile: bool = False  # torch.compile the model (the first steps pay the compile time)
     checkpoint_every_steps: int = 50
     lora: LoRAConfig = field(default_factory=LoRAConfig)
 
@@ -198,6 +205,13 @@ class DPOConfig:
     batch_size: int = 8
     gradient_accumulation_steps: int = 1
     max_length: int = 256
+    # The reference model's log-probs (same formatting-token mask) computed once, in one no-grad pass over
+    # the pairs before training, instead of a reference forward in every step; no reference copy is kept.
+    precompute_ref_log_probs: bool = False
+    group_by_length: bool = False  # batches of pairs of similar length (less padding); every pair still once per epoch
+    gradient_checkpointing: bool = True  # TRL's default: recompute activations in backward (less memory, slower)
+    use_liger_kernel: bool = False  # Liger's Triton kernels (RMSNorm, RoPE, SwiGLU); needs liger-kernel and a GPU
+    torch_compile: bool = False  # torch.compile the model (the first steps pay the compile time)
     checkpoint_every_steps: int = 50
     lora: LoRAConfig = field(default_factory=LoRAConfig)
 
@@ -222,6 +236,9 @@ class RewardModelConfig:
     lora_dropout: float = 0.0
     score_batch_size: int = 64
     weight: float = 0.0  # 0 = RM score recorded only
+    gradient_checkpointing: bool = True  # as SFT / DPO: recompute activations in backward
+    use_liger_kernel: bool = False
+    torch_compile: bool = False
     # JSONL preference files ({"prompt", "ranking": [best, ..., worst]} or {"prompt", "chosen", "rejected",
     # "edited"?}) trained on beside the verifier pairs of every round so far (the paper's accumulated data).
     preference_sources: list[str] = field(default_factory=list)
@@ -425,6 +442,11 @@ def _check(r: Recipe, where: str) -> None:
 
             need(importlib.util.find_spec("bitsandbytes") is not None, f"{stage}.lora.quantize_4bit",
                  "needs the bitsandbytes package (pip install bitsandbytes; CUDA only)")
+        if getattr(r, stage).use_liger_kernel:
+            import importlib.util
+
+            need(importlib.util.find_spec("liger_kernel") is not None, f"{stage}.use_liger_kernel",
+                 "needs the liger-kernel package (pip install liger-kernel; Triton kernels, CUDA GPUs only)")
     rm = r.reward_model
     need(rm.learning_rate > 0, "reward_model.learning_rate", f"must be > 0, got {rm.learning_rate}")
     need(rm.num_epochs > 0, "reward_model.num_epochs", f"must be > 0, got {rm.num_epochs}")

@@ -8,18 +8,22 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pyarrow as pa
 import torch
+from trl import DPOTrainer
 from trl.trainer.dpo_trainer import DataCollatorForPreference
 
 from posttrain.config import DPOConfig
+from posttrain.dist import barrier, world
 from posttrain.training import common_args, copy_model, lora_args, train_and_save
 
 # Formatting tokens of the chat templates we know (Llama 3, ChatML); any that exist in a vocabulary count.
 FORMATTING_TOKENS = ("<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>", "<|eom_id|>",
                      "<|end_of_text|>", "<|im_start|>", "<|im_end|>")
+PAIRS_ON_DISK = "pairs_dataset"  # under the stage's directory while it trains with precomputed reference log-probs
 
 
 def formatting_token_ids(tokenizer) -> list[int]:
@@ -49,20 +53,74 @@ def dpo(out: Path, sft_model: str | Path, pairs: pa.Table, cfg: DPOConfig, seed:
     if pairs.num_rows == 0 or not cfg.enabled:
         copy_model(sft_model, out / "model")
         return {"pairs": pairs.num_rows if cfg.enabled else 0, "steps": 0}
+    trainer, tokenizer = dpo_trainer(out, sft_model, pairs, cfg, seed)
+    info = train_and_save(trainer, tokenizer, out)
+    if world().is_main:
+        shutil.rmtree(out / PAIRS_ON_DISK, ignore_errors=True)
+    return {"pairs": pairs.num_rows, **info}
+
+
+def dpo_trainer(out: Path, sft_model: str | Path, pairs: pa.Table, cfg: DPOConfig, seed: int, **overrides):
+    """The stage's DPOTrainer and tokenizer; `overrides` replace TRL DPOConfig fields (benchmarks, tests).
+
+    Chosen and rejected go through the model in one forward (TRL stacks them in one batch). With
+    `cfg.precompute_ref_log_probs`, TRL runs the reference pass once, at construction, through this
+    stage's collator, so the cached log-probs leave out the same formatting tokens as the policy's.
+    """
     from datasets import Dataset
     from transformers import AutoTokenizer
-    from trl import DPOConfig as TRLDPOConfig, DPOTrainer
+    from trl import DPOConfig as TRLDPOConfig
 
     tokenizer = AutoTokenizer.from_pretrained(sft_model)
     dataset = Dataset.from_dict({k: pairs.column(k).to_pylist() for k in ("prompt", "chosen", "rejected")})
-    args = TRLDPOConfig(**common_args(out, cfg, seed), beta=cfg.beta, loss_type=["sigmoid", "sft"],
-                        loss_weights=[1.0, cfg.nll_weight], lr_scheduler_type="linear")
+    if cfg.precompute_ref_log_probs:
+        dataset = _for_reference_pass(dataset, out / PAIRS_ON_DISK)
+    args = TRLDPOConfig(**{**common_args(out, cfg, seed), "beta": cfg.beta, "loss_type": ["sigmoid", "sft"],
+                           "loss_weights": [1.0, cfg.nll_weight], "lr_scheduler_type": "linear",
+                           "precompute_ref_log_probs": cfg.precompute_ref_log_probs,
+                           "precompute_ref_batch_size": 4 * cfg.batch_size,  # no grad, no activations kept
+                           **overrides})
     collator = None
     if cfg.mask_formatting_tokens:
         collator = FormattingTokenMaskCollator(pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id,
                                                max_length=cfg.max_length,
                                                masked_token_ids=formatting_token_ids(tokenizer))
     # With LoRA the reference is the same model with its adapters off: no second copy in memory.
-    trainer = DPOTrainer(**{"model": str(sft_model), **lora_args(cfg.lora, sft_model)}, args=args,
-                         data_collator=collator, train_dataset=dataset, processing_class=tokenizer)
-    return {"pairs": pairs.num_rows, **train_and_save(trainer, tokenizer, out)}
+    trainer_cls = LengthGroupedDPOTrainer if cfg.group_by_length else DPOTrainer
+    trainer = trainer_cls(**{"model": str(sft_model), **lora_args(cfg.lora, sft_model)}, args=args,
+                          data_collator=collator, train_dataset=dataset, processing_class=tokenizer)
+    return trainer, tokenizer
+
+
+class LengthGroupedDPOTrainer(DPOTrainer):
+    """DPOTrainer whose batches hold pairs of similar length (`DPOConfig.group_by_length`): transformers'
+    LengthGroupedSampler shuffles, cuts megabatches of 50 batches and sorts each by length, so every pair is
+    still seen once per epoch but a batch pads its chosen and rejected rows to less."""
+
+    def _get_train_sampler(self, train_dataset=None):
+        from transformers.trainer_pt_utils import LengthGroupedSampler
+
+        ds = self.train_dataset if train_dataset is None else train_dataset
+        limit = self.args.max_length or float("inf")
+        lengths = [min(limit, len(p) + max(len(c), len(r)))
+                   for p, c, r in zip(ds["prompt_ids"], ds["chosen_ids"], ds["rejected_ids"], strict=True)]
+        return LengthGroupedSampler(self.args.train_batch_size * self.args.gradient_accumulation_steps, lengths=lengths)
+
+
+def _for_reference_pass(dataset, path: Path):
+    """`dataset` sorted by length, saved under the stage's directory and memory-mapped back.
+
+    TRL's reference pass reads the pairs in order, in batches: sorted, a batch pads little (training
+    draws them in a random order either way). TRL caches the log-probs in a file beside the dataset's
+    own; an in-memory dataset has none, so each process would pick its own temporary directory, and under
+    a multi-process launch the ranks but the main one would look for a file only it wrote (FileNotFoundError).
+    In the run directory, which every rank sees, they all find it.
+    """
+    from datasets import load_from_disk
+
+    if world().is_main:
+        chars = [sum(len(m["content"]) for k in ("prompt", "chosen", "rejected") for m in row[k]) for row in dataset]
+        shutil.rmtree(path, ignore_errors=True)
+        dataset.add_column("chars", chars).sort("chars").remove_columns("chars").save_to_disk(path)
+    barrier()
+    return load_from_disk(path)

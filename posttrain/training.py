@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 from pathlib import Path
 
@@ -36,7 +37,17 @@ def common_args(out: Path, cfg, seed: int) -> dict:
         # Without a GPU, only use_cpu lets a multi-process launch train data-parallel (gloo); else each
         # rank would train alone on everything.
         use_cpu=not torch.cuda.is_available(),
+        gradient_checkpointing=cfg.gradient_checkpointing, torch_compile=cfg.torch_compile,
+        use_liger_kernel=_liger_available(cfg.use_liger_kernel),
     )
+
+
+def _liger_available(wanted: bool) -> bool:
+    """`wanted`, after checking that liger-kernel imports (transformers would fail later, less clearly)."""
+    if wanted and importlib.util.find_spec("liger_kernel") is None:
+        raise ImportError("use_liger_kernel needs the liger-kernel package (pip install liger-kernel; "
+                          "Triton kernels, CUDA GPUs only)")
+    return wanted
 
 
 def lora_args(lora, model_path: str | Path) -> dict:

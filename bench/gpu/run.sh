@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Issue 7 on one GPU, in one go (~7 min on an H100; every part has its own timeout):
+#   1. install the wheels the image lacks (bench/gpu/fetch_wheels.sh fetched them here),
+#   2. tests/test_fast_paths.py on CUDA (float32): packing, precomputed reference log-probs, gradient
+#      checkpointing and length grouping train exactly like the plain TRL path,
+#   3. bench/train_throughput.py --device cuda: TRL defaults vs the stage's fast switches on a random
+#      Llama-3.2-1B-shaped model (lengths ~600, max 2048, bf16 autocast), one process per variant.
+# Run from the repository root; results land in $OUT (env.txt, tests.log, throughput.log, throughput.jsonl).
+# VARIANTS="..." replaces the bench's variant list; TESTS=0 skips part 2.
+set -u
+cd "$(dirname "$0")/../.."
+OUT=${OUT:-/tmp/gpu_out}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false HF_DATASETS_DISABLE_PROGRESS_BARS=1 TQDM_DISABLE=1
+
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+  bench/gpu/wheels/*.whl || { echo "no wheels: run bench/gpu/fetch_wheels.sh first and carry bench/gpu/wheels"; exit 1; }
+export PYTHONPATH=/tmp/site:$PWD
+python3 -c "
+import torch, transformers, trl, datasets, accelerate, peft
+print(torch.cuda.get_device_name(), '| torch', torch.__version__, '| transformers', transformers.__version__,
+      '| trl', trl.__version__, '| datasets', datasets.__version__, '| accelerate', accelerate.__version__,
+      '| peft', peft.__version__)" 2>&1 | tee "$OUT/env.txt"
+nvidia-smi --query-gpu=name,memory.total,memory.used --format=csv,noheader | tee -a "$OUT/env.txt"
+
+if [ "${TESTS:-1}" = 1 ]; then
+  # Not here: the liger test (it loads a recipe, whose checks import packages the image lacks) and the
+  # torch.compile test (minutes of compiling on a GPU for a model this small).
+  timeout 120 python3 -m pytest -q -p no:cacheprovider tests/test_fast_paths.py \
+    -k "not liger_kernel_without and not torch_compile" > "$OUT/tests.log" 2>&1
+  echo "tests: exit $?"; grep -E "passed|failed|^E " "$OUT/tests.log" | head -20
+fi
+
+timeout 420 python3 bench/train_throughput.py --device cuda --timeout 110 --workdir /tmp/throughput \
+  --out "$OUT/throughput.jsonl" \
+  --variants ${VARIANTS:-sft_trl sft_packed_flat sft_packed sft_fast sft_fast_liger dpo_trl dpo_precompute dpo_fast} \
+  2>&1 | tee "$OUT/throughput.log"
+echo "bench: exit ${PIPESTATUS[0]}"
