@@ -1,6 +1,6 @@
 """Training throughput of the SFT and DPO stages: TRL's defaults vs the stage's fast switches, same model and data.
 
-    .venv/bin/python bench/train_throughput.py                  # CPU: ~12M-parameter random Llama
+    .venv/bin/python bench/train_throughput.py --repeats 2     # CPU: 10M-parameter random Llama, ~8 min a repeat
     python3 bench/train_throughput.py --device cuda --out r.jsonl  # GPU: Llama-3.2-1B shape (bench/gpu/run.sh)
 
 Both variants of a pair build their trainer with the stage's own code (`posttrain.sft.sft_trainer`,
@@ -43,13 +43,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-SIZES = {  # model shape, vocabulary, lengths (mean, max), batch, data set sizes
+SIZES = {  # model shape and vocabulary, conversation lengths (median, max), batch, data set sizes
     "cpu": dict(model=dict(hidden_size=384, intermediate_size=1024, num_hidden_layers=6, num_attention_heads=6,
                            num_key_value_heads=2, vocab_size=2048, tie_word_embeddings=True),
-                mean=120, max_length=512, batch_size=8, sft_docs=512, dpo_pairs=128),
+                median=120, max_length=512, batch_size=8, sft_docs=512, dpo_pairs=128),
     "cuda": dict(model=dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
                             num_key_value_heads=8, vocab_size=128256, tie_word_embeddings=True, rope_theta=500000.0),
-                 mean=600, max_length=2048, batch_size=8, sft_docs=1024, dpo_pairs=256),
+                 median=600, max_length=2048, batch_size=8, sft_docs=1024, dpo_pairs=256),
 }
 FAST = {"packing": True, "gradient_checkpointing": False}
 DPO_FAST = {"precompute_ref_log_probs": True, "group_by_length": True, "gradient_checkpointing": False}
@@ -62,8 +62,8 @@ VARIANTS = {
     "dpo_fast_liger": {**DPO_FAST, "use_liger_kernel": True},
 }
 # 1,500 made-up two-syllable words, each one token once the tokenizer has learned them
-WORDS = [a + b for a in (c + v for c in "bdfgklmnprstvz" for v in "aeiou") for b in (c + v for c in "bdfgklmnprstvz"
-                                                                                    for v in "aeiou")][:1500]
+SYLLABLES = [c + v for c in "bdfgklmnprstvz" for v in "aeiou"]
+WORDS = [a + b for a in SYLLABLES for b in SYLLABLES][:1500]
 
 
 # --------------------------------------------------------------------------- model and data
@@ -73,8 +73,8 @@ def words(n: int, rng: random.Random) -> str:
     return " ".join(rng.choice(WORDS) for _ in range(max(1, n)))
 
 
-def lognormal(rng: random.Random, mean: float, lo: int, hi: int) -> int:
-    return int(min(hi, max(lo, rng.lognormvariate(math.log(mean), 0.8))))
+def lognormal(rng: random.Random, median: float, lo: int, hi: int) -> int:
+    return int(min(hi, max(lo, rng.lognormvariate(math.log(median), 0.8))))
 
 
 def prepare(workdir: Path, device: str) -> None:
@@ -97,14 +97,14 @@ def prepare(workdir: Path, device: str) -> None:
     print(f"model: {model.num_parameters() / 1e6:.0f}M parameters, {device}", flush=True)
 
 
-def sft_mix(n: int, mean: int, max_length: int):
+def sft_mix(n: int, median: int, max_length: int):
     """n conversations of ~lognormal length: a user turn (a quarter) and an assistant turn."""
     from posttrain import schema
 
     rng = random.Random(1)
     rows = []
     for i in range(n):
-        length = lognormal(rng, mean, 32, max_length)
+        length = lognormal(rng, median, 32, max_length)
         msgs = [{"role": "user", "content": words(length // 4, rng)},
                 {"role": "assistant", "content": words(length - length // 4 - 20, rng)}]  # 20: template tokens
         rows.append({"id": f"s{i}", "prompt_id": f"s{i}", "capability": "math", "round": 1, "reward": 1.0,
@@ -112,13 +112,13 @@ def sft_mix(n: int, mean: int, max_length: int):
     return schema.from_records(rows, "sft")
 
 
-def dpo_pairs(n: int, mean: int, max_length: int):
-    """n pairs: prompt ~mean/4 tokens, chosen ~mean/2, rejected another pair's chosen length."""
+def dpo_pairs(n: int, median: int, max_length: int):
+    """n pairs: prompt ~median/4 tokens, chosen ~median/2, rejected another pair's chosen length."""
     from posttrain import schema
 
     rng = random.Random(2)
-    prompts = [lognormal(rng, mean / 4, 16, max_length // 4) for _ in range(n)]
-    completions = [lognormal(rng, mean / 2, 16, max_length // 2) for _ in range(n)]
+    prompts = [lognormal(rng, median / 4, 16, max_length // 4) for _ in range(n)]
+    completions = [lognormal(rng, median / 2, 16, max_length // 2) for _ in range(n)]
     rows = [{"id": f"p{i}", "prompt_id": f"p{i}", "capability": "math", "round": 1,
              "prompt": [{"role": "user", "content": words(prompts[i], rng)}],
              "chosen": [{"role": "assistant", "content": words(completions[i], rng)}],
@@ -152,7 +152,7 @@ def run_variant(workdir: Path, device: str, name: str, warmup: int, steps: int) 
     if name.startswith("sft"):
         from posttrain.sft import sft_trainer
 
-        trainer, _ = sft_trainer(out, workdir / "model", sft_mix(size["sft_docs"], size["mean"], size["max_length"]),
+        trainer, _ = sft_trainer(out, workdir / "model", sft_mix(size["sft_docs"], size["median"], size["max_length"]),
                                  SFTConfig(**common), 0, **overrides)
         if name == "sft_packed_flat":
             from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
@@ -175,7 +175,7 @@ def run_variant(workdir: Path, device: str, name: str, warmup: int, steps: int) 
             return result
 
         DPOTrainer._precompute_ref_logps = timed_precompute
-        trainer, _ = dpo_trainer(out, workdir / "model", dpo_pairs(size["dpo_pairs"], size["mean"], size["max_length"]),
+        trainer, _ = dpo_trainer(out, workdir / "model", dpo_pairs(size["dpo_pairs"], size["median"], size["max_length"]),
                                  DPOConfig(**common), 0, **overrides)
     setup = time.perf_counter() - setup
 
