@@ -20,7 +20,7 @@ from eval import metrics
 from eval.benchmarks import get as get_benchmark
 from posttrain import schema
 from posttrain.config import EvalConfig, ScoreConfig
-from posttrain.dist import in_prompt_order, shard
+from posttrain.dist import in_prompt_order, read_shards, shard
 from posttrain.engine import Engine
 from posttrain.generate import completion_rows, requests_for
 from posttrain.scoring import score_samples
@@ -71,7 +71,7 @@ def evaluate_shard(out: Path, engine: Engine, tokenizer, sets: dict[str, tuple[p
 def merge_evals(out: Path, shard_dirs: list[Path], _results: list[dict],
                 sets: dict[str, tuple[pa.Table, dict[str, str]]], cfg: EvalConfig) -> dict:
     """Sharded eval: every rank's rows in the single-process order, then the metrics over all of them."""
-    table = pa.concat_tables([schema.read(d / "evals.parquet", "evals") for d in shard_dirs])
+    table = read_shards(shard_dirs, "evals")
     ordered = [in_prompt_order(table.filter(pc.equal(table["benchmark"], name)), prompts.column("id").to_pylist())
                for name, (prompts, _) in sets.items()]
     return write_scores(out, pa.concat_tables(ordered) if ordered else table, sets, cfg)

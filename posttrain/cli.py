@@ -189,13 +189,10 @@ def main(argv: list[str] | None = None) -> int:
         from posttrain.generate import PromptTooLong
         from posttrain.hub import HubError
 
-        if isinstance(e, HubError):
-            print(f"posttrain: hub push failed: {e}", file=sys.stderr)
-            return 2
-        if isinstance(e, PromptTooLong):
-            print(f"posttrain: {e}", file=sys.stderr)
-            return 2
-        raise
+        if not isinstance(e, (HubError, PromptTooLong)):
+            raise
+        print(f"posttrain: {'hub push failed: ' if isinstance(e, HubError) else ''}{e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -67,3 +67,10 @@ def in_prompt_order(table: pa.Table, prompt_ids: list[str], id_column: str = "pr
     table = table.append_column("__position", position)
     keys = [("__position", "ascending")] + ([(then, "ascending")] if then else [])
     return table.sort_by(keys).drop_columns(["__position"])
+
+
+def read_shards(shard_dirs: list, name: str) -> pa.Table:
+    """Every rank's `<name>.parquet` of a sharded stage, concatenated (validated against its schema)."""
+    from posttrain import schema
+
+    return pa.concat_tables([schema.read(d / f"{name}.parquet", name) for d in shard_dirs])

@@ -97,9 +97,9 @@ def generate(out: Path, engine: Engine, prompts: pa.Table, tokenizer, cfg: Gener
 def merge_samples(out: Path, shard_dirs: list[Path], results: list[dict], prompts: pa.Table) -> dict:
     """Sharded generate stage: every rank's samples, in the single-process order (prompt table order,
     then sample index); counts add up."""
-    from posttrain.dist import in_prompt_order
+    from posttrain.dist import in_prompt_order, read_shards
 
-    table = pa.concat_tables([schema.read(d / "samples.parquet", "samples") for d in shard_dirs])
+    table = read_shards(shard_dirs, "samples")
     table = in_prompt_order(table, prompts.column("id").to_pylist())
     return {"samples": schema.write(table, "samples", out / "samples.parquet"),
             "too_long": sum(r["too_long"] for r in results),

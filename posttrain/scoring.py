@@ -61,9 +61,9 @@ def score_results(table: pa.Table, out: Path) -> dict:
 
 def merge_scored(out: Path, shard_dirs: list[Path], _results: list[dict], prompts: pa.Table) -> dict:
     """Sharded score stage: every rank's scored samples, in the single-process order."""
-    from posttrain.dist import in_prompt_order
+    from posttrain.dist import in_prompt_order, read_shards
 
-    table = pa.concat_tables([schema.read(d / "scored.parquet", "scored") for d in shard_dirs])
+    table = read_shards(shard_dirs, "scored")
     return score_results(in_prompt_order(table, prompts.column("id").to_pylist()), out)
 
 
