@@ -25,28 +25,33 @@ semantic_dups.parquet (id, dup_of, similarity). Rows are removed by id, never by
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from data_mix import decontam, dedup
+from data_mix import decontam, dedup, tagger
 from data_mix.rebalance import above_floor, rebalance
 from data_mix.text import prompt_text
 from posttrain import schema
 from posttrain.config import MixConfig
 
+Judge = Callable[[pa.Table], tuple[pa.Table, dict]]
+
 DECONTAMINATED = pa.schema([pa.field("table", pa.string()), pa.field("id", pa.string()), pa.field("eval_id", pa.string())])
 
 
 def mix(out: Path, sft_tables: list[pa.Table], pairs: pa.Table, heldout: pa.Table, cfg: MixConfig, seed: int, *,
-        scored: dict[int, pa.Table] | None = None, pass_threshold: float = 1.0) -> dict:
+        scored: dict[int, pa.Table] | None = None, pass_threshold: float = 1.0, judge: Judge | None = None) -> dict:
     """sft_tables: the `sft` tables of the rounds to train on (oldest first); pairs: this round's `pairs`;
     heldout: the run's held-out `prompts` (the eval set). Returns the counts for the manifest.
 
     For tagging only: scored {round: that round's `scored` table} brings each example's RM score and
-    finish_reason (the sft table has neither); pass_threshold is `select.pass_threshold` (a verifier pass)."""
+    finish_reason (the sft table has neither); pass_threshold is `select.pass_threshold` (a verifier pass);
+    judge (with `mix.judge.model`): sft rows -> (data_mix.judge's JUDGED table, its counts), e.g. `judge.judge`
+    bound to a vLLM engine; the counts go in the results as "judge"."""
     sft = pa.concat_tables([schema.validate(t, "sft") for t in sft_tables])
     pairs = schema.validate(pairs, "pairs")
     counts = {"input": sft.num_rows, "exact_dups": 0, "near_dups": 0, "contaminated": 0, "contaminated_pairs": 0,
@@ -76,7 +81,7 @@ def mix(out: Path, sft_tables: list[pa.Table], pairs: pa.Table, heldout: pa.Tabl
         sft = sft.filter(pc.is_in(sft["id"], value_set=view["id"].combine_chunks()))  # join by id
         tags = None
         if needs_tags(cfg):
-            sft, tags = _tag_and_filter(out, sft, cfg, seed, scored, pass_threshold, counts)
+            sft, tags = _tag_and_filter(out, sft, cfg, seed, scored, pass_threshold, counts, judge)
         counts["before_rebalance"] = _by_capability(sft)
         if cfg.targets is not None:
             sft = rebalance(sft, cfg.targets, cfg.max_repeat, cfg.total, seed, tags=tags,
@@ -96,24 +101,28 @@ def mix(out: Path, sft_tables: list[pa.Table], pairs: pa.Table, heldout: pa.Tabl
 def needs_tags(cfg: MixConfig) -> bool:
     """Tagging runs when asked for or when a later step reads the tags."""
     return (cfg.tag or cfg.dedup_semantic or cfg.quality_floor is not None or cfg.topic_targets is not None
-            or cfg.difficulty_weight > 0)
+            or cfg.difficulty_weight > 0 or cfg.judge.model is not None)
 
 
 def _tag_and_filter(out: Path, sft: pa.Table, cfg: MixConfig, seed: int, scored: dict[int, pa.Table] | None,
-                    pass_threshold: float, counts: dict) -> tuple[pa.Table, pa.Table]:
+                    pass_threshold: float, counts: dict, judge: Judge | None) -> tuple[pa.Table, pa.Table]:
     """Tags every row, then semantic dedup and the quality floor when on -> (kept sft rows, their tags).
     Adds composition["before"] and the removal counts to `counts`."""
-    from data_mix import semantic, tagger
+    from data_mix import semantic
     from data_mix.embed import embed
 
     # User turns, as for decontamination: a shared system message (a tool list) would make all its prompts alike.
     embeddings = embed(prompt_text(sft["messages"], user_only=True), cfg.embedding_model)  # row i of sft
     info = tagger.sample_info(sft, scored) if scored else None
-    tags = tagger.tag(sft, embeddings, cfg.topics, info, pass_threshold, cfg.difficulty_judge, cfg.embedding_model)
+    judged = None
+    if judge is not None:
+        judged, counts["judge"] = judge(sft)
+    tags = tagger.tag(sft, embeddings, cfg.topics, info, pass_threshold, cfg.embedding_model, judged)
     counts["composition"] = {"before": composition(sft, tags)}
     if cfg.dedup_semantic:
         quality = pc.index_in(tags["quality"], value_set=pa.array(tagger.QUALITY)).to_numpy(zero_copy_only=False)
-        score = pa.table({"id": tags["id"], "score": (quality + 1) * tags["difficulty"].to_numpy()})
+        level = pc.fill_null(tags["difficulty"], tagger.MIDDLE_DIFFICULTY).to_numpy()
+        score = pa.table({"id": tags["id"], "score": (quality + 1) * level})
         counts["semantic_dups"] = 0
         dups = semantic.dedup(score, embeddings, cfg.semantic_threshold, cfg.semantic_cluster_size, seed)
         sft = _drop(sft, dups, counts, "semantic_dups")
@@ -138,7 +147,7 @@ def composition(sft: pa.Table, tags: pa.Table) -> dict[str, dict]:
     t = tags.take(at)
     flags = pc.list_flatten(t["cleaning_flags"])
     out = {"capability": _counts(sft["capability"])}
-    out.update({name: _counts(pc.cast(t[name], pa.string())) for name in
+    out.update({name: _counts(pc.fill_null(pc.cast(t[name], pa.string()), tagger.UNKNOWN)) for name in
                 ("topic", "fine_topic", "quality", "difficulty", "complexity")})
     out["cleaning_flags"] = _counts(flags)
     pair = pc.binary_join_element_wise(sft["capability"], t["topic"], "\x00")

@@ -60,7 +60,9 @@ def rebalance(table: pa.Table, targets: dict[str, float], max_repeat: int, total
     groups = {c: np.flatnonzero(caps == c) for c in np.unique(caps)}
     quota = quotas({c: len(rows) for c, rows in groups.items()}, targets, max_repeat, total)
     topic = tag_column(table, tags, "topic") if topic_targets is not None else None
-    weight = tag_column(table, tags, "difficulty").astype(np.float64) ** difficulty_weight if difficulty_weight else None
+    # An unknown difficulty (the LLM judge gave no answer: NaN here) weighs as the middle level.
+    weight = np.nan_to_num(tag_column(table, tags, "difficulty").astype(np.float64), nan=2.0) ** difficulty_weight \
+        if difficulty_weight else None
     take, copy = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
     for cap, rows in groups.items():
         for key, sub, k in _split(cap, rows, quota[cap], topic, topic_targets, max_repeat):

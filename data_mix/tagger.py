@@ -1,29 +1,34 @@
 """Tags for every SFT example (Llama 3 §4.2.3, "data processing and quality control"), as columns.
 
-`tag(sft, embeddings, topics, info)` -> the TAGS table, one row per SFT id, which consumers join by id
-(tags.parquet beside sft.parquet; `info`, the RM scores, is joined by id too):
+`tag(sft, embeddings, topics, info, judged=...)` -> the TAGS table, one row per SFT id, which consumers join
+by id (tags.parquet beside sft.parquet; `info`, the RM scores, and `judged`, the LLM judge's answers from
+data_mix/judge.py, are joined by id too). Without a judge every tag comes from fast CPU rules:
 
 topic, fine_topic   embedding classifier: the prompt's embedding against embedded descriptions of fine
                     topics (`MixConfig.topics`: {coarse: {fine: description}}); the nearest description
                     names the fine topic and its coarse parent. topic_similarity is that cosine (a low one
                     means no description fits well). The paper fine-tunes Llama 3 8B as its topic
                     classifier; a frozen sentence encoder against written descriptions needs no labels.
+                    With the judge's topic: its fine topic, "unknown" where it gave none, similarity null.
 complexity          InsTag-style count of the intentions and constraints of the user turns: questions and
                     instructions (sentences), list items, and constraint phrases ("at most", "in JSON",
-                    "do not", "step by step", ...). Adding a constraint never lowers it.
-difficulty          1-3 from complexity, the numbers in the prompt and its length (a fast CPU heuristic).
-                    The paper also asks Llama 3 70B for a 3-point difficulty; an LLM judge is out of scope
-                    for now: `judge="llm"` raises rather than silently falling back to the heuristic.
-quality             "high" / "medium" / "low", and quality_rule, which rule decided:
+                    "do not", "step by step", ...). Adding a constraint never lowers it. With the judge's
+                    complexity: the number of intentions it listed (in `intentions`), null = unknown.
+difficulty          1-3 from complexity, the numbers in the prompt and its length (a fast CPU heuristic), or
+                    the judge's 3-point rating (null = unknown).
+quality             "high" / "medium" / "low", and quality_rule, which signal decided:
                     "rm_quartile"  the example has an RM score: high when it is in the top quartile of its
                                    (capability, round) group (each round's RM scores on its own scale);
-                    "verifier"     no RM score (the paper's other signal, an LLM judge, does not run on
-                                   CPU): high when the verifier passed (reward >= pass_threshold).
-                    Either way a reply that failed the verifier or was truncated is "low", and an RM-scored
-                    one below the quartile is "medium".
+                    "judge"        the judge gave the top of its scale (judge_quality), the paper's other
+                                   signal: high even below the RM quartile (the paper keeps the union);
+                                   with no RM score, a lower judge score is "medium";
+                    "verifier"     neither an RM score nor a judge score: high when the verifier passed
+                                   (reward >= pass_threshold).
+                    Whatever the signal, a reply that failed the verifier or was truncated is "low".
 cleaning_flags      the paper's problematic tones, found by rules on the reply: "apology" (I'm sorry, I
                     apologize), "as_an_ai" (As an AI / a language model), "emoji", "exclamation" (a run of
                     "!!" or three or more "!"). Flags only: nothing is removed here.
+judge_unknown       the judgments the judge was asked for and gave no usable answer to (empty without one).
 """
 
 from __future__ import annotations
@@ -38,14 +43,19 @@ TAGS = pa.schema([
     pa.field("id", pa.string(), nullable=False),
     pa.field("topic", pa.string(), nullable=False),
     pa.field("fine_topic", pa.string(), nullable=False),
-    pa.field("topic_similarity", pa.float32(), nullable=False),
-    pa.field("complexity", pa.int32(), nullable=False),
-    pa.field("difficulty", pa.int32(), nullable=False),
+    pa.field("topic_similarity", pa.float32()),  # null when the judge named the topic
+    pa.field("complexity", pa.int32()),  # null: the judge gave no usable answer
+    pa.field("difficulty", pa.int32()),
+    pa.field("intentions", pa.list_(pa.string())),  # the judge's InsTag intentions (null without it)
+    pa.field("judge_quality", pa.int32()),
     pa.field("quality", pa.string(), nullable=False),
     pa.field("quality_rule", pa.string(), nullable=False),
     pa.field("truncated", pa.bool_(), nullable=False),
     pa.field("cleaning_flags", pa.list_(pa.string()), nullable=False),
+    pa.field("judge_unknown", pa.list_(pa.string()), nullable=False),
 ])
+UNKNOWN = "unknown"  # the topic of a row the judge could not place
+MIDDLE_DIFFICULTY = 2  # what weighting and semantic dedup assume for an unknown difficulty
 
 # RE2 patterns (pyarrow's regex engine), matched case-insensitively.
 # A sentence: text holding a letter or digit, up to an end mark followed by a space, a line break or the end
@@ -68,25 +78,46 @@ FLAGS = {
 
 
 def tag(sft: pa.Table, embeddings: np.ndarray, topics: dict[str, dict[str, str]], info: pa.Table | None = None,
-        pass_threshold: float = 1.0, judge: str = "heuristic", model: str | None = None) -> pa.Table:
+        pass_threshold: float = 1.0, model: str | None = None, judged: pa.Table | None = None) -> pa.Table:
     """sft[n] (+ embeddings[n] of its user turns, row i of sft) -> TAGS[n] in sft's row order.
 
     info: optional (id, rm_score, finish_reason) per SFT id (see `sample_info`), joined by id.
+    judged: optional `judge.judge` table, joined by id; its columns say which judgments replace the rules.
     """
-    if judge != "heuristic":
-        raise NotImplementedError(f"difficulty judge {judge!r} is not built (an LLM judge is out of scope for now); "
-                                  "use 'heuristic'")
+    n = sft.num_rows
     prompt, reply = user_text(sft["messages"]), last_reply(sft["messages"])
     coarse, fine, sim = classify(embeddings, topics, model)
     cx = complexity(prompt)
+    level = difficulty(prompt, cx)
+    j = _judged(sft["id"], judged)
+    intentions = j.get("intentions", pa.nulls(n, pa.list_(pa.string())))
+    if "judge_fine_topic" in j:
+        parent = {f: c for c, fines in topics.items() for f in fines}
+        fine = pc.fill_null(j["judge_fine_topic"], UNKNOWN)
+        coarse = pa.array([parent.get(f, UNKNOWN) for f in fine.to_pylist()], pa.string())
+        sim = pa.nulls(n, pa.float32())
+    if "judge_difficulty" in j:
+        cx, level = pc.cast(pc.list_value_length(intentions), pa.int32()), j["judge_difficulty"]
     info = _aligned(sft["id"], info)
     truncated = truncated_replies(reply, info["finish_reason"])
     quality, rule = quality_levels(sft["capability"], sft["round"], sft["reward"], info["rm_score"], truncated,
-                                   pass_threshold)
+                                   pass_threshold, j.get("judge_quality"), j.get("judge_quality_max"))
     return pa.table({"id": sft["id"], "topic": coarse, "fine_topic": fine, "topic_similarity": sim,
-                     "complexity": cx, "difficulty": difficulty(prompt, cx), "quality": quality,
-                     "quality_rule": rule, "truncated": truncated, "cleaning_flags": cleaning_flags(reply)},
+                     "complexity": cx, "difficulty": level, "intentions": intentions,
+                     "judge_quality": j.get("judge_quality", pa.nulls(n, pa.int32())), "quality": quality,
+                     "quality_rule": rule, "truncated": truncated, "cleaning_flags": cleaning_flags(reply),
+                     "judge_unknown": j.get("judge_unknown", pa.array([[]] * n, pa.list_(pa.string())))},
                     schema=TAGS)
+
+
+def _judged(ids: pa.ChunkedArray | pa.Array, judged: pa.Table | None) -> dict[str, pa.Array]:
+    """judged's columns for each id in `ids` (by id; every id must have been judged)."""
+    if judged is None:
+        return {}
+    at = pc.index_in(ids, value_set=_combined(judged["id"]))
+    if at.null_count:
+        raise ValueError(f"{at.null_count} SFT row(s) were not judged, e.g. {pc.filter(ids, pc.is_null(at))[0]}")
+    return {name: _combined(judged[name].take(at)) for name in judged.column_names if name != "id"}
 
 
 # --------------------------------------------------------------------------- text
@@ -177,17 +208,23 @@ def truncated_replies(reply: pa.Array, finish_reason: pa.Array) -> pa.Array:
     return pc.fill_null(pc.equal(finish_reason, "length"), open_fence)
 
 
-def quality_levels(capability, round_, reward, rm_score, truncated, pass_threshold: float = 1.0
-                   ) -> tuple[pa.Array, pa.Array]:
-    """Per row -> (quality string[n], quality_rule string[n]); see the module docstring for the rules."""
+def quality_levels(capability, round_, reward, rm_score, truncated, pass_threshold: float = 1.0,
+                   judge_quality=None, judge_max=None) -> tuple[pa.Array, pa.Array]:
+    """Per row -> (quality string[n], quality_rule string[n]); see the module docstring for the rules.
+    judge_quality / judge_max: the judge's score and the top of its scale (null: no usable score)."""
     rm = pc.fill_null(pc.cast(rm_score, pa.float64()), np.nan).to_numpy(zero_copy_only=False)
     passed = pc.fill_null(pc.greater_equal(reward, pass_threshold), False).to_numpy(zero_copy_only=False)
     ok = passed & ~pc.fill_null(truncated, False).to_numpy(zero_copy_only=False)
     top = top_quartile(capability, round_, rm)
     has_rm = ~np.isnan(rm)
-    level = np.where(~ok, 0, np.where(has_rm & ~top, 1, 2))
-    return (pa.array(np.array(QUALITY)[level], pa.string()),
-            pa.array(np.where(has_rm, "rm_quartile", "verifier"), pa.string()))
+    has_judge = np.zeros(len(rm), bool) if judge_quality is None else \
+        pc.is_valid(judge_quality).to_numpy(zero_copy_only=False)
+    judge_top = np.zeros(len(rm), bool) if judge_quality is None else \
+        pc.fill_null(pc.equal(judge_quality, judge_max), False).to_numpy(zero_copy_only=False)
+    high = (has_rm & top) | judge_top | (~has_rm & ~has_judge)
+    level = np.where(~ok, 0, np.where(high, 2, 1))
+    rule = np.where(has_rm & (top | ~judge_top), "rm_quartile", np.where(has_judge, "judge", "verifier"))
+    return pa.array(np.array(QUALITY)[level], pa.string()), pa.array(rule, pa.string())
 
 
 def top_quartile(capability, round_, rm: np.ndarray) -> np.ndarray:

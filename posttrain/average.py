@@ -53,9 +53,18 @@ def check_compatible(models: list[Path]) -> None:
             raise AverageError(f"{p}: tokenizer vocabulary differs from {models[0]}")
 
 
+def model_class(model_dir: Path):
+    """The class the checkpoint was saved from (a causal LM, or a reward model's sequence classifier)."""
+    import transformers
+
+    archs = json.loads((model_dir / "config.json").read_text()).get("architectures") or []
+    cls = getattr(transformers, archs[0], None) if archs else None
+    return cls if cls is not None else transformers.AutoModelForCausalLM
+
+
 def average(models: list[str | Path], out: str | Path, weights: list[float] | None = None) -> Path:
     """Writes the weighted parameter average of `models` to `out` (weights default to uniform)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     models, out = [Path(m) for m in models], Path(out)
     if not models:
@@ -78,7 +87,7 @@ def average(models: list[str | Path], out: str | Path, weights: list[float] | No
                 t = fh.get_tensor(name)
             acc = t.float() * w if acc is None else acc.add_(t.float(), alpha=w)
         averaged[name] = acc.to(t.dtype)
-    model = AutoModelForCausalLM.from_pretrained(models[0])
+    model = model_class(models[0]).from_pretrained(models[0])
     missing, unexpected = model.load_state_dict(averaged, strict=False)
     tied = {k for k in missing if "lm_head" in k and getattr(model.config, "tie_word_embeddings", False)}
     if set(missing) - tied or unexpected:

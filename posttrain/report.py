@@ -40,7 +40,8 @@ def summarize(run: RunDir, rounds: int) -> dict:
             "sft_mix": res("mix", "sft"),
             "mix": ({k: res("mix", k) for k in ("input", "exact_dups", "near_dups", "contaminated",
                                                  "contaminated_pairs", "input_by_capability", "before_rebalance",
-                                                 "by_capability", "semantic_dups", "composition")}
+                                                 "by_capability", "semantic_dups", "below_quality_floor",
+                                                 "composition", "judge")}
                     if m["mix"] else None),
             "wall_s": {s: m[s].manifest["wall_s"] for s in STAGES if m[s]},
         })
@@ -113,9 +114,28 @@ def markdown(summary: dict, pngs: list[str]) -> str:
     parts = [f"# Run report: {Path(summary['run']).name}", "", "```", table(summary), "```", ""]
     for png in pngs:
         parts += [f"## {captions[png]}", "", f"![{captions[png]}]({png})", ""]
+    parts += mix_lines(summary)
     detail = {r["round"]: r["eval"] for r in summary["rounds"] if r["eval"]}
     parts += ["## Every eval number", "", "```json", json.dumps(detail, indent=1), "```", ""]
     return "\n".join(parts)
+
+
+def mix_lines(summary: dict) -> list[str]:
+    """Per round: what the mix stage removed, and how often the LLM judge's answer was unusable."""
+    lines = []
+    for r in summary["rounds"]:
+        m = r.get("mix")
+        if not m:
+            continue
+        removed = ", ".join(f"{name} {m[k]}" for k, name in (
+            ("exact_dups", "exact dups"), ("near_dups", "near dups"), ("contaminated", "eval leaks"),
+            ("contaminated_pairs", "leaked pairs"), ("semantic_dups", "semantic dups"),
+            ("below_quality_floor", "below the quality floor")) if m.get(k) is not None)
+        lines.append(f"- round {r['round']}: {m['input']} SFT examples in; removed {removed}; {r['sft_mix']} in the mix")
+        for judgment, c in (m.get("judge") or {}).items():
+            lines.append(f"  - judge {judgment}: {c['asked']} asked, {c['retried']} asked again, "
+                         f"{c['unknown']} unknown ({c['too_long']} too long for the judge's context)")
+    return ["## Data mix per round", "", *lines, ""] if lines else []
 
 
 def _figure(ncols: int = 1, width: float = 6.4):

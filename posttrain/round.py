@@ -39,6 +39,7 @@ def run_rounds(recipe: Recipe) -> dict:
     sharded by prompt id (mode="shards", merged on the main process), training runs on every rank
     (mode="all"), and the other stages run on the main process only (see RunDir.stage).
     """
+    from data_mix.judge import judge
     from data_mix.mix import mix
     from eval.harness import eval_sets, evaluate_shard, load_benchmarks, merge_evals
     from posttrain import hub, report
@@ -49,6 +50,7 @@ def run_rounds(recipe: Recipe) -> dict:
     from posttrain.scoring import merge_scored, reward_model, score
     from posttrain.selection import run as select
     from posttrain.sft import sft
+    from posttrain.variants import train_variants
 
     w = world()
     if w.is_main:  # the base may have to be built: once, before the other ranks look for it
@@ -111,17 +113,25 @@ def run_rounds(recipe: Recipe) -> dict:
             # The paper re-fine-tunes the base on all SFT data so far; `previous` continues on this round's.
             first = 1 if recipe.sft.start_from == "base" else r
             history, scores = selected[first - 1:], {i: ranked[i - 1] for i in range(first, r + 1)}
-            mixed = run.stage(r, "mix", recipe.mix, [*history, *scores.values(), prompts, benchmarks], lambda out: mix(
+            judge_cfg = recipe.mix.judge  # an LLM judge tags the mix with this round's policy or a named model
+            judge_model = policy.model if judge_cfg.model == "policy" else judge_cfg.model
+            mixed = run.stage(r, "mix", recipe.mix, [*history, *scores.values(), prompts, benchmarks,
+                                                     *([policy] if judge_cfg.model == "policy" else [])],
+                              lambda out: mix(
                 out, [_read(s, "sft") for s in history], _read(selected[-1], "pairs"), eval_prompts, recipe.mix,
                 seed, scored={i: _read(s, "scored") for i, s in scores.items()},
-                pass_threshold=recipe.select.pass_threshold))
+                pass_threshold=recipe.select.pass_threshold,
+                judge=judge_model and (lambda rows: judge(rows, judge_cfg, recipe.mix.topics, engines.get(judge_model),
+                                                          _tokenizer_of(judge_model), seed))))
 
             engines.close()  # free the generation engine's memory before training
             start = base if recipe.sft.start_from == "base" else policy
-            sft_out = run.stage(r, "sft", recipe.sft, [start, mixed], lambda out: sft(
-                out, start.model, _read(mixed, "sft"), recipe.sft, seed), resumable=True, mode="all")
-            policy = run.stage(r, "dpo", recipe.dpo, [sft_out, mixed], lambda out: dpo(
-                out, sft_out.model, _read(mixed, "pairs"), recipe.dpo, seed), resumable=True, mode="all")
+            sft_out = run.stage(r, "sft", recipe.sft, [start, mixed], lambda out: train_variants(
+                out, recipe.sft, seed, lambda o, cfg, s: sft(o, start.model, _read(mixed, "sft"), cfg, s)),
+                resumable=True, mode="all")
+            policy = run.stage(r, "dpo", recipe.dpo, [sft_out, mixed], lambda out: train_variants(
+                out, recipe.dpo, seed, lambda o, cfg, s: dpo(o, sft_out.model, _read(mixed, "pairs"), cfg, s)),
+                resumable=True, mode="all")
             evaluate(r, policy)  # this round's eval engine is also the next round's generation engine
             if w.is_main:
                 report.write_report(run.root, report.summarize(run, r), recipe.mix.targets)  # a page per round so far
@@ -174,9 +184,13 @@ def _read(stage: StageOutput, table: str):
 
 
 def _tokenizer(stage: StageOutput):
+    return _tokenizer_of(stage.model)
+
+
+def _tokenizer_of(model: str):
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(stage.model)
+    return AutoTokenizer.from_pretrained(model)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -72,10 +72,12 @@ def reward_model(out: Path, base_model: str, scored_rounds: list[pa.Table], prom
     """Reward-model stage: trains an RM on the recipe's preference files plus passing-vs-failing samples
     of every round so far (`scored_rounds`, oldest first; the last is this round's), then scores this
     round's samples (`rm_score`)."""
+    from posttrain.variants import train_variants
     from reward.model import score_with_reward_model, train_reward_model
 
     pairs = preference_data(scored_rounds, prompts, cfg.preference_sources, pass_threshold)
-    info = train_reward_model(out, base_model, pairs, cfg, seed)  # every rank: data-parallel
+    # Every rank trains (data-parallel); variants share the score head's initialisation, so they average.
+    info = train_variants(out, cfg, seed, lambda o, c, s: train_reward_model(o, base_model, pairs, c, s, init_seed=seed))
     if not world().is_main:
         return {}
     scored = scored_rounds[-1]

@@ -104,8 +104,10 @@ def read_preference_file(path: Path) -> list[dict]:
     return pairs
 
 
-def train_reward_model(out: Path, base_model: str | Path, pairs: list[dict], cfg, seed: int) -> dict:
+def train_reward_model(out: Path, base_model: str | Path, pairs: list[dict], cfg, seed: int,
+                       init_seed: int | None = None) -> dict:
     """Trains a Bradley-Terry RM from `base_model` on `pairs` (see `preference_pairs`); saves `out/model`.
+    seed orders the data; init_seed (default: seed) draws the new score head.
 
     cfg: a `posttrain.config.RewardModelConfig`. With no pairs, the saved model is the initialised one
     with a zeroed score head: every score is 0, so ranking with it changes nothing.
@@ -121,7 +123,7 @@ def train_reward_model(out: Path, base_model: str | Path, pairs: list[dict], cfg
     tokenizer = AutoTokenizer.from_pretrained(base_model)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    set_seed(seed)  # the score head is initialised at random: same seed, same head
+    set_seed(seed if init_seed is None else init_seed)  # the score head is initialised at random: same seed, same head
     with suppress_seqcls_warning():  # the missing score head and unused lm_head are expected
         model = AutoModelForSequenceClassification.from_pretrained(base_model, num_labels=1, dtype=torch.float32)
     model.config.pad_token_id = tokenizer.pad_token_id  # the classifier pools at the last non-pad token

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import pyarrow.parquet as pq
 import pytest
 import yaml
 
@@ -40,6 +41,8 @@ def test_general_recipe_round_on_the_tiny_base(tmp_path, tiny_base):
     recipe["generate"].update(num_samples=2, max_tokens=32)
     recipe["eval"].update(limit=2, max_tokens=16)
     recipe["sft"].update(num_epochs=1, batch_size=8)
+    # The LLM judge tags the mix with the round's policy, on the engine that generated its samples.
+    recipe["mix"]["judge"] = {"model": "policy", "max_tokens": 24}
     path = tmp_path / "general.yaml"
     path.write_text(yaml.safe_dump(recipe))
     proc = run_cli("round", "--recipe", str(path))
@@ -53,3 +56,15 @@ def test_general_recipe_round_on_the_tiny_base(tmp_path, tiny_base):
     assert set(mix["by_capability"]) <= {"math", "code", "tools", "multilingual"}
     assert (run / "report" / "mix.png").exists() and (run / "report" / "tags.png").exists()
     assert mix["composition"]["after"]["topic"]  # tagged: topic counts of the final mix
+    # The tiny base is no judge: whatever it answers is either a checked value or counted as unknown.
+    tags = pq.read_table(run / "round_1" / "mix" / "tags.parquet").to_pylist()
+    tagged = mix["input"] - mix["exact_dups"] - mix["near_dups"] - mix["contaminated"]
+    for judgment in ("topic", "complexity", "quality"):
+        c = mix["judge"][judgment]
+        assert c["asked"] == tagged and 0 <= c["unknown"] <= c["retried"] + c["too_long"] <= tagged
+    for t in tags:
+        assert (t["fine_topic"] == "unknown") == ("topic" in t["judge_unknown"])
+        assert (t["difficulty"] is None) == ("complexity" in t["judge_unknown"])
+        assert t["topic_similarity"] is None and (t["judge_quality"] is None) == ("quality" in t["judge_unknown"])
+    report = (run / "report" / "report.md").read_text()
+    assert f"judge topic: {tagged} asked" in report

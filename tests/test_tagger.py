@@ -82,14 +82,6 @@ def test_complexity_counts_sentences_not_decimal_points():
     assert cx.to_pylist() == [1, 2, 1]  # never below 1
 
 
-def test_llm_difficulty_judge_is_refused_not_ignored(tmp_path):
-    t = sft_rows([{"id": "a/round1", "prompt": "What is 2+2?"}])
-    with pytest.raises(NotImplementedError, match="LLM judge"):
-        tagger.tag(t, embed(["what is 2+2?"]), DEFAULT_TOPICS, judge="llm")
-    with pytest.raises(RecipeError, match="mix.difficulty_judge"):
-        load_recipe(TINY, ["mix.difficulty_judge=llm"])
-
-
 # --------------------------------------------------------------------------- quality
 
 

@@ -1,0 +1,121 @@
+"""Stage variants averaged into one model (Llama 3 §4.1.5): real SFT and RM training on the tiny base,
+the average equal to the mean of separately trained variants, resume after a kill between variants,
+and recipe errors that name the variant."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from posttrain import schema
+from posttrain.config import RecipeError, RewardModelConfig, SFTConfig, load_recipe
+from posttrain.tiny import world
+from posttrain.variants import train_variants, variant
+
+
+def math_mix(n: int = 8):
+    drawn = world.draw("math", "train", n, 0)
+    return schema.from_records([{"id": r["id"], "prompt_id": r["id"], "capability": "math", "round": 1,
+                                 "reward": 1.0, "messages": r["messages"] + [{"role": "assistant", "content": reply}]}
+                                for r, reply in drawn], "sft")
+
+
+def mean(a: dict, b: dict, wa: float = 0.5) -> dict:
+    return {k: wa * a[k].float() + (1 - wa) * b[k].float() for k in a}
+
+
+class Killed(Exception):
+    pass
+
+
+def test_sft_variants_average_to_the_mean_of_each_trained_alone_and_resume(tmp_path, tiny_base):
+    from posttrain.sft import sft
+
+    mix = math_mix()
+    cfg = SFTConfig(learning_rate=1e-2, batch_size=4, variants=[{"learning_rate": 3e-2}, {"seed": 7}],
+                    variant_weights=[1, 3])
+    calls = []
+
+    def train(out, c, s, kill_after=None):
+        calls.append((c.learning_rate, s))
+        result = sft(out, tiny_base, mix, c, s)
+        if len(calls) == kill_after:
+            raise Killed
+        return result
+
+    # Killed after the first variant has saved, but before it is marked done: it retrains...
+    with pytest.raises(Killed):
+        train_variants(tmp_path / "stage", cfg, 0, lambda o, c, s: train(o, c, s, kill_after=1))
+    assert not (tmp_path / "stage" / "variants" / "0" / "done.json").exists()
+    # ...killed after the first is done: the rerun trains only the second.
+    calls.clear()
+    with pytest.raises(Killed):
+        train_variants(tmp_path / "stage", cfg, 0, lambda o, c, s: train(o, c, s, kill_after=2))
+    assert calls == [(3e-2, 0), (1e-2, 7)]
+    calls.clear()
+    info = train_variants(tmp_path / "stage", cfg, 0, train)
+    assert calls == [(1e-2, 7)]
+    assert [v["seed"] for v in info["variants"]] == [0, 7] and info["weights"] == [0.25, 0.75]
+    assert info["steps"] == sum(v["steps"] for v in info["variants"]) == 4
+    assert not (tmp_path / "stage" / "variants" / "0" / "model").exists()  # only the average is kept
+
+    # The same variants trained one by one, then averaged by hand
+    a = _trained(sft, tmp_path / "a", tiny_base, mix, SFTConfig(learning_rate=3e-2, batch_size=4), 0)
+    b = _trained(sft, tmp_path / "b", tiny_base, mix, SFTConfig(learning_rate=1e-2, batch_size=4), 7)
+    got = load_file(tmp_path / "stage" / "model" / "model.safetensors")
+    want = mean(a, b, 0.25)
+    assert a.keys() == got.keys()
+    for k in got:
+        torch.testing.assert_close(got[k].float(), want[k], rtol=1e-5, atol=1e-6)
+    assert any(not torch.equal(a[k], b[k]) for k in a)  # the variants really differ
+    assert json.loads((tmp_path / "stage" / "model" / "averaged_from.json").read_text())["weights"] == [0.25, 0.75]
+
+
+def _trained(sft, out, base, mix, cfg, seed) -> dict:
+    sft(out, base, mix, cfg, seed)
+    return load_file(out / "model" / "model.safetensors")
+
+
+def test_reward_model_variants_share_the_head_init_and_average_as_classifiers(tmp_path, tiny_base):
+    from transformers import LlamaForSequenceClassification
+
+    from reward.model import score_with_reward_model, train_reward_model
+
+    mix = math_mix(6)
+    pairs = [{"prompt_id": r["id"], "prompt": r["messages"][:-1], "chosen": [r["messages"][-1]],
+              "rejected": [{"role": "assistant", "content": "The answer is 99."}]} for r in mix.to_pylist()]
+    cfg = RewardModelConfig(enabled=True, batch_size=2, variants=[{"seed": 1}, {"learning_rate": 1e-3}])
+    info = train_variants(tmp_path / "rm", cfg, 0,
+                          lambda o, c, s: train_reward_model(o, tiny_base, pairs, c, s, init_seed=0))
+    assert [v["seed"] for v in info["variants"]] == [1, 0] and all(v["steps"] == 3 for v in info["variants"])
+    model = LlamaForSequenceClassification.from_pretrained(tmp_path / "rm" / "model")
+    assert model.config.num_labels == 1
+    scores = score_with_reward_model(tmp_path / "rm" / "model", [p["prompt"] for p in pairs],
+                                     [p["chosen"][0]["content"] for p in pairs])
+    assert len(scores) == len(pairs) and all(isinstance(s, float) for s in scores)
+
+
+def test_variant_overrides_keep_unnamed_nested_keys():
+    from posttrain.config import LoRAConfig
+
+    cfg = SFTConfig(lora=LoRAConfig(r=8, alpha=32), variants=[{"lora": {"r": 4}}, {"seed": 2}])
+    v, seed = variant(cfg, {"lora": {"r": 4}}, 0)
+    assert (v.lora.r, v.lora.alpha, seed, v.variants) == (4, 32, 0, [])
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["sft.variants=[{learning_rate: 2e-5}]"], r"sft\.variants needs at least 2"),
+    (["sft.variants=[{lr: 2e-5}, {seed: 1}]"], r"sft\.variants\[0\]: lr: cannot vary"),
+    (["sft.variants=[{start_from: previous}, {seed: 1}]"], r"sft\.variants\[0\]: start_from: cannot vary"),
+    (["dpo.variants=[{seed: 1}, {beta: fast}]"], r"dpo\.variants\[1\]: beta must be float"),
+    (["dpo.variants=[{seed: 1}, {beta: -1.0}]"], r"dpo\.variants\[1\]: dpo\.beta"),
+    (["sft.variants=[{seed: 3}, {seed: 3}]"], r"sft\.variants\[1\] trains the same model"),
+    (["sft.variants=[{seed: 1}, {seed: 2}]", "sft.variant_weights=[1]"], r"sft\.variant_weights needs one weight"),
+    (["reward_model.variant_weights=[1, 1]"], r"reward_model\.variant_weights needs reward_model\.variants"),
+])
+def test_bad_variants_name_the_variant(overrides, message):
+    with pytest.raises(RecipeError, match=message):
+        load_recipe("recipes/tiny.yaml", overrides)
