@@ -97,6 +97,10 @@ class GenerateConfig:
     dtype: str = "auto"  # vLLM weights dtype; "float32" keeps a tiny model's greedy outputs equal to HF's
     max_model_len: int | None = None  # prompt + completion tokens; None = the model's own limit
     enforce_eager: bool = True  # skips torch.compile: engine start drops from ~45 s to ~7 s on CPU
+    # Devices per vLLM engine (tensor parallel) for a model that does not fit one GPU. Under a launch of N
+    # processes per node, each group of this many consecutive local ranks shares one engine on their GPUs
+    # (the group's first rank runs it over the group's shard of the prompts); on CPU, a group of core sets.
+    tensor_parallel_size: int = 1
     # A prompt that leaves fewer than max_tokens of the context: "drop" (skipped, counted in the stage's
     # results as too_long) or "error" (the round stops, naming the prompts).
     too_long: Literal["drop", "error"] = "drop"
@@ -456,6 +460,8 @@ def _check(r: Recipe, where: str) -> None:
 
     need(r.rounds >= 1, "rounds", f"must be >= 1, got {r.rounds}")
     need(r.generate.num_samples >= 1, "generate.num_samples", f"must be >= 1, got {r.generate.num_samples}")
+    need(r.generate.tensor_parallel_size >= 1, "generate.tensor_parallel_size",
+         f"must be >= 1, got {r.generate.tensor_parallel_size}")
     need(r.generate.temperature >= 0, "generate.temperature", "must be >= 0")
     need(0 < r.generate.top_p <= 1, "generate.top_p", "must be in (0, 1]")
     need(r.generate.max_tokens >= 1, "generate.max_tokens", "must be >= 1")

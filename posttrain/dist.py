@@ -52,8 +52,29 @@ def owner(prompt_id: str, size: int) -> int:
     return int.from_bytes(hashlib.sha256(prompt_id.encode()).digest()[:4], "little") % size
 
 
-def shard(table: pa.Table, w: World, id_column: str = "id") -> pa.Table:
-    """The rows of `table` this rank handles (all of them for one process)."""
+def engine_world(w: World, tensor_parallel: int) -> World | None:
+    """The launch as vLLM engines of `tensor_parallel` devices each see it: on every node, each group of that
+    many consecutive local ranks shares one engine, run by its first rank over the group's shard of the
+    prompts. -> this rank's place among the engines (rank = group, size = number of groups), or None for
+    a rank that lends its device to its group's engine and handles no prompts."""
+    if tensor_parallel == 1:
+        return w
+    if w.local_size % tensor_parallel:
+        raise ValueError(f"generate.tensor_parallel_size={tensor_parallel} must divide the {w.local_size} "
+                         f"processes per node of this launch (each engine takes that many of them)")
+    if w.local_rank % tensor_parallel:
+        return None
+    per_node = w.local_size // tensor_parallel
+    node = w.rank // w.local_size
+    return World(rank=node * per_node + w.local_rank // tensor_parallel, size=w.size // tensor_parallel,
+                 local_rank=w.local_rank // tensor_parallel, local_size=per_node)
+
+
+def shard(table: pa.Table, w: World | None, id_column: str = "id") -> pa.Table:
+    """The rows of `table` this rank handles (all of them for one process; none for w = None, a rank
+    without an engine of its own, see `engine_world`)."""
+    if w is None:
+        return table.slice(0, 0)
     if w.size == 1:
         return table
     mine = [owner(pid, w.size) == w.rank for pid in table.column(id_column).to_pylist()]

@@ -37,8 +37,14 @@ class Engine:
         kwargs = dict(model=self.model, seed=seed, dtype=cfg.dtype, max_model_len=max_model_len, enforce_eager=cfg.enforce_eager,
                       gpu_memory_utilization=cfg.gpu_memory_utilization,
                       # A chunked prefill rewinds the per-request seeded generator, which CPU generators cannot do.
-                      enable_chunked_prefill=False)
-        self._proc = ctx.Process(target=_serve, args=(child, kwargs, cfg.kv_cache_gib, os.getpid()), daemon=True)
+                      enable_chunked_prefill=False, tensor_parallel_size=cfg.tensor_parallel_size,
+                      # tensor-parallel workers: processes of this child, which die with it
+                      **({"distributed_executor_backend": "mp"} if cfg.tensor_parallel_size > 1 else {}))
+        self._proc = ctx.Process(target=_serve, args=(child, kwargs, cfg.kv_cache_gib, cfg.tensor_parallel_size,
+                                                       os.getpid()),
+                                 # A daemonic process may not start the tensor-parallel workers; without it,
+                                 # PR_SET_PDEATHSIG (_die_with_parent) still ends the child with its parent.
+                                 daemon=cfg.tensor_parallel_size == 1)
         start = time.time()
         self._proc.start()
         child.close()
@@ -72,14 +78,34 @@ class Engine:
         return payload
 
 
+class NoEngine:
+    """What `Engines.get` gives a rank that lends its device to its group's tensor-parallel engine: that
+    rank's shard of the prompts is empty (`Engines.world` is None), so nothing is ever asked of it."""
+
+    model, max_model_len = None, None
+
+    def generate(self, requests: list[dict]) -> list[dict]:
+        if requests:
+            raise RuntimeError("this rank runs no vLLM engine (generate.tensor_parallel_size): it has no prompts")
+        return []
+
+
 class Engines:
-    """Keeps at most one engine alive, for the most recently requested model."""
+    """Keeps at most one engine alive, for the most recently requested model.
+
+    world: this rank's place among the launch's engines (posttrain.dist.engine_world), which is how
+    generation and eval shard their prompts; None on a rank whose device serves a neighbour's engine."""
 
     def __init__(self, cfg: GenerateConfig, seed: int, max_model_len: int):
+        from posttrain.dist import engine_world, world
+
         self.cfg, self.seed, self.max_model_len = cfg, seed, max_model_len
+        self.world = engine_world(world(), cfg.tensor_parallel_size)
         self._engine: Engine | None = None
 
-    def get(self, model: str | Path) -> Engine:
+    def get(self, model: str | Path) -> Engine | NoEngine:
+        if self.world is None:
+            return NoEngine()
         if self._engine is None or self._engine.model != str(model):
             self.close()
             self._engine = Engine(model, self.cfg, self.seed, self.max_model_len)
@@ -98,24 +124,29 @@ class Engines:
         self.close()
 
 
-def _child_env(kv_cache_gib: int) -> None:
+def _child_env(kv_cache_gib: int, tensor_parallel: int = 1) -> None:
     local_rank, local_size = int(os.environ.get("LOCAL_RANK", 0)), int(os.environ.get("LOCAL_WORLD_SIZE", 1))
     for var in _DIST_VARS:
         os.environ.pop(var, None)
     # The engine core runs in this (already separate) process: no second spawn, ~6x faster start on CPU.
     os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(kv_cache_gib))
-    # One engine per rank of a launch: each takes its own GPU, or its own slice of the CPU cores.
+    # One engine per rank of a launch (per group of `tensor_parallel` ranks, run by the group's first):
+    # it takes the group's GPUs, or the group's slice of the CPU cores.
+    group = range(local_rank, local_rank + tensor_parallel)
     visible = [d for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d]
     if local_size > 1 and len(visible) >= local_size:
-        os.environ["CUDA_VISIBLE_DEVICES"] = visible[local_rank]
+        os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(visible[i] for i in group)
     elif local_size > 1 and not visible:
-        os.environ["CUDA_VISIBLE_DEVICES"] = str(local_rank)  # no list given: device i is rank i's
+        os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, group))  # no list given: device i is rank i's
     if "VLLM_CPU_OMP_THREADS_BIND" not in os.environ:  # every core we may run on (our slice, in a launch)
         cores = sorted(os.sched_getaffinity(0))
         per = max(1, len(cores) // local_size)
-        mine = cores[local_rank * per:(local_rank + 1) * per] or cores
-        os.environ["VLLM_CPU_OMP_THREADS_BIND"] = ",".join(map(str, mine))
+        mine = cores[local_rank * per:(local_rank + tensor_parallel) * per] or cores
+        # vLLM on CPU binds each tensor-parallel worker to one '|'-separated core list
+        step = max(1, len(mine) // tensor_parallel)
+        os.environ["VLLM_CPU_OMP_THREADS_BIND"] = "|".join(
+            ",".join(map(str, mine[i * step:(i + 1) * step] or mine)) for i in range(tensor_parallel))
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
@@ -132,12 +163,12 @@ def _die_with_parent(parent_pid: int) -> None:
         os._exit(1)
 
 
-def _serve(conn, kwargs: dict, kv_cache_gib: int, parent_pid: int) -> None:
+def _serve(conn, kwargs: dict, kv_cache_gib: int, tensor_parallel: int, parent_pid: int) -> None:
     import traceback
 
     _die_with_parent(parent_pid)
     try:
-        _child_env(kv_cache_gib)
+        _child_env(kv_cache_gib, tensor_parallel)
         from vllm import LLM, SamplingParams
 
         llm = LLM(**kwargs)

@@ -77,7 +77,7 @@ def run_rounds(recipe: Recipe) -> dict:
     with Engines(recipe.generate, seed, recipe.generate.max_model_len) as engines:
         def evaluate(r: int, policy: StageOutput) -> StageOutput:
             return run.stage(r, "eval", eval_cfg, [policy, prompts, benchmarks], lambda out: evaluate_shard(
-                out, engines.get(policy.model), _tokenizer(policy), sets, ev, recipe.score, seed, w),
+                out, engines.get(policy.model), _tokenizer(policy), sets, ev, recipe.score, seed, engines.world),
                 mode="shards", merge=lambda out, dirs, res: merge_evals(out, dirs, res, sets, ev))
 
         policy = base
@@ -91,7 +91,7 @@ def run_rounds(recipe: Recipe) -> dict:
             gen_cfg = recipe.generate if recipe.generate.temperature_range is None else {
                 "generate": recipe.generate, "last_round": r == recipe.rounds}
             samples = run.stage(r, "generate", gen_cfg, [policy, prompts], lambda out: generate(
-                out, engines.get(policy.model), shard(train, w), _tokenizer(policy), recipe.generate, round_seed,
+                out, engines.get(policy.model), shard(train, engines.world), _tokenizer(policy), recipe.generate, round_seed,
                 last_round=r == recipe.rounds),
                 mode="shards", merge=lambda out, dirs, res: merge_samples(out, dirs, res, train))
             scored = run.stage(r, "score", recipe.score, [samples, prompts], lambda out: score(

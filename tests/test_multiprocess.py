@@ -34,9 +34,10 @@ def launch(recipe, env: dict | None = None) -> subprocess.CompletedProcess:
                           timeout=900)
 
 
-def recipe_at(tmp_path, tiny_base, name: str):
+def recipe_at(tmp_path, tiny_base, name: str, **generate):
     path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump({**TEST_RECIPE, "base_model": str(tiny_base), "output_dir": str(tmp_path / name)}))
+    path.write_text(yaml.safe_dump({**TEST_RECIPE, "base_model": str(tiny_base), "output_dir": str(tmp_path / name),
+                                    "generate": {**TEST_RECIPE["generate"], **generate}}))
     return path, tmp_path / name / "test"
 
 
@@ -86,3 +87,15 @@ def test_two_ranks_merge_to_the_single_process_tables_and_resume(tmp_path, tiny_
         got, want = (pq.read_table(run / rnd / stage / f"{table}.parquet") for run in (resumed, two))
         cols = [c for c in want.column_names if c != "logprob"]
         assert got.select(cols).equals(want.select(cols)), f"{rnd}/{stage} differs after resume"
+
+    # vLLM tensor parallel: the 2 ranks share one 2-way engine (run by rank 0 on both core sets; rank 1
+    # handles no prompts), and the sampled tables are still the single-process ones.
+    tp_recipe, tp = recipe_at(tmp_path, tiny_base, "tp", tensor_parallel_size=2)
+    proc = launch(tp_recipe)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    for (rnd, stage), table in SHARDED.items():
+        got, want = (pq.read_table(run / rnd / stage / f"{table}.parquet") for run in (tp, single))
+        cols = [c for c in want.column_names if c != "logprob"]
+        assert got.select(cols).equals(want.select(cols)), f"{rnd}/{stage} differs with tensor parallel"
+    shards = tp / "round_1" / "generate" / "manifest.json"
+    assert json.loads(shards.read_text())["num_processes"] == 2
