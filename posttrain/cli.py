@@ -148,6 +148,13 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("round", help="run (or resume) every round of a recipe: generate, score, select, mix, sft, dpo, eval")
     add_arguments(r)
     r.set_defaults(func=_round)
+    from posttrain.round import STAGE_COMMANDS, stage_command
+
+    for stage, what in STAGE_COMMANDS.items():
+        st = sub.add_parser(stage, help=f"round N up to its {stage} stage ({what}), reusing finished stages")
+        add_arguments(st)
+        st.add_argument("--round", type=int, default=1, help="which round (default 1)")
+        st.set_defaults(func=stage_command, stage=stage)
     b = sub.add_parser("base", help="build the recipe's tiny base model if it is missing (cached afterwards)")
     add_arguments(b)
     b.set_defaults(func=_base)
@@ -178,7 +185,19 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def quiet_deepspeed() -> None:
+    """DeepSpeed (installed for the ZeRO configs) prints a warning to stdout on every import on a machine
+    without a GPU, that it "was unable to detect" one; naming the CPU up front (inherited by the
+    engine and trainer processes) keeps our output clean. Must run before transformers is imported."""
+    if "DS_ACCELERATOR" not in os.environ:
+        import torch
+
+        if not torch.cuda.is_available():
+            os.environ["DS_ACCELERATOR"] = "cpu"
+
+
 def main(argv: list[str] | None = None) -> int:
+    quiet_deepspeed()
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

@@ -32,8 +32,11 @@ from posttrain.rundir import RunDir, StageOutput, write_json
 log = logging.getLogger("posttrain")
 
 
-def run_rounds(recipe: Recipe) -> dict:
+def run_rounds(recipe: Recipe, stop_after: tuple[int, str] | None = None) -> dict:
     """Runs (or resumes) every round of `recipe`; returns the run summary.
+
+    stop_after (round, stage): stop once that stage is complete, raising rundir.StageReached (the
+    one-stage commands: `posttrain mix --round 2` runs or reuses everything before it, then the mix).
 
     Under a multi-process launch every rank runs this same loop: generation, scoring and eval are
     sharded by prompt id (mode="shards", merged on the main process), training runs on every rank
@@ -58,7 +61,7 @@ def run_rounds(recipe: Recipe) -> dict:
         write_json(recipe.run_dir / "recipe.json", dataclasses.asdict(recipe))
         check_chat_template(resolve_base(recipe))  # cheap when cached; rebuilds a deleted tiny base identically
     barrier()
-    run = RunDir(recipe.run_dir)
+    run = RunDir(recipe.run_dir, stop_after)
     seed = recipe.seed
     base = run.stage(0, "base", {"base_model": recipe.base_model, "build": recipe.base, "seed": seed}, [],
                      lambda out: {"model_path": resolve_base(recipe)})
@@ -203,6 +206,39 @@ def main(argv: list[str] | None = None) -> int:
     from posttrain.cli import main as cli_main
 
     return cli_main(["round", *(sys.argv[1:] if argv is None else argv)])
+
+
+STAGE_COMMANDS = {  # one-stage commands: stage -> what it makes
+    "generate": "sample K completions per prompt with vLLM",
+    "select": "rejection sampling: the best sample per prompt for SFT, chosen/rejected pairs for DPO",
+    "mix": "dedup, decontaminate, tag and rebalance the SFT mix and DPO pairs",
+    "sft": "fine-tune on the round's SFT mix",
+    "dpo": "DPO on the round's pairs",
+    "push": "push the round's model, data and report to the Hugging Face Hub",
+}
+
+
+def stage_command(args: argparse.Namespace) -> int:
+    """`posttrain <stage> --recipe R [--round N]`: the round loop up to that stage of round N (earlier
+    stages run or are reused, as in `posttrain round`), then stop; prints where its outputs are."""
+    from posttrain.cli import setup_logging
+    from posttrain.config import RecipeError
+    from posttrain.rundir import StageReached
+
+    setup_logging()
+    recipe = load_recipe(args.recipe, args.overrides)
+    if not 1 <= args.round <= recipe.rounds:
+        raise RecipeError(f"{args.recipe}: --round {args.round} is not one of the recipe's rounds (1..{recipe.rounds})")
+    if args.stage == "push" and recipe.hub.push == "never":
+        raise RecipeError(f"{args.recipe}: hub.push is never: set it to every_round or final (and hub.repo_id) to push")
+    try:
+        run_rounds(recipe, stop_after=(args.round, args.stage))
+    except StageReached as reached:
+        if world().is_main:
+            print(f"{args.stage} of round {args.round}: {reached.output.path}")
+            print(json.dumps(reached.output.manifest["results"], indent=1, default=str))
+        return 0
+    raise AssertionError(f"round {args.round} finished without running its {args.stage} stage")
 
 
 def run_command(args: argparse.Namespace) -> int:

@@ -58,9 +58,19 @@ def fingerprint(name: str, round_: int, config: Any, inputs: list[StageOutput]) 
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+class StageReached(Exception):  # noqa: N818 - a stop, not an error
+    """Raised by `RunDir.stage` once the stage named by `stop_after` is complete (a one-stage command)."""
+
+    def __init__(self, output: StageOutput):
+        super().__init__(str(output.path))
+        self.output = output
+
+
 class RunDir:
-    def __init__(self, root: Path):
-        self.root = Path(root)
+    def __init__(self, root: Path, stop_after: tuple[int, str] | None = None):
+        """stop_after: (round, stage): once that stage is complete (run or reused), `stage` raises
+        StageReached with its output, so a command can run a round up to one stage and stop there."""
+        self.root, self.stop_after = Path(root), stop_after
         if self.root.exists() and not self.root.is_dir():
             raise RunDirError(f"{self.root}: run directory path exists and is not a directory")
         marker = self.root / "run.json"
@@ -95,6 +105,14 @@ class RunDir:
                     stage's tables and returns its results.
         Only the main process writes the manifest and renames the stage into place.
         """
+        output = self._stage(round_, name, config, inputs, fn, resumable=resumable, mode=mode, merge=merge)
+        if self.stop_after == (round_, name):
+            raise StageReached(output)
+        return output
+
+    def _stage(self, round_: int, name: str, config: Any, inputs: list[StageOutput],
+               fn: Callable[[Path], dict | None], *, resumable: bool = False, mode: str = "main",
+               merge: Callable[[Path, list[Path], list[dict]], dict] | None = None) -> StageOutput:
         fp = fingerprint(name, round_, config, inputs)
         final = self.stage_dir(round_, name)
         done = self.completed(round_, name)

@@ -195,10 +195,17 @@ def test_changed_section_reruns_that_stage_and_after(full_run):
 
 
 def test_round_with_a_reward_model_scores_every_sample(recipe_file):
-    proc = run_cli("round", "--recipe", str(recipe_file), "reward_model.enabled=true", "reward_model.weight=0.1",
-                   "dpo.enabled=false")
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    overrides = ["reward_model.enabled=true", "reward_model.weight=0.1", "dpo.enabled=false"]
     run = recipe_file.parent / "runs" / "test"
+    # A one-stage command first: the round up to its mix, then a stop; the round command goes on from there.
+    proc = run_cli("mix", "--recipe", str(recipe_file), *overrides)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert f"mix of round 1: {run / 'round_1' / 'mix'}\n" in proc.stdout
+    assert manifest(run, "mix")["results"]["sft"] > 0 and not (run / "round_1" / "sft").exists()
+    mixed = manifest(run, "mix")["output_id"]
+    proc = run_cli("round", "--recipe", str(recipe_file), *overrides)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert manifest(run, "mix")["output_id"] == mixed  # reused, not redone
     rm = manifest(run, "reward_model")["results"]
     assert rm["pairs"] > 0 and rm["steps"] > 0
     scored = pq.read_table(run / "round_1" / "reward_model" / "scored.parquet")
