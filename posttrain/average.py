@@ -12,7 +12,6 @@ import os
 import shutil
 from pathlib import Path
 
-import torch
 from safetensors import safe_open
 
 # Config fields that may differ between checkpoints of the same architecture.

@@ -154,8 +154,10 @@ def _how_made(recipe: dict, summary: dict, round_: int) -> list[str]:
              f"max {g.get('max_tokens')} new tokens",
              f"- verifiers: {_inline(recipe.get('score', {}).get('verifiers', {}))}",
              f"- selection: {_inline(recipe.get('select', {}))}",
-             f"- reward model: " + (f"trained each round, weight {rm.get('weight')}" if rm.get("enabled") else "none"),
-             f"- SFT starts from: {recipe.get('sft', {}).get('start_from', 'base')}", ""]
+             "- reward model: " + (f"trained each round, weight {rm.get('weight')}" if rm.get("enabled") else "none"),
+             f"- SFT starts from: {recipe.get('sft', {}).get('start_from', 'base')}",
+             *(f"- {stage}: parameter average of {len(v)} variants (Llama 3 §4.1.5): {_inline(v)}"
+               for stage in ("reward_model", "sft", "dpo") if (v := recipe.get(stage, {}).get("variants"))), ""]
     rows = [r for r in summary["rounds"] if 1 <= r["round"] <= round_]
     if rows:
         lines += ["| round | samples | pass rate | SFT new | SFT mix | DPO pairs |", "|---|---|---|---|---|---|"]

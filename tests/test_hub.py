@@ -500,3 +500,11 @@ def test_default_api_follows_hf_endpoint_and_fails_fast(run, tmp_path):
     assert time.monotonic() - start < 60
     assert SECRET not in proc.stdout + proc.stderr
     assert snapshot(run.root) == before and list(tmpdir.iterdir()) == []
+
+
+def test_model_card_names_averaged_variants():
+    recipe = recipe_dict(repo_id="me/m", push="final")
+    assert "parameter average" not in hub.model_card(recipe, SUMMARY, 2, "base").text
+    recipe["sft"]["variants"] = [{}, {"learning_rate": 2e-5}]
+    text = hub.model_card(recipe, SUMMARY, 2, "base").text
+    assert '- sft: parameter average of 2 variants (Llama 3 §4.1.5): [{}, {"learning_rate": 2e-05}]' in text

@@ -10,8 +10,6 @@ from data_mix import tagger
 from data_mix.embed import embed, model_path
 from data_mix.topics import DEFAULT_TOPICS
 from posttrain import schema
-from posttrain.config import RecipeError, load_recipe
-from tests.test_config import TINY
 
 
 def sft_rows(rows: list[dict]) -> pa.Table:
