@@ -2,8 +2,7 @@
 
 Both take a table with `id` and `text` (normalized prompt text, see `text.prompt_text`) in priority
 order and return the rows to drop as a table (id string[d], dup_of string[d]): the id of the kept row
-each one duplicates. The first row in table order is kept; callers sort newest round first, so a later
-round's copy wins.
+each one duplicates. The first row in table order is kept; callers sort by (round, id) so older data wins.
 
 Near duplicates: MinHash signatures of word 3-gram shingles, banded LSH for candidates (band sizes from
 datasketch's MinHashLSH, weighted toward recall), candidates verified by the signatures' estimated

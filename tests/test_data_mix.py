@@ -193,14 +193,14 @@ def test_mix_end_to_end(tmp_path):
     cfg = MixConfig(targets={"math": 0.5, "code": 0.5}, max_repeat=1)
     counts = mix(tmp_path, [sft_table(r1), sft_table(r2)], pairs, evals, cfg, seed=0)
 
-    # 10 in; exact: m0/round1 (the newer round wins); near: m1/round1 (m3/round2 is newer); contaminated:
-    # m2/round1 -> math m0, m3, m4 and code c0, c1, c2 and tools t0 (no target: dropped) -> 3 math + 3 code.
+    # 10 in; exact: m0/round2 (round 1 wins); near: m3/round2; contaminated: m2/round1 -> math m0, m1, m4 and
+    # code c0, c1, c2 and tools t0 (no target: dropped) -> 3 math + 3 code.
     assert counts == {"sft": 6, "pairs": 1, "input": 10, "exact_dups": 1, "near_dups": 1, "contaminated": 1,
                       "contaminated_pairs": 1, "by_capability": {"code": 3, "math": 3},
                       "input_by_capability": {"code": 3, "math": 6, "tools": 1},
                       "before_rebalance": {"code": 3, "math": 3, "tools": 1}}
     sft = schema.read(tmp_path / "sft.parquet", "sft")
-    assert sft.column("id").to_pylist() == ["c0/round1", "c1/round1", "c2/round2", "m0/round2", "m3/round2", "m4/round2"]
+    assert sft.column("id").to_pylist() == ["c0/round1", "c1/round1", "m0/round1", "m1/round1", "c2/round2", "m4/round2"]
     assert schema.read(tmp_path / "pairs.parquet", "pairs").column("id").to_pylist() == ["m4/round2"]
     assert pq.read_table(tmp_path / "decontaminated.parquet").to_pylist() == [
         {"table": "sft", "id": "m2/round1", "eval_id": "h1"}, {"table": "pairs", "id": "x/round2", "eval_id": "h1"}]
