@@ -32,11 +32,11 @@ def test_every_prompt_has_exactly_one_engine_and_idle_ranks_get_none():
 def test_a_groups_engine_takes_the_groups_devices_and_core_sets(monkeypatch):
     from posttrain.engine import _child_env
 
-    monkeypatch.setenv("LOCAL_RANK", "2")
-    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,5,6,7")
-    for var in ("VLLM_CPU_OMP_THREADS_BIND", "VLLM_ENABLE_V1_MULTIPROCESSING", "VLLM_CPU_KVCACHE_SPACE"):
-        monkeypatch.delenv(var, raising=False)  # restored after the test, like the variables _child_env sets
+    # _child_env writes the environment (it runs in the engine's own process): give it a copy, so nothing
+    # it sets (an 8-core binding this machine lacks) leaks into later tests' engines.
+    monkeypatch.setattr(os, "environ", {**os.environ, "LOCAL_RANK": "2", "LOCAL_WORLD_SIZE": "4",
+                                        "CUDA_VISIBLE_DEVICES": "4,5,6,7"})
+    os.environ.pop("VLLM_CPU_OMP_THREADS_BIND", None)
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)))
     _child_env(1, tensor_parallel=2)
     assert os.environ["CUDA_VISIBLE_DEVICES"] == "6,7"
