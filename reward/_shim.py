@@ -12,6 +12,7 @@ LIMITS is "NAME:soft:hard,..." with NAME a resource.RLIMIT_* suffix.
 
 import os
 import resource
+import signal
 import sys
 import time
 
@@ -39,6 +40,9 @@ def spawn(status_fd: int, limits: str, argv: list) -> int:
             os.close(status_fd)
             set_limits(limits)
             os.nice(PROGRAM_NICE)
+            # A program starts as from a shell, whatever launched us: a SIGINT ignored by a nohup'ed
+            # training job would be inherited through exec (and the warm zygote resets it too).
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
             os.execv(argv[0], argv)
         finally:
             os._exit(127)
