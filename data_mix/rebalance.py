@@ -14,6 +14,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from data_mix.tagger import MIDDLE_DIFFICULTY
+
 
 def quotas(counts: dict[str, int], targets: dict[str, float], max_repeat: int = 1,
            total: int | None = None) -> dict[str, int]:
@@ -61,7 +63,8 @@ def rebalance(table: pa.Table, targets: dict[str, float], max_repeat: int, total
     quota = quotas({c: len(rows) for c, rows in groups.items()}, targets, max_repeat, total)
     topic = tag_column(table, tags, "topic") if topic_targets is not None else None
     # An unknown difficulty (the LLM judge gave no answer: NaN here) weighs as the middle level.
-    weight = np.nan_to_num(tag_column(table, tags, "difficulty").astype(np.float64), nan=2.0) ** difficulty_weight \
+    weight = np.nan_to_num(tag_column(table, tags, "difficulty").astype(np.float64), nan=MIDDLE_DIFFICULTY) \
+        ** difficulty_weight \
         if difficulty_weight else None
     take, copy = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
     for cap, rows in groups.items():

@@ -98,9 +98,7 @@ def _reward_train(args) -> int:
     from posttrain.config import load_recipe
     from posttrain.round import resolve_base
     from posttrain.rundir import RunDir
-    from posttrain.scoring import preference_data
-    from posttrain.variants import train_variants
-    from reward.model import train_reward_model
+    from posttrain.scoring import preference_data, train_rm
 
     setup_logging()
     recipe = load_recipe(args.recipe, args.overrides)
@@ -119,9 +117,7 @@ def _reward_train(args) -> int:
     final = Path(args.out) if args.out else recipe.run_dir / "reward_model"
     tmp = final.with_name(final.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    base = resolve_base(recipe)
-    info = train_variants(tmp, recipe.reward_model, recipe.seed,  # variants share the score head's initialisation
-                          lambda o, c, s: train_reward_model(o, base, pairs, c, s, init_seed=recipe.seed))
+    info = train_rm(tmp, resolve_base(recipe), pairs, recipe.reward_model, recipe.seed)
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
     print(f"reward model: {final / 'model'} ({len(scored)} scored round(s), {info})")

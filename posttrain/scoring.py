@@ -72,12 +72,10 @@ def reward_model(out: Path, base_model: str, scored_rounds: list[pa.Table], prom
     """Reward-model stage: trains an RM on the recipe's preference files plus passing-vs-failing samples
     of every round so far (`scored_rounds`, oldest first; the last is this round's), then scores this
     round's samples (`rm_score`)."""
-    from posttrain.variants import train_variants
-    from reward.model import score_with_reward_model, train_reward_model
+    from reward.model import score_with_reward_model
 
     pairs = preference_data(scored_rounds, prompts, cfg.preference_sources, pass_threshold)
-    # Every rank trains (data-parallel); variants share the score head's initialisation, so they average.
-    info = train_variants(out, cfg, seed, lambda o, c, s: train_reward_model(o, base_model, pairs, c, s, init_seed=seed))
+    info = train_rm(out, base_model, pairs, cfg, seed)  # every rank: data-parallel
     if not world().is_main:
         return {}
     scored = scored_rounds[-1]
@@ -91,6 +89,15 @@ def reward_model(out: Path, base_model: str, scored_rounds: list[pa.Table], prom
         log.warning("reward model: %d of %d scores are NaN or infinite; those samples are not selected",
                     nonfinite, len(rm))
     return {**info, "scored": schema.write(table, "scored", out / "scored.parquet"), "rm_nonfinite": nonfinite}
+
+
+def train_rm(out: Path, base_model: str, pairs: list[dict], cfg, seed: int) -> dict:
+    """The reward model in out/model: trained once, or per `cfg.variants` and averaged. Variants share the
+    score head's initialisation (the recipe seed), so their heads average like the rest of the weights."""
+    from posttrain.variants import train_variants
+    from reward.model import train_reward_model
+
+    return train_variants(out, cfg, seed, lambda o, c, s: train_reward_model(o, base_model, pairs, c, s, init_seed=seed))
 
 
 def preference_data(scored_rounds: list[pa.Table], prompts: pa.Table, files: list[str],

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from posttrain.dist import barrier, world
+from posttrain.rundir import write_json
 
 log = logging.getLogger("posttrain")
 
@@ -55,15 +56,13 @@ def train_variants(out: Path, cfg: Any, seed: int, train: Callable[[Path, Any, i
 
     A finished training is marked (`done.json`, its results) so that a stage killed after it (e.g.
     between SFT's save and the stage's manifest, or between variants) does not train it again."""
-    from posttrain.average import average
-
     if not cfg.variants:
         return _once(out, lambda: train(out, cfg, seed))
     results, models = [], []
     for i, overrides in enumerate(cfg.variants):
         vdir = out / "variants" / str(i)
 
-        def run(vdir=vdir, overrides=overrides):
+        def run():  # called right away, in this iteration
             vcfg, vseed = variant(cfg, overrides, seed)
             log.info("variant %d of %d: %s (seed %d)", i + 1, len(cfg.variants), overrides or "as the section", vseed)
             return {"overrides": overrides, "seed": vseed, **train(vdir, vcfg, vseed)}
@@ -73,10 +72,12 @@ def train_variants(out: Path, cfg: Any, seed: int, train: Callable[[Path, Any, i
     weights = cfg.variant_weights or [1.0] * len(models)
     summary = {"variants": results, "weights": [x / sum(weights) for x in weights],
                "steps": sum(r.get("steps", 0) for r in results)}
-    return _once(out, lambda: _average(models, out, cfg.variant_weights, summary, average))
+    return _once(out, lambda: _average(models, out, cfg.variant_weights, summary))
 
 
-def _average(models: list[Path], out: Path, weights, summary: dict, average) -> dict:
+def _average(models: list[Path], out: Path, weights: list[float] | None, summary: dict) -> dict:
+    from posttrain.average import average
+
     if world().is_main:
         average(models, out / "model", weights)
         for m in models:  # only the average is kept; each variant's results stay in the manifest
@@ -93,8 +94,6 @@ def _once(folder: Path, fn: Callable[[], dict]) -> dict:
     results = fn()
     barrier()  # every rank has finished (and the main one saved) before it is marked done
     if world().is_main:
-        tmp = done.with_suffix(".tmp")
-        tmp.write_text(json.dumps(results))
-        tmp.replace(done)
+        write_json(done, results)
     barrier()
     return results
