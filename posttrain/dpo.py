@@ -89,7 +89,21 @@ def dpo_trainer(out: Path, sft_model: str | Path, pairs: pa.Table, cfg: DPOConfi
     trainer_cls = LengthGroupedDPOTrainer if cfg.group_by_length else DPOTrainer
     trainer = trainer_cls(**{"model": str(sft_model), **lora_args(cfg.lora, sft_model)}, args=args,
                           data_collator=collator, train_dataset=dataset, processing_class=tokenizer)
+    _release_reference_engine(trainer)
     return trainer, tokenizer
+
+
+def _release_reference_engine(trainer) -> None:
+    """Removes the hooks of the DeepSpeed inference engine TRL wrapped the policy in for the reference pass.
+
+    Under ZeRO-3 that engine's parameter hooks stay on the policy's modules; the training engine then adds
+    its own, and the first training forward dies in DeepSpeed's parameter trace ("IndexError: pop from an
+    empty deque"). The reference log-probs are already in the dataset, so the engine has done its job.
+    """
+    engine = getattr(trainer, "_precompute_engine", None)  # TRL >= 1.16 builds it only under DeepSpeed
+    if engine is not None:
+        engine.destroy()
+        trainer._precompute_engine = None
 
 
 class LengthGroupedDPOTrainer(DPOTrainer):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib.util
+import logging
+import os
 import shutil
 from pathlib import Path
 
@@ -12,6 +14,8 @@ from transformers import TrainerCallback
 from transformers.trainer_utils import get_last_checkpoint
 
 from posttrain.faults import kill_if, stage_point
+
+log = logging.getLogger(__name__)
 
 
 class KillAtStep(TrainerCallback):
@@ -34,12 +38,22 @@ def common_args(out: Path, cfg, seed: int) -> dict:
         save_strategy="steps", save_steps=cfg.checkpoint_every_steps, save_total_limit=1,
         disable_tqdm=True, dataloader_num_workers=0,
         bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported(),  # TRL defaults to bf16, which CPUs refuse
-        # Without a GPU, only use_cpu lets a multi-process launch train data-parallel (gloo); else each
-        # rank would train alone on everything.
-        use_cpu=not torch.cuda.is_available(),
+        use_cpu=_use_cpu(),
         gradient_checkpointing=cfg.gradient_checkpointing, torch_compile=cfg.torch_compile,
         use_liger_kernel=_liger_available(cfg.use_liger_kernel),
     )
+
+
+def _use_cpu() -> bool:
+    """True without a GPU: only use_cpu lets a multi-process launch train data-parallel there (gloo); else
+    each rank would train alone on everything. DeepSpeed keeps its own engine on CPU (cpu_zero*.yaml)."""
+    if torch.cuda.is_available():
+        return False
+    if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true":
+        # accelerate turns FSDP on only for GPU-like devices; on CPU its state says MULTI_CPU, plain DDP.
+        log.warning("FSDP needs GPUs: without one accelerate trains plain data-parallel (DDP, every rank holds "
+                    "the whole model); for sharded training on CPU launch with recipes/accelerate/cpu_zero3.yaml")
+    return True
 
 
 def _liger_available(wanted: bool) -> bool:

@@ -1,6 +1,6 @@
-"""DeepSpeed ZeRO-2 on CPU: the SFT stage under `accelerate launch --config_file
-recipes/accelerate/cpu_zero2.yaml` runs on 2 gloo processes, each a DeepSpeed engine at ZeRO stage 2
-(not DDP, not one process), and saves a trained plain model folder."""
+"""DeepSpeed on CPU: the SFT and DPO stages under `accelerate launch --config_file
+recipes/accelerate/cpu_zero{2,3}.yaml` run on 2 gloo processes, each a DeepSpeed engine at the config's ZeRO
+stage (not DDP, not one process), and save a trained plain model folder that holds every full weight."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import json
 import random
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -22,32 +23,73 @@ pytestmark = [
 ]
 
 
-def test_zero2_sft_on_two_cpu_processes(tmp_path, tiny_base):
-    from transformers import AutoModelForCausalLM
-
+def _launch(config: str, stage: str, base: Path, out: Path, *options: str) -> list[dict]:
+    """tests/_dist_stage.py under `config` on 2 processes; what each rank's trainer ran under."""
     cmd = [sys.executable, "-m", "accelerate.commands.launch",
-           "--config_file", str(ROOT / "recipes" / "accelerate" / "cpu_zero2.yaml"),
+           "--config_file", str(ROOT / "recipes" / "accelerate" / config),
            "--main_process_port", str(random.randint(20000, 40000)),
-           str(ROOT / "tests" / "_ds_sft_step.py"), str(tiny_base), str(tmp_path)]
+           str(ROOT / "tests" / "_dist_stage.py"), stage, str(base), str(out), *options]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
+    assert sorted(p.name for p in out.glob("rank*.json")) == ["rank0.json", "rank1.json"]
+    return [json.loads((out / f"rank{rank}.json").read_text()) for rank in range(2)]
 
-    assert sorted(p.name for p in tmp_path.glob("rank*.json")) == ["rank0.json", "rank1.json"]
-    for rank in range(2):
-        seen = json.loads((tmp_path / f"rank{rank}.json").read_text())
-        assert seen["rank"] == seen["process_index"] == rank
-        assert seen["world_size"] == seen["num_processes"] == seen["dist_world_size"] == 2
-        assert seen["dist_backend"] == "gloo" and seen["device"].startswith("cpu")
-        assert seen["distributed_type"] == "DistributedType.DEEPSPEED" and seen["engine"] == "DeepSpeedEngine"
-        assert seen["zero_stage"] == 2 and seen["optimizer"] == "DeepSpeedZeroOptimizer"
-        # every parameter group's optimizer state and gradients are split over both ranks
-        assert seen["partition_count"] and set(seen["partition_count"]) == {2}
-        assert seen["info"]["steps"] == 2  # 8 conversations / (2 ranks x 2 per batch), one epoch
 
-    model_dir = tmp_path / "sft" / "model"
+def _weights(model_dir: Path) -> dict[str, torch.Tensor]:
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(model_dir).state_dict()
+
+
+def _assert_ran_sharded(seen: list[dict], zero_stage: int, optimizer: str) -> None:
+    for rank, s in enumerate(seen):
+        assert s["rank"] == s["process_index"] == rank
+        assert s["world_size"] == s["num_processes"] == s["dist_world_size"] == 2
+        assert s["dist_backend"] == "gloo" and s["device"].startswith("cpu")
+        assert s["distributed_type"] == "DistributedType.DEEPSPEED" and s["engine"] == "DeepSpeedEngine"
+        assert s["zero_stage"] == zero_stage and s["optimizer"] == optimizer
+        assert s["info"]["steps"] == 2  # 8 rows / (2 ranks x 2 per batch), one epoch
+
+
+def test_zero2_sft_on_two_cpu_processes(tmp_path, tiny_base):
+    seen = _launch("cpu_zero2.yaml", "sft", tiny_base, tmp_path)
+    _assert_ran_sharded(seen, 2, "DeepSpeedZeroOptimizer")
+    # every parameter group's optimizer state and gradients are split over both ranks
+    assert all(s["partition_count"] and set(s["partition_count"]) == {2} for s in seen)
+
     assert not (tmp_path / "sft" / "checkpoints").exists()
-    before = AutoModelForCausalLM.from_pretrained(tiny_base).state_dict()
-    after = AutoModelForCausalLM.from_pretrained(model_dir).state_dict()
+    before, after = _weights(tiny_base), _weights(tmp_path / "sft" / "model")
     assert before.keys() == after.keys()
     assert all(v.dtype == torch.float32 for v in after.values())
     assert any(not torch.equal(before[k], after[k]) for k in before), "ZeRO-2 training left the weights unchanged"
+
+
+def test_zero3_lora_sft_merges_the_gathered_weights(tmp_path, tiny_base):
+    """Under ZeRO-3 each rank holds half of every weight; the saved model must hold whole weights with the
+    adapters merged: every linear layer moved, the norms and embeddings (no adapters) exactly as before."""
+    seen = _launch("cpu_zero3.yaml", "sft", tiny_base, tmp_path, "lora")
+    _assert_ran_sharded(seen, 3, "DeepSpeedZeroOptimizer_Stage3")
+    assert all(s["partition_count"] == 2 for s in seen)
+
+    before, after = _weights(tiny_base), _weights(tmp_path / "sft" / "model")
+    assert before.keys() == after.keys() and all(after[k].shape == before[k].shape for k in before)
+    linear = {k for k in before if k.endswith("proj.weight")}
+    assert linear and all(not torch.equal(before[k], after[k]) for k in linear)
+    assert all(torch.equal(before[k], after[k]) for k in before.keys() - linear)
+
+
+def test_zero3_dpo_with_precomputed_reference_trains_like_zero2(tmp_path, tiny_base):
+    """TRL's reference pass wraps the policy in a DeepSpeed inference engine; under ZeRO-3 its hooks broke the
+    first training step ("pop from an empty deque") until the stage released them. Same pairs, same ranks,
+    same seed: ZeRO-3 and ZeRO-2 take the same steps (sharding changes where the numbers live, not them)."""
+    z2 = _launch("cpu_zero2.yaml", "dpo", tiny_base, tmp_path / "z2", "precompute")
+    z3 = _launch("cpu_zero3.yaml", "dpo", tiny_base, tmp_path / "z3", "precompute")
+    _assert_ran_sharded(z3, 3, "DeepSpeedZeroOptimizer_Stage3")
+    assert [s["info"]["train_loss"] for s in z3] == pytest.approx([s["info"]["train_loss"] for s in z2], abs=1e-3)
+
+    before = _weights(tiny_base)
+    w2, w3 = (_weights(tmp_path / run / "dpo" / "model") for run in ("z2", "z3"))
+    assert all(not torch.equal(before[k], w3[k]) for k in before)
+    assert max((w2[k] - w3[k]).abs().max().item() for k in before) < 1e-4
+    assert not (tmp_path / "z3" / "dpo" / "pairs_dataset").exists()
+
