@@ -49,10 +49,11 @@ def main(stage: str, base: str, out: Path, options: list[str]) -> None:
     drawn = tiny_world.draw("math", "train", NUM_EXAMPLES, 0)
     if stage == "sft":
         mix = schema.from_records([{"id": r["id"], "prompt_id": r["id"], "capability": "math", "round": 1,
-                                    "reward": 1.0, "messages": r["messages"] + [{"role": "assistant", "content": reply}]}
+                                    "reward": 1.0,
+                                    "messages": r["messages"] + [{"role": "assistant", "content": reply}]}
                                    for r, reply in drawn], "sft")
-        info = posttrain.sft.sft(out / stage, base, mix, SFTConfig(learning_rate=1e-3, batch_size=BATCH_SIZE, lora=lora),
-                                 seed=0)
+        cfg = SFTConfig(learning_rate=1e-3, batch_size=BATCH_SIZE, lora=lora)
+        info = posttrain.sft.sft(out / stage, base, mix, cfg, seed=0)
     else:  # each prompt's reply chosen, the next prompt's reply rejected
         pairs = schema.from_records([{"id": r["id"], "prompt_id": r["id"], "capability": "math", "round": 1,
                                       "prompt": r["messages"], "chosen": [{"role": "assistant", "content": reply}],
