@@ -2,7 +2,8 @@
 
 A recipe says *what* to train; how to distribute it lives in an accelerate config. Every section is a
 `kw_only` dataclass; unknown keys, wrong types and missing required fields are errors that name the
-dotted key (and the recipe file), raised before any work starts.
+dotted key (and the recipe file), raised before any work starts. Value checks (ranges, keys that need
+other keys, names and files that must exist) live in posttrain/recipe_checks.py.
 """
 
 from __future__ import annotations
@@ -368,10 +369,12 @@ def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
         raise RecipeError(f"{path}: a recipe is a mapping of sections, got {type(data).__name__}")
     for item in overrides:
         _apply_override(data, item, path)
+    from posttrain.recipe_checks import check, check_preference_files, check_prompt_files  # imports this module
+
     recipe = build(Recipe, data, str(path), "")
-    _check(recipe, str(path))
-    _check_prompt_files(recipe, str(path))
-    _check_preference_files(recipe, str(path))
+    check(recipe, str(path))
+    check_prompt_files(recipe, str(path))
+    check_preference_files(recipe, str(path))
     return recipe
 
 
@@ -437,7 +440,8 @@ def _convert(tp: Any, value: Any, where: str, key: str) -> Any:
     if origin is dict:
         if not isinstance(value, dict):
             raise RecipeError(f"{where}: {key} must be a mapping, got {type(value).__name__}")
-        return {_convert(args[0], k, where, key): _convert(args[1], v, where, _dotted(key, k)) for k, v in value.items()}
+        return {_convert(args[0], k, where, key): _convert(args[1], v, where, _dotted(key, k))
+                for k, v in value.items()}
     if dataclasses.is_dataclass(tp):
         return build(tp, value, where, key)
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
@@ -449,256 +453,6 @@ def _convert(tp: Any, value: Any, where: str, key: str) -> Any:
 
 def _dotted(prefix: str, name: Any) -> str:
     return f"{prefix}.{name}" if prefix else str(name)
-
-
-def _check(r: Recipe, where: str) -> None:
-    """Value checks that types alone cannot express."""
-
-    def need(ok: bool, key: str, msg: str) -> None:
-        if not ok:
-            raise RecipeError(f"{where}: {key} {msg}")
-
-    need(r.rounds >= 1, "rounds", f"must be >= 1, got {r.rounds}")
-    need(r.generate.num_samples >= 1, "generate.num_samples", f"must be >= 1, got {r.generate.num_samples}")
-    need(r.generate.tensor_parallel_size >= 1, "generate.tensor_parallel_size",
-         f"must be >= 1, got {r.generate.tensor_parallel_size}")
-    need(r.generate.temperature >= 0, "generate.temperature", "must be >= 0")
-    need(0 < r.generate.top_p <= 1, "generate.top_p", "must be in (0, 1]")
-    need(r.generate.max_tokens >= 1, "generate.max_tokens", "must be >= 1")
-    need(r.select.min_margin >= 0, "select.min_margin", "must be >= 0")
-    need(r.sft.learning_rate > 0, "sft.learning_rate", "must be > 0")
-    need(r.dpo.beta > 0, "dpo.beta", "must be > 0")
-    for stage in ("sft", "dpo"):
-        lora = getattr(r, stage).lora
-        need(lora.r >= 0, f"{stage}.lora.r", f"must be >= 0 (0 = no LoRA), got {lora.r}")
-        need(lora.alpha >= 1, f"{stage}.lora.alpha", f"must be >= 1, got {lora.alpha}")
-        need(0 <= lora.dropout < 1, f"{stage}.lora.dropout", f"must be in [0, 1), got {lora.dropout}")
-        need(not lora.quantize_4bit or lora.r > 0, f"{stage}.lora.quantize_4bit", "needs lora.r > 0 (QLoRA)")
-        if lora.quantize_4bit:
-            import importlib.util
-
-            need(importlib.util.find_spec("bitsandbytes") is not None, f"{stage}.lora.quantize_4bit",
-                 "needs the bitsandbytes package (pip install bitsandbytes; CUDA only)")
-        if getattr(r, stage).use_liger_kernel:
-            import importlib.util
-
-            need(importlib.util.find_spec("liger_kernel") is not None, f"{stage}.use_liger_kernel",
-                 "needs the liger-kernel package (pip install liger-kernel; Triton kernels, CUDA GPUs only)")
-    rm = r.reward_model
-    need(rm.learning_rate > 0, "reward_model.learning_rate", f"must be > 0, got {rm.learning_rate}")
-    need(rm.num_epochs > 0, "reward_model.num_epochs", f"must be > 0, got {rm.num_epochs}")
-    for name in ("batch_size", "gradient_accumulation_steps", "max_length", "checkpoint_every_steps",
-                 "score_batch_size"):
-        need(getattr(rm, name) >= 1, f"reward_model.{name}", f"must be >= 1, got {getattr(rm, name)}")
-    need(rm.lora_r >= 0, "reward_model.lora_r", f"must be >= 0 (0 = no LoRA), got {rm.lora_r}")
-    need(rm.lora_alpha >= 1, "reward_model.lora_alpha", f"must be >= 1, got {rm.lora_alpha}")
-    need(0 <= rm.lora_dropout < 1, "reward_model.lora_dropout", f"must be in [0, 1), got {rm.lora_dropout}")
-    need(rm.weight >= 0, "reward_model.weight", f"must be >= 0, got {rm.weight}")
-    need(rm.enabled or rm.weight == 0, "reward_model.weight", "has no effect unless reward_model.enabled is true")
-    for i, src in enumerate(rm.preference_sources):
-        need(Path(src).is_file(), f"reward_model.preference_sources[{i}]", f"is not a file: {src}")
-    m = r.mix
-    need(0 < m.near_threshold <= 1, "mix.near_threshold", f"must be in (0, 1], got {m.near_threshold}")
-    need(m.num_perm >= 16, "mix.num_perm", f"must be >= 16, got {m.num_perm}")
-    need(m.ngram >= 1, "mix.ngram", f"must be >= 1, got {m.ngram}")
-    need(m.max_repeat >= 1, "mix.max_repeat", f"must be >= 1, got {m.max_repeat}")
-    need(m.total is None or m.total >= 1, "mix.total", f"must be >= 1, got {m.total}")
-    if m.targets is None:
-        need(m.total is None and m.max_repeat == 1, "mix.total" if m.total is not None else "mix.max_repeat",
-             "has no effect without mix.targets")
-    else:
-        for cap, share in m.targets.items():
-            need(cap in CAPABILITIES, f"mix.targets.{cap}", f"is not a known capability {CAPABILITIES}")
-            need(share >= 0, f"mix.targets.{cap}", f"must be >= 0, got {share}")
-        need(abs(sum(m.targets.values()) - 1) <= 1e-6, "mix.targets",
-             f"must sum to 1 (within 1e-6), got {sum(m.targets.values())!r}")
-    _check_mix_tags(m, need)
-    _check_variants(r, where, need)
-    need(len(r.prompts.sources) > 0, "prompts.sources", "must name at least one source")
-    for i, src in enumerate(r.prompts.sources):
-        key = f"prompts.sources[{i}]"
-        for cap in src.capabilities:
-            need(cap in CAPABILITIES, f"{key}.capabilities", f"has unknown capability {cap!r} (known: {CAPABILITIES})")
-        if src.kind == "file":
-            need(src.path is not None, f"{key}.path", "is required for kind: file")
-            need(Path(src.path).exists(), f"{key}.path", f"does not exist: {src.path}")
-            need(Path(src.path).is_file(), f"{key}.path", f"is not a file: {src.path}")
-        elif src.kind == "hf":
-            need(bool(src.name), f"{key}.name", "is required for kind: hf (a dataset id or local dataset folder)")
-        elif src.kind == "generator":
-            from posttrain.sources import GENERATORS
-
-            need(src.name in GENERATORS, f"{key}.name", f"names unknown generator {src.name!r} (known: {sorted(GENERATORS)})")
-            need(src.num_train >= 0 and src.num_heldout >= 0 and src.num_train + src.num_heldout > 0, key,
-                 "generator sources need num_train and/or num_heldout > 0")
-        else:
-            need(src.num_train > 0 and src.num_heldout > 0, f"{key}", "tiny sources need num_train and num_heldout > 0")
-    g = r.generate
-    if g.temperature_range is not None:
-        need(len(g.temperature_range) == 2 and 0 <= g.temperature_range[0] <= g.temperature_range[1],
-             "generate.temperature_range", f"must be [low, high] with 0 <= low <= high, got {g.temperature_range}")
-    for cap in g.system_prompts:
-        need(cap in CAPABILITIES, f"generate.system_prompts.{cap}", f"is not a known capability {CAPABILITIES}")
-    e = r.eval
-    from eval.benchmarks import BENCHMARKS
-
-    for i, name in enumerate(e.benchmarks):
-        need(name == "heldout" or name in BENCHMARKS, f"eval.benchmarks[{i}]",
-             f"names unknown benchmark {name!r} (known: heldout, {', '.join(sorted(BENCHMARKS))})")
-    need(len(set(e.benchmarks)) == len(e.benchmarks), "eval.benchmarks", "lists a benchmark twice")
-    need(e.limit is None or e.limit >= 1, "eval.limit", f"must be >= 1, got {e.limit}")
-    need(e.num_samples >= 1, "eval.num_samples", f"must be >= 1, got {e.num_samples}")
-    need(e.temperature > 0 or e.num_samples == 1, "eval.num_samples",
-         "must be 1 with eval.temperature 0 (greedy samples are all the same)")
-    need(bool(e.pass_k) and all(1 <= k <= e.num_samples for k in e.pass_k), "eval.pass_k",
-         f"every k must be in [1, eval.num_samples={e.num_samples}], got {e.pass_k}")
-    need(e.max_tokens >= 1, "eval.max_tokens", f"must be >= 1, got {e.max_tokens}")
-    if r.base is None and Path(r.base_model).is_absolute():  # a relative one may be a hub id (see resolve_base)
-        need(Path(r.base_model).exists(), "base_model",
-             f"does not exist: {r.base_model} (and no `base` section builds it)")
-    need(r.base is not None or _has_chat_template(Path(r.base_model)) is not False, "base_model",
-         f"{r.base_model}: its tokenizer has no chat template, which every stage uses to render prompts; use a "
-         f"model (or tokenizer_config.json) that has one, e.g. the -Instruct tokenizer of the same family")
-    for cap, name in r.score.verifiers.items():
-        from reward import VERIFIERS
-
-        need(cap in CAPABILITIES, f"score.verifiers.{cap}", f"is not a known capability {CAPABILITIES}")
-        need(name in VERIFIERS, f"score.verifiers.{cap}", f"names unknown verifier {name!r} (known: {sorted(VERIFIERS)})")
-    h = r.hub
-    need(h.push == "never" or h.repo_id is not None, "hub.repo_id",
-         f"is required with hub.push: {h.push} (an 'owner/name' repo id, e.g. your-name/llama-math)")
-    for key, rid in (("repo_id", h.repo_id), ("dataset_repo_id", h.dataset_repo_id)):
-        need(rid is None or HubConfig.valid_repo_id(rid), f"hub.{key}",
-             f"must be 'owner/name' (letters, digits, '-', '_', '.'; name at most 96 characters), got {rid!r}")
-    if h.push_datasets and h.repo_id and h.dataset_repo_id is None and HubConfig.valid_repo_id(h.repo_id):
-        need(HubConfig.valid_repo_id(h.dataset_repo), "hub.dataset_repo_id",
-             f"is needed: the default {h.dataset_repo!r} is not a valid repo id")
-    need(h.push == "never" or h.push_model or h.push_datasets or h.push_report, "hub.push",
-         f"is {h.push} but push_model, push_datasets and push_report are all false: nothing to push")
-    need(bool(h.license.strip()), "hub.license", "must not be empty (e.g. other, apache-2.0, llama3.1)")
-
-
-def _check_mix_tags(m: MixConfig, need) -> None:
-    """Value checks of the mix's tagging, semantic dedup and tag-based rebalancing keys."""
-    _check_judge(m.judge, need)
-    need(0 < m.semantic_threshold <= 1, "mix.semantic_threshold", f"must be in (0, 1], got {m.semantic_threshold}")
-    need(m.semantic_cluster_size >= 2, "mix.semantic_cluster_size", f"must be >= 2, got {m.semantic_cluster_size}")
-    need(m.difficulty_weight >= 0, "mix.difficulty_weight", f"must be >= 0, got {m.difficulty_weight}")
-    need(m.embedding_model is None or Path(m.embedding_model).is_dir(), "mix.embedding_model",
-         f"is not a local model folder: {m.embedding_model}")
-    need(bool(m.topics), "mix.topics", "must name at least one topic")
-    fines: dict[str, str] = {}
-    for coarse, fine in m.topics.items():
-        need(bool(fine), f"mix.topics.{coarse}", "must describe at least one fine topic")
-        for name, text in fine.items():
-            need(bool(text.strip()), f"mix.topics.{coarse}.{name}", "needs a description (it is what gets embedded)")
-            need(name not in fines, f"mix.topics.{coarse}.{name}", f"is also a fine topic of {fines.get(name)}")
-            fines[name] = coarse
-    if m.targets is None:
-        for key, value in (("topic_targets", m.topic_targets), ("difficulty_weight", m.difficulty_weight or None)):
-            need(value is None, f"mix.{key}", "has no effect without mix.targets")
-    if m.topic_targets is not None:
-        for topic, share in m.topic_targets.items():
-            need(topic in m.topics, f"mix.topic_targets.{topic}", f"is not a coarse topic of mix.topics {list(m.topics)}")
-            need(share >= 0, f"mix.topic_targets.{topic}", f"must be >= 0, got {share}")
-        need(abs(sum(m.topic_targets.values()) - 1) <= 1e-6, "mix.topic_targets",
-             f"must sum to 1 (within 1e-6), got {sum(m.topic_targets.values())!r}")
-
-
-def _check_variants(r: Recipe, where: str, need) -> None:
-    """Every variant builds (known, variable keys of the right type) and passes the section's own checks."""
-    from posttrain.variants import variant
-
-    for stage in ("sft", "dpo", "reward_model"):
-        cfg = getattr(r, stage)
-        if not cfg.variants:
-            need(cfg.variant_weights is None, f"{stage}.variant_weights", f"needs {stage}.variants")
-            continue
-        need(len(cfg.variants) >= 2, f"{stage}.variants", "needs at least 2 entries (the average of one model is itself)")
-        seen = []
-        for i, overrides in enumerate(cfg.variants):
-            key = f"{stage}.variants[{i}]"
-            try:
-                vcfg, vseed = variant(cfg, overrides, r.seed)
-                _check(dataclasses.replace(r, **{stage: vcfg}), where)
-            except RecipeError as e:
-                raise RecipeError(f"{where}: {key}: {str(e).removeprefix(where + ': ').lstrip(': ')}") from None
-            need((vcfg, vseed) not in seen, key, "trains the same model as an earlier variant (change a key or the seed)")
-            seen.append((vcfg, vseed))
-        weights = cfg.variant_weights
-        need(weights is None or (len(weights) == len(cfg.variants) and min(weights) >= 0 and sum(weights) > 0),
-             f"{stage}.variant_weights", f"needs one weight >= 0 per variant, not all 0; got {weights}")
-
-
-def _check_judge(j: JudgeConfig, need) -> None:
-    from data_mix.judge import PLACEHOLDERS, PROMPTS
-
-    if j.model is None:
-        return
-    need(j.model == "policy" or not Path(j.model).is_absolute() or Path(j.model).is_dir(), "mix.judge.model",
-         f"does not exist: {j.model} (use 'policy', a local model folder or a hub id)")
-    need(bool(j.judgments), "mix.judge.judgments", f"must name at least one of {list(JUDGMENTS)}")
-    need(len(set(j.judgments)) == len(j.judgments), "mix.judge.judgments", "lists a judgment twice")
-    need(j.max_tokens >= 1, "mix.judge.max_tokens", f"must be >= 1, got {j.max_tokens}")
-    need(j.temperature >= 0, "mix.judge.temperature", f"must be >= 0, got {j.temperature}")
-    need(j.retry_temperature > 0, "mix.judge.retry_temperature", f"must be > 0, got {j.retry_temperature}")
-    folder = Path(j.prompt_dir) if j.prompt_dir is not None else PROMPTS
-    need(folder.is_dir(), "mix.judge.prompt_dir", f"is not a folder: {folder}")
-    for name in j.judgments:
-        path = folder / f"{name}.txt"
-        need(path.is_file(), "mix.judge.prompt_dir", f"has no {name}.txt (the {name} judgment's prompt template)")
-        text = path.read_text(encoding="utf-8")
-        for placeholder in PLACEHOLDERS[name]:
-            need(placeholder in text, "mix.judge.prompt_dir", f"{path} lacks the {placeholder} placeholder")
-
-
-def _has_chat_template(model_dir: Path) -> bool | None:
-    """Whether a local model folder's tokenizer has a chat template; None when it cannot be told from the
-    files (a hub id, or no tokenizer_config.json: the round checks again once the tokenizer loads)."""
-    import json
-
-    config = model_dir / "tokenizer_config.json"
-    if not config.is_file():
-        return None
-    if (model_dir / "chat_template.jinja").is_file() or (model_dir / "chat_template.json").is_file():
-        return True
-    try:
-        return bool(json.loads(config.read_text(encoding="utf-8")).get("chat_template"))
-    except (ValueError, OSError):
-        return None
-
-
-def _check_prompt_files(r: Recipe, where: str) -> None:
-    """Reads every file source now, so a bad prompt file fails (naming file and line) before any work starts."""
-    from posttrain.prompts import load_source
-    from posttrain.schema import SchemaError
-
-    owner: dict[str, str] = {}  # prompt id -> the file source that holds it
-    for i, src in enumerate(r.prompts.sources):
-        if src.kind != "file":
-            continue
-        key = f"prompts.sources[{i}]"
-        try:
-            tables = load_source(src, r.seed)
-        except SchemaError as e:
-            raise RecipeError(f"{where}: {key}.path: bad prompt file: {e}") from None
-        for table in tables.values():
-            for pid in table.column("id").to_pylist():
-                if pid in owner:
-                    raise RecipeError(f"{where}: {key}: prompt id {pid!r} of {src.path} is also in {owner[pid]}")
-                owner[pid] = f"{src.path} ({key})"
-
-
-def _check_preference_files(r: Recipe, where: str) -> None:
-    """Reads every preference file now, so a bad line fails (naming file and line) before any work starts."""
-    from posttrain.schema import SchemaError
-    from reward.model import read_preference_file
-
-    for i, src in enumerate(r.reward_model.preference_sources):
-        try:
-            read_preference_file(Path(src))
-        except SchemaError as e:
-            raise RecipeError(f"{where}: reward_model.preference_sources[{i}]: bad preference file: {e}") from None
 
 
 def to_dict(section: Any) -> dict:

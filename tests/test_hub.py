@@ -1,4 +1,7 @@
-"""Hub pushes (posttrain/hub.py): what goes where, the cards, config checks, token secrecy, failing fast offline.
+"""Hub pushes (posttrain/hub.py): what goes where, config checks, token secrecy, failing fast offline.
+
+What the model card says is tested in tests/test_cards.py (with this file's run summary and recipes); here,
+that a push uploads the cards it built, and the dataset card's tables, built from the run's parquet files.
 
 Nothing here reaches huggingface.co: pushes go to a fake HfApi that records its calls, the real-HfApi tests
 point at http://127.0.0.1:9 (nothing listens there), and huggingface_hub's default endpoint is redirected
@@ -22,10 +25,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from huggingface_hub import DatasetCard, ModelCard, constants
+from huggingface_hub import DatasetCard, constants
 from huggingface_hub.errors import HfHubHTTPError
 
-from posttrain import hub, schema
+from posttrain import cards, hub, schema
 from posttrain.config import HubConfig, RecipeError, load_recipe
 
 REPO = Path(__file__).resolve().parents[1]
@@ -208,7 +211,8 @@ def test_every_round_pushes_a_round_branch_and_the_final_round_to_main(run, toke
         ("create_branch", "me/tiny-model-data", "dataset", "round-1", True),
         ("upload_folder", "me/tiny-model-data", "dataset", "round-1"),
     ]
-    assert out["revisions"] == ["round-1"] and out["repos"] == {"model": "me/tiny-model", "dataset": "me/tiny-model-data"}
+    assert out["revisions"] == ["round-1"]
+    assert out["repos"] == {"model": "me/tiny-model", "dataset": "me/tiny-model-data"}
     assert [c["commit_url"] for c in out["commits"]] == [f"https://hub.test/me/tiny-model/commit/{1:040d}",
                                                          f"https://hub.test/me/tiny-model-data/commit/{2:040d}"]
     json.dumps(out)  # goes into a stage manifest
@@ -268,7 +272,8 @@ def test_push_switches(run, token, model, datasets, report):
     api = FakeApi()
     recipe = recipe_dict(repo_id="me/m", push="final", push_model=model, push_datasets=datasets, push_report=report)
     out = do_push(run, recipe, api=api)
-    model_files = {f for f in MODEL_FILES if (model and not f.startswith("report/")) or (report and f.startswith("report/"))}
+    model_files = {f for f in MODEL_FILES
+                   if (model and not f.startswith("report/")) or (report and f.startswith("report/"))}
     repos = {u["repo_type"]: set(u["files"]) for u in api.uploads}
     assert repos == {**({"model": model_files} if model_files else {}), **({"dataset": DATA_FILES} if datasets else {})}
     assert set(out["repos"]) == set(repos)
@@ -291,39 +296,7 @@ def test_missing_report_is_skipped_and_missing_data_fails_before_any_call(run, t
     assert api.calls == []
 
 
-# --------------------------------------------------------------------------- cards
-
-
-def test_model_card_has_the_numbers_and_round_trips(run, token):
-    recipe = recipe_dict(repo_id="me/tiny-model", push="every_round", license="apache-2.0")
-    card = hub.model_card(recipe, SUMMARY, 2, "meta-llama/Llama-3.1-8B")
-    text = str(card)
-    for number in ("12.3%", "45.6%", "6.2%", "11.1%", "22.2%", "5.0%"):  # eval table: rounds 0..2
-        assert number in text, number
-    assert "| math | 30 | 25 | 27 |" in text and "| code | 11 | 4 | 8 |" in text  # mix by capability
-    for line in ("SFT examples in: 41", "exact duplicates removed: 7", "near duplicates removed (MinHash): 3",
-                 "eval set): 2", "DPO pairs removed as contaminated: 1"):
-        assert line in text, line
-    assert "K = 8 samples per prompt" in text and "rounds: 2 (this is round 2)" in text
-    assert "learning_rate: 0.001" in text and "nll_weight: 0.2" in text  # SFT / DPO hyperparameters
-    assert 'revision="round-2"' in text
-    back = ModelCard(text)
-    assert back.data.to_dict() == card.data.to_dict()
-    meta = back.data.to_dict()
-    assert meta["license"] == "apache-2.0" and meta["base_model"] == "meta-llama/Llama-3.1-8B"
-    assert meta["tags"] == ["posttrain", "llama-3-style", "dpo", "sft", "rejection-sampling"]
-    assert meta["library_name"] == "transformers" and meta["datasets"] == ["me/tiny-model-data"]
-    results = {(r.dataset_type, r.dataset_config, r.metric_type): r.metric_value for r in back.data.eval_results}
-    assert results[("heldout", "code", "accuracy")] == 0.456
-    assert results[("humaneval", None, "pass@4")] == pytest.approx(0.1625)
-    round1 = hub.model_card(recipe, SUMMARY, 1, "meta-llama/Llama-3.1-8B")
-    assert "12.3%" not in str(round1) and "11.1%" in str(round1)  # a round's card stops at that round
-
-
-def test_model_card_leaves_a_local_base_out_of_the_metadata(tmp_path):
-    card = hub.model_card(recipe_dict(repo_id="me/m", push="final"), SUMMARY, 2, str(tmp_path))
-    assert "base_model" not in card.data.to_dict() and str(tmp_path) in card.text
-    assert "base_model" not in hub.model_card(recipe_dict(), SUMMARY, 2, ".cache/tiny-base").data.to_dict()
+# --------------------------------------------------------------------------- the cards a push uploads
 
 
 def test_pushed_cards_are_the_built_cards(run, token):
@@ -331,13 +304,14 @@ def test_pushed_cards_are_the_built_cards(run, token):
     recipe = recipe_dict(repo_id="me/m", push="final")
     do_push(run, recipe, api=api)
     readme = api.upload("model", "main")["files"]["README.md"].decode()
-    assert readme == str(hub.model_card(recipe, SUMMARY, 2, recipe["base_model"]))
+    assert readme == str(cards.model_card(recipe, SUMMARY, 2, recipe["base_model"]))
     data_card = DatasetCard(api.upload("dataset", "main")["files"]["README.md"].decode())
     meta = data_card.data.to_dict()
     assert [c["config_name"] for c in meta["configs"]] == ["sft", "pairs"]
     assert meta["license"] == "other"
     text = data_card.text
-    assert "## `sft` (sft.parquet, 5 rows)" in text and "| messages |" in text and "| chosen_reward | `double` |" in text
+    assert "## `sft` (sft.parquet, 5 rows)" in text and "| messages |" in text
+    assert "| chosen_reward | `double` |" in text
     assert "| math | 3 |" in text and "| code | 2 |" in text and "| tools | 1 |" in text
     assert 'load_dataset("me/m-data", "pairs", split="train")' in text
 
@@ -387,7 +361,8 @@ def test_config_errors(tmp_path, keys, needle):
 
 
 def http_error(status: int) -> HfHubHTTPError:
-    return HfHubHTTPError(f"{status} Client Error", response=SimpleNamespace(status_code=status, headers={}, request=None))
+    response = SimpleNamespace(status_code=status, headers={}, request=None)
+    return HfHubHTTPError(f"{status} Client Error", response=response)
 
 
 def test_no_token_fails_before_any_call(run):
@@ -500,11 +475,3 @@ def test_default_api_follows_hf_endpoint_and_fails_fast(run, tmp_path):
     assert time.monotonic() - start < 60
     assert SECRET not in proc.stdout + proc.stderr
     assert snapshot(run.root) == before and list(tmpdir.iterdir()) == []
-
-
-def test_model_card_names_averaged_variants():
-    recipe = recipe_dict(repo_id="me/m", push="final")
-    assert "parameter average" not in hub.model_card(recipe, SUMMARY, 2, "base").text
-    recipe["sft"]["variants"] = [{}, {"learning_rate": 2e-5}]
-    text = hub.model_card(recipe, SUMMARY, 2, "base").text
-    assert '- sft: parameter average of 2 variants (Llama 3 §4.1.5): [{}, {"learning_rate": 2e-05}]' in text

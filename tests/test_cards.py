@@ -1,0 +1,55 @@
+"""Model cards (posttrain/cards.py): the numbers they show, their Hub metadata, what stays out of it.
+
+Cards are built without network or token. The run summary and recipes come from tests/test_hub.py, whose
+autouse no_real_hub fixture applies here too, so a Hub call that slipped into card building would fail instead
+of going out. The dataset card, which needs a round's parquet files, is checked there, in the push that uploads it
+(test_pushed_cards_are_the_built_cards).
+"""
+
+from __future__ import annotations
+
+import pytest
+from huggingface_hub import ModelCard
+
+from posttrain import cards
+from tests.test_hub import SUMMARY, no_real_hub, recipe_dict  # noqa: F401 - no_real_hub is autouse
+
+
+def test_model_card_has_the_numbers_and_round_trips():
+    recipe = recipe_dict(repo_id="me/tiny-model", push="every_round", license="apache-2.0")
+    card = cards.model_card(recipe, SUMMARY, 2, "meta-llama/Llama-3.1-8B")
+    text = str(card)
+    for number in ("12.3%", "45.6%", "6.2%", "11.1%", "22.2%", "5.0%"):  # eval table: rounds 0..2
+        assert number in text, number
+    assert "| math | 30 | 25 | 27 |" in text and "| code | 11 | 4 | 8 |" in text  # mix by capability
+    for line in ("SFT examples in: 41", "exact duplicates removed: 7", "near duplicates removed (MinHash): 3",
+                 "eval set): 2", "DPO pairs removed as contaminated: 1"):
+        assert line in text, line
+    assert "K = 8 samples per prompt" in text and "rounds: 2 (this is round 2)" in text
+    assert "learning_rate: 0.001" in text and "nll_weight: 0.2" in text  # SFT / DPO hyperparameters
+    assert 'revision="round-2"' in text
+    back = ModelCard(text)
+    assert back.data.to_dict() == card.data.to_dict()
+    meta = back.data.to_dict()
+    assert meta["license"] == "apache-2.0" and meta["base_model"] == "meta-llama/Llama-3.1-8B"
+    assert meta["tags"] == ["posttrain", "llama-3-style", "dpo", "sft", "rejection-sampling"]
+    assert meta["library_name"] == "transformers" and meta["datasets"] == ["me/tiny-model-data"]
+    results = {(r.dataset_type, r.dataset_config, r.metric_type): r.metric_value for r in back.data.eval_results}
+    assert results[("heldout", "code", "accuracy")] == 0.456
+    assert results[("humaneval", None, "pass@4")] == pytest.approx(0.1625)
+    round1 = cards.model_card(recipe, SUMMARY, 1, "meta-llama/Llama-3.1-8B")
+    assert "12.3%" not in str(round1) and "11.1%" in str(round1)  # a round's card stops at that round
+
+
+def test_model_card_leaves_a_local_base_out_of_the_metadata(tmp_path):
+    card = cards.model_card(recipe_dict(repo_id="me/m", push="final"), SUMMARY, 2, str(tmp_path))
+    assert "base_model" not in card.data.to_dict() and str(tmp_path) in card.text
+    assert "base_model" not in cards.model_card(recipe_dict(), SUMMARY, 2, ".cache/tiny-base").data.to_dict()
+
+
+def test_model_card_names_averaged_variants():
+    recipe = recipe_dict(repo_id="me/m", push="final")
+    assert "parameter average" not in cards.model_card(recipe, SUMMARY, 2, "base").text
+    recipe["sft"]["variants"] = [{}, {"learning_rate": 2e-5}]
+    text = cards.model_card(recipe, SUMMARY, 2, "base").text
+    assert '- sft: parameter average of 2 variants (Llama 3 §4.1.5): [{}, {"learning_rate": 2e-05}]' in text
