@@ -268,6 +268,9 @@ class RewardModelConfig:
     lora_dropout: float = 0.0
     score_batch_size: int = 64
     weight: float = 0.0  # 0 = RM score recorded only
+    # Pairs of this fraction of the prompts are held out of training; the model's pairwise accuracy on them
+    # (chosen scored above rejected; 50% = chance) is in the stage's results and the report. 0: train on all.
+    eval_fraction: float = 0.1
     gradient_checkpointing: bool = True  # as SFT / DPO: recompute activations in backward
     use_liger_kernel: bool = False
     torch_compile: bool = False

@@ -99,6 +99,7 @@ def _check_training(r: Recipe, need: Need) -> None:
 
 def _check_reward_model(rm: RewardModelConfig, need: Need) -> None:
     need(rm.learning_rate > 0, "reward_model.learning_rate", f"must be > 0, got {rm.learning_rate}")
+    need(0 <= rm.eval_fraction < 1, "reward_model.eval_fraction", f"must be in [0, 1), got {rm.eval_fraction}")
     need(rm.num_epochs > 0, "reward_model.num_epochs", f"must be > 0, got {rm.num_epochs}")
     for name in ("batch_size", "gradient_accumulation_steps", "max_length", "checkpoint_every_steps",
                  "score_batch_size"):

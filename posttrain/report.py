@@ -43,6 +43,8 @@ def summarize(run: RunDir, rounds: int) -> dict:
                                                  "by_capability", "semantic_dups", "below_quality_floor",
                                                  "composition", "judge")}
                     if m["mix"] else None),
+            "reward_model": ({k: res("reward_model", k) for k in ("pairs", "eval_pairs", "eval_accuracy")}
+                             if m["reward_model"] else None),
             "wall_s": {s: m[s].manifest["wall_s"] for s in STAGES if m[s]},
         })
     return {"run": str(run.root), "rounds": out}
@@ -77,7 +79,19 @@ def table(summary: dict) -> str:
         wall = " ".join(f"{s}={t:.0f}" for s, t in r["wall_s"].items())
         lines.append(f"{r['round']:>5}  {fmt(r['samples']):>7}  {fmt(r['pass_rate']):>9}  {fmt(r['sft_examples']):>7}  "
                      f"{fmt(r['sft_mix']):>7}  {fmt(r['dpo_pairs']):>9}  {wall}")
-    return "\n".join(lines)
+    return "\n".join(lines + rm_lines(summary))
+
+
+def rm_lines(summary: dict) -> list[str]:
+    """Per round with a reward model: its training pairs and its accuracy on the held-out prompts' pairs."""
+    lines = []
+    for r in summary["rounds"]:
+        rm = r.get("reward_model")
+        if rm:
+            held = (f"{rm['eval_accuracy']:.1%} of {rm['eval_pairs']} held-out pairs ranked right"
+                    if rm.get("eval_pairs") else "no held-out pairs")
+            lines.append(f"{r['round']:>5}  {rm.get('pairs') or 0:>8}  {held}")
+    return ["", "round  rm_pairs  reward model accuracy (50% = chance)", *lines] if lines else []
 
 
 # --------------------------------------------------------------------------- the page and its plots

@@ -93,11 +93,21 @@ def reward_model(out: Path, base_model: str, scored_rounds: list[pa.Table], prom
 
 def train_rm(out: Path, base_model: str, pairs: list[dict], cfg, seed: int) -> dict:
     """The reward model in out/model: trained once, or per `cfg.variants` and averaged. Variants share the
-    score head's initialisation (the recipe seed), so their heads average like the rest of the weights."""
-    from posttrain.variants import train_variants
-    from reward.model import train_reward_model
+    score head's initialisation (the recipe seed), so their heads average like the rest of the weights.
 
-    return train_variants(out, cfg, seed, lambda o, c, s: train_reward_model(o, base_model, pairs, c, s, init_seed=seed))
+    The pairs of a `cfg.eval_fraction` of the prompts are held out of training; the final model's accuracy
+    on them (`eval_accuracy`, main process) says whether its ranking is worth its `weight`."""
+    from posttrain.variants import train_variants
+    from reward.model import pairwise_accuracy, split_held_out, train_reward_model
+
+    train, held = split_held_out(pairs, cfg.eval_fraction, seed)
+    info = train_variants(out, cfg, seed,
+                          lambda o, c, s: train_reward_model(o, base_model, train, c, s, init_seed=seed))
+    if held and world().is_main:
+        accuracy = pairwise_accuracy(out / "model", held, cfg.score_batch_size, cfg.max_length)
+        info = {**info, "eval_pairs": len(held), "eval_accuracy": round(accuracy, 4)}
+        log.info("reward model: %.1f%% of %d held-out pairs ranked right (50%% = chance)", 100 * accuracy, len(held))
+    return info
 
 
 def preference_data(scored_rounds: list[pa.Table], prompts: pa.Table, files: list[str],
@@ -107,7 +117,8 @@ def preference_data(scored_rounds: list[pa.Table], prompts: pa.Table, files: lis
 
     pairs = [p for f in files for p in read_preference_file(Path(f))]
     for r, scored in enumerate(scored_rounds, 1):
-        pairs += [{**p, "prompt_id": f"{p['prompt_id']}/round{r}"} for p in preference_pairs(scored, prompts, pass_threshold)]
+        pairs += [{**p, "prompt_id": f"{p['prompt_id']}/round{r}"}
+                  for p in preference_pairs(scored, prompts, pass_threshold)]
     return pairs
 
 
@@ -135,7 +146,8 @@ def read_samples_file(path: Path) -> tuple[pa.Table, pa.Table]:
             raise schema.SchemaError(f"{where}: prompt id {prompt['id']!r} repeats with different prompt fields")
         prompts[prompt["id"]] = prompt
         samples.append({"prompt_id": prompt["id"], "completion": completion,
-                        "sample_index": seen[prompt["id"]] if index is None else index, "num_prompt_tokens": 0, "num_completion_tokens": 0, "logprob": None, "finish_reason": None})
+                        "sample_index": seen[prompt["id"]] if index is None else index, "num_prompt_tokens": 0,
+                        "num_completion_tokens": 0, "logprob": None, "finish_reason": None})
         seen[prompt["id"]] += 1
     if not samples:
         raise schema.SchemaError(f"{path}: no sample records")

@@ -27,7 +27,7 @@ from posttrain.rundir import write_json
 
 log = logging.getLogger("posttrain")
 
-NOT_VARIED = ("variants", "variant_weights", "enabled", "start_from", "checkpoint_every_steps",
+NOT_VARIED = ("variants", "variant_weights", "enabled", "start_from", "checkpoint_every_steps", "eval_fraction",
               "preference_sources", "score_batch_size", "weight")  # what data / where from / how saved
 
 

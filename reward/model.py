@@ -7,12 +7,15 @@
 - `train_reward_model`: TRL's `RewardTrainer` on a sequence classifier initialised from the pretrained
   base (`num_labels=1`), loss -log sigmoid(r_chosen - r_rejected) with no margin term; optional LoRA,
   merged before saving, so `out/model` is always a plain model folder.
+- `split_held_out` / `pairwise_accuracy`: the RM's usual yardstick, the fraction of held-out pairs whose
+  chosen response it scores above the rejected one, on prompts it was not trained on.
 - `score_with_reward_model`: every (prompt, completion) rendered with the chat template exactly as in
   training, sorted by token length, padded per batch, one forward per batch; scores in input order.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections import defaultdict
 from pathlib import Path
@@ -149,6 +152,37 @@ def train_reward_model(out: Path, base_model: str | Path, pairs: list[dict], cfg
     accuracy = [h["accuracy"] for h in trainer.state.log_history if "accuracy" in h]
     return {"pairs": len(pairs), "pairs_used": used, **result,
             **({"train_accuracy": round(accuracy[-1], 4)} if accuracy else {})}
+
+
+def split_held_out(pairs: list[dict], fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
+    """(train, held out) pairs: a prompt's pairs go to one side, held out with probability `fraction`.
+
+    Drawn by a hash of (seed, prompt), not by position, so the split is the same in every run and rank
+    and a prompt seen again in a later round stays on its side. The prompt is the pair id before its
+    last "/": verifier pairs are "<prompt id>/round<r>", preference-file pairs "<file>:<line>/<i>><j>"
+    (all pairs of one ranking together). A split that would leave nothing to train on holds out nothing.
+    """
+    def held(pair: dict) -> bool:
+        key = pair["prompt_id"].rsplit("/", 1)[0]
+        digest = hashlib.sha256(f"{seed}/{key}".encode()).digest()
+        return int.from_bytes(digest[:8], "big") / 2**64 < fraction
+
+    train = [p for p in pairs if not held(p)]
+    if not train:
+        return pairs, []
+    return train, [p for p in pairs if held(p)]
+
+
+def pairwise_accuracy(model_dir: str | Path, pairs: list[dict], batch_size: int = 64, max_length: int = 512) -> float:
+    """Fraction of `pairs` whose chosen response the RM scores above the rejected one; a tie counts
+    half (a constant RM scores 0.5, chance). Chosen and rejected are scored in one batched pass."""
+    prompts = [p["prompt"] for p in pairs]
+    scores = score_with_reward_model(model_dir, prompts + prompts,
+                                     [p["chosen"][-1]["content"] for p in pairs]
+                                     + [p["rejected"][-1]["content"] for p in pairs],
+                                     batch_size=batch_size, max_length=max_length, progress=False)
+    chosen, rejected = scores[:len(pairs)], scores[len(pairs):]
+    return sum(1.0 if c > r else 0.5 if c == r else 0.0 for c, r in zip(chosen, rejected)) / max(1, len(pairs))
 
 
 def _save_constant(model, tokenizer, out: Path) -> dict:

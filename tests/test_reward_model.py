@@ -16,7 +16,8 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, Llam
 from posttrain import schema
 from posttrain.config import RecipeError, RewardModelConfig, load_recipe
 from posttrain.tiny.base import train_tokenizer
-from reward.model import expand_ranking, preference_pairs, read_preference_file, score_with_reward_model, train_reward_model
+from reward.model import (expand_ranking, pairwise_accuracy, preference_pairs, read_preference_file,
+                          score_with_reward_model, split_held_out, train_reward_model)
 
 # --------------------------------------------------------------------------- expand_ranking
 
@@ -244,6 +245,37 @@ def test_no_pairs_saves_a_model_that_scores_zero(tiny_lm, tmp_path):
     info = train_reward_model(tmp_path, str(tiny_lm), [], CFG, seed=0)
     assert info == {"pairs": 0, "pairs_used": 0, "steps": 0}
     assert score_with_reward_model(str(tmp_path / "model"), [_prompt(1)] * 2, [GOOD, BAD], progress=False) == [0.0, 0.0]
+    assert pairwise_accuracy(tmp_path / "model", _pairs(range(4))) == 0.5  # all ties: chance, not 0 or 1
+
+
+# --------------------------------------------------------------------------- held-out accuracy
+
+
+def test_held_out_split_keeps_a_prompts_pairs_together_and_is_stable():
+    pairs = [{"prompt_id": f"q{i}/round{r}"} for i in range(400) for r in (1, 2)]
+    pairs += [{"prompt_id": f"prefs.jsonl:{line}/{i}>{j}"}
+              for line in range(1, 101) for i, j in ((0, 1), (0, 2), (1, 2))]
+    train, held = split_held_out(pairs, 0.2, seed=0)
+    assert len(train) + len(held) == len(pairs) and 0.1 < len(held) / len(pairs) < 0.3
+    side = {}
+    for p, is_held in [(p, False) for p in train] + [(p, True) for p in held]:
+        prompt = p["prompt_id"].rsplit("/", 1)[0]  # one prompt's rounds, or one ranking's pairs
+        assert side.setdefault(prompt, is_held) == is_held, prompt
+    assert split_held_out(pairs, 0.2, seed=0) == (train, held)
+    assert split_held_out(list(reversed(pairs)), 0.2, seed=0)[1] == list(reversed(held))  # by id, not position
+    assert split_held_out(pairs, 0.2, seed=1)[1] != held
+    assert split_held_out(pairs, 0.0, seed=0) == (pairs, [])
+    assert split_held_out(pairs[:1], 0.999999, seed=0) == (pairs[:1], [])  # nothing left to train on: hold none
+
+
+def test_trained_reward_model_reports_its_held_out_accuracy(tiny_lm, trained_rm, tmp_path):
+    from posttrain.scoring import train_rm
+
+    assert pairwise_accuracy(trained_rm[0], _pairs(range(100, 140))) >= 0.9
+    info = train_rm(tmp_path, str(tiny_lm), _pairs(range(64)), dataclasses.replace(CFG, eval_fraction=0.25), seed=0)
+    held = split_held_out(_pairs(range(64)), 0.25, seed=0)[1]
+    assert info["eval_pairs"] == len(held) > 0 and info["pairs"] == 64 - len(held)
+    assert info["eval_accuracy"] >= 0.9
 
 
 # --------------------------------------------------------------------------- config
@@ -260,6 +292,7 @@ def test_reward_model_section_defaults_and_validation():
                           ("reward_model.batch_size=0", "reward_model.batch_size"),
                           ("reward_model.lora_r=-1", "reward_model.lora_r"),
                           ("reward_model.lora_dropout=1.0", "reward_model.lora_dropout"),
+                          ("reward_model.eval_fraction=1", "reward_model.eval_fraction"),
                           ("reward_model.weight=0.5", "reward_model.weight"),  # without enabled
                           ("reward_model.nope=1", "reward_model.nope")]:
         assert key in error(TINY, [override]), override

@@ -195,7 +195,11 @@ def test_changed_section_reruns_that_stage_and_after(full_run):
 
 
 def test_round_with_a_reward_model_scores_every_sample(recipe_file):
-    overrides = ["reward_model.enabled=true", "reward_model.weight=0.1", "dpo.enabled=false"]
+    prefs = recipe_file.parent / "prefs.jsonl"  # human-style rankings beside the verifier pairs: 3 pairs each
+    prefs.write_text("".join(f'{{"prompt": "Greet guest {i}.", "ranking": ["Hello, guest {i}!", "hi", "go away"]}}\n'
+                             for i in range(12)))
+    overrides = ["reward_model.enabled=true", "reward_model.weight=0.1", "reward_model.eval_fraction=0.5",
+                 f"reward_model.preference_sources=[{prefs}]", "dpo.enabled=false"]
     run = recipe_file.parent / "runs" / "test"
     # A one-stage command first: the round up to its mix, then a stop; the round command goes on from there.
     proc = run_cli("mix", "--recipe", str(recipe_file), *overrides)
@@ -208,6 +212,9 @@ def test_round_with_a_reward_model_scores_every_sample(recipe_file):
     assert manifest(run, "mix")["output_id"] == mixed  # reused, not redone
     rm = manifest(run, "reward_model")["results"]
     assert rm["pairs"] > 0 and rm["steps"] > 0
+    assert rm["eval_pairs"] > 0 and 0 <= rm["eval_accuracy"] <= 1  # half the prompts' pairs held out
+    held_out = f"{rm['eval_accuracy']:.1%} of {rm['eval_pairs']} held-out pairs ranked right"
+    assert f"{rm['pairs']:>8}  {held_out}" in proc.stdout  # the round table's RM line
     scored = pq.read_table(run / "round_1" / "reward_model" / "scored.parquet")
     assert scored.column("rm_score").null_count == 0
     assert scored.num_rows == pq.read_table(run / "round_1" / "score" / "scored.parquet").num_rows
@@ -215,10 +222,7 @@ def test_round_with_a_reward_model_scores_every_sample(recipe_file):
     assert manifest(run, "select")["config"]["rm_weight"] == 0.1
 
     # `posttrain reward train`: the same RM outside a round, from the run's scored rounds + a preference file
-    prefs = recipe_file.parent / "prefs.jsonl"
-    prefs.write_text('{"prompt": "Say hi.", "ranking": ["Hello!", "hi", "go away"]}\n')
-    proc = run_cli("reward", "train", "--recipe", str(recipe_file), f"reward_model.preference_sources=[{prefs}]",
-                   "--out", str(recipe_file.parent / "rm"))
+    proc = run_cli("reward", "train", "--recipe", str(recipe_file), *overrides, "--out", str(recipe_file.parent / "rm"))
     assert proc.returncode == 0, proc.stderr[-4000:]
-    assert "1 scored round(s)" in proc.stdout
+    assert "1 scored round(s)" in proc.stdout and "'eval_accuracy'" in proc.stdout
     assert (recipe_file.parent / "rm" / "model" / "config.json").exists()
