@@ -3,7 +3,8 @@ its trainer actually ran under to OUT/rank<N>.json. tests/test_deepspeed.py laun
 DeepSpeed configs in recipes/accelerate/ (2 gloo processes).
 
 Usage: python -m accelerate.commands.launch --config_file CONFIG tests/_dist_stage.py STAGE BASE OUT [OPTION...]
-STAGE: sft or dpo. OPTION: lora (r=8 adapters, merged on save), precompute (DPO reference log-probs cached first).
+STAGE: sft or dpo. OPTION: lora (r=8 adapters, merged on save), precompute (DPO reference log-probs cached first),
+checkpoints (one after every optimizer step, for resume tests).
 """
 
 from __future__ import annotations
@@ -46,13 +47,14 @@ def main(stage: str, base: str, out: Path, options: list[str]) -> None:
 
     module.train_and_save = spy
     lora = LoRAConfig(r=8 if "lora" in options else 0)
+    every = 1 if "checkpoints" in options else 50
     drawn = tiny_world.draw("math", "train", NUM_EXAMPLES, 0)
     if stage == "sft":
         mix = schema.from_records([{"id": r["id"], "prompt_id": r["id"], "capability": "math", "round": 1,
                                     "reward": 1.0,
                                     "messages": r["messages"] + [{"role": "assistant", "content": reply}]}
                                    for r, reply in drawn], "sft")
-        cfg = SFTConfig(learning_rate=1e-3, batch_size=BATCH_SIZE, lora=lora)
+        cfg = SFTConfig(learning_rate=1e-3, batch_size=BATCH_SIZE, lora=lora, checkpoint_every_steps=every)
         info = posttrain.sft.sft(out / stage, base, mix, cfg, seed=0)
     else:  # each prompt's reply chosen, the next prompt's reply rejected
         pairs = schema.from_records([{"id": r["id"], "prompt_id": r["id"], "capability": "math", "round": 1,
@@ -60,7 +62,7 @@ def main(stage: str, base: str, out: Path, options: list[str]) -> None:
                                       "rejected": [{"role": "assistant", "content": drawn[(i + 1) % NUM_EXAMPLES][1]}],
                                       "chosen_reward": 1.0, "rejected_reward": 0.0}
                                      for i, (r, reply) in enumerate(drawn)], "pairs")
-        cfg = DPOConfig(learning_rate=1e-3, batch_size=BATCH_SIZE, lora=lora,
+        cfg = DPOConfig(learning_rate=1e-3, batch_size=BATCH_SIZE, lora=lora, checkpoint_every_steps=every,
                         precompute_ref_log_probs="precompute" in options)
         info = posttrain.dpo.dpo(out / stage, base, pairs, cfg, seed=0)
     rank = world().rank

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import random
 import subprocess
 import sys
@@ -23,13 +24,18 @@ pytestmark = [
 ]
 
 
-def _launch(config: str, stage: str, base: Path, out: Path, *options: str) -> list[dict]:
-    """tests/_dist_stage.py under `config` on 2 processes; what each rank's trainer ran under."""
+def _launch(config: str, stage: str, base: Path, out: Path, *options: str, kill_at: str | None = None) -> list[dict]:
+    """tests/_dist_stage.py under `config` on 2 processes; what each rank's trainer ran under. With
+    `kill_at` (a posttrain.faults point), every rank is SIGKILLed there and nothing is returned."""
     cmd = [sys.executable, "-m", "accelerate.commands.launch",
            "--config_file", str(ROOT / "recipes" / "accelerate" / config),
            "--main_process_port", str(random.randint(20000, 40000)),
            str(ROOT / "tests" / "_dist_stage.py"), stage, str(base), str(out), *options]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    env = {**os.environ, **({"POSTTRAIN_KILL_AT": kill_at} if kill_at else {})}
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    if kill_at:
+        assert proc.returncode != 0 and not list(out.glob("rank*.json")), proc.stderr[-4000:]
+        return []
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert sorted(p.name for p in out.glob("rank*.json")) == ["rank0.json", "rank1.json"]
     return [json.loads((out / f"rank{rank}.json").read_text()) for rank in range(2)]
@@ -93,3 +99,20 @@ def test_zero3_dpo_with_precomputed_reference_trains_like_zero2(tmp_path, tiny_b
     assert max((w2[k] - w3[k]).abs().max().item() for k in before) < 1e-4
     assert not (tmp_path / "z3" / "dpo" / "pairs_dataset").exists()
 
+
+def test_zero3_sft_killed_mid_training_resumes_to_the_same_weights(tmp_path, tiny_base):
+    """Both ranks die right after the step-1 checkpoint (each wrote its own shard of weights and optimizer
+    state); the same command resumes from it and ends on the weights of a run that was never killed."""
+    killed, whole = tmp_path / "killed", tmp_path / "whole"
+    _launch("cpu_zero3.yaml", "sft", tiny_base, killed, "checkpoints", kill_at="killed/sft/step1")
+    shards = sorted(p.name for p in (killed / "sft" / "checkpoints" / "checkpoint-1" / "global_step1").iterdir())
+    assert [s for s in shards if "optim_states" in s] == [f"zero_pp_rank_{r}_mp_rank_00_optim_states.pt"
+                                                          for r in (0, 1)]
+    assert not (killed / "sft" / "model").exists()
+
+    resumed = _launch("cpu_zero3.yaml", "sft", tiny_base, killed, "checkpoints")
+    assert all(s["info"]["resumed"] and s["info"]["steps"] == 2 for s in resumed)
+    _launch("cpu_zero3.yaml", "sft", tiny_base, whole, "checkpoints")
+    got, want = _weights(killed / "sft" / "model"), _weights(whole / "sft" / "model")
+    assert all(torch.allclose(got[k], want[k], atol=1e-6) for k in want)
+    assert not (killed / "sft" / "checkpoints").exists()
