@@ -12,6 +12,11 @@ The answer is the last JSON object in the judge's reply that parses and passes i
 known topic, a non-empty list of intentions, a score on the template's scale). A row without one is asked
 once more, sampled at `retry_temperature` with a new seed; if that fails too, the value is null (unknown)
 and the judgment is listed in the row's `judge_unknown`. Rows are joined by id, never by position.
+
+In the round the judge is its own stage (`judge_stage`, between select and mix): each round's new SFT
+examples are judged once, sharded by id over the ranks' vLLM engines like generation, and the mix reads
+the judgments of every round it mixes. With `model: policy`, an example keeps the judgment of the policy
+of the round that produced it.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import re
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from data_mix.tagger import last_reply, user_text
 from posttrain.config import JudgeConfig
@@ -98,6 +104,29 @@ def judge(sft: pa.Table, cfg: JudgeConfig, topics: dict[str, dict[str, str]], en
         log.info("mix: judge %s: %d asked, %d asked again, %d unknown (%d too long for the context)",
                  j, len(ids), retried, len(pending) + too_long, too_long)
     return pa.Table.from_pylist(rows, schema=judged_schema(cfg.judgments)), counts
+
+
+def judge_stage(out: Path, sft: pa.Table, cfg: JudgeConfig, topics: dict[str, dict[str, str]], engine, tokenizer,
+                seed: int) -> dict:
+    """One rank's share of the judge stage: `sft` rows (its shard) -> out/judged.parquet; the counts."""
+    if sft.num_rows == 0:  # a rank with no rows (or no engine of its own) asks nothing
+        judged = judged_schema(cfg.judgments).empty_table()
+        counts = {j: {"asked": 0, "retried": 0, "too_long": 0, "unknown": 0} for j in cfg.judgments}
+    else:
+        judged, counts = judge(sft, cfg, topics, engine, tokenizer, seed)
+    pq.write_table(judged, out / "judged.parquet")
+    return {"judged": judged.num_rows, "counts": counts}
+
+
+def merge_judged(out: Path, shard_dirs: list[Path], results: list[dict], sft_ids: list[str]) -> dict:
+    """Every rank's judgments in the single-process order (the sft table's); counts add up."""
+    from posttrain.dist import in_prompt_order
+
+    table = pa.concat_tables([pq.read_table(d / "judged.parquet") for d in shard_dirs])
+    table = in_prompt_order(table, sft_ids, id_column="id", then=None)
+    pq.write_table(table, out / "judged.parquet")
+    counts = {j: {k: sum(r["counts"][j][k] for r in results) for k in c} for j, c in results[0]["counts"].items()}
+    return {"judged": table.num_rows, "counts": counts}
 
 
 def templates(prompt_dir: str | None, judgments: list[str]) -> dict[str, str]:

@@ -25,7 +25,6 @@ semantic_dups.parquet (id, dup_of, similarity). Rows are removed by id, never by
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow as pa
@@ -38,20 +37,19 @@ from data_mix.text import prompt_text
 from posttrain import schema
 from posttrain.config import MixConfig
 
-Judge = Callable[[pa.Table], tuple[pa.Table, dict]]
-
 DECONTAMINATED = pa.schema([pa.field("table", pa.string()), pa.field("id", pa.string()), pa.field("eval_id", pa.string())])
 
 
 def mix(out: Path, sft_tables: list[pa.Table], pairs: pa.Table, heldout: pa.Table, cfg: MixConfig, seed: int, *,
-        scored: dict[int, pa.Table] | None = None, pass_threshold: float = 1.0, judge: Judge | None = None) -> dict:
+        scored: dict[int, pa.Table] | None = None, pass_threshold: float = 1.0, judged: pa.Table | None = None,
+        judge_counts: dict | None = None) -> dict:
     """sft_tables: the `sft` tables of the rounds to train on (oldest first); pairs: this round's `pairs`;
     heldout: the run's held-out `prompts` (the eval set). Returns the counts for the manifest.
 
     For tagging only: scored {round: that round's `scored` table} brings each example's RM score and
     finish_reason (the sft table has neither); pass_threshold is `select.pass_threshold` (a verifier pass);
-    judge (with `mix.judge.model`): sft rows -> (data_mix.judge's JUDGED table, its counts), e.g. `judge.judge`
-    bound to a vLLM engine; the counts go in the results as "judge"."""
+    judged (with `mix.judge.model`): the judge stages' judgments (data_mix.judge's JUDGED table) of at least
+    every sft row, joined by id; judge_counts: this round's judge stage counts, reported as "judge"."""
     sft = pa.concat_tables([schema.validate(t, "sft") for t in sft_tables])
     pairs = schema.validate(pairs, "pairs")
     counts = {"input": sft.num_rows, "exact_dups": 0, "near_dups": 0, "contaminated": 0, "contaminated_pairs": 0,
@@ -83,7 +81,9 @@ def mix(out: Path, sft_tables: list[pa.Table], pairs: pa.Table, heldout: pa.Tabl
         sft = sft.filter(pc.is_in(sft["id"], value_set=view["id"].combine_chunks()))  # join by id
         tags = None
         if needs_tags(cfg):
-            sft, tags = _tag_and_filter(out, sft, cfg, seed, scored, pass_threshold, counts, judge)
+            sft, tags = _tag_and_filter(out, sft, cfg, seed, scored, pass_threshold, counts, judged)
+            if judge_counts is not None:
+                counts["judge"] = judge_counts
         counts["before_rebalance"] = _by_capability(sft)
         if cfg.targets is not None:
             sft = rebalance(sft, cfg.targets, cfg.max_repeat, cfg.total, seed, tags=tags,
@@ -107,7 +107,7 @@ def needs_tags(cfg: MixConfig) -> bool:
 
 
 def _tag_and_filter(out: Path, sft: pa.Table, cfg: MixConfig, seed: int, scored: dict[int, pa.Table] | None,
-                    pass_threshold: float, counts: dict, judge: Judge | None) -> tuple[pa.Table, pa.Table]:
+                    pass_threshold: float, counts: dict, judged: pa.Table | None) -> tuple[pa.Table, pa.Table]:
     """Tags every row, then semantic dedup and the quality floor when on -> (kept sft rows, their tags).
     Adds composition["before"] and the removal counts to `counts`."""
     from data_mix import semantic
@@ -116,9 +116,6 @@ def _tag_and_filter(out: Path, sft: pa.Table, cfg: MixConfig, seed: int, scored:
     # User turns, as for decontamination: a shared system message (a tool list) would make all its prompts alike.
     embeddings = embed(prompt_text(sft["messages"], user_only=True), cfg.embedding_model)  # row i of sft
     info = tagger.sample_info(sft, scored) if scored else None
-    judged = None
-    if judge is not None:
-        judged, counts["judge"] = judge(sft)
     tags = tagger.tag(sft, embeddings, cfg.topics, info, pass_threshold, cfg.embedding_model, judged)
     counts["composition"] = {"before": composition(sft, tags)}
     if cfg.dedup_semantic:

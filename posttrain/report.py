@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 
 from posttrain.rundir import RunDir
 
-STAGES = ("generate", "score", "reward_model", "select", "mix", "sft", "dpo", "eval")
+STAGES = ("generate", "score", "reward_model", "select", "judge", "mix", "sft", "dpo", "eval")
 
 
 def summarize(run: RunDir, rounds: int) -> dict:

@@ -21,6 +21,7 @@ if __name__ == "__main__" and Path(sys.path[0]).resolve() == Path(__file__).reso
     sys.path.pop(0)  # run as a script: keep posttrain/*.py from shadowing top-level modules
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import yaml
 
 from posttrain import schema
@@ -41,7 +42,7 @@ def run_rounds(recipe: Recipe, stop_after: tuple[int, str] | None = None) -> dic
     sharded by prompt id (mode="shards", merged on the main process), training runs on every rank
     (mode="all"), and the other stages run on the main process only (see RunDir.stage).
     """
-    from data_mix.judge import judge
+    from data_mix.judge import judge_stage, merge_judged, templates
     from data_mix.mix import mix
     from eval.harness import eval_sets, evaluate_shard, load_benchmarks, merge_evals
     from posttrain import hub, report
@@ -87,6 +88,7 @@ def run_rounds(recipe: Recipe, stop_after: tuple[int, str] | None = None) -> dic
         selected: list[StageOutput] = []
         score_stages: list[StageOutput] = []
         ranked: list[StageOutput] = []
+        judged: list[StageOutput] = []  # per round, with mix.judge.model: that round's SFT examples judged
         for r in range(1, recipe.rounds + 1):
             round_seed = seed * 1000 + r  # new samples each round, reproducible per prompt
             # With a temperature schedule, whether this is the last round changes what is sampled.
@@ -115,16 +117,26 @@ def run_rounds(recipe: Recipe, stop_after: tuple[int, str] | None = None) -> dic
             # The paper re-fine-tunes the base on all SFT data so far; `previous` continues on this round's.
             first = 1 if recipe.sft.start_from == "base" else r
             history, scores = selected[first - 1:], {i: ranked[i - 1] for i in range(first, r + 1)}
-            judge_cfg = recipe.mix.judge  # an LLM judge tags the mix with this round's policy or a named model
-            judge_model = policy.model if judge_cfg.model == "policy" else judge_cfg.model
-            mixed = run.stage(r, "mix", recipe.mix, [*history, *scores.values(), prompts, benchmarks,
-                                                     *([policy] if judge_cfg.model == "policy" else [])],
+            judge_cfg = recipe.mix.judge  # an LLM judge tags the round's new examples: its policy or a named model
+            if judge_cfg.model is not None:
+                judge_model = policy.model if judge_cfg.model == "policy" else judge_cfg.model
+                new = _read(selected[-1], "sft")
+                judged.append(run.stage(
+                    r, "judge", {"judge": judge_cfg, "topics": recipe.mix.topics,
+                                 "templates": templates(judge_cfg.prompt_dir, judge_cfg.judgments)},
+                    [selected[-1], *([policy] if judge_cfg.model == "policy" else [])],
+                    lambda out: judge_stage(out, shard(new, engines.world), judge_cfg, recipe.mix.topics,
+                                            engines.get(judge_model), _tokenizer_of(judge_model), seed),
+                    mode="shards", merge=lambda out, dirs, res: merge_judged(out, dirs, res, new["id"].to_pylist())))
+            judgments = judged[first - 1:]
+            mixed = run.stage(r, "mix", recipe.mix, [*history, *scores.values(), prompts, benchmarks, *judgments],
                               lambda out: mix(
                 out, [_read(s, "sft") for s in history], _read(selected[-1], "pairs"), eval_prompts, recipe.mix,
                 seed, scored={i: _read(s, "scored") for i, s in scores.items()},
                 pass_threshold=recipe.select.pass_threshold,
-                judge=judge_model and (lambda rows: judge(rows, judge_cfg, recipe.mix.topics, engines.get(judge_model),
-                                                          _tokenizer_of(judge_model), seed))))
+                judged=pa.concat_tables([pq.read_table(s.path / "judged.parquet") for s in judgments]) if judgments
+                else None,
+                judge_counts=judged[-1].manifest["results"]["counts"] if judgments else None))
 
             engines.close()  # free the generation engine's memory before training
             start = base if recipe.sft.start_from == "base" else policy
@@ -210,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
 STAGE_COMMANDS = {  # one-stage commands: stage -> what it makes
     "generate": "sample K completions per prompt with vLLM",
     "select": "rejection sampling: the best sample per prompt for SFT, chosen/rejected pairs for DPO",
+    "judge": "the LLM judge (mix.judge) tags the round's new SFT examples",
     "mix": "dedup, decontaminate, tag and rebalance the SFT mix and DPO pairs",
     "sft": "fine-tune on the round's SFT mix",
     "dpo": "DPO on the round's pairs",
@@ -228,6 +241,8 @@ def stage_command(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.recipe, args.overrides)
     if not 1 <= args.round <= recipe.rounds:
         raise RecipeError(f"{args.recipe}: --round {args.round} is not one of the recipe's rounds (1..{recipe.rounds})")
+    if args.stage == "judge" and recipe.mix.judge.model is None:
+        raise RecipeError(f"{args.recipe}: mix.judge.model is not set: name a judge model (or policy) to judge")
     if args.stage == "push" and recipe.hub.push == "never":
         raise RecipeError(f"{args.recipe}: hub.push is never: set it to every_round or final (and hub.repo_id) to push")
     try:

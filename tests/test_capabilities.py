@@ -64,14 +64,19 @@ def test_general_recipe_round_on_the_tiny_base(tmp_path, tiny_base):
     assert mix["composition"]["after"]["topic"]  # tagged: topic counts of the final mix
     # The tiny base is no judge: whatever it answers is either a checked value or counted as unknown.
     tags = pq.read_table(run / "round_1" / "mix" / "tags.parquet").to_pylist()
-    tagged = mix["input"] - mix["exact_dups"] - mix["near_dups"] - mix["contaminated"]
+    # The judge stage judged every SFT example of the round (before dedup), the mix reported its counts.
+    judge = json.loads((run / "round_1" / "judge" / "manifest.json").read_text())["results"]
+    asked = mix["input"]
+    assert judge["judged"] == asked and judge["counts"] == mix["judge"]
+    assert pq.read_table(run / "round_1" / "judge" / "judged.parquet").column("id").to_pylist() == \
+        pq.read_table(run / "round_1" / "select" / "sft.parquet").column("id").to_pylist()
     assert set(mix["judge"]) == {"complexity", "quality"}
     for c in mix["judge"].values():
-        assert c["asked"] == tagged and 0 <= c["unknown"] <= c["retried"] + c["too_long"] <= tagged
-        assert c["too_long"] < tagged  # the engine was asked
+        assert c["asked"] == asked and 0 <= c["unknown"] <= c["retried"] + c["too_long"] <= asked
+        assert c["too_long"] < asked  # the engine was asked
     for t in tags:
         assert t["topic_similarity"] is not None  # the topic stayed with the embedding classifier
         assert (t["difficulty"] is None) == ("complexity" in t["judge_unknown"])
         assert (t["judge_quality"] is None) == ("quality" in t["judge_unknown"])
     report = (run / "report" / "report.md").read_text()
-    assert f"judge complexity: {tagged} asked" in report
+    assert f"judge complexity: {asked} asked" in report

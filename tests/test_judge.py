@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from transformers import AutoTokenizer
 
@@ -201,8 +202,8 @@ def test_the_mix_counts_the_judge_and_weights_unknown_difficulty_as_middle(tmp_p
     cfg = load_recipe(TINY, ["mix.judge.model=policy", "mix.targets={math: 0.4, code: 0.3, tools: 0.3}",
                              "mix.difficulty_weight=1", "mix.dedup_near=false"]).mix
     engine = ScriptedEngine(tokenizer, scripted)
-    results = mix(tmp_path, [sft], pairs, heldout, cfg, 0,
-                  judge=lambda rows: J.judge(rows, cfg.judge, cfg.topics, engine, tokenizer, 0))
+    judged, counts = J.judge(sft, cfg.judge, cfg.topics, engine, tokenizer, 0)
+    results = mix(tmp_path, [sft], pairs, heldout, cfg, 0, judged=judged, judge_counts=counts)
     assert results["judge"]["topic"] == {"asked": 3, "retried": 2, "too_long": 0, "unknown": 1}
     assert results["composition"]["before"]["topic"] == {"code": 1, "math": 1, tagger.UNKNOWN: 1}
     assert results["composition"]["before"]["difficulty"] == {"1": 1, "2": 1, tagger.UNKNOWN: 1}
@@ -231,3 +232,30 @@ def test_a_template_without_its_placeholders_is_named(tmp_path):
     with pytest.raises(RecipeError, match=r"mix\.judge\.prompt_dir.*topic\.txt lacks the \{topics\}"):
         load_recipe(TINY, ["mix.judge.model=policy", "mix.judge.judgments=[topic]",
                            f"mix.judge.prompt_dir={tmp_path}"])
+
+
+def test_the_sharded_judge_stage_merges_to_the_single_process_table(tmp_path, tokenizer):
+    """Two ranks judge their shards (by id) into their own folders; the merge equals one process judging all,
+    row for row in the sft order, with the counts added up (a rank with no rows adds zeros)."""
+    from posttrain.dist import World, shard
+
+    sft = sft_rows(ROWS)
+    cfg = load_recipe(TINY, ["mix.judge.model=policy"]).mix
+    whole = tmp_path / "whole"
+    whole.mkdir()
+    single = J.judge_stage(whole, sft, cfg.judge, cfg.topics, ScriptedEngine(tokenizer, scripted), tokenizer, 0)
+    dirs = []
+    results = []
+    for rank in range(2):
+        d = tmp_path / f"rank{rank}"
+        d.mkdir()
+        rows = shard(sft, World(rank=rank, size=2, local_rank=rank, local_size=2))
+        results.append(J.judge_stage(d, rows, cfg.judge, cfg.topics, ScriptedEngine(tokenizer, scripted), tokenizer, 0))
+        dirs.append(d)
+    assert {r["judged"] for r in results} != {0} and sum(r["judged"] for r in results) == sft.num_rows
+    empty = tmp_path / "no_engine"
+    empty.mkdir()
+    results.append(J.judge_stage(empty, sft.slice(0, 0), cfg.judge, cfg.topics, None, tokenizer, 0))
+    merged = J.merge_judged(tmp_path, [*dirs, empty], results, sft["id"].to_pylist())
+    assert merged == single
+    assert pq.read_table(tmp_path / "judged.parquet").equals(pq.read_table(whole / "judged.parquet"))

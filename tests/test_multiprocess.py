@@ -20,7 +20,8 @@ from tests.test_round import survivors
 
 pytestmark = pytest.mark.slow
 # Round 0's eval is of the base; round 1's follows data-parallel training, which differs from one process's.
-SHARDED = {("round_1", "generate"): "samples", ("round_1", "score"): "scored", ("round_0", "eval"): "evals"}
+SHARDED = {("round_1", "generate"): "samples", ("round_1", "score"): "scored", ("round_1", "judge"): "judged",
+           ("round_0", "eval"): "evals"}
 MAIN_ONLY = {"select": ["sft", "pairs"], "mix": ["sft", "pairs"]}
 
 
@@ -35,9 +36,15 @@ def launch(recipe, env: dict | None = None) -> subprocess.CompletedProcess:
 
 
 def recipe_at(tmp_path, tiny_base, name: str, **generate):
+    """The test recipe, with the policy as LLM judge (a template short enough for the tiny base's context)."""
+    templates = tmp_path / "judge_prompts"
+    templates.mkdir(exist_ok=True)
+    (templates / "complexity.txt").write_text('{prompt}\nJSON {"intentions": [...], "difficulty": 1-3}:')
+    judge = {"model": "policy", "max_tokens": 24, "prompt_dir": str(templates), "judgments": ["complexity"]}
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump({**TEST_RECIPE, "base_model": str(tiny_base), "output_dir": str(tmp_path / name),
-                                    "generate": {**TEST_RECIPE["generate"], **generate}}))
+                                    "generate": {**TEST_RECIPE["generate"], **generate},
+                                    "mix": {**TEST_RECIPE["mix"], "judge": judge}}))
     return path, tmp_path / name / "test"
 
 
@@ -68,6 +75,7 @@ def test_two_ranks_merge_to_the_single_process_tables_and_resume(tmp_path, tiny_
         for t in tables:
             got, want = (pq.read_table(run / "round_1" / stage / f"{t}.parquet") for run in (two, single))
             assert got.equals(want), f"{stage}/{t} differs from the single-process run"
+    assert manifest(two, "judge")["num_processes"] == 2 and manifest(two, "judge")["results"]["judged"] > 0
     # data-parallel training: the same examples in half the optimizer steps per epoch
     assert manifest(two, "sft")["num_processes"] == 2
     assert manifest(two, "sft")["results"]["steps"] == -(-manifest(single, "sft")["results"]["steps"] // 2)
