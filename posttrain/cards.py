@@ -117,7 +117,8 @@ def _how_made(recipe: dict, summary: dict, round_: int) -> list[str]:
              f"max {g.get('max_tokens')} new tokens",
              f"- verifiers: {_inline(recipe.get('score', {}).get('verifiers', {}))}",
              f"- selection: {_inline(recipe.get('select', {}))}",
-             "- reward model: " + (f"trained each round, weight {rm.get('weight')}" if rm.get("enabled") else "none"),
+             "- reward model: " + (f"trained each round, weight {rm.get('weight')}{_rm_accuracy(summary, round_)}"
+                                   if rm.get("enabled") else "none"),
              f"- SFT starts from: {recipe.get('sft', {}).get('start_from', 'base')}",
              *(f"- {stage}: parameter average of {len(v)} variants (Llama 3 §4.1.5): {_inline(v)}"
                for stage in ("reward_model", "sft", "dpo") if (v := recipe.get(stage, {}).get("variants"))), ""]
@@ -129,6 +130,14 @@ def _how_made(recipe: dict, summary: dict, round_: int) -> list[str]:
                   for r in rows]
         lines.append("")
     return lines
+
+
+def _rm_accuracy(summary: dict, round_: int) -> str:
+    """This round's RM accuracy on its held-out pairs, when it held any out."""
+    rm = next((r.get("reward_model") for r in summary["rounds"] if r["round"] == round_), None) or {}
+    if not rm.get("eval_pairs"):
+        return ""
+    return f"; ranks {rm['eval_accuracy']:.1%} of {rm['eval_pairs']} held-out pairs right (50% = chance)"
 
 
 def _eval_section(summary: dict, round_: int) -> list[str]:

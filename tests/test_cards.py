@@ -53,3 +53,16 @@ def test_model_card_names_averaged_variants():
     recipe["sft"]["variants"] = [{}, {"learning_rate": 2e-5}]
     text = cards.model_card(recipe, SUMMARY, 2, "base").text
     assert '- sft: parameter average of 2 variants (Llama 3 §4.1.5): [{}, {"learning_rate": 2e-05}]' in text
+
+
+def test_model_card_gives_the_reward_models_held_out_accuracy():
+    import copy
+
+    recipe = recipe_dict(repo_id="me/m", push="final")
+    recipe["reward_model"] = {**recipe.get("reward_model", {}), "enabled": True, "weight": 0.5}
+    summary = copy.deepcopy(SUMMARY)
+    assert "- reward model: trained each round, weight 0.5\n" in cards.model_card(recipe, summary, 2, "base").text
+    summary["rounds"][2]["reward_model"] = {"pairs": 477, "eval_pairs": 56, "eval_accuracy": 0.5536}
+    text = cards.model_card(recipe, summary, 2, "base").text
+    assert "weight 0.5; ranks 55.4% of 56 held-out pairs right (50% = chance)" in text
+    assert "held-out pairs" not in cards.model_card(recipe, summary, 1, "base").text  # round 1 held none out
