@@ -259,3 +259,12 @@ def test_the_sharded_judge_stage_merges_to_the_single_process_table(tmp_path, to
     merged = J.merge_judged(tmp_path, [*dirs, empty], results, sft["id"].to_pylist())
     assert merged == single
     assert pq.read_table(tmp_path / "judged.parquet").equals(pq.read_table(whole / "judged.parquet"))
+
+
+def test_the_judge_command_needs_a_judge_and_a_round_of_the_recipe(capsys):
+    from posttrain.cli import main
+
+    assert main(["judge", "--recipe", str(TINY)]) == 2
+    assert "mix.judge.model is not set" in capsys.readouterr().err
+    assert main(["judge", "--recipe", str(TINY), "mix.judge.model=policy", "--round", "9"]) == 2
+    assert "--round 9 is not one of the recipe's rounds (1..2)" in capsys.readouterr().err
