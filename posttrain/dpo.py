@@ -18,7 +18,7 @@ from trl.trainer.dpo_trainer import DataCollatorForPreference
 
 from posttrain.config import DPOConfig
 from posttrain.dist import barrier, world
-from posttrain.training import common_args, copy_model, lora_args, train_and_save
+from posttrain.training import common_args, copy_model, lora_args, train_and_save, trained
 
 # Formatting tokens of the chat templates we know (Llama 3, ChatML); any that exist in a vocabulary count.
 FORMATTING_TOKENS = ("<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>", "<|eom_id|>",
@@ -53,11 +53,12 @@ def dpo(out: Path, sft_model: str | Path, pairs: pa.Table, cfg: DPOConfig, seed:
     if pairs.num_rows == 0 or not cfg.enabled:
         copy_model(sft_model, out / "model")
         return {"pairs": pairs.num_rows if cfg.enabled else 0, "steps": 0}
-    trainer, tokenizer = dpo_trainer(out, sft_model, pairs, cfg, seed)
-    info = train_and_save(trainer, tokenizer, out)
+    if (done := trained(out)) is None:
+        trainer, tokenizer = dpo_trainer(out, sft_model, pairs, cfg, seed)
+        done = train_and_save(trainer, tokenizer, out)
     if world().is_main:
         shutil.rmtree(out / PAIRS_ON_DISK, ignore_errors=True)
-    return {"pairs": pairs.num_rows, **info}
+    return {"pairs": pairs.num_rows, **done}
 
 
 def dpo_trainer(out: Path, sft_model: str | Path, pairs: pa.Table, cfg: DPOConfig, seed: int, **overrides):

@@ -2,7 +2,8 @@
 
 Points: `round_<r>/<stage>/before`, `.../written` (mid-stage: outputs in the temp folder, no manifest),
 `round_<r>/<stage>/after` (stage boundaries, see RunDir.stage) and
-`round_<r>/<stage>/step<N>` (after optimizer step N of a training stage). SIGKILL, not an exception:
+`round_<r>/<stage>/step<N>` (after optimizer step N of a training stage), `round_<r>/<stage>/saved` (a
+training stage's model and results saved, checkpoints gone, nothing else done). SIGKILL, not an exception:
 nothing gets to clean up, exactly as when a machine dies.
 """
 

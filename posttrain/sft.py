@@ -9,7 +9,7 @@ import torch
 from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
 from posttrain.config import SFTConfig
-from posttrain.training import common_args, copy_model, lora_args, train_and_save
+from posttrain.training import common_args, copy_model, lora_args, train_and_save, trained
 
 
 def sft(out: Path, start_model: str | Path, mix: pa.Table, cfg: SFTConfig, seed: int) -> dict:
@@ -17,8 +17,10 @@ def sft(out: Path, start_model: str | Path, mix: pa.Table, cfg: SFTConfig, seed:
     if mix.num_rows == 0:
         copy_model(start_model, out / "model")
         return {"examples": 0, "steps": 0}
-    trainer, tokenizer = sft_trainer(out, start_model, mix, cfg, seed)
-    return {"examples": mix.num_rows, **train_and_save(trainer, tokenizer, out)}
+    if (done := trained(out)) is None:
+        trainer, tokenizer = sft_trainer(out, start_model, mix, cfg, seed)
+        done = train_and_save(trainer, tokenizer, out)
+    return {"examples": mix.num_rows, **done}
 
 
 # Attention implementations that build their mask from position ids row by row (transformers'

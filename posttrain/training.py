@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from accelerate.utils import is_peft_model
@@ -14,6 +17,7 @@ from transformers import TrainerCallback
 from transformers.trainer_utils import get_last_checkpoint
 
 from posttrain.faults import kill_if, stage_point
+from posttrain.rundir import write_json
 
 log = logging.getLogger(__name__)
 
@@ -81,10 +85,26 @@ def lora_args(lora, model_path: str | Path) -> dict:
     return out
 
 
-def train_and_save(trainer, tokenizer, out: Path) -> dict:
-    """Trains (resuming from the last checkpoint in `out`, if any), saves `out/model`, drops checkpoints.
+TRAINED = "trained.json"  # beside out/model once it is saved: the training's results
 
-    A LoRA (PEFT) model is merged into its base before saving.
+
+def trained(out: Path) -> dict | None:
+    """The results of an earlier run that trained and saved `out/model` (a rerun of a stage killed after
+    that save, e.g. before its manifest, does not train again); None when it has to train."""
+    marker = out / TRAINED
+    if not (marker.is_file() and (out / "model" / "config.json").is_file()):
+        return None
+    log.info("%s: finished before, not trained again", out)
+    return json.loads(marker.read_text())
+
+
+def train_and_save(trainer, tokenizer, out: Path, extra: Callable[[Any], dict] | None = None) -> dict:
+    """Trains (resuming from the last checkpoint in `out`, if any), saves `out/model`, drops checkpoints;
+    returns the results ({steps, train_loss, resumed} + `extra(trainer)`), also kept for `trained(out)`.
+
+    A LoRA (PEFT) model is merged into its base before saving. The results are written before the
+    checkpoints go, so from the save on a killed run is never trained again, and before it a rerun
+    resumes from the last checkpoint.
     """
     trainer.add_callback(KillAtStep(out))
     checkpoints = out / "checkpoints"
@@ -96,10 +116,14 @@ def train_and_save(trainer, tokenizer, out: Path) -> dict:
             model.merge_and_unload().save_pretrained(out / "model")
     else:
         trainer.save_model(str(out / "model"))
+    info = {"steps": result.global_step, "train_loss": round(result.training_loss, 4), "resumed": resume is not None,
+            **(extra(trainer) if extra else {})}
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(out / "model")
+        write_json(out / TRAINED, info)
         shutil.rmtree(checkpoints, ignore_errors=True)
-    return {"steps": result.global_step, "train_loss": round(result.training_loss, 4), "resumed": resume is not None}
+    kill_if(stage_point(out, "saved"))
+    return info
 
 
 def copy_model(src: str | Path, dst: Path) -> None:

@@ -6,10 +6,10 @@ hyperparameters at each RM, SFT, or DPO stage". A stage section (`sft`, `dpo`, `
 every variant starts from the stage's same input model, and the stage's model is their parameter
 average, weighted by `variant_weights` (uniform by default).
 
-Each variant trains into `<stage>.tmp/variants/<i>/` and is marked done there once saved, so a killed
-stage resumes at the first unfinished variant (from its last checkpoint); the variant models are
-deleted once the average is written (their results stay in the stage's manifest). A stage without
-variants is marked done the same way, so a kill after training never trains it again.
+Each variant trains into `<stage>.tmp/variants/<i>/`; a training that saved its model is never redone
+(posttrain.training.trained), so a killed stage resumes at the first unfinished variant (from its last
+checkpoint). The average is marked done (`done.json`, the stage's results) before the variant models are
+deleted (their results stay in the manifest), so a kill at any point trains nothing twice.
 """
 
 from __future__ import annotations
@@ -54,46 +54,30 @@ def variant(cfg: Any, overrides: dict, seed: int) -> tuple[Any, int]:
 def train_variants(out: Path, cfg: Any, seed: int, train: Callable[[Path, Any, int], dict]) -> dict:
     """`train(out, cfg, seed) -> results` once, or once per variant then averaged into `out/model`.
 
-    A finished training is marked (`done.json`, its results) so that a stage killed after it (e.g.
-    between SFT's save and the stage's manifest, or between variants) does not train it again."""
+    `train` must not train again what it saved before (the stages check `training.trained` first)."""
     if not cfg.variants:
-        return _once(out, lambda: train(out, cfg, seed))
+        return train(out, cfg, seed)
+    done = out / "done.json"
+    if done.is_file():  # averaged before; the variant models may be gone already
+        log.info("%s: finished before, not trained again", out)
+        return json.loads(done.read_text())
     results, models = [], []
     for i, overrides in enumerate(cfg.variants):
         vdir = out / "variants" / str(i)
-
-        def run():  # called right away, in this iteration
-            vcfg, vseed = variant(cfg, overrides, seed)
-            log.info("variant %d of %d: %s (seed %d)", i + 1, len(cfg.variants), overrides or "as the section", vseed)
-            return {"overrides": overrides, "seed": vseed, **train(vdir, vcfg, vseed)}
-
-        results.append(_once(vdir, run))
+        vcfg, vseed = variant(cfg, overrides, seed)
+        log.info("variant %d of %d: %s (seed %d)", i + 1, len(cfg.variants), overrides or "as the section", vseed)
+        results.append({"overrides": overrides, "seed": vseed, **train(vdir, vcfg, vseed)})
         models.append(vdir / "model")
     weights = cfg.variant_weights or [1.0] * len(models)
     summary = {"variants": results, "weights": [x / sum(weights) for x in weights],
                "steps": sum(r.get("steps", 0) for r in results)}
-    return _once(out, lambda: _average(models, out, cfg.variant_weights, summary))
-
-
-def _average(models: list[Path], out: Path, weights: list[float] | None, summary: dict) -> dict:
-    from posttrain.average import average
-
+    barrier()  # every rank has trained every variant (and the main one saved them)
     if world().is_main:
-        average(models, out / "model", weights)
+        from posttrain.average import average
+
+        average(models, out / "model", cfg.variant_weights)
+        write_json(done, summary)
         for m in models:  # only the average is kept; each variant's results stay in the manifest
             shutil.rmtree(m, ignore_errors=True)
-    return summary
-
-
-def _once(folder: Path, fn: Callable[[], dict]) -> dict:
-    """fn()'s results, or those recorded in folder/done.json by an earlier run that finished it."""
-    done = folder / "done.json"
-    if done.is_file():
-        log.info("%s: finished before, not trained again", folder)
-        return json.loads(done.read_text())
-    results = fn()
-    barrier()  # every rank has finished (and the main one saved) before it is marked done
-    if world().is_main:
-        write_json(done, results)
     barrier()
-    return results
+    return summary

@@ -120,9 +120,11 @@ def train_reward_model(out: Path, base_model: str | Path, pairs: list[dict], cfg
     from trl import RewardConfig, RewardTrainer
     from trl.trainer.reward_trainer import suppress_seqcls_warning
 
-    from posttrain.training import common_args, train_and_save
+    from posttrain.training import common_args, train_and_save, trained
 
     out = Path(out)
+    if pairs and (done := trained(out)) is not None:
+        return {"pairs": len(pairs), **done}
     tokenizer = AutoTokenizer.from_pretrained(base_model)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -148,10 +150,11 @@ def train_reward_model(out: Path, base_model: str | Path, pairs: list[dict], cfg
     if used == 0:
         log.warning("reward model: all %d pairs are longer than max_length=%d", len(pairs), cfg.max_length)
         return {**_save_constant(model, tokenizer, out), "pairs": len(pairs)}
-    result = train_and_save(trainer, tokenizer, out)
-    accuracy = [h["accuracy"] for h in trainer.state.log_history if "accuracy" in h]
-    return {"pairs": len(pairs), "pairs_used": used, **result,
-            **({"train_accuracy": round(accuracy[-1], 4)} if accuracy else {})}
+    def extra(t) -> dict:
+        accuracy = [h["accuracy"] for h in t.state.log_history if "accuracy" in h]
+        return {"pairs_used": used, **({"train_accuracy": round(accuracy[-1], 4)} if accuracy else {})}
+
+    return {"pairs": len(pairs), **train_and_save(trainer, tokenizer, out, extra)}
 
 
 def split_held_out(pairs: list[dict], fraction: float, seed: int) -> tuple[list[dict], list[dict]]:

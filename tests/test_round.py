@@ -151,11 +151,13 @@ def test_killed_run_resumes_to_the_same_result(full_run, recipe_file, kill_at):
 
 
 # Every stage of round 0 and round 1, killed in turn: before it starts, mid-stage (outputs written to its
-# temp folder, no manifest), after it finished, or mid-training after an optimizer step.
+# temp folder, no manifest), after it finished, mid-training after an optimizer step, or right after the
+# trained model was saved.
 KILL_SEQUENCE = ["round_0/prompts/written", "round_0/benchmarks/before", "round_0/eval/written",
                  "round_1/generate/written", "round_1/score/before", "round_1/score/written",
                  "round_1/select/written", "round_1/mix/written", "round_1/mix/after", "round_1/sft/before",
-                 "round_1/sft/step2", "round_1/dpo/written", "round_1/eval/before", "round_1/eval/written"]
+                 "round_1/sft/step2", "round_1/sft/saved", "round_1/dpo/written", "round_1/eval/before",
+                 "round_1/eval/written"]
 
 
 def test_killed_at_every_stage_in_turn_resumes_to_the_same_result(full_run, recipe_file):
@@ -165,7 +167,7 @@ def test_killed_at_every_stage_in_turn_resumes_to_the_same_result(full_run, reci
         killed = run_cli("round", "--recipe", str(recipe_file), env={"POSTTRAIN_KILL_AT": point,
                                                                     "POSTTRAIN_TEST_RUN": mark})
         assert killed.returncode == -9, f"{point}: {killed.stderr[-3000:]}"
-        if previous == "round_1/dpo/written":  # trained and saved, killed before its manifest: not retrained
+        if previous in ("round_1/sft/saved", "round_1/dpo/written"):  # saved, no manifest yet: not retrained
             assert "finished before, not trained again" in killed.stderr, killed.stderr[-3000:]
         assert not survivors(mark), f"{point}: a child process outlived the killed run"
         round_dir, stage, event = point.split("/")

@@ -46,21 +46,25 @@ def test_sft_variants_average_to_the_mean_of_each_trained_alone_and_resume(tmp_p
             raise Killed
         return result
 
-    # Killed after the first variant has saved, but before it is marked done: it retrains...
+    def saved(i: int) -> int:  # when variant i's weights were written
+        return (tmp_path / "stage" / "variants" / str(i) / "model" / "model.safetensors").stat().st_mtime_ns
+
+    # Killed right after the first variant saved its model (before anything else could mark it)...
     with pytest.raises(Killed):
         train_variants(tmp_path / "stage", cfg, 0, lambda o, c, s: train(o, c, s, kill_after=1))
-    assert not (tmp_path / "stage" / "variants" / "0" / "done.json").exists()
-    # ...killed after the first is done: the rerun trains only the second.
-    calls.clear()
+    first = saved(0)
+    # ...the rerun takes its saved results without training it again, trains the second, and is killed too...
     with pytest.raises(Killed):
-        train_variants(tmp_path / "stage", cfg, 0, lambda o, c, s: train(o, c, s, kill_after=2))
-    assert calls == [(3e-2, 0), (1e-2, 7)]
+        train_variants(tmp_path / "stage", cfg, 0, lambda o, c, s: train(o, c, s, kill_after=3))
+    assert saved(0) == first
     calls.clear()
-    info = train_variants(tmp_path / "stage", cfg, 0, train)
-    assert calls == [(1e-2, 7)]
+    info = train_variants(tmp_path / "stage", cfg, 0, train)  # ...and the last run only averages
+    assert calls == [(3e-2, 0), (1e-2, 7)]  # asked for both: each answered from its saved results
     assert [v["seed"] for v in info["variants"]] == [0, 7] and info["weights"] == [0.25, 0.75]
     assert info["steps"] == sum(v["steps"] for v in info["variants"]) == 4
     assert not (tmp_path / "stage" / "variants" / "0" / "model").exists()  # only the average is kept
+    calls.clear()
+    assert train_variants(tmp_path / "stage", cfg, 0, train) == info and calls == []  # averaged before: done
 
     # The same variants trained one by one, then averaged by hand
     a = _trained(sft, tmp_path / "a", tiny_base, mix, SFTConfig(learning_rate=3e-2, batch_size=4), 0)
