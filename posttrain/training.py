@@ -116,6 +116,7 @@ def train_and_save(trainer, tokenizer, out: Path, extra: Callable[[Any], dict] |
             model.merge_and_unload().save_pretrained(out / "model")
     else:
         trainer.save_model(str(out / "model"))
+    release_deepspeed_config()
     info = {"steps": result.global_step, "train_loss": round(result.training_loss, 4), "resumed": resume is not None,
             **(extra(trainer) if extra else {})}
     if trainer.is_world_process_zero():
@@ -124,6 +125,18 @@ def train_and_save(trainer, tokenizer, out: Path, extra: Callable[[Any], dict] |
         shutil.rmtree(checkpoints, ignore_errors=True)
     kill_if(stage_point(out, "saved"))
     return info
+
+
+def release_deepspeed_config() -> None:
+    """Unregisters the trainer's DeepSpeed config from transformers once a stage has trained.
+
+    While it is registered at ZeRO-3, every `from_pretrained` in the process partitions the model over
+    the ranks, a collective: the loads that follow on the main process alone (scoring with the reward
+    model, averaging, copying) would wait for the other ranks forever. The next trainer registers its own.
+    """
+    from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+    unset_hf_deepspeed_config()
 
 
 def copy_model(src: str | Path, dst: Path) -> None:

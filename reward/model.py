@@ -120,7 +120,7 @@ def train_reward_model(out: Path, base_model: str | Path, pairs: list[dict], cfg
     from trl import RewardConfig, RewardTrainer
     from trl.trainer.reward_trainer import suppress_seqcls_warning
 
-    from posttrain.training import common_args, train_and_save, trained
+    from posttrain.training import common_args, release_deepspeed_config, train_and_save, trained
 
     out = Path(out)
     if pairs and (done := trained(out)) is not None:
@@ -148,6 +148,7 @@ def train_reward_model(out: Path, base_model: str | Path, pairs: list[dict], cfg
                             peft_config=peft_config)
     used = len(trainer.train_dataset)  # TRL drops pairs with a side longer than max_length
     if used == 0:
+        release_deepspeed_config()
         log.warning("reward model: all %d pairs are longer than max_length=%d", len(pairs), cfg.max_length)
         return {**_save_constant(model, tokenizer, out), "pairs": len(pairs)}
     def extra(t) -> dict:

@@ -116,3 +116,31 @@ def test_zero3_sft_killed_mid_training_resumes_to_the_same_weights(tmp_path, tin
     got, want = _weights(killed / "sft" / "model"), _weights(whole / "sft" / "model")
     assert all(torch.allclose(got[k], want[k], atol=1e-6) for k in want)
     assert not (killed / "sft" / "checkpoints").exists()
+
+
+def test_a_whole_round_runs_under_zero3(tmp_path, tiny_base):
+    """`accelerate launch --config_file recipes/accelerate/cpu_zero3.yaml posttrain/round.py`: sharded generation,
+    the reward model, SFT and DPO as ZeRO-3 engines on both ranks. After a ZeRO-3 trainer, transformers
+    partitioned every model loaded in the process, so the main process alone loading the RM to score hung
+    (a collective with one rank) until the stages unregistered the trainer's DeepSpeed config."""
+    import yaml
+
+    from tests.conftest import TEST_RECIPE
+
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump({**TEST_RECIPE, "base_model": str(tiny_base), "output_dir": str(tmp_path / "runs"),
+                                      "reward_model": {"enabled": True, "weight": 0.1}}))
+    cmd = [sys.executable, "-m", "accelerate.commands.launch",
+           "--config_file", str(ROOT / "recipes" / "accelerate" / "cpu_zero3.yaml"),
+           "--main_process_port", str(random.randint(20000, 40000)),
+           str(ROOT / "posttrain" / "round.py"), "--recipe", str(recipe)]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    round_1 = tmp_path / "runs" / "test" / "round_1"
+    manifests = {s: json.loads((round_1 / s / "manifest.json").read_text())
+                 for s in ("generate", "score", "reward_model", "select", "mix", "sft", "dpo", "eval")}
+    assert all(m["num_processes"] == 2 for m in manifests.values())
+    assert manifests["reward_model"]["results"]["scored"] == manifests["generate"]["results"]["samples"]
+    assert manifests["sft"]["results"]["steps"] > 0 and manifests["dpo"]["results"]["steps"] > 0
+    before, after = _weights(tiny_base), _weights(round_1 / "dpo" / "model")
+    assert all(after[k].shape == before[k].shape for k in before)  # whole weights, gathered from both ranks
