@@ -83,6 +83,19 @@ def run_rounds(recipe: Recipe, stop_after: tuple[int, str] | None = None) -> dic
                 out, engines.get(policy.model), _tokenizer(policy), sets, ev, recipe.score, seed, engines.world),
                 mode="shards", merge=lambda out, dirs, res: merge_evals(out, dirs, res, sets, ev))
 
+        def judge(r: int, policy: StageOutput, chosen: StageOutput) -> StageOutput:
+            """The judge stage over the select stage's (`chosen`) SFT examples, sharded by id over the engines;
+            the round's policy judges (`mix.judge.model: policy`) or the named model does."""
+            cfg = recipe.mix.judge
+            model = policy.model if cfg.model == "policy" else cfg.model
+            new = _read(chosen, "sft")
+            config = {"judge": cfg, "topics": recipe.mix.topics, "templates": templates(cfg.prompt_dir, cfg.judgments)}
+            return run.stage(
+                r, "judge", config, [chosen, *([policy] if cfg.model == "policy" else [])],
+                lambda out: judge_stage(out, shard(new, engines.world), cfg, recipe.mix.topics, engines.get(model),
+                                        _tokenizer_of(model), seed),
+                mode="shards", merge=lambda out, dirs, res: merge_judged(out, dirs, res, new["id"].to_pylist()))
+
         policy = base
         evaluate(0, policy)
         selected: list[StageOutput] = []
@@ -117,26 +130,15 @@ def run_rounds(recipe: Recipe, stop_after: tuple[int, str] | None = None) -> dic
             # The paper re-fine-tunes the base on all SFT data so far; `previous` continues on this round's.
             first = 1 if recipe.sft.start_from == "base" else r
             history, scores = selected[first - 1:], {i: ranked[i - 1] for i in range(first, r + 1)}
-            judge_cfg = recipe.mix.judge  # an LLM judge tags the round's new examples: its policy or a named model
-            if judge_cfg.model is not None:
-                judge_model = policy.model if judge_cfg.model == "policy" else judge_cfg.model
-                new = _read(selected[-1], "sft")
-                judged.append(run.stage(
-                    r, "judge", {"judge": judge_cfg, "topics": recipe.mix.topics,
-                                 "templates": templates(judge_cfg.prompt_dir, judge_cfg.judgments)},
-                    [selected[-1], *([policy] if judge_cfg.model == "policy" else [])],
-                    lambda out: judge_stage(out, shard(new, engines.world), judge_cfg, recipe.mix.topics,
-                                            engines.get(judge_model), _tokenizer_of(judge_model), seed),
-                    mode="shards", merge=lambda out, dirs, res: merge_judged(out, dirs, res, new["id"].to_pylist())))
+            if recipe.mix.judge.model is not None:  # an LLM judge tags the round's new SFT examples
+                judged.append(judge(r, policy, selected[-1]))
             judgments = judged[first - 1:]
             mixed = run.stage(r, "mix", recipe.mix, [*history, *scores.values(), prompts, benchmarks, *judgments],
                               lambda out: mix(
                 out, [_read(s, "sft") for s in history], _read(selected[-1], "pairs"), eval_prompts, recipe.mix,
                 seed, scored={i: _read(s, "scored") for i, s in scores.items()},
-                pass_threshold=recipe.select.pass_threshold,
-                judged=pa.concat_tables([pq.read_table(s.path / "judged.parquet") for s in judgments]) if judgments
-                else None,
-                judge_counts=judged[-1].manifest["results"]["counts"] if judgments else None))
+                pass_threshold=recipe.select.pass_threshold, judged=_judged(judgments),
+                judge_counts=judgments[-1].manifest["results"]["counts"] if judgments else None))
 
             engines.close()  # free the generation engine's memory before training
             start = base if recipe.sft.start_from == "base" else policy
@@ -195,6 +197,11 @@ def digests(paths: list[str]) -> dict[str, str]:
 
 def _read(stage: StageOutput, table: str):
     return schema.read(stage.path / f"{table}.parquet", table)
+
+
+def _judged(stages: list[StageOutput]) -> pa.Table | None:
+    """The judgments of the rounds being mixed, one table (None without a judge)."""
+    return pa.concat_tables([pq.read_table(s.path / "judged.parquet") for s in stages]) if stages else None
 
 
 def _tokenizer(stage: StageOutput):
