@@ -108,12 +108,9 @@ def judge(sft: pa.Table, cfg: JudgeConfig, topics: dict[str, dict[str, str]], en
 
 def judge_stage(out: Path, sft: pa.Table, cfg: JudgeConfig, topics: dict[str, dict[str, str]], engine, tokenizer,
                 seed: int) -> dict:
-    """One rank's share of the judge stage: `sft` rows (its shard) -> out/judged.parquet; the counts."""
-    if sft.num_rows == 0:  # a rank with no rows (or no engine of its own) asks nothing
-        judged = judged_schema(cfg.judgments).empty_table()
-        counts = {j: {"asked": 0, "retried": 0, "too_long": 0, "unknown": 0} for j in cfg.judgments}
-    else:
-        judged, counts = judge(sft, cfg, topics, engine, tokenizer, seed)
+    """One rank's share of the judge stage: `sft` rows (its shard) -> out/judged.parquet; the counts.
+    A rank with no rows (or no engine of its own) asks nothing and counts zeros."""
+    judged, counts = judge(sft, cfg, topics, engine, tokenizer, seed)
     pq.write_table(judged, out / "judged.parquet")
     return {"judged": judged.num_rows, "counts": counts}
 

@@ -171,10 +171,11 @@ def split_held_out(pairs: list[dict], fraction: float, seed: int) -> tuple[list[
         digest = hashlib.sha256(f"{seed}/{key}".encode()).digest()
         return int.from_bytes(digest[:8], "big") / 2**64 < fraction
 
-    train = [p for p in pairs if not held(p)]
+    flags = [held(p) for p in pairs]
+    train = [p for p, h in zip(pairs, flags) if not h]
     if not train:
         return pairs, []
-    return train, [p for p in pairs if held(p)]
+    return train, [p for p, h in zip(pairs, flags) if h]
 
 
 def pairwise_accuracy(model_dir: str | Path, pairs: list[dict], batch_size: int = 64, max_length: int = 512) -> float:
