@@ -6,7 +6,8 @@ eval.png (every benchmark's headline number per round), rewards.png (per capabil
 of each prompt's pass rate over its K samples, and of reward-model scores when an RM was trained),
 selection.png (pass rate and kept fraction per round), mix.png (SFT mix by capability before and
 after rebalancing, against the targets), tags.png (by topic / quality / difficulty / complexity, when
-the mix tagged its data) and wall_time.png (seconds per stage per round).
+the mix tagged its data), training.png (loss and DPO reward accuracy by step, from each trained
+stage's log history) and wall_time.png (seconds per stage per round).
 """
 
 from __future__ import annotations
@@ -20,6 +21,19 @@ import pyarrow.parquet as pq
 from posttrain.rundir import RunDir
 
 STAGES = ("generate", "score", "reward_model", "select", "judge", "mix", "sft", "dpo", "eval")
+TRAINED_STAGES = ("reward_model", "sft", "dpo")
+TRAINING_KEYS = ("steps", "train_loss", "final_loss", "token_accuracy", "reward_accuracy", "reward_margin",
+                 "pair_accuracy")
+
+
+def _training(results: dict) -> dict:
+    """A trained stage's numbers from its results (with variants: the first variant's, and their count)."""
+    first = (results.get("variants") or [results])[0]
+    out = {k: first[k] for k in TRAINING_KEYS if first.get(k) is not None}
+    if results.get("variants"):
+        out["variants"] = len(results["variants"])
+        out["steps"] = results.get("steps", out.get("steps"))
+    return out
 
 
 def summarize(run: RunDir, rounds: int) -> dict:
@@ -45,6 +59,7 @@ def summarize(run: RunDir, rounds: int) -> dict:
                     if m["mix"] else None),
             "reward_model": ({k: res("reward_model", k) for k in ("pairs", "eval_pairs", "eval_accuracy")}
                              if m["reward_model"] else None),
+            "training": {s: _training(m[s].manifest["results"]) for s in TRAINED_STAGES if m[s]},
             "wall_s": {s: m[s].manifest["wall_s"] for s in STAGES if m[s]},
         })
     return {"run": str(run.root), "rounds": out}
@@ -94,6 +109,19 @@ def rm_lines(summary: dict) -> list[str]:
     return ["", "round  rm_pairs  reward model accuracy (50% = chance)", *lines] if lines else []
 
 
+def training_lines(summary: dict) -> list[str]:
+    """A Markdown table: per round and trained stage, its steps and the last logged loss and accuracies."""
+    cols = (("steps", "steps", str), ("final_loss", "final loss", "{:.3f}".format),
+            ("token_accuracy", "token acc.", "{:.1%}".format), ("reward_accuracy", "DPO reward acc.", "{:.1%}".format),
+            ("reward_margin", "DPO margin", "{:.3f}".format), ("pair_accuracy", "RM pair acc.", "{:.1%}".format))
+    rows = [f"| {r['round']} | {stage} | " + " | ".join(fmt(t[k]) if k in t else "-" for k, _, fmt in cols) + " |"
+            for r in summary["rounds"] for stage, t in (r.get("training") or {}).items() if t.get("steps")]
+    if not rows:
+        return []
+    head = "| round | stage | " + " | ".join(name for _, name, _ in cols) + " |"
+    return ["## Training per round (last logging window)", "", head, "|" + "---|" * (len(cols) + 2), *rows, ""]
+
+
 # --------------------------------------------------------------------------- the page and its plots
 
 
@@ -111,6 +139,7 @@ def write_report(run_dir: Path, summary: dict, targets: dict[str, float] | None 
         "selection.png": plot_selection(summary, tmp / "selection.png"),
         "mix.png": plot_mix(summary, targets, tmp / "mix.png"),
         "tags.png": plot_tags(summary, tmp / "tags.png"),
+        "training.png": plot_training(training_curves(run_dir, summary), tmp / "training.png"),
         "wall_time.png": plot_wall(summary, tmp / "wall_time.png"),
     }
     (tmp / "report.md").write_text(markdown(summary, [name for name, made in plots.items() if made]))
@@ -124,11 +153,11 @@ def markdown(summary: dict, pngs: list[str]) -> str:
     captions = {"eval.png": "Eval per round", "rewards.png": "Reward distributions per capability",
                 "selection.png": "Pass rate and kept fraction", "mix.png": "SFT mix by capability",
                 "tags.png": "SFT mix by tag (last round, before and after rebalancing)",
-                "wall_time.png": "Wall time per stage"}
+                "training.png": "Training curves", "wall_time.png": "Wall time per stage"}
     parts = [f"# Run report: {Path(summary['run']).name}", "", "```", table(summary), "```", ""]
     for png in pngs:
         parts += [f"## {captions[png]}", "", f"![{captions[png]}]({png})", ""]
-    parts += mix_lines(summary)
+    parts += mix_lines(summary) + training_lines(summary)
     detail = {r["round"]: r["eval"] for r in summary["rounds"] if r["eval"]}
     parts += ["## Every eval number", "", "```json", json.dumps(detail, indent=1), "```", ""]
     return "\n".join(parts)
@@ -309,6 +338,47 @@ def plot_tags(summary: dict, path: Path) -> bool:
         ax.set_title(f"{kind} (round {r['round']})", fontsize=9)
     axes[0].set_ylabel("SFT examples")
     axes[-1].legend(fontsize=7)
+    return _save(plt, fig, path)
+
+
+# (stage, metric in the trainer's log, axis label) for each panel of training.png
+CURVES = (("sft", "loss", "SFT loss"), ("dpo", "loss", "DPO loss (sigmoid + NLL)"),
+          ("dpo", "rewards/accuracies", "DPO reward accuracy"), ("reward_model", "loss", "reward model loss"))
+
+
+def training_curves(run_dir: Path, summary: dict) -> dict[tuple[str, str], dict[int, list[tuple[int, float]]]]:
+    """{(stage, metric): {round: [(step, value)]}} from each trained stage's log history (with variants,
+    the first variant's)."""
+    from posttrain.training import LOG_HISTORY
+
+    out: dict[tuple[str, str], dict[int, list[tuple[int, float]]]] = defaultdict(dict)
+    for r in summary["rounds"][1:]:
+        for stage in TRAINED_STAGES:
+            folder = Path(run_dir) / f"round_{r['round']}" / stage
+            path = next((p for p in (folder / LOG_HISTORY, folder / "variants" / "0" / LOG_HISTORY) if p.is_file()),
+                        None)
+            if path is None:
+                continue
+            history = json.loads(path.read_text())
+            for metric in (m for s, m, _ in CURVES if s == stage):
+                points = [(e["step"], e[metric]) for e in history if metric in e and "step" in e]
+                if points:
+                    out[(stage, metric)][r["round"]] = points
+    return dict(out)
+
+
+def plot_training(curves: dict, path: Path) -> bool:
+    panels = [(stage, metric, label) for stage, metric, label in CURVES if curves.get((stage, metric))]
+    if not panels:
+        return False
+    plt, fig, axes = _figure(ncols=len(panels), width=4.2)
+    for ax, (stage, metric, label) in zip(axes, panels):
+        for r, points in sorted(curves[(stage, metric)].items()):
+            xs, ys = zip(*points)
+            ax.plot(xs, ys, marker="." if len(xs) < 30 else None, label=f"round {r}")
+        ax.set(xlabel="optimizer step", title=label)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
     return _save(plt, fig, path)
 
 

@@ -32,12 +32,22 @@ class KillAtStep(TrainerCallback):
         kill_if(stage_point(self.stage_dir, f"step{state.global_step}"))
 
 
+class LogLastStep(TrainerCallback):
+    """Logs the last optimizer step too (transformers logs every `logging_steps` only), so a stage's
+    results and curves always end with its final window, however few steps it has."""
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step >= state.max_steps:
+            control.should_log = True
+
+
 def common_args(out: Path, cfg, seed: int) -> dict:
     """TrainingArguments fields set the same way for SFT and DPO (cfg: an SFTConfig or DPOConfig section)."""
     return dict(
         output_dir=str(out / "checkpoints"), learning_rate=cfg.learning_rate, num_train_epochs=cfg.num_epochs,
         per_device_train_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.gradient_accumulation_steps,
         max_length=cfg.max_length, seed=seed, data_seed=seed, report_to="none", logging_steps=10,
+        logging_first_step=True,  # curves start from the model as it came in
         # Checkpoints let a killed stage resume mid-training; only the last one is kept.
         save_strategy="steps", save_steps=cfg.checkpoint_every_steps, save_total_limit=1,
         disable_tqdm=True, dataloader_num_workers=0,
@@ -86,6 +96,7 @@ def lora_args(lora, model_path: str | Path) -> dict:
 
 
 TRAINED = "trained.json"  # beside out/model once it is saved: the training's results
+LOG_HISTORY = "log_history.json"  # beside it: every metric the trainer logged, by step (the report plots them)
 
 
 def trained(out: Path) -> dict | None:
@@ -107,6 +118,7 @@ def train_and_save(trainer, tokenizer, out: Path, extra: Callable[[Any], dict] |
     resumes from the last checkpoint.
     """
     trainer.add_callback(KillAtStep(out))
+    trainer.add_callback(LogLastStep())
     checkpoints = out / "checkpoints"
     resume = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
     result = trainer.train(resume_from_checkpoint=resume)
@@ -117,14 +129,28 @@ def train_and_save(trainer, tokenizer, out: Path, extra: Callable[[Any], dict] |
     else:
         trainer.save_model(str(out / "model"))
     release_deepspeed_config()
+    history = trainer.state.log_history  # restored from the checkpoint on resume: the whole run's
     info = {"steps": result.global_step, "train_loss": round(result.training_loss, 4), "resumed": resume is not None,
-            **(extra(trainer) if extra else {})}
+            **last_logged(history), **(extra(trainer) if extra else {})}
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(out / "model")
+        write_json(out / LOG_HISTORY, history)
         write_json(out / TRAINED, info)
         shutil.rmtree(checkpoints, ignore_errors=True)
     kill_if(stage_point(out, "saved"))
     return info
+
+
+# What the results keep of the last logging window (the whole curve is in LOG_HISTORY): the loss, and
+# TRL's token accuracy (SFT, DPO) and reward accuracy / margin (DPO: chosen's implicit reward above rejected's).
+LAST_LOGGED = {"loss": "final_loss", "mean_token_accuracy": "token_accuracy", "rewards/accuracies": "reward_accuracy",
+               "rewards/margins": "reward_margin", "accuracy": "pair_accuracy"}
+
+
+def last_logged(history: list[dict]) -> dict:
+    """{name: value} of the LAST_LOGGED metrics in the last training log entry that has a loss."""
+    entry = next((e for e in reversed(history) if "loss" in e), {})
+    return {name: round(entry[key], 4) for key, name in LAST_LOGGED.items() if key in entry}
 
 
 def release_deepspeed_config() -> None:

@@ -95,11 +95,30 @@ def test_round_writes_every_stage_with_schema_and_counts(full_run, tiny_base):
 
 def test_round_writes_a_report_with_plots(full_run):
     page = (full_run / "report" / "report.md").read_text()
-    for png in ("eval.png", "rewards.png", "selection.png", "mix.png", "wall_time.png"):
+    for png in ("eval.png", "rewards.png", "selection.png", "mix.png", "training.png", "wall_time.png"):
         assert f"]({png})" in page
         data = (full_run / "report" / png).read_bytes()
         assert data.startswith(b"\x89PNG") and len(data) > 5000, png  # a real, non-empty image
     assert "heldout/overall" in page
+    rows = [line.split(" | ") for line in page.splitlines() if line.startswith("| 1 | ")]
+    assert [r[1] for r in rows] == ["sft", "dpo"]  # the training table: round 1's trained stages
+    dpo = manifest(full_run, "dpo")["results"]
+    assert f"{dpo['reward_accuracy']:.1%}" in rows[1]
+
+
+def log_history(run: Path, stage: str) -> list[dict]:
+    return json.loads((run / "round_1" / stage / "log_history.json").read_text())
+
+
+def test_training_logs_are_kept_with_their_last_window_in_the_results(full_run):
+    for stage in ("sft", "dpo"):
+        results, history = manifest(full_run, stage)["results"], log_history(full_run, stage)
+        losses = [e for e in history if "loss" in e]
+        assert losses and losses[-1]["step"] <= results["steps"]
+        assert results["final_loss"] == round(losses[-1]["loss"], 4)
+        assert 0.0 <= results["token_accuracy"] <= 1.0
+    assert 0.0 <= manifest(full_run, "dpo")["results"]["reward_accuracy"] <= 1.0
+    assert "reward_accuracy" not in manifest(full_run, "sft")["results"]
 
 
 def test_training_changed_the_weights(full_run, tiny_base):
@@ -138,6 +157,9 @@ def test_killed_run_resumes_to_the_same_result(full_run, recipe_file, kill_at):
     else:
         assert manifest(run, "sft")["results"]["resumed"] is True
         assert manifest(run, "sft")["results"]["steps"] == manifest(full_run, "sft")["results"]["steps"]
+        # The resumed log carries on from the checkpoint's: every logging step once, none twice.
+        steps = lambda r: [e["step"] for e in log_history(r, "sft") if "loss" in e]  # noqa: E731
+        assert steps(run) == steps(full_run)
     assert not list(run.glob("round_*/*.tmp"))
     # Same tables as the uninterrupted run: byte-equal data, no duplicated rows.
     for stage_name, tables in STAGE_TABLES.items():
