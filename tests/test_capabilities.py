@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from eval.benchmarks import BENCHMARKS
+from eval.harness import TOO_LONG
 from tests.conftest import ROOT, TEST_RECIPE, run_cli
 
 pytestmark = pytest.mark.slow
@@ -24,10 +25,15 @@ def test_posttrain_eval_runs_every_benchmark(tmp_path, tiny_base):
     assert proc.returncode == 0, proc.stderr[-4000:]
     scores = json.loads((tmp_path / "ev" / "eval.json").read_text())
     assert set(scores) == {"heldout", *BENCHMARKS}
+    evals = pq.read_table(tmp_path / "ev" / "evals.parquet").to_pylist()
     for name, result in scores.items():
         want = {"heldout": 4 * 6, "mmath": 2 * 10}.get(name, 2)  # mmath: limit per language
         assert result["items"] == want, (name, result)
-        assert 0.0 <= result["pass@1"] <= 1.0 and 0 <= result["too_long"] <= want
+        rows = [e for e in evals if e["benchmark"] == name]  # greedy: one row per item
+        assert sorted({e["prompt_id"] for e in rows}) == sorted(e["prompt_id"] for e in rows) and len(rows) == want
+        scored = [e for e in rows if e["reward"] is not None]
+        assert result["pass@1"] == round(sum(e["reward"] >= 1.0 for e in scored) / max(1, len(scored)), 4), name
+        assert result["too_long"] == sum(e["reason"] == TOO_LONG for e in rows), name
     assert {f"acc_{lang}" for lang in ("en", "zh", "ar")} <= set(scores["mmath"]) and "language_match" in scores["mmath"]
     assert not (tmp_path / "ev.tmp").exists()
 

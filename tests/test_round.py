@@ -111,21 +111,16 @@ def log_history(run: Path, stage: str) -> list[dict]:
 
 
 def test_training_logs_are_kept_with_their_last_window_in_the_results(full_run):
-    for stage in ("sft", "dpo"):
+    for stage, metric, name in (("sft", "mean_token_accuracy", "token_accuracy"),
+                                ("dpo", "rewards/accuracies", "reward_accuracy")):
         results, history = manifest(full_run, stage)["results"], log_history(full_run, stage)
-        losses = [e for e in history if "loss" in e]
-        assert losses and losses[-1]["step"] <= results["steps"]
-        assert results["final_loss"] == round(losses[-1]["loss"], 4)
-        assert 0.0 <= results["token_accuracy"] <= 1.0
-    assert 0.0 <= manifest(full_run, "dpo")["results"]["reward_accuracy"] <= 1.0
+        logged = [e for e in history if "loss" in e]
+        assert logged[0]["step"] == 1 and logged[-1]["step"] == results["steps"]  # first and last step logged
+        assert results["final_loss"] == round(logged[-1]["loss"], 4)
+        assert results[name] == round(logged[-1][metric], 4)
+    sft = [e["loss"] for e in log_history(full_run, "sft") if "loss" in e]
+    assert sft[-1] < sft[0]  # the curve shows the SFT data being learnt
     assert "reward_accuracy" not in manifest(full_run, "sft")["results"]
-
-
-def test_training_changed_the_weights(full_run, tiny_base):
-    base, sft, dpo = (weights(p) for p in (tiny_base, full_run / "round_1/sft/model", full_run / "round_1/dpo/model"))
-    assert manifest(full_run, "sft")["results"]["steps"] > 0 and manifest(full_run, "dpo")["results"]["steps"] > 0
-    assert any(not torch.equal(base[k], sft[k]) for k in base)
-    assert any(not torch.equal(sft[k], dpo[k]) for k in sft)
 
 
 def test_rerun_reuses_every_stage(full_run):
@@ -236,7 +231,9 @@ def test_round_with_a_reward_model_scores_every_sample(recipe_file):
     assert manifest(run, "mix")["output_id"] == mixed  # reused, not redone
     rm = manifest(run, "reward_model")["results"]
     assert rm["pairs"] > 0 and rm["steps"] > 0
-    assert rm["eval_pairs"] > 0 and 0 <= rm["eval_accuracy"] <= 1  # half the prompts' pairs held out
+    assert rm["eval_pairs"] > 0  # half the prompts' pairs held out
+    ranked_right = rm["eval_accuracy"] * rm["eval_pairs"]  # a count of those pairs
+    assert abs(ranked_right - round(ranked_right)) < 1e-3 and 0 <= round(ranked_right) <= rm["eval_pairs"]
     held_out = f"{rm['eval_accuracy']:.1%} of {rm['eval_pairs']} held-out pairs ranked right"
     assert f"{rm['pairs']:>8}  {held_out}" in proc.stdout  # the round table's RM line
     scored = pq.read_table(run / "round_1" / "reward_model" / "scored.parquet")
