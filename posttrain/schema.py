@@ -24,7 +24,7 @@ VERIFIER_FIELDS = {
     "math": ["answer"],
     "code": ["tests", "entry_point"],
     "tools": ["tools", "expected_call"],
-    "multilingual": ["language", "answer"],
+    "multilingual": ["language"],  # with an `answer`, that is checked too; without, the language alone
 }
 META = [pa.field(n, pa.string()) for n in ("answer", "tests", "entry_point", "tools", "expected_call", "language")]
 

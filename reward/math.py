@@ -1,12 +1,17 @@
 """Math verifier: extract the final answer, then decide equivalence with math-verify.
 
-Extraction (what the model meant as its final answer), first that applies:
-1. the last "The answer is X" (or the same phrase in fr/es/de/pt/ru/zh/ja, so replies to multilingual
-   prompts read the same way). Inside X: a \\boxed{...} or $...$ if there is one; else X itself when it
-   is pure math ("x = 5", "(0, 2)", "2\\sqrt{2}", "£2,340"); else its first number ("The answer is 4
-   apples" -> 4);
-2. the last \\boxed{...};
-3. the last number in the text.
+Extraction (what the model meant as its final answer): the LAST answer marker in the text wins, a marker
+being a \\boxed{...} or a "The answer is X" phrase (or the same phrase in fr/es/de/pt/ru/zh/ja, so replies
+to multilingual prompts read the same way); a \\boxed{} inside or overlapping a phrase wins over it, so
+"The answer is 7 ... recomputing gives \\boxed{9}" reads 9 and "\\boxed{15}. Check: the answer is right
+since 3*5=15" reads 15. A phrase is a marker only when X is math: after markdown, quotes, a currency
+sign and a filler word ("therefore", "simply", "approximately", ...), X must begin with a box, inline
+math ($...$, \\(...\\)), a number or a LaTeX command, or hold no word at all ("x = 5", "(0, 2)"). Its
+answer is then that box or inline math; else X itself when it is pure math; else its leading math before
+the first word ("4 apples, not 5" -> 4, "\\frac{3}{4} of the cake" -> \\frac{3}{4}). "The answer is
+correct" or "the answer is right since 3*5=15" is no marker. Without any marker: the last number in the
+text; without a number either: the last non-math phrase as written ("The answer is four" -> "four",
+reported as wrong). An empty or unclosed box (a truncated reply) is no marker.
 Equivalence is math-verify's (sympy): 4.0 == 4, 0.75 == 3/4 == \\frac{3}{4}, \\sqrt{8} == 2\\sqrt{2},
 intervals, sets, equations. A plain number written with thousands commas ("1,000") is read as 1000;
 decimal commas ("3,5") and dot-grouped thousands ("1.000") are not supported.
@@ -32,6 +37,16 @@ ANSWER_IS = re.compile(
     r"\s*[:：]?\s*(.+?)(?:[.。](?!\d)|\n|$)", re.IGNORECASE)
 INLINE_MATH = re.compile(r"(?<!\\)\$\$?((?:\\.|[^$\\])+)\$\$?|\\\((.+?)\\\)")  # $..$ (\$ inside), \(..\)
 WORD = re.compile(r"(?<![\\])(?<![^\W\d_])[^\W\d_]{2,}")  # 2+ letters, not a \command's tail
+# What may stand between "the answer is" and the answer itself.
+FILLER = re.compile(
+    r"^(?:(?:therefore|thus|hence|so|then|now|finally|simply|just|indeed|exactly|actually|clearly|obviously"
+    r"|definitely|approximately|about|around|roughly|equal\s+to|given\s+by|equals|donc|alors|entonces|also"
+    r"|daher|portanto|então|равен|равно)\b[\s,:]*|[:=]\s*)+", re.IGNORECASE)
+# How a math answer followed by words may begin: a sign, a digit, a LaTeX command, a bracket, or a
+# one-letter variable in a relation ("x = 5 apples"; not "a prime number").
+MATH_START = re.compile(r"[-+−±]?(?:\d|\.\d|\\|[(\[{|√π∞]|[^\W\d_]\s*[=<>≤≥≠])")
+TAIL = re.compile(r"(?:\\(?:text\w*|math\w*|mbox|operatorname)|[\s,;:=~])+$")  # "12 \\text " -> "12"
+TEXT_ONLY = re.compile(r"\\(?:text\w*|math\w*|mbox|operatorname)|[{}\s]")  # what leaves no math if alone
 MAX_DIGITS = 10_000  # a wide margin: 9^{100000} (95,425 digits) still compares in ms; 9^{9^9} never returns
 MAX_FACTORIAL = 3_000  # 1000! compares in ms; (10^10)! never returns
 TIMEOUT_S = 3  # per parse and per comparison, main thread only (signal.alarm takes whole seconds)
@@ -57,31 +72,62 @@ def verdict(text: str, expected: str | None) -> Verdict:
 
 def extract_answer(text: str) -> str | None:
     """The final answer as written (LaTeX kept, a plain number without its thousands commas), or None."""
-    stated = ANSWER_IS.findall(text)
-    if stated:
-        return _from_phrase(stated[-1])
-    boxed = _boxed(text)
-    if boxed:
-        return boxed[-1].strip()
+    boxes = _boxed_spans(text)
+    markers = [(start, 1, content.strip()) for start, _end, content in boxes if content.strip()]
+    wordy = []  # "answer is" phrases that are not math: the answer only when nothing else is
+    for m in ANSWER_IS.finditer(text):
+        if any(start <= m.start() < end for start, end, _ in boxes):
+            continue  # a phrase inside a box: the box is the marker
+        got = _from_phrase(m.group(1))
+        if got is None:
+            wordy.append(m.group(1))
+        else:
+            markers.append((m.start(), 0, got))
+    if markers:
+        return max(markers)[2]  # the last one; a box on a tie
     numbers = NUMBER.findall(text)
-    return _clean(numbers[-1]) if numbers else None
+    if numbers:
+        return _clean(numbers[-1])
+    return _strip(wordy[-1]) if wordy else None
 
 
-def _from_phrase(phrase: str) -> str:
-    """The answer inside "The answer is <phrase>": a box or inline math wins, then pure math, then a number."""
-    if boxed := _boxed(phrase):
-        return boxed[-1].strip()
-    if m := INLINE_MATH.search(phrase):
+def _from_phrase(phrase: str) -> str | None:
+    """The answer inside "The answer is <phrase>", or None when the phrase does not begin with math."""
+    phrase = FILLER.sub("", _strip(phrase))
+    if phrase.startswith("\\boxed{") and (boxed := _boxed(phrase)):
+        return boxed[0].strip()
+    if m := INLINE_MATH.match(phrase):
         return (m.group(1) or m.group(2)).strip()
-    phrase = phrase.strip(" *`\"'«»“”„").lstrip("$£€¥₹")  # markdown, quotes, a currency sign
-    if not WORD.search(phrase):  # "1,000", "x = 5", "(0, 2)": all of it is the answer
+    phrase = phrase.lstrip("$£€¥₹").strip()  # a currency sign
+    if not re.search(r"[^\W_]|\\", phrase):  # "", "?", "...": nothing to read
+        return None
+    word = WORD.search(phrase)
+    if word is None:  # "1,000", "x = 5", "(0, 2)": all of it is the answer
         return _clean(phrase) if NUMBER.fullmatch(phrase) else phrase
-    number = NUMBER.search(phrase)  # "4 apples, not 5" -> 4; "four" stays (and is reported as wrong)
-    return _clean(number.group()) if number else phrase
+    if not MATH_START.match(phrase):  # "correct", "right since 3*5=15", "not 5": no answer stated
+        return None
+    head = TAIL.sub("", phrase[:word.start()])  # the math before the first word
+    if TEXT_ONLY.sub("", head) and _balanced(head):  # "4 apples" -> 4, "\\frac{3}{4} of" -> \\frac{3}{4}
+        return _clean(head) if NUMBER.fullmatch(head) else head
+    number = NUMBER.match(phrase)  # "12 (twelve)", "12 \\text{ cm}": a head cut mid-group
+    return _clean(number.group()) if number else None
+
+
+def _strip(phrase: str) -> str:
+    return phrase.strip().strip(" *`\"'«»“”„")
+
+
+def _balanced(math: str) -> bool:
+    return sum(math.count(c) for c in "([{") == sum(math.count(c) for c in ")]}")
 
 
 def _boxed(text: str) -> list[str]:
-    """Contents of every \\boxed{...}, braces matched (so \\boxed{\\frac{3}{4}} reads as \\frac{3}{4})."""
+    """Contents of every closed \\boxed{...}, braces matched (so \\boxed{\\frac{3}{4}} reads as \\frac{3}{4})."""
+    return [content for _start, _end, content in _boxed_spans(text)]
+
+
+def _boxed_spans(text: str) -> list[tuple[int, int, str]]:
+    """(start, end, contents) of every closed \\boxed{...}; an unclosed one (a truncated reply) is left out."""
     out, start = [], 0
     while (i := text.find("\\boxed{", start)) != -1:
         depth, j = 0, i + len("\\boxed")
@@ -89,7 +135,9 @@ def _boxed(text: str) -> list[str]:
             depth += {"{": 1, "}": -1}.get(text[j], 0)
             if depth == 0:
                 break
-        out.append(text[i + len("\\boxed{"):j])
+        if depth != 0:
+            break  # unclosed: it runs to the end of the text
+        out.append((i, j + 1, text[i + len("\\boxed{"):j]))
         start = j + 1
     return out
 

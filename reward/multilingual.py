@@ -15,19 +15,32 @@ keep replies *in* the language, so such a reply must not become training data fo
 scripts written without spaces (Han, kana, Hangul, Thai) weigh DENSE_WEIGHT: one is about a word,
 and 4 of them identify ja/zh/ko/th 92-98% of the time, where 4 Latin letters manage 31-46%.
 
+Script: when the language tag names one (BCP 47: "zh-Hant", "sr-Latn", "sr_Cyrl", "ja-Jpan"; and
+"zh-TW"/"zh-HK"/"zh-MO" read as zh-Hant, "zh-CN"/"zh-SG"/"zh-MY" as zh-Hans, as CLDR's likely scripts
+have it), at least MIN_SCRIPT_SHARE of the prose's letters must be in it, a letter's script read from
+its Unicode name (LATIN, CYRILLIC, CJK, HIRAGANA, ...). Hans and Hant share the Han block, so for them
+the Han share is checked, then the characters written differently in the two (们/們, 这/這, 说/說, ...:
+a table of ~110 common pairs, each character used only in its own script): at least MIN_SCRIPT_SHARE
+of those that occur must be of the expected script. A reply with none of them (short, or only shared
+characters, or differing ones outside the table) passes the script check: nothing known tells them apart.
+
 Answer: reward.math's extraction (which reads "La réponse est 12", "答案是12", "Ответ: 12", ...) and
-math-verify equivalence against `answer`; its reasons are reported as they are.
-Reasons: "correct", "wrong language: got xx, expected yy", "language undetermined", the math ones, and
-"not applicable: ..." for missing metadata or a language the identifier does not know.
+math-verify equivalence against `answer`; its reasons are reported as they are. Without an answer (a
+prompt whose reply has no single right answer) the language (and script) gate alone decides, so a reply
+in the wrong language still fails and the reward model ranks only replies that pass it.
+Reasons: "correct", "correct language (no answer to check)", "wrong language: got xx, expected yy",
+"wrong script: ...", "language undetermined", the math ones, and "not applicable: ..." for a missing
+language or a language (or script) the verifier does not know.
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 from functools import cache
 
 from reward import math
-from reward.verdict import FAIL, Verdict, as_text, column, missing
+from reward.verdict import FAIL, PASS, Verdict, as_text, column, missing
 
 LANGUAGES = frozenset("ar de en es fr hi id it ja ko nl pl pt ru sv th tr uk vi zh".split())
 MIN_LETTERS = 10
@@ -37,6 +50,33 @@ CODE = re.compile(r"```.*?(?:```|$)|`[^`\n]*`", re.DOTALL)
 LATEX = re.compile(r"\$\$.*?\$\$|\$[^$\n]*\$|\\\[.*?\\\]|\\\(.*?\\\)", re.DOTALL)
 COMMAND = re.compile(r"\\[A-Za-z]+")
 NOT_LETTERS = re.compile(r"[\W\d_]+")
+
+MIN_SCRIPT_SHARE = 0.8
+# ISO 15924 script code -> the scripts (first word of a letter's Unicode name) it is written in.
+SCRIPTS = {
+    "Latn": {"LATIN"}, "Cyrl": {"CYRILLIC"}, "Grek": {"GREEK"}, "Arab": {"ARABIC"}, "Hebr": {"HEBREW"},
+    "Deva": {"DEVANAGARI"}, "Beng": {"BENGALI"}, "Guru": {"GURMUKHI"}, "Gujr": {"GUJARATI"},
+    "Orya": {"ORIYA"}, "Taml": {"TAMIL"}, "Telu": {"TELUGU"}, "Knda": {"KANNADA"}, "Mlym": {"MALAYALAM"},
+    "Sinh": {"SINHALA"}, "Thai": {"THAI"}, "Laoo": {"LAO"}, "Khmr": {"KHMER"}, "Mymr": {"MYANMAR"},
+    "Tibt": {"TIBETAN"}, "Geor": {"GEORGIAN"}, "Armn": {"ARMENIAN"}, "Ethi": {"ETHIOPIC"},
+    "Mong": {"MONGOLIAN"}, "Hani": {"CJK"}, "Hans": {"CJK"}, "Hant": {"CJK"}, "Hira": {"HIRAGANA"},
+    "Kana": {"KATAKANA"}, "Jpan": {"CJK", "HIRAGANA", "KATAKANA"}, "Hang": {"HANGUL"},
+    "Kore": {"HANGUL", "CJK"},
+}
+NAME_SCRIPT = {"LATIN": "Latn", "CYRILLIC": "Cyrl", "GREEK": "Grek", "ARABIC": "Arab", "HEBREW": "Hebr",
+               "DEVANAGARI": "Deva", "CJK": "Hani", "HIRAGANA": "Hira", "KATAKANA": "Kana", "HANGUL": "Hang",
+               "THAI": "Thai"}  # for reasons; any other script is reported by its Unicode name
+REGION_SCRIPT = {"zh": {"tw": "Hant", "hk": "Hant", "mo": "Hant", "cn": "Hans", "sg": "Hans", "my": "Hans"}}
+# Common characters written differently in Simplified and Traditional Chinese, each used only in its own
+# script (no 后/後, 里/裡, 干/乾, 台/臺, ...: their simplified form is also a traditional character).
+HAN_PAIRS = ("们們 个個 这這 东東 来來 为為 时時 会會 说說 对對 国國 学學 么麼 过過 还還 开開 问問 题題 数數 与與"
+             " 从從 买買 卖賣 苹蘋 长長 门門 车車 书書 见見 认認 识識 语語 话話 读讀 写寫 钱錢 银銀 头頭 现現"
+             " 实實 经經 给給 结結 总總 边邊 进進 远遠 运運 动動 场場 将將 员員 间間 关關 气氣 电電 两兩 样樣"
+             " 应應 该該 请請 让讓 谁誰 论論 设設 计計 减減 积積 圆圓 线線 点點 级級 组組 岁歲 张張 块塊 辆輛"
+             " 笔筆 鸡雞 鱼魚 鸟鳥 马馬 条條 亿億 费費 贵貴 单單 双雙 华華 汉漢 众眾 乐樂 爱愛 师師 变變 传傳"
+             " 农農 业業 处處 选選 饭飯 试試 练練 习習 页頁 类類 图圖 发發 发髮 为爲 么麽").split()
+SIMPLIFIED_ONLY = frozenset(p[0] for p in HAN_PAIRS)
+TRADITIONAL_ONLY = frozenset(p[1] for p in HAN_PAIRS)
 
 
 def score(completions: list, language: list | None = None, answer: list | None = None,
@@ -48,22 +88,77 @@ def score(completions: list, language: list | None = None, answer: list | None =
 
 
 def _verdict(text: str, language: str | None, answer: str | None) -> Verdict:
-    if (na := missing(language=language, answer=answer)) is not None:
+    if (na := missing(language=language)) is not None:
         return na
     expected = language_code(language)
     if expected not in _labels():
         return Verdict(None, f"not applicable: unknown language {language}")
+    script = language_script(language)
+    if script is not None and script not in SCRIPTS:
+        return Verdict(None, f"not applicable: unknown script {script} in {language}")
     got = detect_language(text, LANGUAGES | {expected})
     if got is None:
         return Verdict(FAIL, "language undetermined")
     if got != expected:
         return Verdict(FAIL, f"wrong language: got {got}, expected {expected}")
+    if script is not None and (problem := script_mismatch(text, script)):
+        return Verdict(FAIL, f"wrong script: {problem}")
+    if answer is None:  # nothing to check beyond the language: the gate alone decides
+        return Verdict(PASS, "correct language (no answer to check)")
     return math.verdict(text, answer)
 
 
 def language_code(language: str) -> str:
     """"fr", "FR", "fr-CA", "zh_Hans" -> the ISO 639-1 code the identifier uses."""
     return re.split(r"[-_]", language.strip().lower())[0]
+
+
+def language_script(language: str) -> str | None:
+    """The ISO 15924 script a language tag asks for ("zh-Hant", "sr_Latn" -> "Hant", "Latn"; "zh-TW" ->
+    "Hant"), or None when it names none."""
+    language, *subtags = re.split(r"[-_]", language.strip())
+    for tag in subtags:
+        if len(tag) == 4 and tag.isalpha():
+            return tag.title()
+    regions = REGION_SCRIPT.get(language.lower(), {})
+    return next((regions[t.lower()] for t in subtags if t.lower() in regions), None)
+
+
+def script_mismatch(text: str, script: str) -> str | None:
+    """Why the prose of `text` is not written in `script` (None: it is). See the module docstring."""
+    words = prose(text)
+    counts: dict[str, int] = {}
+    for ch in words:
+        if ch.isalpha() and (name := _script_of(ch)) is not None:
+            counts[name] = counts.get(name, 0) + 1
+    total = sum(counts.values())
+    if not total:
+        return None  # no letters: the language check has already judged this reply
+    share = sum(counts.get(name, 0) for name in SCRIPTS[script]) / total
+    if share < MIN_SCRIPT_SHARE:
+        top = max(counts, key=counts.get)
+        got = NAME_SCRIPT.get(top, top)
+        return (f"only {share:.0%} of letters in {script}" if top in SCRIPTS[script]
+                else f"got {got}, expected {script}")
+    if script in ("Hans", "Hant"):
+        simplified = sum(ch in SIMPLIFIED_ONLY for ch in words)
+        traditional = sum(ch in TRADITIONAL_ONLY for ch in words)
+        own, other = (simplified, traditional) if script == "Hans" else (traditional, simplified)
+        if own + other and own / (own + other) < MIN_SCRIPT_SHARE:
+            return f"got {'Hant' if script == 'Hans' else 'Hans'}, expected {script}"
+    return None
+
+
+def _script_of(ch: str) -> str | None:
+    """The script of a letter, as the first word of its Unicode name (fullwidth/halfwidth forms read as
+    their script; the ideographic iteration mark as CJK); None when it has no name."""
+    name = unicodedata.name(ch, "")
+    if name.startswith(("FULLWIDTH ", "HALFWIDTH ")):
+        name = name.split(" ", 1)[1]
+    if name.startswith("IDEOGRAPHIC "):
+        return "CJK"
+    first = name.split(" ", 1)[0]
+    return first.split("-", 1)[0] if first else None  # KATAKANA-HIRAGANA (the prolonged sound mark)
 
 
 def detect_language(text: str, candidates: frozenset[str] = LANGUAGES) -> str | None:

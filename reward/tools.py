@@ -7,8 +7,14 @@ accepted too; a leading <|python_tag|> or prose is skipped). `call_text` writes 
 A call passes when its name is an offered tool, its arguments validate against that tool's parameter
 schema (BFCL's pseudo-types such as "dict" and "float" are first mapped to JSON Schema), and it matches
 the expected call, which comes in one of two forms:
-- exact: {"name", "arguments"}: every argument the expected call lists must be given with an equal value;
-  an argument it leaves out may be given only if the schema declares it optional;
+- exact: {"name", "arguments"}: every argument the expected call lists must be given with an equal value,
+  except an optional one (not in the schema's `required`) whose expected value is what leaving it out
+  means: the schema's declared `default` (or null); an argument the expected call leaves out may be given
+  only if the schema declares it optional. An optional argument without a declared default that the
+  expected call lists must be given: the expected call lists exactly what the question asked for ("label
+  the timer tea"), and leaving it out leaves the value to the tool. (This is the exact form's version of
+  BFCL's "" below, which BFCL's ground truth writes beside the values that mean the same as leaving out;
+  the possible-answers form keeps BFCL's rule alone, so scores stay comparable with BFCL's checker.)
 - possible answers (BFCL's ground truth): {"name", "possible_arguments": {arg: [acceptable values]}}:
   each given argument must equal one acceptable value, "" in the list means the argument may be left
   out, and an argument without a list must not be given. Inside an acceptable value, a dict is itself a
@@ -177,19 +183,29 @@ def _arguments(call: dict) -> Any:
 
 def exact_mismatch(got: Any, want: Any, schema: dict) -> str | None:
     """Why `got` differs from the exact expected arguments (None: it matches). The expected call's
-    arguments must all be given; the model may add an argument only if the schema declares it optional."""
+    arguments must all be given, but for an optional one expected at its schema default (or null), which
+    may be left out; the model may add an argument only if the schema declares it optional."""
     if not isinstance(got, dict) or not isinstance(want, dict):
         return None if same_value(got, want) else "not the expected value"
-    optional = set(schema.get("properties", {})) - set(schema.get("required", ()))
+    properties = schema.get("properties", {})
+    optional = set(properties) - set(schema.get("required", ()))
     for key in sorted(got.keys() | want.keys()):
         if key in got and key in want:
             if not same_value(got[key], want[key]):
                 return f"{key} = {json.dumps(got[key])}, expected {json.dumps(want[key])}"
         elif key in want:
-            return f"missing {key}"
+            if key not in optional or not _means_absent(want[key], properties[key]):
+                return f"missing {key}"
         elif key not in optional:
             return f"unexpected {key}"
     return None
+
+
+def _means_absent(value: Any, prop: Any) -> bool:
+    """Whether leaving an optional argument out gives `value`: null, or the default its schema declares."""
+    if value is None:
+        return True
+    return isinstance(prop, dict) and "default" in prop and same_value(value, prop["default"])
 
 
 def possible_mismatch(got: Any, possible: dict) -> str | None:

@@ -76,12 +76,18 @@ def test_language_codes_are_normalised(language):
 def test_unknown_language_and_missing_metadata_are_not_applicable():
     assert gate("La réponse est 8.", "xx").reward is None
     assert gate("La réponse est 8.", None) == Verdict(None, "not applicable: missing language")
-    assert gate("La réponse est 8.", "fr", None) == Verdict(None, "not applicable: missing answer")
+    # No answer (a free-text prompt): the language alone is the gate
+    assert gate("La réponse est huit, comme vous le savez.", "fr", None) == Verdict(1.0, "correct language (no answer to check)")
+    assert gate("The answer is eight, as you already know.", "fr", None).reward == 0.0
 
 
 def test_a_language_outside_the_default_set_can_be_expected():
     text = "Ana ina tufaha tano na ananunua matatu zaidi. Jibu ni 8."
-    assert "sw" not in multilingual.LANGUAGES and gate(text, "sw").reason != "language undetermined"
+    assert "sw" not in multilingual.LANGUAGES
+    # among the default set alone this Swahili reads as Indonesian: the gate must add the expected language
+    assert detect_language(text) == "id"
+    assert gate(text, "sw") == Verdict(1.0, "correct")
+    assert gate(text, "sw", "9") == Verdict(0.0, "wrong answer: got 8, expected 9")
 
 
 def test_number_words_keeps_the_tiny_worlds_word_check():
