@@ -93,9 +93,13 @@ def average(models: list[str | Path], out: str | Path, weights: list[float] | No
         raise AverageError(f"averaged tensors do not fit {models[0]}: missing {missing[:3]}, unexpected {unexpected[:3]}")
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    AutoTokenizer.from_pretrained(models[0]).save_pretrained(tmp)
-    (tmp / "averaged_from.json").write_text(json.dumps({"models": [str(m) for m in models], "weights": weights}, indent=2))
-    shutil.rmtree(out, ignore_errors=True)
-    os.replace(tmp, out)
+    try:
+        model.save_pretrained(tmp)
+        AutoTokenizer.from_pretrained(models[0]).save_pretrained(tmp)
+        sources = {"models": [str(m) for m in models], "weights": weights}
+        (tmp / "averaged_from.json").write_text(json.dumps(sources, indent=2))
+        shutil.rmtree(out, ignore_errors=True)
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # gone once renamed; after a failure nothing half-written stays
     return out

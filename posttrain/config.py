@@ -69,6 +69,9 @@ class PromptSource:
     path: str | None = None  # file: the JSONL or Parquet file
     split: Literal["train", "heldout"] = "train"  # file / hf sources: which split the records feed
     hf_split: str = "train"  # hf: the dataset split to read
+    # hf: a hub commit, tag or branch to read. Pin a commit: a hub dataset that changes under an unpinned
+    # name does not redo the prompts stage (a local dataset folder's files are hashed instead).
+    hf_revision: str | None = None
     capabilities: list[str] = field(default_factory=lambda: list(CAPABILITIES))  # tiny / file / hf: kept ones
     num_train: int = 0  # tiny: prompts per capability; generator: prompts in all
     num_heldout: int = 0  # tiny: prompts per capability; generator: prompts in all

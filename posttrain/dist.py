@@ -36,15 +36,25 @@ def world() -> World:
                  local_rank=int(env.get("LOCAL_RANK", 0)), local_size=int(env.get("LOCAL_WORLD_SIZE", 1)))
 
 
+# How long a collective may wait (seconds). The other ranks wait in a barrier while the main process
+# alone selects, mixes, scores with the reward model or uploads to the Hub, which can take hours on a
+# real run; torch's default (10 min NCCL, 30 min gloo) would have its watchdog kill the launch.
+BARRIER_TIMEOUT_S = 6 * 3600
+
+
 def barrier() -> None:
     """Waits for every process of the launch (a no-op for one process). Starts the process group on
-    first use: gloo on CPU, NCCL on GPUs (accelerate's choice); the trainers later reuse it."""
+    first use: gloo on CPU, NCCL on GPUs (accelerate's choice), with a collective timeout of
+    $POSTTRAIN_BARRIER_TIMEOUT_S (default BARRIER_TIMEOUT_S); the trainers later reuse it."""
     if world().size == 1:
         return
+    from datetime import timedelta
+
     import torch
     from accelerate import PartialState
 
-    PartialState(cpu=not torch.cuda.is_available()).wait_for_everyone()
+    timeout = timedelta(seconds=float(os.environ.get("POSTTRAIN_BARRIER_TIMEOUT_S", BARRIER_TIMEOUT_S)))
+    PartialState(cpu=not torch.cuda.is_available(), timeout=timeout).wait_for_everyone()
 
 
 def owner(prompt_id: str, size: int) -> int:

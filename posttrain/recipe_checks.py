@@ -67,6 +67,11 @@ def _check_generate(g: GenerateConfig, need: Need) -> None:
     need(g.temperature >= 0, "generate.temperature", "must be >= 0")
     need(0 < g.top_p <= 1, "generate.top_p", "must be in (0, 1]")
     need(g.max_tokens >= 1, "generate.max_tokens", "must be >= 1")
+    need(g.kv_cache_gib >= 1, "generate.kv_cache_gib", f"must be >= 1 (whole GiB), got {g.kv_cache_gib}")
+    need(0 < g.gpu_memory_utilization <= 1, "generate.gpu_memory_utilization",
+         f"must be in (0, 1], got {g.gpu_memory_utilization}")
+    need(g.max_model_len is None or g.max_model_len > g.max_tokens, "generate.max_model_len",
+         f"must leave room for a prompt beside generate.max_tokens={g.max_tokens}, got {g.max_model_len}")
 
 
 def _check_generate_variety(g: GenerateConfig, need: Need) -> None:
@@ -83,6 +88,15 @@ def _check_training(r: Recipe, need: Need) -> None:
     """SFT and DPO: rates, then each stage's LoRA and optional kernel packages."""
     need(r.sft.learning_rate > 0, "sft.learning_rate", "must be > 0")
     need(r.dpo.beta > 0, "dpo.beta", "must be > 0")
+    need(r.dpo.learning_rate > 0, "dpo.learning_rate", f"must be > 0, got {r.dpo.learning_rate}")
+    need(r.dpo.nll_weight >= 0, "dpo.nll_weight", f"must be >= 0 (0 = no NLL term), got {r.dpo.nll_weight}")
+    need(0 <= r.sft.warmup_ratio < 1, "sft.warmup_ratio", f"must be in [0, 1), got {r.sft.warmup_ratio}")
+    need(r.sft.weight_decay >= 0, "sft.weight_decay", f"must be >= 0, got {r.sft.weight_decay}")
+    for stage in ("sft", "dpo"):
+        cfg = getattr(r, stage)
+        need(cfg.num_epochs > 0, f"{stage}.num_epochs", f"must be > 0, got {cfg.num_epochs}")
+        for name in ("batch_size", "gradient_accumulation_steps", "max_length", "checkpoint_every_steps"):
+            need(getattr(cfg, name) >= 1, f"{stage}.{name}", f"must be >= 1, got {getattr(cfg, name)}")
     for stage in ("sft", "dpo"):
         lora = getattr(r, stage).lora
         need(lora.r >= 0, f"{stage}.lora.r", f"must be >= 0 (0 = no LoRA), got {lora.r}")
@@ -248,12 +262,18 @@ def _check_eval(e: EvalConfig, need: Need) -> None:
 
 
 def _check_base_model(r: Recipe, need: Need) -> None:
-    if r.base is None and Path(r.base_model).is_absolute():  # a relative one may be a hub id (see resolve_base)
-        need(Path(r.base_model).exists(), "base_model",
+    if r.base is None and _is_path(r.base_model):  # "owner/name" that is no local folder: a hub id
+        need(Path(r.base_model).expanduser().exists(), "base_model",
              f"does not exist: {r.base_model} (and no `base` section builds it)")
     need(r.base is not None or _has_chat_template(Path(r.base_model)) is not False, "base_model",
          f"{r.base_model}: its tokenizer has no chat template, which every stage uses to render prompts; use a "
          f"model (or tokenizer_config.json) that has one, e.g. the -Instruct tokenizer of the same family")
+
+
+def _is_path(name: str) -> bool:
+    """Whether `base_model` can only be a local path: absolute, ./ ../ ~, or more than one '/' (a hub id
+    is "name" or "owner/name")."""
+    return name.startswith(("/", "./", "../", "~")) or name.count("/") > 1
 
 
 def _has_chat_template(model_dir: Path) -> bool | None:
@@ -271,6 +291,8 @@ def _has_chat_template(model_dir: Path) -> bool | None:
 
 
 def _check_score(s: ScoreConfig, need: Need) -> None:
+    need(s.code_timeout_s > 0, "score.code_timeout_s", f"must be > 0 seconds, got {s.code_timeout_s}")
+    need(s.num_workers >= 1, "score.num_workers", f"must be >= 1, got {s.num_workers}")
     for cap, name in s.verifiers.items():
         from reward import VERIFIERS
 

@@ -26,6 +26,17 @@ TRAINING_KEYS = ("steps", "train_loss", "final_loss", "token_accuracy", "reward_
                  "pair_accuracy")
 
 
+# Stages a recipe may switch off: a folder left by an earlier run counts only while a stage of the round
+# still reads it (the reward model's table feeds select, the judgments feed mix).
+OPTIONAL_STAGES = ("reward_model", "judge")
+
+
+def _consumed(stage, outputs) -> bool:
+    """Whether `stage` (a completed StageOutput or None) is an input of one of `outputs`."""
+    return stage is not None and any(  # by output id (unique per stage run), not by path: runs move
+        o is not None and stage.output_id in o.manifest.get("inputs", {}).values() for o in outputs)
+
+
 def _training(results: dict) -> dict:
     """A trained stage's numbers from its results (with variants: the first variant's, and their count)."""
     first = (results.get("variants") or [results])[0]
@@ -41,6 +52,7 @@ def summarize(run: RunDir, rounds: int) -> dict:
     out = []
     for r in range(rounds + 1):
         m = {s: run.completed(r, s) for s in STAGES}
+        m = {s: (out if s not in OPTIONAL_STAGES or _consumed(out, m.values()) else None) for s, out in m.items()}
         res = lambda s, key: (m[s].manifest["results"].get(key) if m[s] else None)  # noqa: E731
         out.append({
             "round": r,
@@ -133,6 +145,16 @@ def write_report(run_dir: Path, summary: dict, targets: dict[str, float] | None 
     final, tmp = run_dir / "report", run_dir / "report.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
+    try:
+        _write_page(tmp, run_dir, summary, targets)
+        shutil.rmtree(final, ignore_errors=True)
+        tmp.rename(final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # a failed page leaves no report.tmp behind
+    return final / "report.md"
+
+
+def _write_page(tmp: Path, run_dir: Path, summary: dict, targets: dict[str, float] | None) -> None:
     plots = {
         "eval.png": plot_eval(summary, tmp / "eval.png"),
         "rewards.png": plot_rewards(reward_distributions(run_dir, summary), tmp / "rewards.png"),
@@ -144,9 +166,6 @@ def write_report(run_dir: Path, summary: dict, targets: dict[str, float] | None 
     }
     (tmp / "report.md").write_text(markdown(summary, [name for name, made in plots.items() if made]))
     (tmp / "summary.json").write_text(json.dumps(summary, indent=2))
-    shutil.rmtree(final, ignore_errors=True)
-    tmp.rename(final)
-    return final / "report.md"
 
 
 def markdown(summary: dict, pngs: list[str]) -> str:

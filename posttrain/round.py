@@ -27,7 +27,8 @@ import yaml
 from posttrain import schema
 from posttrain.config import Recipe, load_recipe
 from posttrain.dist import barrier, shard, world
-from posttrain.rundir import RunDir, StageOutput, write_json
+from posttrain.rundir import RunDir, StageOutput, storage, write_json
+from posttrain.tiny.world import WORLD_VERSION
 
 log = logging.getLogger("posttrain")
 
@@ -57,16 +58,19 @@ def run_rounds(recipe: Recipe, stop_after: tuple[int, str] | None = None) -> dic
 
     w = world()
     if w.is_main:  # the base may have to be built: once, before the other ranks look for it
-        RunDir(recipe.run_dir)
-        write_json(recipe.run_dir / "recipe.json", dataclasses.asdict(recipe))
         check_chat_template(resolve_base(recipe))  # cheap when cached; rebuilds a deleted tiny base identically
+        RunDir(recipe.run_dir)  # only once the base is usable: a refused recipe leaves no run directory
+        with storage(recipe.run_dir, "write recipe.json"):
+            write_json(recipe.run_dir / "recipe.json", dataclasses.asdict(recipe))
     barrier()
     run = RunDir(recipe.run_dir, stop_after)
     seed = recipe.seed
     base = run.stage(0, "base", {"base_model": recipe.base_model, "build": recipe.base, "seed": seed}, [],
                      lambda out: {"model_path": resolve_base(recipe)})
     # A prompt file edited in place must invalidate the prompts stage: its content hash is part of the config.
-    prompts_cfg = {"prompts": recipe.prompts, "files": file_digests(recipe)}
+    # The seed draws the generated prompts and splits; the world version is what the tiny families draw.
+    prompts_cfg = {"prompts": recipe.prompts, "files": file_digests(recipe), "seed": seed,
+                   "world_version": WORLD_VERSION}
     prompts = run.stage(0, "prompts", prompts_cfg, [], lambda out: load_prompts(out, recipe.prompts, seed))
     train, heldout = (schema.read(prompts.path / f"{s}.parquet", "prompts") for s in ("train", "heldout"))
     ev = recipe.eval
@@ -75,7 +79,9 @@ def run_rounds(recipe: Recipe, stop_after: tuple[int, str] | None = None) -> dic
     sets = eval_sets(ev.benchmarks, heldout, benchmarks.path, recipe.score)
     # Decontamination guards training data against every eval set, not only the ones scored here.
     eval_prompts = pa.concat_tables([heldout, *(t for name, (t, _) in sets.items() if name != "heldout")])
-    eval_cfg = {"eval": ev, "score": recipe.score}
+    # What the engine decides about an eval beside its own section: weights dtype, context (too long), eager.
+    eval_cfg = {"eval": ev, "score": outputs(recipe.score), "engine": {
+        k: getattr(recipe.generate, k) for k in ("dtype", "max_model_len", "enforce_eager")}}
 
     with Engines(recipe.generate, seed, recipe.generate.max_model_len) as engines:
         def evaluate(r: int, policy: StageOutput) -> StageOutput:
@@ -105,19 +111,20 @@ def run_rounds(recipe: Recipe, stop_after: tuple[int, str] | None = None) -> dic
         for r in range(1, recipe.rounds + 1):
             round_seed = seed * 1000 + r  # new samples each round, reproducible per prompt
             # With a temperature schedule, whether this is the last round changes what is sampled.
-            gen_cfg = recipe.generate if recipe.generate.temperature_range is None else {
-                "generate": recipe.generate, "last_round": r == recipe.rounds}
+            gen_cfg = outputs(recipe.generate) if recipe.generate.temperature_range is None else {
+                "generate": outputs(recipe.generate), "last_round": r == recipe.rounds}
             samples = run.stage(r, "generate", gen_cfg, [policy, prompts], lambda out: generate(
                 out, engines.get(policy.model), shard(train, engines.world), _tokenizer(policy), recipe.generate, round_seed,
                 last_round=r == recipe.rounds),
                 mode="shards", merge=lambda out, dirs, res: merge_samples(out, dirs, res, train))
-            scored = run.stage(r, "score", recipe.score, [samples, prompts], lambda out: score(
+            scored = run.stage(r, "score", outputs(recipe.score), [samples, prompts], lambda out: score(
                 out, shard(_read(samples, "samples"), w, "prompt_id"), train, recipe.score),
                 mode="shards", merge=lambda out, dirs, res: merge_scored(out, dirs, res, train))
             score_stages.append(scored)
             if recipe.reward_model.enabled:  # trained from the base on the preference data of every round so far
                 engines.close()
-                rm_cfg = {"rm": recipe.reward_model, "select": recipe.select,
+                rm_cfg = {"rm": outputs(recipe.reward_model, "weight"),  # the weight only ranks, in select
+                          "pass_threshold": recipe.select.pass_threshold,
                           "files": digests(recipe.reward_model.preference_sources)}
                 scored = run.stage(r, "reward_model", rm_cfg, [base, *score_stages, prompts], lambda out: reward_model(
                     out, base.model, [_read(s, "scored") for s in score_stages], train, recipe.reward_model,
@@ -142,24 +149,28 @@ def run_rounds(recipe: Recipe, stop_after: tuple[int, str] | None = None) -> dic
 
             engines.close()  # free the generation engine's memory before training
             start = base if recipe.sft.start_from == "base" else policy
-            sft_out = run.stage(r, "sft", recipe.sft, [start, mixed], lambda out: train_variants(
+            sft_out = run.stage(r, "sft", outputs(recipe.sft), [start, mixed], lambda out: train_variants(
                 out, recipe.sft, seed, lambda o, cfg, s: sft(o, start.model, _read(mixed, "sft"), cfg, s)),
                 resumable=True, mode="all")
-            policy = run.stage(r, "dpo", recipe.dpo, [sft_out, mixed], lambda out: train_variants(
+            policy = run.stage(r, "dpo", outputs(recipe.dpo), [sft_out, mixed], lambda out: train_variants(
                 out, recipe.dpo, seed, lambda o, cfg, s: dpo(o, sft_out.model, _read(mixed, "pairs"), cfg, s)),
                 resumable=True, mode="all")
             evaluate(r, policy)  # this round's eval engine is also the next round's generation engine
             if w.is_main:
-                report.write_report(run.root, report.summarize(run, r), recipe.mix.targets)  # a page per round so far
+                with storage(run.root, "write the report"):  # a page per round so far
+                    report.write_report(run.root, report.summarize(run, r), recipe.mix.targets)
             if recipe.hub.push != "never":  # a stage: a rerun does not push the same round again
-                run.stage(r, "push", recipe.hub, [policy, mixed], lambda out: hub.push(
+                # Whether this round is the last decides what `push: final` does: part of the fingerprint.
+                final = r == recipe.rounds
+                run.stage(r, "push", {"hub": recipe.hub, "final": final}, [policy, mixed], lambda out: hub.push(
                     run.root, dataclasses.asdict(recipe), report.summarize(run, r), r, Path(policy.model), mixed.path,
-                    final=r == recipe.rounds))
+                    final=final))
 
     summary = report.summarize(run, recipe.rounds)
     if w.is_main:
-        write_json(run.root / "summary.json", summary)
-        report.write_report(run.root, summary, recipe.mix.targets)
+        with storage(run.root, "write the summary and report"):
+            write_json(run.root / "summary.json", summary)
+            report.write_report(run.root, summary, recipe.mix.targets)
     barrier()
     return summary
 
@@ -180,14 +191,34 @@ def check_chat_template(model: str) -> None:
 
     from posttrain.config import RecipeError
 
-    if AutoTokenizer.from_pretrained(model).chat_template is None:
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model)
+    except OSError as e:  # no such folder, and no such hub model (or no network): name the recipe key
+        raise RecipeError(f"base_model {model}: neither a model folder here nor a hub model that could be "
+                          f"loaded ({str(e).splitlines()[0]})") from None
+    if tokenizer.chat_template is None:
         raise RecipeError(f"base_model {model}: its tokenizer has no chat template, which every stage uses to "
                           f"render prompts; use a model (or tokenizer_config.json) that has one, e.g. the "
                           f"-Instruct tokenizer of the same family")
 
 
+# Keys that decide how a stage runs (memory, parallelism, checkpoint cadence), not what it outputs:
+# changing them, e.g. to resume on other hardware, does not redo the stage.
+HOW_NOT_WHAT = frozenset({"kv_cache_gib", "gpu_memory_utilization", "num_workers", "checkpoint_every_steps"})
+
+
+def outputs(cfg, *also: str) -> dict:
+    """A config section as a stage's fingerprint sees it: without HOW_NOT_WHAT keys (nor `also`)."""
+    return {k: v for k, v in dataclasses.asdict(cfg).items() if k not in HOW_NOT_WHAT and k not in also}
+
+
 def file_digests(recipe: Recipe) -> dict[str, str]:
-    return digests([src.path for src in recipe.prompts.sources if src.kind == "file"])
+    """Content hashes of the prompt files and of every file in a local `hf` dataset folder."""
+    files = [src.path for src in recipe.prompts.sources if src.kind == "file"]
+    for src in recipe.prompts.sources:
+        if src.kind == "hf" and Path(src.name).is_dir():
+            files += sorted(str(p) for p in Path(src.name).rglob("*") if p.is_file())
+    return digests(files)
 
 
 def digests(paths: list[str]) -> dict[str, str]:

@@ -8,6 +8,7 @@ section, or any upstream stage that reran, invalidates this stage and so everyth
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import hashlib
@@ -30,7 +31,20 @@ STORAGE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.E
 
 
 class RunDirError(FileExistsError):
-    """The run directory cannot be used (not a directory, or not one of ours)."""
+    """The run directory cannot be used (not a directory, not one of ours, not writable, full)."""
+
+
+@contextlib.contextmanager
+def storage(where: Path, doing: str):
+    """Turns a full disk or an unwritable folder met while `doing` into a RunDirError naming `where`
+    (other OSErrors pass through): every write goes to a temp name first, so earlier outputs are intact."""
+    try:
+        yield
+    except OSError as e:
+        if e.errno not in STORAGE_ERRORS:
+            raise
+        raise RunDirError(f"{where}: cannot {doing}: {os.strerror(e.errno)} ({e}); earlier outputs are intact, "
+                          f"rerun the same command once it is writable or has space") from e
 
 
 @dataclass(frozen=True)
@@ -77,9 +91,10 @@ class RunDir:
         if self.root.is_dir() and any(self.root.iterdir()) and not marker.exists():
             raise RunDirError(f"{self.root}: exists, is not empty and is not a posttrain run directory "
                                   f"(no run.json); choose another name or output_dir")
-        self.root.mkdir(parents=True, exist_ok=True)
-        if not marker.exists():
-            _write_json(marker, {"format": 1, "created": time.time()})
+        with storage(self.root, "create the run directory"):
+            self.root.mkdir(parents=True, exist_ok=True)
+            if not marker.exists():
+                _write_json(marker, {"format": 1, "created": time.time()})
 
     def stage_dir(self, round_: int, name: str) -> Path:
         return self.root / f"round_{round_}" / name
@@ -124,16 +139,17 @@ class RunDir:
         if w.is_main:
             if done:
                 log.info("[round %d] %-8s recipe or inputs changed: rerunning", round_, name)
-            if tmp.exists() and not (resumable and _read(tmp / ".fingerprint") == fp):
-                shutil.rmtree(tmp)
-            shutil.rmtree(tmp / "shards", ignore_errors=True)  # shards are redone whole
-            tmp.mkdir(parents=True, exist_ok=True)
-            (tmp / ".fingerprint").write_text(fp)
+            with storage(tmp, f"start stage {name} of round {round_}"):
+                if tmp.exists() and not (resumable and _read(tmp / ".fingerprint") == fp):
+                    shutil.rmtree(tmp)
+                shutil.rmtree(tmp / "shards", ignore_errors=True)  # shards are redone whole
+                tmp.mkdir(parents=True, exist_ok=True)
+                (tmp / ".fingerprint").write_text(fp)
             log.info("[round %d] %-8s running", round_, name)
             kill_if(stage_point(tmp, "before"))
         barrier()
         start = time.time()
-        try:
+        with storage(tmp, f"write stage {name} of round {round_}"):
             results = self._run(tmp, fn, mode, merge, w)
             if w.is_main:
                 kill_if(stage_point(tmp, "written"))  # outputs in the temp folder, no manifest yet
@@ -144,17 +160,14 @@ class RunDir:
                     "config": json.loads(json.dumps(config, default=_plain)), "num_processes": w.size,
                 }
                 _write_json(tmp / MANIFEST, manifest)  # written last: its presence means the stage is complete
-        except OSError as e:
-            if e.errno not in STORAGE_ERRORS:
-                raise
-            # The previous complete output (if any) is untouched: only the temp folder was being written.
-            raise RunDirError(f"{tmp}: cannot write stage {name} of round {round_}: {os.strerror(e.errno)} "
-                              f"({e}); earlier outputs are intact, rerun the same command once it is writable "
-                              f"or has space") from e
         if w.is_main:
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(tmp, final)
+            with storage(final, f"put stage {name} of round {round_} in place"):
+                old = final.with_name(name + ".old")  # the previous output goes only once the new one is in
+                if final.exists():
+                    shutil.rmtree(old, ignore_errors=True)
+                    os.replace(final, old)
+                os.replace(tmp, final)
+                shutil.rmtree(old, ignore_errors=True)
             log.info("[round %d] %-8s done in %.1f s (%s)", round_, name, manifest["wall_s"], _rows(manifest))
             kill_if(stage_point(tmp, "after"))
         barrier()
@@ -195,8 +208,12 @@ def _read(path: Path) -> str | None:
 def _write_json(path: Path, obj: Any) -> None:
     """Writes JSON atomically (temp file + rename) so a crash never leaves half a file."""
     tmp = path.with_name(path.name + ".part")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_plain))
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_plain))
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk leaves no half-written .part behind
+        raise
 
 
 write_json = _write_json

@@ -160,6 +160,9 @@ def score_file(input_path: Path, output_path: Path, cfg: ScoreConfig) -> int:
     samples, prompts = read_samples_file(input_path)
     table = score_samples(samples, prompts, cfg)
     tmp = output_path.with_name(output_path.name + ".tmp")
-    rows = schema.write(table, "scored", tmp)
-    tmp.replace(output_path)
+    try:
+        rows = schema.write(table, "scored", tmp)
+        tmp.replace(output_path)
+    finally:
+        tmp.unlink(missing_ok=True)  # gone once renamed; after a failure (a full disk) nothing half-written stays
     return rows

@@ -1,10 +1,11 @@
 """Select stage: rejection sampling over scored samples, grouped by prompt id.
 
-Per prompt, samples are ranked by reward (highest first); ties break by a seeded hash of
-(prompt_id, sample_index), so the choice is deterministic at a seed and independent of row order.
+Per prompt, samples are ranked passing first (the verifier is a gate: reward >= pass_threshold), then
+by score (highest first); ties break by a seeded hash of (prompt_id, sample_index), so the choice is
+deterministic at a seed and independent of row order.
 - SFT: the best passing sample (reward >= pass_threshold; the pass test uses the verifier alone).
-- DPO: chosen = the best sample, rejected = the worst, if their score difference >= min_margin, the
-  two completions differ and (`chosen_must_pass`) the chosen one passes its verifier.
+- DPO: chosen = the best sample, rejected = the worst, if their verifier reward or their score differs
+  by >= min_margin, the two completions differ and (`chosen_must_pass`) the chosen one passes.
 Score = verifier reward + rm_weight x reward-model score (rm_weight 0: the verifier alone).
 Samples whose reward is None (no verifier applies) or not finite (NaN / inf reward or RM score) take
 part in neither.
@@ -27,14 +28,18 @@ def tiebreak(seed: int, prompt_id: str, sample_index: int) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}/{prompt_id}/{sample_index}".encode()).digest()[:8], "big")
 
 
-def rank(samples: list[dict], seed: int, rm_weight: float = 0.0) -> list[dict]:
+def rank(samples: list[dict], seed: int, rm_weight: float = 0.0, pass_threshold: float | None = None) -> list[dict]:
     """Samples of one prompt, best first: reward + rm_weight x reward-model score descending, then the
-    seeded tiebreak. With rm_weight 0 (or no RM scores) the verifier reward alone decides."""
+    seeded tiebreak. With rm_weight 0 (or no RM scores) the verifier reward alone decides.
+
+    With `pass_threshold`, the verifier is a gate: every passing sample (reward >= pass_threshold) ranks
+    above every failing one, whatever the RM thinks, and the score orders samples within each group."""
     # A non-finite reward or RM score (a broken scorer) ranks nothing: left out, like "not applicable".
     scored = [s for s in samples if s["reward"] is not None and math.isfinite(s["reward"])
               and (s.get("rm_score") is None or math.isfinite(s["rm_score"]))]
-
-    return sorted(scored, key=lambda s: (-combined(s, rm_weight), tiebreak(seed, s["prompt_id"], s["sample_index"])))
+    fails = (lambda s: False) if pass_threshold is None else (lambda s: s["reward"] < pass_threshold)
+    return sorted(scored, key=lambda s: (fails(s), -combined(s, rm_weight),
+                                         tiebreak(seed, s["prompt_id"], s["sample_index"])))
 
 
 def combined(sample: dict, rm_weight: float) -> float:
@@ -49,7 +54,7 @@ def select(scored: list[dict], prompts: dict[str, dict], cfg: SelectConfig, seed
         groups[s["prompt_id"]].append(s)
     sft, pairs = [], []
     for prompt_id in sorted(groups):
-        ranked = rank(groups[prompt_id], seed, rm_weight)
+        ranked = rank(groups[prompt_id], seed, rm_weight, cfg.pass_threshold)
         if not ranked:
             continue
         prompt = prompts[prompt_id]
@@ -59,8 +64,10 @@ def select(scored: list[dict], prompts: dict[str, dict], cfg: SelectConfig, seed
         passing = next((x for x in ranked if x["reward"] >= cfg.pass_threshold), None)
         if passing is not None:
             sft.append({**common, "messages": prompt["messages"] + [_assistant(passing)], "reward": passing["reward"]})
-        margin = combined(best, rm_weight) - combined(worst, rm_weight)
-        # With an RM in the score, the best sample may still fail its verifier: never teach a wrong answer.
+        # Either the verifier or the whole score must separate them by min_margin: a pass vs a fail is a
+        # pair even when the RM prefers the failing sample; two passes pair when the RM tells them apart.
+        margin = max(best["reward"] - worst["reward"], combined(best, rm_weight) - combined(worst, rm_weight))
+        # Passing samples rank first, so the best fails only when none passes: never teach a wrong answer.
         chosen_ok = best["reward"] >= cfg.pass_threshold or not cfg.chosen_must_pass
         if margin >= cfg.min_margin and chosen_ok and best["completion"] != worst["completion"]:
             pairs.append({**common, "prompt": prompt["messages"], "chosen": [_assistant(best)],

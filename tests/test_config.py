@@ -276,3 +276,34 @@ def test_malformed_override():
         load_recipe(TINY, ["rounds"])
     with pytest.raises(RecipeError, match="is not a section"):
         load_recipe(TINY, ["rounds.x=1"])
+
+
+@pytest.mark.parametrize("key, value, want", [
+    ("sft.batch_size", 0, "sft.batch_size must be >= 1, got 0"),
+    ("sft.num_epochs", 0, "sft.num_epochs must be > 0, got 0"),
+    ("sft.max_length", 0, "sft.max_length must be >= 1, got 0"),
+    ("sft.checkpoint_every_steps", 0, "sft.checkpoint_every_steps must be >= 1, got 0"),
+    ("sft.warmup_ratio", 1.5, "sft.warmup_ratio must be in [0, 1), got 1.5"),
+    ("dpo.learning_rate", -1.0, "dpo.learning_rate must be > 0, got -1.0"),
+    ("dpo.batch_size", 0, "dpo.batch_size must be >= 1, got 0"),
+    ("dpo.nll_weight", -1.0, "dpo.nll_weight must be >= 0"),
+    ("generate.gpu_memory_utilization", 3.0, "generate.gpu_memory_utilization must be in (0, 1], got 3.0"),
+    ("generate.kv_cache_gib", 0, "generate.kv_cache_gib must be >= 1"),
+    ("generate.max_model_len", 50, "generate.max_model_len must leave room for a prompt"),
+    ("score.num_workers", 0, "score.num_workers must be >= 1, got 0"),
+    ("score.code_timeout_s", -1.0, "score.code_timeout_s must be > 0 seconds, got -1.0"),
+])
+def test_out_of_range_values_name_their_key(tmp_path, key, value, want):
+    section, name = key.split(".")
+    assert want in error(variant(tmp_path, lambda d: d.setdefault(section, {}).update({name: value})))
+
+
+@pytest.mark.parametrize("name", ["./models/missing", "models/x/missing", "~/missing-model-dir"])
+def test_a_base_model_that_can_only_be_a_path_must_exist(tmp_path, name):
+    msg = error(variant(tmp_path, lambda d: (d.pop("base"), d.update(base_model=name))))
+    assert f"base_model does not exist: {name}" in msg
+
+
+def test_an_owner_name_base_model_may_be_a_hub_id(tmp_path):
+    r = load_recipe(variant(tmp_path, lambda d: (d.pop("base"), d.update(base_model="meta-llama/Llama-3.2-1B"))))
+    assert r.base_model == "meta-llama/Llama-3.2-1B"

@@ -209,6 +209,32 @@ def test_the_mix_counts_the_judge_and_weights_unknown_difficulty_as_middle(tmp_p
     assert results["composition"]["before"]["difficulty"] == {"1": 1, "2": 1, tagger.UNKNOWN: 1}
 
 
+def test_rebalance_draws_unknown_difficulty_like_the_middle_level():
+    """difficulty_weight 2: weights 1, 4 and 9 for difficulty 1, 2 and 3; an unknown (null) difficulty must
+    weigh as MIDDLE_DIFFICULTY (2), not as 0 (never drawn) nor as anything else."""
+    from data_mix.rebalance import rebalance
+    from tests.test_data_mix import sft_table
+
+    assert tagger.MIDDLE_DIFFICULTY == 2
+    table = sft_table([(f"m{i:03d}/round1", "math", 1, f"q{i}") for i in range(99)])
+    levels = [[1, None, 3][i % 3] for i in range(99)]  # 33 rows of each, in id order
+    level = dict(zip(table["id"].to_pylist(), levels))
+
+    def tags(unknown):
+        return pa.table({"id": list(level), "difficulty": pa.array([unknown if v is None else v for v in levels],
+                                                                   pa.int32())})
+
+    drawn = {1: 0, None: 0, 3: 0}
+    for seed in range(20):  # one draw of 45 is noisy (at seed 0, 20 unknown vs 18 hard); 20 draws are not
+        out = rebalance(table, {"math": 1.0}, 1, 45, seed, tags=tags(None), difficulty_weight=2.0)
+        assert out.num_rows == 45
+        for i in out["id"].to_pylist():
+            drawn[level[i]] += 1
+        # exactly the draw that difficulty 2 in place of the unknowns gives
+        assert out.equals(rebalance(table, {"math": 1.0}, 1, 45, seed, tags=tags(2), difficulty_weight=2.0))
+    assert drawn[1] < drawn[None] < drawn[3], drawn
+
+
 # --------------------------------------------------------------------------- recipe checks
 
 

@@ -118,4 +118,4 @@ def test_a_thousand_completions_score_quickly():
     math.equivalent.cache_clear()
     start = time.monotonic()
     assert all(v.reward == 1.0 for v in math.score(completions, answer=answers))
-    assert time.monotonic() - start < 20.0
+    assert time.monotonic() - start < 5.0  # ~10x the measured time: room for a busy machine, not for a regression

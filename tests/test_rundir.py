@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -69,7 +71,11 @@ def test_path_that_is_a_file_is_refused(tmp_path):
 
 
 def test_existing_run_dir_reopens(rd):
-    RunDir(rd.root)  # has run.json: fine
+    a = rd.stage(1, "generate", {"k": 8}, [], Stage())
+    marker = (rd.root / "run.json").read_text()
+    again = RunDir(rd.root)  # has run.json: reopened as it is, not re-marked (its "created" time stays)
+    assert (rd.root / "run.json").read_text() == marker
+    assert again.completed(1, "generate").manifest == a.manifest
 
 
 # --------------------------------------------------------------------------- running and reusing
@@ -257,22 +263,26 @@ def test_resumable_wipes_tmp_without_fingerprint(rd):
     assert fn.seen == [{".fingerprint"}]
 
 
-@pytest.mark.parametrize("err", [28, 30, 13])  # ENOSPC, EROFS, EACCES
+@pytest.mark.parametrize("err", [errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM])
 def test_disk_full_or_unwritable_is_a_clear_error_and_keeps_earlier_outputs(rd, err):
-    import errno
-    import os
-
     old = rd.stage(1, "generate", {"k": 8}, [], Stage("old"))
 
     def write_fails(tmp: Path) -> dict:
         (tmp / "half.parquet").write_text("half")
         raise OSError(err, os.strerror(err), str(tmp / "data.parquet"))
 
-    with pytest.raises(RunDirError, match=f"cannot write stage generate of round 1: {os.strerror(err)}.*intact"):
+    with pytest.raises(RunDirError, match=f"cannot write stage generate of round 1: {os.strerror(err)}.*intact") as e:
         rd.stage(1, "generate", {"k": 4}, [], write_fails)
-    assert rd.completed(1, "generate").output_id == old.output_id  # untouched
+    assert e.value.__cause__.errno == err  # the OSError itself stays attached for the traceback
+    assert rd.completed(1, "generate").manifest == old.manifest  # untouched
     assert (rd.stage_dir(1, "generate") / "data.txt").read_text() == "old"
-    assert err in (errno.ENOSPC, errno.EROFS, errno.EACCES)
+    assert not (rd.stage_dir(1, "generate").with_name("generate.tmp") / MANIFEST).exists()  # not marked done
+    # "rerun the same command once it is writable": the stage then runs afresh and replaces the old output
+    fn = Stage("new")
+    new = rd.stage(1, "generate", {"k": 4}, [], fn)
+    assert fn.calls == 1 and fn.seen == [{".fingerprint"}] and new.output_id != old.output_id
+    assert (new.path / "data.txt").read_text() == "new"
+    complete(new)
 
 
 def test_other_os_errors_are_not_disguised_as_storage_errors(rd):

@@ -1,7 +1,9 @@
 """Rejection sampling and pairing, with expectations worked out by hand."""
 
+import pytest
+
 from posttrain.config import SelectConfig
-from posttrain.selection import rank, select, tiebreak
+from posttrain.selection import rank, select
 
 PROMPTS = {
     "p1": {"capability": "math", "messages": [{"role": "user", "content": "1+1?"}]},
@@ -58,14 +60,26 @@ def test_identical_completions_never_pair():
     assert pairs == []
 
 
-def test_ties_break_by_seeded_hash_not_row_order():
+# Winners among six equal rewards of "p1", per seed 0..9: the lowest sha256("{seed}/p1/{i}")[:8], worked out
+# once with hashlib and pinned here, so a change to the tie-break (or a row-order dependence) shows.
+TIE_WINNERS = [5, 2, 2, 2, 1, 5, 0, 0, 1, 5]
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_ties_break_by_seeded_hash_not_row_order(seed):
     scored = [s("p1", i, 1.0) for i in range(6)]
-    expected = min(range(6), key=lambda i: tiebreak(7, "p1", i))
     for order in (scored, scored[::-1], scored[2:] + scored[:2]):
-        sft, _ = select(order, PROMPTS, SelectConfig(), seed=7, round_=1)
-        assert sft[0]["messages"][-1]["content"] == f"p1-{expected}"
-    # another seed may pick another winner, but always deterministically
-    assert rank(scored, 8) == rank(scored[::-1], 8)
+        sft, _ = select(order, PROMPTS, SelectConfig(), seed=seed, round_=1)
+        assert sft[0]["messages"][-1]["content"] == f"p1-{TIE_WINNERS[seed]}"
+        assert rank(order, seed)[0]["sample_index"] == TIE_WINNERS[seed]
+
+
+def test_tie_winner_depends_on_the_seed():
+    # a tie-break that ignored the seed (or fell back to row order) would pick one sample for every seed
+    scored = [s("p1", i, 1.0) for i in range(6)]
+    winners = {select(scored, PROMPTS, SelectConfig(), seed=seed, round_=1)[0][0]["messages"][-1]["content"]
+               for seed in range(10)}
+    assert len(winners) > 1
 
 
 def test_ids_out_of_order_are_grouped_by_prompt_id():
@@ -89,11 +103,20 @@ def test_reward_model_score_ranks_among_equal_verifier_rewards_only_when_weighte
     sft, pairs = select(scored, PROMPTS, SelectConfig(), seed=0, round_=1, rm_weight=0.1)
     # 1.0 + 0.3 beats 1.0 - 0.2 and 0.0 + 0.9; the pass test stays on the verifier reward
     assert sft[0]["messages"][-1]["content"] == "p1-1"
-    # lowest score: 1.0 - 0.2 = 0.8 (below the failing 0.0 + 0.9); margin 1.3 - 0.8 = 0.5 makes a pair
-    assert pairs[0]["rejected"][0]["content"] == "p1-0"
-    unweighted = min((0, 1), key=lambda i: tiebreak(0, "p1", i))
+    # Passing samples rank first, so the worst is the failing p1-2 although its score 0.0 + 0.9 beats p1-0's
+    # 0.8; the scores differ by 1.3 - 0.9 = 0.4 < min_margin, but the verifier separates them by 1.0 >= 0.5.
+    assert [(p["chosen"][0]["content"], p["rejected"][0]["content"]) for p in pairs] == [("p1-1", "p1-2")]
+    # unweighted, p1-0 and p1-1 tie at 1.0; at seed 0 the hash ranks sample 0 before 1 (worked out once)
     sft, _ = select(scored, PROMPTS, SelectConfig(), seed=0, round_=1, rm_weight=0.0)
-    assert sft[0]["messages"][-1]["content"] == f"p1-{unweighted}"
+    assert sft[0]["messages"][-1]["content"] == "p1-0"
+
+
+def test_two_passing_samples_pair_only_when_the_reward_model_separates_them_by_the_margin():
+    scored = [{**s("p1", 0, 1.0), "rm_score": -2.0}, {**s("p1", 1, 1.0), "rm_score": 3.0}]
+    _, pairs = select(scored, PROMPTS, SelectConfig(), seed=0, round_=1, rm_weight=0.1)
+    assert [(p["chosen"][0]["content"], p["rejected"][0]["content"]) for p in pairs] == [("p1-1", "p1-0")]  # 0.5
+    _, pairs = select(scored, PROMPTS, SelectConfig(min_margin=0.6), seed=0, round_=1, rm_weight=0.1)
+    assert pairs == []
 
 
 def test_non_finite_rewards_and_rm_scores_are_left_out():

@@ -83,18 +83,39 @@ def _trained(sft, out, base, mix, cfg, seed) -> dict:
     return load_file(out / "model" / "model.safetensors")
 
 
-def test_reward_model_variants_share_the_head_init_and_average_as_classifiers(tmp_path, tiny_base):
+def test_reward_model_variants_share_the_head_init_and_average_as_classifiers(tmp_path, tiny_base, monkeypatch):
+    """Through the production path (scoring.train_rm): every variant draws its score head from the recipe
+    seed (init_seed), and the stage's head is the weighted mean of the variants' trained heads."""
     from transformers import LlamaForSequenceClassification
 
-    from reward.model import score_with_reward_model, train_reward_model
+    import reward.model
+    from posttrain.scoring import train_rm
+    from reward.model import score_with_reward_model
 
+    real, calls, heads = reward.model.train_reward_model, [], []
+
+    def spy(out, base, pairs, cfg, seed, init_seed=None):
+        calls.append((cfg.learning_rate, seed, init_seed))
+        result = real(out, base, pairs, cfg, seed, init_seed=init_seed)
+        # captured now: train_variants deletes the variant models once they are averaged
+        heads.append(load_file(out / "model" / "model.safetensors")["score.weight"].clone())
+        return result
+
+    monkeypatch.setattr(reward.model, "train_reward_model", spy)  # train_rm imports it at call time
     mix = math_mix(6)
-    pairs = [{"prompt_id": r["id"], "prompt": r["messages"][:-1], "chosen": [r["messages"][-1]],
+    pairs = [{"prompt_id": f"{r['id']}/round1", "prompt": r["messages"][:-1], "chosen": [r["messages"][-1]],
               "rejected": [{"role": "assistant", "content": "The answer is 99."}]} for r in mix.to_pylist()]
-    cfg = RewardModelConfig(enabled=True, batch_size=2, variants=[{"seed": 1}, {"learning_rate": 1e-3}])
-    info = train_variants(tmp_path / "rm", cfg, 0,
-                          lambda o, c, s: train_reward_model(o, tiny_base, pairs, c, s, init_seed=0))
-    assert [v["seed"] for v in info["variants"]] == [1, 0] and all(v["steps"] == 3 for v in info["variants"])
+    cfg = RewardModelConfig(enabled=True, batch_size=2, eval_fraction=0.0,
+                            variants=[{"seed": 1}, {"learning_rate": 1e-3}], variant_weights=[1, 3])
+    info = train_rm(tmp_path / "rm", str(tiny_base), pairs, cfg, 5)
+    # variant 0 reorders its data with seed 1, variant 1 with the recipe's 5; both heads start from seed 5
+    assert calls == [(1e-4, 1, 5), (1e-3, 5, 5)]
+    assert [v["seed"] for v in info["variants"]] == [1, 5] and all(v["steps"] == 3 for v in info["variants"])
+    assert info["weights"] == [0.25, 0.75]
+    assert not torch.equal(heads[0], heads[1])  # trained apart, so the average is not trivially either
+    averaged = load_file(tmp_path / "rm" / "model" / "model.safetensors")["score.weight"]
+    torch.testing.assert_close(averaged.float(), 0.25 * heads[0].float() + 0.75 * heads[1].float(),
+                               rtol=1e-5, atol=1e-6)
     model = LlamaForSequenceClassification.from_pretrained(tmp_path / "rm" / "model")
     assert model.config.num_labels == 1
     scores = score_with_reward_model(tmp_path / "rm" / "model", [p["prompt"] for p in pairs],
