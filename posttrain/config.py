@@ -304,6 +304,20 @@ class EvalConfig:
 
 
 @dataclass(kw_only=True)
+class TrackingConfig:
+    """Where the trainers' metrics go besides each trained stage's log_history.json (the report plots those).
+
+    report_to: transformers' experiment trackers (tensorboard, wandb, trackio, mlflow, ...; each is its own
+    package). Each trained stage is a run named "<recipe name>/round_<r>/<stage>"; TensorBoard's event
+    files are kept in the stage's folder (tensorboard/). Not in any stage's fingerprint: adding a tracker
+    to a run redoes nothing.
+    """
+
+    report_to: list[str] = field(default_factory=list)
+    project: str | None = None  # the tracker's project (wandb, trackio, ...); None = the recipe's name
+
+
+@dataclass(kw_only=True)
 class HubConfig:
     """Pushing to the Hugging Face Hub (posttrain/hub.py); the token comes from `hf auth login` or HF_TOKEN.
 
@@ -353,6 +367,7 @@ class Recipe:
     reward_model: RewardModelConfig = field(default_factory=RewardModelConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     hub: HubConfig = field(default_factory=HubConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     @property
     def run_dir(self) -> Path:

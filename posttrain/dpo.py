@@ -48,13 +48,15 @@ class FormattingTokenMaskCollator(DataCollatorForPreference):
         return out
 
 
-def dpo(out: Path, sft_model: str | Path, pairs: pa.Table, cfg: DPOConfig, seed: int) -> dict:
-    """Trains the SFT model on `pairs` (the `pairs` schema) against itself as reference; saves `out/model`."""
+def dpo(out: Path, sft_model: str | Path, pairs: pa.Table, cfg: DPOConfig, seed: int,
+        trainer_args: dict | None = None) -> dict:
+    """Trains the SFT model on `pairs` (the `pairs` schema) against itself as reference; saves `out/model`.
+    `trainer_args`: TRL config fields set from outside the section (experiment tracking)."""
     if pairs.num_rows == 0 or not cfg.enabled:
         copy_model(sft_model, out / "model")
         return {"pairs": pairs.num_rows if cfg.enabled else 0, "steps": 0}
     if (done := trained(out)) is None:
-        trainer, tokenizer = dpo_trainer(out, sft_model, pairs, cfg, seed)
+        trainer, tokenizer = dpo_trainer(out, sft_model, pairs, cfg, seed, **(trainer_args or {}))
         done = train_and_save(trainer, tokenizer, out)
     if world().is_main:
         shutil.rmtree(out / PAIRS_ON_DISK, ignore_errors=True)

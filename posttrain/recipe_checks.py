@@ -29,6 +29,7 @@ from posttrain.config import (
     RecipeError,
     RewardModelConfig,
     ScoreConfig,
+    TrackingConfig,
 )
 
 Need = Callable[[bool, str, str], None]  # need(ok, key, msg): raises "<where>: <key> <msg>" unless ok
@@ -58,6 +59,19 @@ def check(r: Recipe, where: str) -> None:
     _check_base_model(r, need)
     _check_score(r.score, need)
     _check_hub(r.hub, need)
+    _check_tracking(r.tracking, need)
+
+
+def _check_tracking(t: TrackingConfig, need: Need) -> None:
+    """Trackers transformers knows, whose package is installed (else the first trainer would fail)."""
+    from transformers.integrations import get_available_reporting_integrations
+    from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
+
+    for i, name in enumerate(t.report_to):
+        need(name in INTEGRATION_TO_CALLBACK, f"tracking.report_to[{i}]",
+             f"names unknown tracker {name!r} (known: {', '.join(sorted(INTEGRATION_TO_CALLBACK))})")
+        need(name in get_available_reporting_integrations(), f"tracking.report_to[{i}]",
+             f"{name!r} needs its package installed (e.g. pip install {name})")
 
 
 def _check_generate(g: GenerateConfig, need: Need) -> None:

@@ -23,7 +23,7 @@ from posttrain.rundir import RunDir
 STAGES = ("generate", "score", "reward_model", "select", "judge", "mix", "sft", "dpo", "eval")
 TRAINED_STAGES = ("reward_model", "sft", "dpo")
 TRAINING_KEYS = ("steps", "train_loss", "final_loss", "token_accuracy", "reward_accuracy", "reward_margin",
-                 "pair_accuracy")
+                 "train_accuracy")
 
 
 # Stages a recipe may switch off: a folder left by an earlier run counts only while a stage of the round
@@ -125,7 +125,7 @@ def training_lines(summary: dict) -> list[str]:
     """A Markdown table: per round and trained stage, its steps and the last logged loss and accuracies."""
     cols = (("steps", "steps", str), ("final_loss", "final loss", "{:.3f}".format),
             ("token_accuracy", "token acc.", "{:.1%}".format), ("reward_accuracy", "DPO reward acc.", "{:.1%}".format),
-            ("reward_margin", "DPO margin", "{:.3f}".format), ("pair_accuracy", "RM pair acc.", "{:.1%}".format))
+            ("reward_margin", "DPO margin", "{:.3f}".format), ("train_accuracy", "RM pair acc.", "{:.1%}".format))
     rows = [f"| {r['round']} | {stage} | " + " | ".join(fmt(t[k]) if k in t else "-" for k, _, fmt in cols) + " |"
             for r in summary["rounds"] for stage, t in (r.get("training") or {}).items() if t.get("steps")]
     if not rows:

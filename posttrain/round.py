@@ -54,6 +54,7 @@ def run_rounds(recipe: Recipe, stop_after: tuple[int, str] | None = None) -> dic
     from posttrain.scoring import merge_scored, reward_model, score
     from posttrain.selection import run as select
     from posttrain.sft import sft
+    from posttrain.training import tracking_args
     from posttrain.variants import train_variants
 
     w = world()
@@ -82,6 +83,9 @@ def run_rounds(recipe: Recipe, stop_after: tuple[int, str] | None = None) -> dic
     # What the engine decides about an eval beside its own section: weights dtype, context (too long), eager.
     eval_cfg = {"eval": ev, "score": outputs(recipe.score), "engine": {
         k: getattr(recipe.generate, k) for k in ("dtype", "max_model_len", "enforce_eager")}}
+
+    def tracked(r: int, stage: str) -> dict:  # the trained stages' runs in the recipe's trackers
+        return tracking_args(recipe.tracking, recipe.name, r, stage)
 
     with Engines(recipe.generate, seed, recipe.generate.max_model_len) as engines:
         def evaluate(r: int, policy: StageOutput) -> StageOutput:
@@ -128,7 +132,7 @@ def run_rounds(recipe: Recipe, stop_after: tuple[int, str] | None = None) -> dic
                           "files": digests(recipe.reward_model.preference_sources)}
                 scored = run.stage(r, "reward_model", rm_cfg, [base, *score_stages, prompts], lambda out: reward_model(
                     out, base.model, [_read(s, "scored") for s in score_stages], train, recipe.reward_model,
-                    recipe.select.pass_threshold, seed), resumable=True, mode="all")
+                    recipe.select.pass_threshold, seed, tracked(r, "reward_model")), resumable=True, mode="all")
             ranked.append(scored)  # what selection ranked: the RM stage's table when an RM is trained
             rm_weight = recipe.reward_model.weight
             selected.append(run.stage(r, "select", {"select": recipe.select, "rm_weight": rm_weight},
@@ -150,10 +154,12 @@ def run_rounds(recipe: Recipe, stop_after: tuple[int, str] | None = None) -> dic
             engines.close()  # free the generation engine's memory before training
             start = base if recipe.sft.start_from == "base" else policy
             sft_out = run.stage(r, "sft", outputs(recipe.sft), [start, mixed], lambda out: train_variants(
-                out, recipe.sft, seed, lambda o, cfg, s: sft(o, start.model, _read(mixed, "sft"), cfg, s)),
+                out, recipe.sft, seed, lambda o, cfg, s: sft(o, start.model, _read(mixed, "sft"), cfg, s,
+                                                             tracked(r, "sft"))),
                 resumable=True, mode="all")
             policy = run.stage(r, "dpo", outputs(recipe.dpo), [sft_out, mixed], lambda out: train_variants(
-                out, recipe.dpo, seed, lambda o, cfg, s: dpo(o, sft_out.model, _read(mixed, "pairs"), cfg, s)),
+                out, recipe.dpo, seed, lambda o, cfg, s: dpo(o, sft_out.model, _read(mixed, "pairs"), cfg, s,
+                                                             tracked(r, "dpo"))),
                 resumable=True, mode="all")
             evaluate(r, policy)  # this round's eval engine is also the next round's generation engine
             if w.is_main:

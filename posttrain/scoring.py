@@ -68,14 +68,14 @@ def merge_scored(out: Path, shard_dirs: list[Path], _results: list[dict], prompt
 
 
 def reward_model(out: Path, base_model: str, scored_rounds: list[pa.Table], prompts: pa.Table, cfg,
-                 pass_threshold: float, seed: int) -> dict:
+                 pass_threshold: float, seed: int, trainer_args: dict | None = None) -> dict:
     """Reward-model stage: trains an RM on the recipe's preference files plus passing-vs-failing samples
     of every round so far (`scored_rounds`, oldest first; the last is this round's), then scores this
     round's samples (`rm_score`)."""
     from reward.model import score_with_reward_model
 
     pairs = preference_data(scored_rounds, prompts, cfg.preference_sources, pass_threshold)
-    info = train_rm(out, base_model, pairs, cfg, seed)  # every rank: data-parallel
+    info = train_rm(out, base_model, pairs, cfg, seed, trainer_args)  # every rank: data-parallel
     if not world().is_main:
         return {}
     scored = scored_rounds[-1]
@@ -91,7 +91,7 @@ def reward_model(out: Path, base_model: str, scored_rounds: list[pa.Table], prom
     return {**info, "scored": schema.write(table, "scored", out / "scored.parquet"), "rm_nonfinite": nonfinite}
 
 
-def train_rm(out: Path, base_model: str, pairs: list[dict], cfg, seed: int) -> dict:
+def train_rm(out: Path, base_model: str, pairs: list[dict], cfg, seed: int, trainer_args: dict | None = None) -> dict:
     """The reward model in out/model: trained once, or per `cfg.variants` and averaged. Variants share the
     score head's initialisation (the recipe seed), so their heads average like the rest of the weights.
 
@@ -102,7 +102,8 @@ def train_rm(out: Path, base_model: str, pairs: list[dict], cfg, seed: int) -> d
 
     train, held = split_held_out(pairs, cfg.eval_fraction, seed)
     info = train_variants(out, cfg, seed,
-                          lambda o, c, s: train_reward_model(o, base_model, train, c, s, init_seed=seed))
+                          lambda o, c, s: train_reward_model(o, base_model, train, c, s, init_seed=seed,
+                                                             trainer_args=trainer_args))
     if held and world().is_main:
         accuracy = pairwise_accuracy(out / "model", held, cfg.score_batch_size, cfg.max_length)
         info = {**info, "eval_pairs": len(held), "eval_accuracy": round(accuracy, 4)}

@@ -12,13 +12,15 @@ from posttrain.config import SFTConfig
 from posttrain.training import common_args, copy_model, lora_args, train_and_save, trained
 
 
-def sft(out: Path, start_model: str | Path, mix: pa.Table, cfg: SFTConfig, seed: int) -> dict:
-    """Fine-tunes `start_model` on `mix` (the `sft` schema) and saves it to `out/model`."""
+def sft(out: Path, start_model: str | Path, mix: pa.Table, cfg: SFTConfig, seed: int,
+        trainer_args: dict | None = None) -> dict:
+    """Fine-tunes `start_model` on `mix` (the `sft` schema) and saves it to `out/model`. `trainer_args`:
+    TRL config fields set from outside the section (experiment tracking, `training.tracking_args`)."""
     if mix.num_rows == 0:
         copy_model(start_model, out / "model")
         return {"examples": 0, "steps": 0}
     if (done := trained(out)) is None:
-        trainer, tokenizer = sft_trainer(out, start_model, mix, cfg, seed)
+        trainer, tokenizer = sft_trainer(out, start_model, mix, cfg, seed, **(trainer_args or {}))
         done = train_and_save(trainer, tokenizer, out)
     return {"examples": mix.num_rows, **done}
 

@@ -58,6 +58,14 @@ def common_args(out: Path, cfg, seed: int) -> dict:
     )
 
 
+def tracking_args(tracking, name: str, round_: int, stage: str) -> dict:
+    """TRL config fields that send a trained stage's metrics to the recipe's trackers ({} without any)."""
+    if not tracking.report_to:
+        return {}
+    return {"report_to": list(tracking.report_to), "run_name": f"{name}/round_{round_}/{stage}",
+            "project": tracking.project or name}
+
+
 def _use_cpu() -> bool:
     """True without a GPU: only use_cpu lets a multi-process launch train data-parallel there (gloo); else
     each rank would train alone on everything. DeepSpeed keeps its own engine on CPU (cpu_zero*.yaml)."""
@@ -135,16 +143,27 @@ def train_and_save(trainer, tokenizer, out: Path, extra: Callable[[Any], dict] |
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(out / "model")
         write_json(out / LOG_HISTORY, history)
+        _keep_tensorboard(checkpoints, out / "tensorboard")
         write_json(out / TRAINED, info)
         shutil.rmtree(checkpoints, ignore_errors=True)
     kill_if(stage_point(out, "saved"))
     return info
 
 
+def _keep_tensorboard(checkpoints: Path, dst: Path) -> None:
+    """Moves TensorBoard's event folders (transformers writes them in output_dir/runs/, here the checkpoints
+    folder, which goes once trained) into the stage's folder; a resumed training adds a folder of its own."""
+    runs = checkpoints / "runs"
+    if runs.is_dir():
+        dst.mkdir(exist_ok=True)
+        for run in sorted(runs.iterdir()):
+            shutil.move(str(run), str(dst / run.name))
+
+
 # What the results keep of the last logging window (the whole curve is in LOG_HISTORY): the loss, and
 # TRL's token accuracy (SFT, DPO) and reward accuracy / margin (DPO: chosen's implicit reward above rejected's).
 LAST_LOGGED = {"loss": "final_loss", "mean_token_accuracy": "token_accuracy", "rewards/accuracies": "reward_accuracy",
-               "rewards/margins": "reward_margin", "accuracy": "pair_accuracy"}
+               "rewards/margins": "reward_margin"}  # the reward model's pair accuracy: its `train_accuracy`
 
 
 def last_logged(history: list[dict]) -> dict:

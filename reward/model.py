@@ -108,9 +108,10 @@ def read_preference_file(path: Path) -> list[dict]:
 
 
 def train_reward_model(out: Path, base_model: str | Path, pairs: list[dict], cfg, seed: int,
-                       init_seed: int | None = None) -> dict:
+                       init_seed: int | None = None, trainer_args: dict | None = None) -> dict:
     """Trains a Bradley-Terry RM from `base_model` on `pairs` (see `preference_pairs`); saves `out/model`.
-    seed orders the data; init_seed (default: seed) draws the new score head.
+    seed orders the data; init_seed (default: seed) draws the new score head; trainer_args: TRL config
+    fields set from outside the section (experiment tracking).
 
     cfg: a `posttrain.config.RewardModelConfig`. With no pairs, the saved model is the initialised one
     with a zeroed score head: every score is 0, so ranking with it changes nothing.
@@ -136,7 +137,7 @@ def train_reward_model(out: Path, base_model: str | Path, pairs: list[dict], cfg
         return _save_constant(model, tokenizer, out)
 
     dataset = Dataset.from_dict({k: [p[k] for p in pairs] for k in ("prompt", "chosen", "rejected")})
-    args = RewardConfig(**common_args(out, cfg, seed))
+    args = RewardConfig(**{**common_args(out, cfg, seed), **(trainer_args or {})})
     peft_config = None
     if cfg.lora_r > 0:
         from peft import LoraConfig

@@ -307,3 +307,10 @@ def test_a_base_model_that_can_only_be_a_path_must_exist(tmp_path, name):
 def test_an_owner_name_base_model_may_be_a_hub_id(tmp_path):
     r = load_recipe(variant(tmp_path, lambda d: (d.pop("base"), d.update(base_model="meta-llama/Llama-3.2-1B"))))
     assert r.base_model == "meta-llama/Llama-3.2-1B"
+
+
+def test_tracking_names_known_and_installed_trackers(tmp_path):
+    msg = error(variant(tmp_path, lambda d: d.update(tracking={"report_to": ["tensorbored"]})))
+    assert "tracking.report_to[0] names unknown tracker 'tensorbored'" in msg
+    msg = error(variant(tmp_path, lambda d: d.update(tracking={"report_to": ["neptune"]})))  # not installed here
+    assert "tracking.report_to[0] 'neptune' needs its package installed" in msg

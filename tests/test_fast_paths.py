@@ -304,3 +304,25 @@ def test_liger_kernel_without_the_package_fails_clearly(monkeypatch, tmp_path):
             load_recipe("recipes/tiny.yaml", [f"{stage}.use_liger_kernel=true"])
     with pytest.raises(ImportError, match="use_liger_kernel needs the liger-kernel package"):
         common_args(tmp_path, SFTConfig(use_liger_kernel=True), 0)
+
+
+def test_tracked_stages_report_to_tensorboard_and_keep_its_events(tmp_path, model_dir, mix):
+    import json
+
+    from posttrain.config import TrackingConfig
+    from posttrain.training import tracking_args
+
+    args = tracking_args(TrackingConfig(report_to=["tensorboard"]), "demo", 2, "sft")
+    assert args == {"report_to": ["tensorboard"], "run_name": "demo/round_2/sft", "project": "demo"}
+    assert tracking_args(TrackingConfig(), "demo", 2, "sft") == {}  # no tracker: TRL's arguments untouched
+    info = sft(tmp_path / "sft", model_dir, mix, SFTConfig(batch_size=4, gradient_checkpointing=False), seed=0,
+               trainer_args=args)
+    events = list((tmp_path / "sft" / "tensorboard").glob("*/events.out.tfevents.*"))
+    assert len(events) == 1 and events[0].stat().st_size > 0  # kept though the checkpoints folder is gone
+    assert not (tmp_path / "sft" / "checkpoints").exists()
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    logged = EventAccumulator(str(events[0].parent)).Reload().Scalars("train/loss")
+    history = json.loads((tmp_path / "sft" / "log_history.json").read_text())
+    assert [e.step for e in logged] == [e["step"] for e in history if "loss" in e]  # the same points
+    assert abs(info["final_loss"] - logged[-1].value) < 1e-3  # TensorBoard keeps float32

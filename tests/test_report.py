@@ -78,7 +78,7 @@ SUMMARY = {"run": "/runs/demo", "rounds": [
                   "dpo": {"steps": 4, "final_loss": 0.6931, "reward_accuracy": 0.75, "reward_margin": 0.0123}}},
     {"round": 2, "eval": {}, "samples": None, "pass_rate": None, "sft_examples": None, "sft_mix": None,
      "dpo_pairs": None, "wall_s": {}, "reward_model": {"pairs": 3, "eval_pairs": 0},
-     "training": {"reward_model": {"steps": 3, "pair_accuracy": 0.625, "variants": 2}}},
+     "training": {"reward_model": {"steps": 3, "train_accuracy": 0.625, "variants": 2}}},
 ]}
 
 
