@@ -3,6 +3,9 @@
 Both take a table with `id` and `text` (normalized prompt text, see `text.prompt_text`) in priority
 order and return the rows to drop as a table (id string[d], dup_of string[d]): the id of the kept row
 each one duplicates. The first row in table order is kept; callers sort by (round, id) so older data wins.
+Both take an optional `group` (int64[n]): rows of different groups are never duplicates of each other. The
+mix compares user turns and groups by the rest of the prompt (system message, tool list): a tool list shared
+by many prompts makes them no more alike, and one question asked with different tools is two tasks.
 
 Near duplicates: MinHash signatures of word 3-gram shingles, banded LSH for candidates (band sizes from
 datasketch's MinHashLSH, weighted toward recall), candidates verified by the signatures' estimated
@@ -21,16 +24,18 @@ from data_mix.text import chunks, grams, mix64, words
 SHINGLE = 3  # words per shingle: a one-word change in a 40-word prompt keeps Jaccard ~0.85
 
 
-def exact(table: pa.Table) -> pa.Table:
-    """Rows whose text equals an earlier row's text -> (id, dup_of)."""
-    codes = pc.dictionary_encode(table["text"]).combine_chunks().indices.to_numpy()  # codes in order of first use
-    _, first = np.unique(codes, return_index=True)
-    return _dropped(table, first[codes])
+def exact(table: pa.Table, group: np.ndarray | None = None) -> pa.Table:
+    """Rows whose text equals an earlier row's text (in the same group) -> (id, dup_of)."""
+    codes = pc.dictionary_encode(table["text"]).combine_chunks().indices.to_numpy().astype(np.int64)
+    if group is not None and len(codes):  # one code per (group, text) pair
+        codes = np.asarray(group, np.int64) * (codes.max() + 1) + codes
+    _, first, inverse = np.unique(codes, return_index=True, return_inverse=True)
+    return _dropped(table, first[inverse])
 
 
-def near(table: pa.Table, threshold: float, num_perm: int, seed: int) -> pa.Table:
-    """Rows whose estimated Jaccard similarity (word 3-gram shingles) to an earlier row of their cluster
-    reaches `threshold` -> (id, dup_of = the cluster's first row)."""
+def near(table: pa.Table, threshold: float, num_perm: int, seed: int, group: np.ndarray | None = None) -> pa.Table:
+    """Rows whose estimated Jaccard similarity (word 3-gram shingles) to an earlier row of their cluster (in
+    the same group) reaches `threshold` -> (id, dup_of = the cluster's first row)."""
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
@@ -38,7 +43,10 @@ def near(table: pa.Table, threshold: float, num_perm: int, seed: int) -> pa.Tabl
     if n < 2:
         return _dropped(table, np.arange(n))
     sig = signatures(table["text"], num_perm, seed)
-    i, j = candidates(sig, *bands(threshold, num_perm))
+    group = None if group is None else np.asarray(group, np.int64)
+    i, j = candidates(sig, *bands(threshold, num_perm), group)
+    if group is not None:
+        i, j = i[group[i] == group[j]], j[group[i] == group[j]]
     step = 1 << 18  # pairs verified at a time: bounds memory to step * num_perm bytes
     sim = np.concatenate([np.zeros(0)] + [(sig[i[k:k + step]] == sig[j[k:k + step]]).mean(1)
                                           for k in range(0, len(i), step)])
@@ -77,11 +85,13 @@ def bands(threshold: float, num_perm: int) -> tuple[int, int]:
     return lsh.b, lsh.r
 
 
-def candidates(sig: np.ndarray, b: int, r: int) -> tuple[np.ndarray, np.ndarray]:
-    """LSH candidate pairs (i int64[c], j int64[c]), i < j: in some band, j shares a bucket whose first row is i."""
+def candidates(sig: np.ndarray, b: int, r: int, group: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """LSH candidate pairs (i int64[c], j int64[c]), i < j: in some band, j shares a bucket whose first row is i
+    (with `group`, buckets are per group)."""
     n, pairs = len(sig), []
+    start = np.zeros(n, np.uint64) if group is None else mix64(np.asarray(group).astype(np.uint64) + np.uint64(1))
     for band in range(b):
-        key = np.zeros(n, np.uint64)
+        key = start.copy()
         for col in sig[:, band * r:(band + 1) * r].T:
             key = mix64(key ^ col.astype(np.uint64))
         order = np.argsort(key, kind="stable")  # equal keys stay in row order: a bucket's head is its first row

@@ -37,6 +37,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from data_mix.text import blocks
+
 QUALITY = ("low", "medium", "high")  # ascending: a quality floor keeps its level and above
 
 TAGS = pa.schema([
@@ -123,15 +125,20 @@ def _judged(ids: pa.ChunkedArray | pa.Array, judged: pa.Table | None) -> dict[st
 # --------------------------------------------------------------------------- text
 
 
-def user_text(messages: pa.Array | pa.ChunkedArray) -> pa.Array:
+def user_text(messages: pa.Array | pa.ChunkedArray) -> pa.ChunkedArray:
     """list<struct<role, content>>[n] -> string[n]: the user turns joined by newlines, case and lines kept
-    (complexity counts sentences and list items; the embedding text comes from `text.prompt_text`)."""
-    return _join(messages, lambda role: pc.equal(role, "user"), "\n")
+    (complexity counts sentences and list items; the embedding text comes from `text.prompt_text`).
+    Like every text helper here, it works a block of messages at a time (`text.blocks`): no 2 GiB limit."""
+    return pa.chunked_array([_join(b, lambda role: pc.equal(role, "user"), "\n") for b in blocks(messages)],
+                            pa.string())
 
 
-def last_reply(messages: pa.Array | pa.ChunkedArray) -> pa.Array:
+def last_reply(messages: pa.Array | pa.ChunkedArray) -> pa.ChunkedArray:
     """list<struct<role, content>>[n] -> string[n]: each row's last assistant message ("" when none)."""
-    messages = _combined(messages)
+    return pa.chunked_array([_last_reply(b) for b in blocks(messages)], pa.string())
+
+
+def _last_reply(messages: pa.Array) -> pa.Array:
     flat, parent = messages.flatten(), pc.list_parent_indices(messages).to_numpy()
     is_reply = pc.equal(flat.field("role"), "assistant").to_numpy(zero_copy_only=False)
     at = np.flatnonzero(is_reply)
@@ -142,8 +149,7 @@ def last_reply(messages: pa.Array | pa.ChunkedArray) -> pa.Array:
         pa.array([""] * len(messages), pa.string())
 
 
-def _join(messages, keep_role, sep: str) -> pa.Array:
-    messages = _combined(messages)
+def _join(messages: pa.Array, keep_role, sep: str) -> pa.Array:
     flat, parent = messages.flatten(), pc.list_parent_indices(messages)
     keep = keep_role(flat.field("role"))
     content = pc.fill_null(flat.field("content").filter(keep), "")

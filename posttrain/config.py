@@ -170,9 +170,12 @@ class MixConfig:
     near_threshold: float = 0.8  # estimated Jaccard of word 3-gram shingles at which prompts are near duplicates
     num_perm: int = 64  # MinHash permutations
     decontaminate: bool = True
-    ngram: int = 13  # word n-gram shared with an eval prompt that marks a training prompt contaminated
+    # Word n-gram shared with an eval prompt that marks a training prompt contaminated, after the same
+    # clean-up of both (lowercase, punctuation -> space); an eval item shorter than n words (3 or more)
+    # counts where it appears whole in a training prompt, one of 1-2 words only on an exact match.
+    ngram: int = 13
     targets: dict[str, float] | None = None  # {capability: proportion}, summing to 1; None = keep proportions
-    max_repeat: int = 1  # times a scarce capability's examples may be used to approach its target
+    max_repeat: int = 1  # times a scarce capability's high-quality examples may be used to approach its target
     total: int | None = None  # output SFT examples; None = the most the targets allow within max_repeat
     tag: bool = False  # write tags.parquet and composition counts even when nothing below uses the tags
     topics: dict[str, dict[str, str]] = field(default_factory=_default_topics)  # {coarse: {fine: description}}
@@ -182,7 +185,9 @@ class MixConfig:
     semantic_threshold: float = 0.95  # cosine at which a prompt duplicates a kept one ("What's" vs "What is": 0.976)
     semantic_cluster_size: int = 2000  # mean k-means cluster size; at most this many prompts = one exact pass
     quality_floor: Literal["medium", "high"] | None = None  # drop SFT examples tagged below this quality
-    topic_targets: dict[str, float] | None = None  # {coarse topic: share} within each capability's quota
+    # {coarse topic: share} within each capability's quota; untargeted topics keep their natural share of
+    # what is left, and a share of 0 drops a topic.
+    topic_targets: dict[str, float] | None = None
     difficulty_weight: float = 0.0  # rebalancing draws rows with probability ~ difficulty ** weight (0 = uniform)
 
 

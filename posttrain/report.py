@@ -171,7 +171,7 @@ def _write_page(tmp: Path, run_dir: Path, summary: dict, targets: dict[str, floa
 def markdown(summary: dict, pngs: list[str]) -> str:
     captions = {"eval.png": "Eval per round", "rewards.png": "Reward distributions per capability",
                 "selection.png": "Pass rate and kept fraction", "mix.png": "SFT mix by capability",
-                "tags.png": "SFT mix by tag (last round, before and after rebalancing)",
+                "tags.png": "SFT mix by tag (last round: selected, deduplicated, final)",
                 "training.png": "Training curves", "wall_time.png": "Wall time per stage"}
     parts = [f"# Run report: {Path(summary['run']).name}", "", "```", table(summary), "```", ""]
     for png in pngs:
@@ -339,8 +339,8 @@ def plot_mix(summary: dict, targets: dict[str, float] | None, path: Path) -> boo
 
 
 def plot_tags(summary: dict, path: Path) -> bool:
-    """The last tagged round's SFT examples by topic, quality, difficulty and complexity, before and after
-    rebalancing (only when the mix stage tagged its data: `mix.tag` or an option that needs tags)."""
+    """The last tagged round's SFT examples by topic, quality, difficulty and complexity as selected, after
+    dedup and decontamination, and after rebalancing (only when the mix stage tagged its data: `mix.tag` or an option that needs tags)."""
     tagged = [r for r in summary["rounds"][1:] if r["mix"] and (r["mix"].get("composition") or {}).get("after")]
     if not tagged:
         return False
@@ -348,11 +348,14 @@ def plot_tags(summary: dict, path: Path) -> bool:
     comp = r["mix"]["composition"]
     kinds = ("topic", "quality", "difficulty", "complexity")
     plt, fig, axes = _figure(ncols=len(kinds), width=3.6)
+    whens = [w for w in ("input", "before", "after") if w in comp]  # input: before dedup and decontamination
+    labels = {"input": "selected", "before": "deduplicated + decontaminated", "after": "final mix"}
+    width = 0.8 / len(whens)
     for ax, kind in zip(axes, kinds):
-        keys = list(dict.fromkeys([*comp["before"].get(kind, {}), *comp["after"].get(kind, {})]))
-        for j, when in enumerate(("before", "after")):
-            ax.bar([k + (j - 0.5) * 0.4 for k in range(len(keys))], [comp[when].get(kind, {}).get(x, 0) for x in keys],
-                   0.4, label=when)
+        keys = list(dict.fromkeys(x for w in whens for x in comp[w].get(kind, {})))
+        for j, when in enumerate(whens):
+            ax.bar([k + (j - (len(whens) - 1) / 2) * width for k in range(len(keys))],
+                   [comp[when].get(kind, {}).get(x, 0) for x in keys], width, label=labels[when])
         ax.set_xticks(range(len(keys)), keys, rotation=45, ha="right", fontsize=7)
         ax.set_title(f"{kind} (round {r['round']})", fontsize=9)
     axes[0].set_ylabel("SFT examples")

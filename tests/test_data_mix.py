@@ -107,7 +107,8 @@ def test_planted_eval_prompt_is_removed_and_listed():
                   ("t3", "What is 2+2?"), ("t4", "what is 2+2? please")])
     evals = view([("e2", long_prompt(rng, 30)), ("e1", planted), ("e0", "WHAT is 2+2?")])
     got = decontam.contaminated(train, evals, n=13).to_pylist()
-    assert got == [{"id": "t2", "eval_id": "e1"}, {"id": "t3", "eval_id": "e0"}]  # short: exact match only
+    # A short eval item (< n words) counts where its cleaned words appear whole in a training prompt.
+    assert got == [{"id": "t2", "eval_id": "e1"}, {"id": "t3", "eval_id": "e0"}, {"id": "t4", "eval_id": "e0"}]
 
 
 def test_decontamination_n_is_settable():
@@ -127,8 +128,9 @@ def test_quotas_by_hand():
     # tools allows 10 * 2 / 0.25 = 80 rows in all: 40 / 20 / 20.
     assert quotas(counts, TARGETS, max_repeat=2) == {"math": 40, "code": 20, "tools": 20}
     assert quotas(counts, TARGETS, max_repeat=1) == {"math": 20, "code": 10, "tools": 10}
-    # An explicit total: 50 / 25 / 25, but tools is capped at 10 * 2.
-    assert quotas(counts, TARGETS, max_repeat=2, total=100) == {"math": 50, "code": 25, "tools": 20}
+    # An explicit total: 50 / 25 / 25, but tools is capped at 10 * 2; its 5 short go to the others by
+    # their targets (2:1): math 50 + 3.33, code 25 + 1.67 -> 53 / 27 by largest remainder.
+    assert quotas(counts, TARGETS, max_repeat=2, total=100) == {"math": 53, "code": 27, "tools": 20}
     # A capability with no target is dropped; one absent from the data leaves the others' shares renormalized.
     assert quotas({"math": 60, "code": 30, "multilingual": 5}, TARGETS, 1) == {"math": 60, "code": 30, "multilingual": 0}
     assert quotas({"math": 7, "code": 7, "tools": 7}, {"math": 1 / 3, "code": 1 / 3, "tools": 1 / 3}, 1, 10) == \
