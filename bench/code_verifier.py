@@ -6,8 +6,10 @@
 Grades the 164 canonical solutions two ways, in the same run on the same machine, `--workers` at a time:
 
   ours    reward.code.score under reward.sandbox's best isolation (bwrap: all namespaces, no capabilities,
-          read-only host filesystem, no network; else unshare; else rlimits only), rlimits (CPU, 1 GiB
-          address space, files, processes, no message queues), nonce-checked exit. With bwrap, the warm
+          no host filesystem but read-only /usr, the interpreter and the venv, no network; else unshare;
+          else rlimits only), rlimits (CPU, 1 GiB address space, files, 8 processes, no message queues),
+          the tests run by a trusted parent process calling the candidate's functions in a child
+          (reward/_harness.py), nonce-checked exit. With bwrap, the warm
           path: a warm sandbox per worker whose init forks a child per program, each in its own directory,
           and retires the sandbox if a program left anything behind (reward/_zygote.py). `--cold` adds
           the cold path: a fresh sandbox and interpreter per program.

@@ -1,23 +1,28 @@
 """The warm sandbox's server ("zygote"): pid 1 of one long-lived bwrap sandbox, forking a child per program.
-Stdlib only; run by reward.sandbox as `python -s -B _zygote.py SOCK_FD ROOT MAX_PROCS` (the flags and
-environment a program gets), with no capabilities (bwrap --cap-drop ALL). ROOT is a new directory in the
-sandbox's private /tmp; each program gets ROOT/<random>/ with main.py and an empty work/.
+Stdlib only; run by reward.sandbox as `python -s -B _zygote.py SOCK_FD ROOT MAX_PROCS [PRELOADS]` (the
+flags and environment a program gets), with no capabilities (bwrap --cap-drop ALL). ROOT is a new
+directory in the sandbox's private /tmp; each program gets ROOT/<random>/ with main.py and an empty work/.
 
 Protocol on SOCK_FD (a SOCK_SEQPACKET socket to the host; one message per datagram):
   zygote -> host  b"ready"                                  once, after start-up
-  host -> zygote  b"LIMITS TIMEOUT_S TOKEN" + fds out, err, src  run the source in memfd `src`, stdout/stderr
-                                                            on the pipes `out` and `err`
+  host -> zygote  b"LIMITS TIMEOUT_S TOKEN" + fds out, err, src[, stdin]  run the source in memfd `src`,
+                                                            stdout/stderr on the pipes `out` and `err`,
+                                                            stdin the memfd `stdin` (else /dev/null)
   zygote -> host  b"REPORT" or b"REPORT tainted"            REPORT: "exit N", "signal N", "timeout", "procs N"
                   or b"retry"                               the program could not start (the zygote exits)
 EOF on the socket: the host is gone; the zygote kills everything and exits (pid 1 exiting ends the sandbox).
 
 The child, before the program: its own session; writes DIR/main.py from the memfd; stdout/stderr the two
-pipes, stdin /dev/null, every other descriptor closed; cwd DIR/work with TMPDIR (and PWD) set to it; the
-rlimits (see _shim.set_limits) and a lower priority. It then runs the program in the interpreter it was
-forked from (the PRELOAD modules already imported) as `python -s -B DIR/main.py` would (same flags,
-sys.path and environment; a fresh __main__; sys.argv = [DIR/main.py]; run_program says how the exit
-differs). The zygote itself never reads a program's source, output or files (a later child's memory,
-a copy of the zygote's, has none of an earlier program's).
+pipes, stdin the request's memfd or /dev/null, every other descriptor closed; cwd DIR/work with TMPDIR
+(and PWD) set to it; the rlimits (see _shim.set_limits) and a lower priority. It then runs the program in
+the interpreter it was forked from (the PRELOAD modules already imported) as `python -s -B DIR/main.py`
+would (same flags, sys.path and environment; a fresh __main__; sys.argv = [DIR/main.py]; run_program
+says how the exit differs). The zygote itself never reads a program's source, output or files (a later
+child's memory, a copy of the zygote's, has none of an earlier program's).
+
+PRELOADS (argv's optional 4th word, comma-separated): modules the host bound read-only as
+HERE/preload/NAME.py -- its own trusted code (reward.sandbox.preload), never a program's -- imported once
+at start, after PRELOAD.
 
 Between programs the sandbox must be as it was: the zygote, as init, SIGKILLs every other process of the pid
 namespace (kill(-1) reaches those that left the session) and reaps them; removes DIR (work/ must be empty
@@ -49,8 +54,10 @@ import types
 HERE = os.path.dirname(os.path.abspath(__file__))
 PR_SET_DUMPABLE = 4
 # Imported once here, so a program that imports them finds them loaded (HumanEval's imports and the usual).
+# pickle, traceback, linecache, types, binascii: reward.code's harness (ctypes: imported here anyway).
 PRELOAD = ("typing", "math", "random", "copy", "string", "collections", "re", "hashlib", "itertools",
-           "functools", "heapq", "bisect", "operator", "fractions", "decimal", "statistics", "datetime", "json")
+           "functools", "heapq", "bisect", "operator", "fractions", "decimal", "statistics", "datetime", "json",
+           "pickle", "traceback", "linecache", "types", "binascii")
 WRITABLE = ("/tmp", "/dev", "/dev/shm")  # bwrap's tmpfs mounts: all a program may write to
 IPC_TABLES = ("/proc/sysvipc/shm", "/proc/sysvipc/msg", "/proc/sysvipc/sem")
 # the network namespace's own socket counts (TIME_WAIT included: a port the next program could not bind);
@@ -123,7 +130,7 @@ def kill_all() -> None:
                 pass
         except ChildProcessError:
             return
-        time.sleep(0.001)
+        time.sleep(0.0001)  # a SIGKILLed process takes ~0.3 ms to be gone: poll finely
 
 
 def describe(status: int) -> str:
@@ -169,9 +176,9 @@ def serve(sock: socket.socket, root: str, max_procs: int) -> tuple:
     times = {top: (os.lstat(top).st_atime_ns, os.lstat(top).st_mtime_ns) for top in (*WRITABLE, root)}
     sock.send(b"ready")
     while True:
-        msg, fds, _, _ = socket.recv_fds(sock, 4096, 3)
+        msg, fds, _, _ = socket.recv_fds(sock, 4096, 4)
         words = msg.decode("ascii", "replace").split()
-        if len(fds) != 3 or len(words) != 3:  # EOF (the host is gone) or a broken request
+        if len(fds) not in (3, 4) or len(words) != 3:  # EOF (the host is gone) or a broken request
             kill_all()
             os._exit(0)
         deadline = time.monotonic() + float(words[1])
@@ -227,6 +234,8 @@ def become_program(sock: socket.socket, directory: str, words: list, fds: list) 
         dst.write(src.read())
     os.dup2(fds[0], 1)
     os.dup2(fds[1], 2)
+    if len(fds) > 3:  # stdin (else ours: /dev/null)
+        os.dup2(fds[3], 0)
     sock.detach()  # its number is closed below; the object must not close a reused number later
     for fd in [int(name) for name in os.listdir("/proc/self/fd")]:
         if fd > 2:
@@ -328,6 +337,11 @@ def start() -> tuple:
             __import__(name)
         except ImportError:
             pass
+    for name in filter(None, (sys.argv[4] if len(sys.argv) > 4 else "").split(",")):
+        spec = importlib.util.spec_from_file_location(name, os.path.join(HERE, "preload", name + ".py"))
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)  # an error: the sandbox fails to start (the host goes cold)
     gc.freeze()  # children do not write to the pages of what is here now (copy-on-write stays shared)
     return sock, *serve(sock, root, max_procs)
 

@@ -4,18 +4,37 @@ Each run gets its own session, an empty temporary working directory (removed aft
 environment (none of ours: no HF_TOKEN), resource limits, a wall-clock timeout that kills everything it
 started, and capped stdout/stderr. On top of that, the best isolation this machine offers, probed once:
 
-  bwrap         bubblewrap: all namespaces, no capabilities, read-only host filesystem, private /tmp, no network
+  bwrap         bubblewrap: all namespaces, no capabilities, no network, and a root of its own (below)
   unshare-net   util-linux unshare: user + network + pid + mount namespaces (no network; a detached
                 grandchild dies with the sandbox) but the host filesystem is shared, with our rights
-  rlimits-only  plain subprocess: network and filesystem isolation are lost (a warning is logged)
+  rlimits-only  plain subprocess: network, filesystem and process isolation are lost
+
+Any mode weaker than bwrap logs one WARNING saying why (which probe failed) and what it loses.
+
+The bwrap root (see _bwrap): a read-only empty tmpfs with read-only binds of only what the interpreter
+needs -- /usr (and the /bin, /sbin, /lib* links or directories), /etc/ld.so.cache and /etc/localtime, the
+Python installation (sys.base_prefix) and the virtualenv (sys.prefix; if the repository holds it, only the
+virtualenv, never the repository), and our trusted scripts (_shim.py, _zygote.py, preload()'s) under
+INNER_LIB -- plus a fresh /proc, a /dev with only null, zero, full, random, urandom and tty (no ptys),
+and two size-capped tmpfs mounts: /tmp (TMP_BYTES; the program's directory lives there, never on the
+host's disk) and /dev (DEV_BYTES, /dev/shm included). Nothing else of the host is there: no /root,
+/home, /run, /var, /srv, /mnt, /opt, no repository, no /etc/shadow, and so no host Unix socket to
+connect to (abstract sockets are per network namespace: a new one has none).
+
+Memory: RLIMIT_AS (MEMORY_BYTES) binds each process and at most MAX_PROCS processes run (the watchdogs
+below), so a program holds at most MAX_PROCS x MEMORY_BYTES of address space plus TMP_BYTES + DEV_BYTES of
+tmpfs (bwrap). A real aggregate cap (memory.max, pids.max) needs a cgroup v2 subtree delegated to us; we
+use none: where this was written, cgroup v2 is mounted with no controller enabled (memory and pids live
+on the v1 hierarchy), and writing the host's v1 tree as root is not ours to do.
 
 Cold path (unshare-net, rlimits-only, and bwrap with warm=False): us -> [bwrap | unshare] -> shim -> program,
 a fresh sandbox and two fresh interpreters per program (~40 ms of start-up). The shim is a few lines of
 trusted Python that sets the limits, runs the program, and reports how it ended on a pipe the program never
 holds, so a program that kills its parent kills only the shim. In the namespaced modes the shim is the pid
 namespace's init, so everything the program starts dies with it. RLIMIT_NPROC does not bind processes that
-run as host root (even inside a user namespace), so in the namespaced modes the shim also counts the
-processes of its private /proc and kills the namespace past MAX_PROCS.
+run as host root (even inside a user namespace: the kernel exempts the init user's processes, whatever
+their namespace), so in the namespaced modes the shim also counts the processes of its private /proc and
+kills the namespace past MAX_PROCS; in rlimits-only as root nothing bounds a fork bomb (the warning says so).
 
 Warm path (bwrap, the default there): a pool of long-lived bwrap sandboxes (same namespaces, mounts and
 --cap-drop ALL), each running reward/_zygote.py as its pid-1 init, which forks one child per program: the
@@ -27,6 +46,9 @@ over retires that sandbox, so no program sees another's files or processes. The 
 from inside reaches it) and not dumpable (no ptrace, no /proc/1/fd or mem), so its report is trusted.
 Nothing of a warm sandbox is on the host's disk. See _zygote.py for what the child does and how exactly
 it differs from a fresh interpreter (the preloaded modules are already in sys.modules).
+
+stdin: empty (/dev/null), or `stdin=` bytes in a memfd. The program may truncate it (reward.code's harness
+does, once read), so nothing else in the sandbox can read it afterwards through /proc/<pid>/fd/0.
 """
 
 from __future__ import annotations
@@ -51,21 +73,33 @@ from reward._procs import MAX_OUTPUT  # noqa: F401  (re-exported: the per-stream
 
 log = logging.getLogger(__name__)
 
-MEMORY_BYTES = 1 << 30  # RLIMIT_AS
+MEMORY_BYTES = 1 << 30  # RLIMIT_AS, per process
 FILE_BYTES = 10 * 1024 * 1024  # RLIMIT_FSIZE
 MAX_FILES = 64  # RLIMIT_NOFILE
-MAX_PROCS = 32  # RLIMIT_NPROC, and the shim's watchdog where there is a private /proc
+# RLIMIT_NPROC, and the watchdogs' cap where there is a private /proc (the shim or zygote counts as one,
+# and reward.code's harness runs a program as two): with MEMORY_BYTES, at most ~8 GiB of address space per
+# program (it was 32 processes, ~32 GiB). A program's multiprocessing.Pool() of os.cpu_count() workers
+# then hits the cap on a machine of more than ~4 cores (it did past ~29).
+MAX_PROCS = 8
+TMP_BYTES = 64 << 20  # bwrap: size of the sandbox's /tmp tmpfs (the program's directory and TMPDIR)
+DEV_BYTES = 8 << 20  # bwrap: size of its /dev tmpfs (/dev/shm is a directory in it)
 PREFIX = "posttrain-sandbox-"  # in every sandbox path (and so in the program's command line)
 ENV = {"LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1",
        "PYTHONSAFEPATH": "1"}
 MODES = ("bwrap", "unshare-net", "rlimits-only")
 SHIM = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_shim.py")
 ZYGOTE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_zygote.py")
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # never bound into a bwrap sandbox
+INNER_LIB = "/posttrain-sandbox"  # bwrap: where SHIM and ZYGOTE are bound (read-only), without the repo
+HOST_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")  # bound read-only if present
+HOST_ETC = ("/etc/ld.so.cache", "/etc/localtime")  # the dynamic linker's cache; time.localtime's zone
+DEVICES = ("null", "zero", "full", "random", "urandom", "tty")  # bwrap --dev's nodes (no pts, no console)
 WARM = True  # bwrap: run programs in warm sandboxes (the warm path above); run_python(warm=...) overrides
 POOL_MAX = max(4, os.cpu_count() or 1)  # idle warm sandboxes kept for the next call
 START_TIMEOUT_S = 30.0  # a warm sandbox not ready by then -> the cold path (and a warning)
 BACKSTOP_S = 2.0  # past the timeout, how long we wait for a warm sandbox's report before killing it
 WRAPPERS = {"bwrap": "bwrap", "unshare-net": "unshare"}  # mode -> the tool it needs
+PRELOADS: dict[str, str] = {}  # module name -> source that warm sandboxes import at start (see preload)
 
 
 class SandboxResult(NamedTuple):
@@ -79,23 +113,26 @@ class SandboxResult(NamedTuple):
     isolation: str
 
 
-def run_python(source: str, timeout_s: float = 5.0, *, isolation: str | None = None,
+def run_python(source: str, timeout_s: float = 5.0, *, stdin: bytes | None = None, isolation: str | None = None,
                warm: bool | None = None) -> SandboxResult:
-    """Run `source` as a Python program in the sandbox; `isolation` forces a mode (tests only); `warm`
-    (bwrap only) picks the warm or the cold path (default: WARM)."""
+    """Run `source` as a Python program in the sandbox, with `stdin` (bytes) as its standard input (else
+    empty); `isolation` forces a mode (tests only); `warm` (bwrap only) picks the warm or the cold path
+    (default: WARM)."""
     mode = isolation or detect_isolation()
     if mode == "bwrap" and (WARM if warm is None else warm) and not _pool.broken:
-        result = _run_warm(source, timeout_s)
+        result = _run_warm(source, timeout_s, stdin)
         if result is not None:
             return result
-    root = tempfile.mkdtemp(prefix=PREFIX)
     token = uuid.uuid4().hex
+    if mode == "bwrap":  # the program's directory is in the sandbox's own /tmp: nothing on the host's disk
+        return _run(mode, None, token, timeout_s, source, stdin)
+    root = tempfile.mkdtemp(prefix=PREFIX)
     try:
         work = os.path.join(root, "work")
         os.mkdir(work)
         with open(os.path.join(root, "main.py"), "w", encoding="utf-8") as f:
             f.write(source)
-        return _run(mode, root, token, timeout_s)
+        return _run(mode, root, token, timeout_s, None, stdin)
     finally:
         if mode == "rlimits-only":
             _procs.sweep(token)
@@ -103,29 +140,58 @@ def run_python(source: str, timeout_s: float = 5.0, *, isolation: str | None = N
 
 
 def run_many(sources: list[str], timeout_s: float = 5.0, max_workers: int | None = None,
-             *, isolation: str | None = None, warm: bool | None = None) -> list[SandboxResult]:
-    """Run programs concurrently (a thread per running program); results in input order."""
+             *, stdins: list[bytes | None] | None = None, isolation: str | None = None,
+             warm: bool | None = None) -> list[SandboxResult]:
+    """Run programs concurrently (a thread per running program); results in input order. stdins[i]:
+    program i's standard input (default: none)."""
     if not sources:
         return []
+    if stdins is not None and len(stdins) != len(sources):
+        raise ValueError(f"{len(stdins)} stdins for {len(sources)} programs")
     mode = isolation or detect_isolation()  # probe once, before the threads race to it
     workers = max(1, min(len(sources), max_workers or os.cpu_count() or 1))
+    jobs = list(zip(sources, stdins or [None] * len(sources)))
     with ThreadPoolExecutor(workers, thread_name_prefix="sandbox") as pool:
-        return list(pool.map(lambda s: run_python(s, timeout_s, isolation=mode, warm=warm), sources))
+        return list(pool.map(lambda job: run_python(job[0], timeout_s, stdin=job[1], isolation=mode, warm=warm),
+                             jobs))
+
+
+# What each mode loses against bwrap (the warning names it).
+LOST = {
+    "unshare-net": "filesystem isolation is LOST: model code reads and writes the host filesystem with our "
+                   "rights (e.g. /etc/shadow as root, the repository, ~/.cache/huggingface/token) and can "
+                   "connect to host Unix sockets (network, pid and IPC namespaces remain; the environment "
+                   "is ours to set, and our processes' /proc/<pid>/environ is out of its pid namespace)",
+    "rlimits-only": "Network and filesystem isolation are LOST (host network and Unix sockets; the host "
+                    "filesystem with our rights), and so is the environment's: the program can read "
+                    "/proc/<pid>/environ of our processes and their ancestors (HF_TOKEN, ...) -- not "
+                    "cheaply fixable: as root it holds CAP_SYS_PTRACE, so making us non-dumpable would not "
+                    "stop it, and our ancestors hold the same variables. Detached processes are only "
+                    "best-effort killed",
+}
 
 
 @functools.lru_cache(maxsize=None)
 def detect_isolation() -> str:
-    """The strongest mode that actually runs a program here; probed once per process."""
+    """The strongest mode that actually runs a program here; probed once per process. A weaker mode than
+    bwrap logs one WARNING: why each stronger mode failed, and what the chosen one loses."""
+    failed = []
     for mode, tool in WRAPPERS.items():
-        if shutil.which(tool):
-            probe = run_python("print('ok')", 10.0, isolation=mode, warm=False)
-            if probe.status == "ok" and probe.stdout.strip() == "ok":
-                return mode
-            log.info("sandbox: %s probe failed: %s %s", mode, probe.status, probe.stderr[-500:])
-    log.warning("sandbox: neither bwrap nor unshare works here; running model code with rlimits only. "
-                "Network and filesystem isolation are LOST, and detached processes are only best-effort "
-                "killed%s.", " (and RLIMIT_NPROC does not bind root)" if os.geteuid() == 0 else "")
-    return "rlimits-only"
+        if not shutil.which(tool):
+            failed.append(f"{mode}: {tool} not found")
+            continue
+        probe = run_python("print('ok')", 10.0, isolation=mode, warm=False)
+        if probe.status == "ok" and probe.stdout.strip() == "ok":
+            break
+        failed.append(f"{mode}: probe failed: {probe.status} {probe.stderr[-500:].strip()!r}")
+    else:
+        mode = "rlimits-only"
+    if mode != "bwrap":
+        root = " (and RLIMIT_NPROC does not bind root: nothing bounds a fork bomb)" if (
+            mode == "rlimits-only" and os.geteuid() == 0) else ""
+        log.warning("sandbox: running model code under %s isolation (%s). %s%s.", mode, "; ".join(failed),
+                    LOST[mode], root)
+    return mode
 
 
 def _limits(mode: str, timeout_s: float) -> str:
@@ -139,27 +205,76 @@ def _limits(mode: str, timeout_s: float) -> str:
         ("NOFILE", MAX_FILES, MAX_FILES), ("NPROC", nproc, nproc), ("CORE", 0, 0), ("MSGQUEUE", 0, 0)])
 
 
-def _bwrap(env: dict, binds: list[str], chdir: str) -> list[str]:
-    """bwrap's argv up to the command: / read-only, private /tmp, /dev and /proc, then `binds`.
+def _covered(path: str, tops) -> bool:
+    return any(path == top or path.startswith(top.rstrip("/") + "/") for top in tops)
+
+
+@functools.lru_cache(maxsize=None)
+def _host_binds() -> tuple[str, ...]:
+    """bwrap arguments that bind, read-only, what a sandboxed interpreter needs of the host (module doc)."""
+    args: list[str] = []
+    bound: list[str] = []
+    for top in HOST_DIRS:
+        if os.path.islink(top):  # merged /usr: /bin -> usr/bin
+            args += ["--symlink", os.readlink(top), top]
+        elif os.path.isdir(top):
+            args += ["--ro-bind", top, top]
+            bound.append(top)
+    for path in HOST_ETC:
+        if os.path.exists(path):
+            args += ["--ro-bind", path, path]
+    # the interpreter's installation and virtualenv; a path through a link resolves on both sides alike
+    pythons = [sys.prefix, sys.exec_prefix, sys.base_prefix, sys.base_exec_prefix,
+               os.path.dirname(os.path.dirname(os.path.realpath(sys.executable)))]
+    for prefix in sorted({os.path.abspath(p) for p in pythons}, key=len):
+        if _covered(prefix, bound) or not os.path.isdir(prefix):
+            continue
+        if _covered(REPO, [prefix]):  # a prefix that holds the repository: only its Python parts
+            parts = [os.path.join(prefix, n) for n in ("bin", "lib", "lib64", "pyvenv.cfg")]
+            paths = [p for p in parts if os.path.exists(p) and not _covered(REPO, [p])]
+        else:
+            paths = [prefix]
+        for path in paths:
+            args += ["--ro-bind", path, path]
+            bound.append(path)
+    return tuple(args)
+
+
+def _bwrap(env: dict, binds: list[str], chdir: str, scripts: tuple[str, ...]) -> list[str]:
+    """bwrap's argv up to the command: the root of the module doc, then `binds`, then the root tmpfs
+    remounted read-only. `scripts` (SHIM, ZYGOTE) are bound read-only under INNER_LIB.
     --cap-drop ALL: run by root, bwrap would otherwise leave every capability in the sandbox's user
-    namespace, enough to remount / read-write (and write the host's files as root)."""
+    namespace, enough to remount read-write (and write the host's files as root). --size caps the tmpfs
+    that follows it (bwrap >= 0.5)."""
     setenv = [a for k, v in env.items() for a in ("--setenv", k, v)]
+    dev = ["--size", str(DEV_BYTES), "--tmpfs", "/dev"]
+    for name in DEVICES:
+        if os.path.exists(f"/dev/{name}"):
+            dev += ["--dev-bind", f"/dev/{name}", f"/dev/{name}"]
+    dev += ["--symlink", "/proc/self/fd", "/dev/fd", "--dir", "/dev/shm"]
+    for fd, name in enumerate(("stdin", "stdout", "stderr")):
+        dev += ["--symlink", f"/proc/self/fd/{fd}", f"/dev/{name}"]
+    lib = [a for path in scripts for a in ("--ro-bind", path, f"{INNER_LIB}/{os.path.basename(path)}")]
     return [shutil.which("bwrap"), "--unshare-all", "--as-pid-1", "--die-with-parent", "--new-session",
-            "--cap-drop", "ALL", "--clearenv", *setenv, "--ro-bind", "/", "/", "--tmpfs", "/tmp",
-            "--dev", "/dev", "--proc", "/proc", *binds, "--chdir", chdir]
+            "--cap-drop", "ALL", "--clearenv", *setenv, *_host_binds(), *lib, "--proc", "/proc", *dev,
+            "--size", str(TMP_BYTES), "--tmpfs", "/tmp", *binds, "--remount-ro", "/", "--chdir", chdir]
 
 
-def _command(mode: str, root: str, token: str, status_fd: int, timeout_s: float) -> tuple[list[str], dict]:
-    """(argv, env) that run root/main.py with cwd root/work under `mode`."""
-    inner_root = f"/tmp/{os.path.basename(root)}" if mode == "bwrap" else root
+def _command(mode: str, root: str | None, token: str, status_fd: int, timeout_s: float,
+             source_fd: int | None = None) -> tuple[list[str], dict]:
+    """(argv, env) that run root/main.py with cwd root/work under `mode`; bwrap: main.py is copied from
+    `source_fd` into the sandbox's own /tmp instead (root is None)."""
+    inner_root = f"/tmp/{PREFIX}{token[:16]}" if mode == "bwrap" else root
     # the token marks every sandbox process, so rlimits-only can find the ones that left the group
     env = {**ENV, "TMPDIR": f"{inner_root}/work", "POSTTRAIN_SANDBOX": token}
     # -s -B plus PYTHONSAFEPATH is -I without -E: the env is wholly ours, and -E would drop the hash seed
     program = [sys.executable, "-s", "-B", f"{inner_root}/main.py"]
-    shim = [sys.executable, "-I", "-S", SHIM, str(status_fd), _limits(mode, timeout_s),
+    shim = SHIM if mode != "bwrap" else f"{INNER_LIB}/{os.path.basename(SHIM)}"
+    shim = [sys.executable, "-I", "-S", shim, str(status_fd), _limits(mode, timeout_s),
             str(0 if mode == "rlimits-only" else MAX_PROCS), *program]
     if mode == "bwrap":
-        return [*_bwrap(env, ["--bind", root, inner_root], f"{inner_root}/work"), *shim], {}
+        files = ["--dir", f"{inner_root}/work", "--file", str(source_fd), f"{inner_root}/main.py"]
+        return [*_bwrap(env, files, f"{inner_root}/work", (SHIM,)), *shim], {}
     if mode == "unshare-net":
         return [shutil.which("unshare"), "--user", "--map-root-user", "--net", "--ipc", "--uts", "--mount",
                 "--pid", "--fork", "--kill-child", "--mount-proc", *shim], env
@@ -168,18 +283,44 @@ def _command(mode: str, root: str, token: str, status_fd: int, timeout_s: float)
     raise ValueError(f"unknown sandbox isolation {mode!r} (known: {MODES})")
 
 
-def _run(mode: str, root: str, token: str, timeout_s: float) -> SandboxResult:
-    read_fd, write_fd = os.pipe()
-    argv, env = _command(mode, root, token, write_fd, timeout_s)
+def _memfd(name: str, data: bytes) -> int:
+    """A memfd holding `data`, at offset 0 (close-on-exec: pass it on explicitly)."""
+    fd = os.memfd_create(name, os.MFD_CLOEXEC)
     try:
-        proc = subprocess.Popen(argv, cwd=os.path.join(root, "work"), env=env, stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, pass_fds=(write_fd,),
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.lseek(fd, 0, os.SEEK_SET)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _run(mode: str, root: str | None, token: str, timeout_s: float, source: str | None,
+         stdin: bytes | None) -> SandboxResult:
+    read_fd, write_fd = os.pipe()
+    owned = [write_fd]
+    try:
+        source_fd = None
+        if source is not None:
+            source_fd = _memfd("posttrain-program", source.encode("utf-8"))
+            owned.append(source_fd)
+        stdin_fd = subprocess.DEVNULL
+        if stdin is not None:
+            stdin_fd = _memfd("posttrain-stdin", stdin)
+            owned.append(stdin_fd)
+        argv, env = _command(mode, root, token, write_fd, timeout_s, source_fd)
+        proc = subprocess.Popen(argv, cwd=os.path.join(root, "work") if root else "/", env=env, stdin=stdin_fd,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                pass_fds=(write_fd,) if source_fd is None else (write_fd, source_fd),
                                 start_new_session=True)
     except OSError as e:
         os.close(read_fd)
         return SandboxResult(None, "error", "", f"sandbox failed to start: {e}", mode)
     finally:
-        os.close(write_fd)
+        for fd in owned:
+            os.close(fd)
     try:
         streams, timed_out = _procs.collect(proc, read_fd, time.monotonic() + timeout_s)
     finally:
@@ -221,11 +362,16 @@ class _Worker:
         self.log = tempfile.TemporaryFile()  # the zygote's own stderr, for when it fails to start
         self.sock, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.proc = None
+        preloads = dict(PRELOADS)
+        data = [_memfd(f"posttrain-preload-{name}", source.encode("utf-8")) for name, source in preloads.items()]
         try:
             root = f"/tmp/{PREFIX}{uuid.uuid4().hex[:12]}"  # PREFIX: in every program's path, as cold
-            argv = [*_bwrap(ENV, [], "/"), sys.executable, "-s", "-B", ZYGOTE, str(theirs.fileno()), root,
-                    str(MAX_PROCS)]
-            self.proc = _pool.spawn(argv, theirs.fileno(), self.log)
+            zygote = f"{INNER_LIB}/{os.path.basename(ZYGOTE)}"  # beside the shim it loads
+            files = [a for fd, name in zip(data, preloads)
+                     for a in ("--ro-bind-data", str(fd), f"{INNER_LIB}/preload/{name}.py")]
+            argv = [*_bwrap(ENV, files, "/", (SHIM, ZYGOTE)), sys.executable, "-s", "-B", zygote,
+                    str(theirs.fileno()), root, str(MAX_PROCS), ",".join(preloads)]
+            self.proc = _pool.spawn(argv, (theirs.fileno(), *data), self.log)
             theirs.close()
             self.sock.settimeout(START_TIMEOUT_S)
             ready = self.sock.recv(16)
@@ -238,23 +384,26 @@ class _Worker:
             said = self.log.read()[-500:]
             self.close()
             raise OSError(f"warm sandbox failed to start: {e}: {said!r}") from None
+        finally:
+            for fd in data:
+                os.close(fd)
 
-    def run(self, source: str, timeout_s: float) -> tuple[SandboxResult | None, bool]:
+    def run(self, source: str, timeout_s: float, stdin: bytes | None = None) -> tuple[SandboxResult | None, bool]:
         """(result, still clean); result None: the program never started (the zygote is gone)."""
-        src = os.memfd_create("posttrain-program", os.MFD_CLOEXEC)
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         try:
-            data = memoryview(source.encode("utf-8"))
-            while data:
-                data = data[os.write(src, data):]
-            request = f"{_limits('bwrap', timeout_s)} {float(timeout_s)!r} {uuid.uuid4().hex}"
+            fds = [out_w, err_w]  # then the source, and stdin if any
             try:
-                socket.send_fds(self.sock, [request.encode()], [out_w, err_w, src])
+                fds.append(_memfd("posttrain-program", source.encode("utf-8")))
+                if stdin is not None:
+                    fds.append(_memfd("posttrain-stdin", stdin))
+                request = f"{_limits('bwrap', timeout_s)} {float(timeout_s)!r} {uuid.uuid4().hex}"
+                socket.send_fds(self.sock, [request.encode()], fds)
             except OSError:
                 return None, False
             finally:
-                for fd in (out_w, err_w, src):
+                for fd in fds:
                     os.close(fd)
             streams, report, timed_out = _procs.collect_report(
                 out_r, err_r, self.sock, time.monotonic() + timeout_s + BACKSTOP_S)
@@ -320,14 +469,14 @@ class _Pool:
                     return
         worker.close()
 
-    def spawn(self, argv: list[str], fd: int, stderr) -> subprocess.Popen:
+    def spawn(self, argv: list[str], fds: tuple[int, ...], stderr) -> subprocess.Popen:
         """Popen from one long-lived thread: PR_SET_PDEATHSIG (bwrap --die-with-parent) may fire when the
         creating *thread* exits (prctl(2)), and run_many's threads end with each call."""
         with self.lock:
             if self.spawner is None:
                 self.spawner = ThreadPoolExecutor(1, thread_name_prefix="sandbox-spawner")
         return self.spawner.submit(subprocess.Popen, argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                   stderr=stderr, pass_fds=(fd,), start_new_session=True, env={}).result()
+                                   stderr=stderr, pass_fds=fds, start_new_session=True, env={}).result()
 
     def close(self) -> None:
         with self.lock:
@@ -348,13 +497,27 @@ def _forget_pool() -> None:
 os.register_at_fork(after_in_child=_forget_pool)
 
 
+def preload(name: str, source: str) -> None:
+    """Have every warm sandbox import `source` -- our own trusted code, never a program's -- as module
+    `name` once, at start, so that its programs find it in sys.modules already (as the PRELOAD modules of
+    _zygote.py). A program must not rely on it: the cold path and the other modes have no such module.
+    Idle warm sandboxes started without it are retired."""
+    if not name.isidentifier():
+        raise ValueError(f"not a module name: {name!r}")
+    with _pool.lock:
+        PRELOADS[name] = source
+        idle, _pool.idle = _pool.idle, []
+    for worker in idle:
+        worker.close()
+
+
 def warm_pids() -> set[int]:
     """Host pids of the idle warm sandboxes' bwrap processes (tests: they are not leftovers)."""
     with _pool.lock:
         return {w.proc.pid for w in _pool.idle}
 
 
-def _run_warm(source: str, timeout_s: float) -> SandboxResult | None:
+def _run_warm(source: str, timeout_s: float, stdin: bytes | None = None) -> SandboxResult | None:
     """Run on a warm sandbox (a fresh one if the program could not start on the first); None: use the
     cold path."""
     for _ in range(2):
@@ -362,7 +525,7 @@ def _run_warm(source: str, timeout_s: float) -> SandboxResult | None:
         if worker is None:
             return None
         try:
-            result, clean = worker.run(source, timeout_s)
+            result, clean = worker.run(source, timeout_s, stdin)
         except BaseException:
             worker.close()
             raise
