@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import logging
 import math
+import shutil
 from collections import Counter
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from posttrain import schema
-from posttrain.dist import world
+from posttrain.dist import barrier, shard, world
 from posttrain.config import ScoreConfig
 from reward import VERIFIERS
 
@@ -71,24 +73,41 @@ def reward_model(out: Path, base_model: str, scored_rounds: list[pa.Table], prom
                  pass_threshold: float, seed: int, trainer_args: dict | None = None) -> dict:
     """Reward-model stage: trains an RM on the recipe's preference files plus passing-vs-failing samples
     of every round so far (`scored_rounds`, oldest first; the last is this round's), then scores this
-    round's samples (`rm_score`)."""
-    from reward.model import score_with_reward_model
-
+    round's samples (`rm_score`): every rank its shard of the prompts, joined back by sample id."""
     pairs = preference_data(scored_rounds, prompts, cfg.preference_sources, pass_threshold)
     info = train_rm(out, base_model, pairs, cfg, seed, trainer_args)  # every rank: data-parallel
-    if not world().is_main:
-        return {}
+    barrier()  # the main process has saved the model and its tokenizer: every rank scores with it
     scored = scored_rounds[-1]
-    messages = dict(zip(prompts.column("id").to_pylist(), prompts.column("messages").to_pylist()))
-    rm = score_with_reward_model(str(out / "model"), [messages[p] for p in scored.column("prompt_id").to_pylist()],
-                                 scored.column("completion").to_pylist(), batch_size=cfg.score_batch_size,
-                                 max_length=cfg.max_length)
+    w, shards = world(), out / "rm_shards"
+    shards.mkdir(exist_ok=True)
+    pq.write_table(rm_scores(out / "model", shard(scored, w, "prompt_id"), prompts, cfg),
+                   shards / f"rank{w.rank}.parquet")
+    barrier()
+    if not w.is_main:
+        return {}
+    merged = pa.concat_tables([pq.read_table(shards / f"rank{k}.parquet") for k in range(w.size)]).to_pydict()
+    by_sample = dict(zip(zip(merged["prompt_id"], merged["sample_index"]), merged["rm_score"]))
+    rm = [by_sample[key] for key in zip(scored.column("prompt_id").to_pylist(),
+                                        scored.column("sample_index").to_pylist())]
+    shutil.rmtree(shards)
     table = scored.drop_columns(["rm_score"]).append_column("rm_score", pa.array(rm, pa.float64()))
     nonfinite = sum(not math.isfinite(x) for x in rm)  # kept as scored, left out by selection, counted here
     if nonfinite:
         log.warning("reward model: %d of %d scores are NaN or infinite; those samples are not selected",
                     nonfinite, len(rm))
     return {**info, "scored": schema.write(table, "scored", out / "scored.parquet"), "rm_nonfinite": nonfinite}
+
+
+def rm_scores(model_dir: Path, samples: pa.Table, prompts: pa.Table, cfg) -> pa.Table:
+    """{prompt_id, sample_index, rm_score} of `samples` (rows with prompt_id, sample_index, completion)."""
+    from reward.model import score_with_reward_model
+
+    messages = dict(zip(prompts.column("id").to_pylist(), prompts.column("messages").to_pylist()))
+    scores = score_with_reward_model(str(model_dir), [messages[p] for p in samples.column("prompt_id").to_pylist()],
+                                     samples.column("completion").to_pylist(), batch_size=cfg.score_batch_size,
+                                     max_length=cfg.max_length, progress=world().is_main)
+    return pa.table({"prompt_id": samples["prompt_id"], "sample_index": samples["sample_index"],
+                     "rm_score": pa.array(scores, pa.float64())})
 
 
 def train_rm(out: Path, base_model: str, pairs: list[dict], cfg, seed: int, trainer_args: dict | None = None) -> dict:

@@ -12,9 +12,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 import torch
 
+from posttrain.config import RewardModelConfig
+from posttrain.scoring import rm_scores
 from tests.conftest import ROOT
 
 pytestmark = [
@@ -141,6 +144,15 @@ def test_a_whole_round_runs_under_zero3(tmp_path, tiny_base):
                  for s in ("generate", "score", "reward_model", "select", "mix", "sft", "dpo", "eval")}
     assert all(m["num_processes"] == 2 for m in manifests.values())
     assert manifests["reward_model"]["results"]["scored"] == manifests["generate"]["results"]["samples"]
+    # Each rank scored its shard of the prompts with the RM: merged by sample id, the scores are those one
+    # process gives with the same model.
+    scored = pq.read_table(round_1 / "reward_model" / "scored.parquet")
+    prompts = pq.read_table(round_1.parent / "round_0" / "prompts" / "train.parquet")
+    one = rm_scores(round_1 / "reward_model" / "model", scored, prompts, RewardModelConfig())
+    assert one["prompt_id"].equals(scored["prompt_id"]) and one["sample_index"].equals(scored["sample_index"])
+    got, want = scored["rm_score"].to_pylist(), one["rm_score"].to_pylist()
+    assert max(abs(a - b) for a, b in zip(got, want)) < 1e-4
+    assert not (round_1 / "reward_model" / "rm_shards").exists()
     assert manifests["sft"]["results"]["steps"] > 0 and manifests["dpo"]["results"]["steps"] > 0
     before, after = _weights(tiny_base), _weights(round_1 / "dpo" / "model")
     assert all(after[k].shape == before[k].shape for k in before)  # whole weights, gathered from both ranks

@@ -118,8 +118,6 @@ def test_training_logs_are_kept_with_their_last_window_in_the_results(full_run):
         assert logged[0]["step"] == 1 and logged[-1]["step"] == results["steps"]  # first and last step logged
         assert results["final_loss"] == round(logged[-1]["loss"], 4)
         assert results[name] == round(logged[-1][metric], 4)
-    sft = [e["loss"] for e in log_history(full_run, "sft") if "loss" in e]
-    assert sft[-1] < sft[0]  # the curve shows the SFT data being learnt
     assert "reward_accuracy" not in manifest(full_run, "sft")["results"]
 
 

@@ -94,9 +94,9 @@ def test_reward_model_variants_share_the_head_init_and_average_as_classifiers(tm
 
     real, calls, heads = reward.model.train_reward_model, [], []
 
-    def spy(out, base, pairs, cfg, seed, init_seed=None):
+    def spy(out, base, pairs, cfg, seed, init_seed=None, trainer_args=None):
         calls.append((cfg.learning_rate, seed, init_seed))
-        result = real(out, base, pairs, cfg, seed, init_seed=init_seed)
+        result = real(out, base, pairs, cfg, seed, init_seed=init_seed, trainer_args=trainer_args)
         # captured now: train_variants deletes the variant models once they are averaged
         heads.append(load_file(out / "model" / "model.safetensors")["score.weight"].clone())
         return result

@@ -212,4 +212,5 @@ def test_the_round_ranks_only_replies_that_pass_the_gate():
         r["rm_score"] = rm
     sft, pairs = select(scored, {"p": prompts.to_pylist()[0]}, SelectConfig(), seed=0, round_=1, rm_weight=0.3)
     assert [x["messages"][-1]["content"] for x in sft] == [FRENCH]
-    assert pairs == []  # best by score is the English reply, which fails: never a chosen response
+    # Passing replies rank first whatever the RM says: the French one is chosen, the English one rejected.
+    assert [(p["chosen"][0]["content"], p["rejected"][0]["content"]) for p in pairs] == [(FRENCH, ENGLISH)]
