@@ -57,6 +57,17 @@ def barrier() -> None:
     PartialState(cpu=not torch.cuda.is_available(), timeout=timeout).wait_for_everyone()
 
 
+def shutdown() -> None:
+    """Ends the launch's process group once every rank is done with it (a no-op for one process). A rank
+    that exits with the group alive can abort in its communication threads' teardown ("terminate called
+    without an active exception"), failing a launch whose work was all written."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def owner(prompt_id: str, size: int) -> int:
     """The rank that handles a prompt: a stable hash of its id."""
     return int.from_bytes(hashlib.sha256(prompt_id.encode()).digest()[:4], "little") % size

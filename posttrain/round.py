@@ -26,7 +26,7 @@ import yaml
 
 from posttrain import schema
 from posttrain.config import Recipe, load_recipe
-from posttrain.dist import barrier, shard, world
+from posttrain.dist import barrier, shard, shutdown, world
 from posttrain.rundir import RunDir, StageOutput, storage, write_json
 from posttrain.tiny.world import WORLD_VERSION
 
@@ -177,7 +177,7 @@ def run_rounds(recipe: Recipe, stop_after: tuple[int, str] | None = None) -> dic
         with storage(run.root, "write the summary and report"):
             write_json(run.root / "summary.json", summary)
             report.write_report(run.root, summary, recipe.mix.targets)
-    barrier()
+    shutdown()  # every rank here: the process group ends cleanly
     return summary
 
 
@@ -291,7 +291,8 @@ def stage_command(args: argparse.Namespace) -> int:
         raise RecipeError(f"{args.recipe}: hub.push is never: set it to every_round or final (and hub.repo_id) to push")
     try:
         run_rounds(recipe, stop_after=(args.round, args.stage))
-    except StageReached as reached:
+    except StageReached as reached:  # raised on every rank at the same stage
+        shutdown()
         if world().is_main:
             print(f"{args.stage} of round {args.round}: {reached.output.path}")
             print(json.dumps(reached.output.manifest["results"], indent=1, default=str))

@@ -9,9 +9,11 @@ sign and a filler word ("therefore", "simply", "approximately", ...), X must beg
 math ($...$, \\(...\\)), a number or a LaTeX command, or hold no word at all ("x = 5", "(0, 2)"). Its
 answer is then that box or inline math; else X itself when it is pure math; else its leading math before
 the first word ("4 apples, not 5" -> 4, "\\frac{3}{4} of the cake" -> \\frac{3}{4}). "The answer is
-correct" or "the answer is right since 3*5=15" is no marker. Without any marker: the last number in the
-text; without a number either: the last non-math phrase as written ("The answer is four" -> "four",
-reported as wrong). An empty or unclosed box (a truncated reply) is no marker.
+correct" or "the answer is right since 3*5=15" is no marker: beside a box or a math phrase it is
+commentary. Without any marker: the last number after the last such phrase ("The answer is not 5, it
+is 6" -> 6), else that phrase as written ("The answer is four" -> "four"; "5 + 9 = 14. The answer is
+python" -> "python": wrong, never a number before the phrase, so a reply that trails off into noise
+after "The answer is" does not pass on an earlier number); without a phrase: the last number in the text. An empty or unclosed box (a truncated reply) is no marker.
 Equivalence is math-verify's (sympy): 4.0 == 4, 0.75 == 3/4 == \\frac{3}{4}, \\sqrt{8} == 2\\sqrt{2},
 intervals, sets, equations. A plain number written with thousands commas ("1,000") is read as 1000;
 decimal commas ("3,5") and dot-grouped thousands ("1.000") are not supported.
@@ -80,15 +82,16 @@ def extract_answer(text: str) -> str | None:
             continue  # a phrase inside a box: the box is the marker
         got = _from_phrase(m.group(1))
         if got is None:
-            wordy.append(m.group(1))
+            wordy.append((m.start(), m.group(1)))
         else:
             markers.append((m.start(), 0, got))
     if markers:
         return max(markers)[2]  # the last one; a box on a tie
-    numbers = NUMBER.findall(text)
-    if numbers:
-        return _clean(numbers[-1])
-    return _strip(wordy[-1]) if wordy else None
+    # Without a marker, the last number -- but after the last non-math "answer is" phrase when there is one:
+    # a number the reply wrote before announcing its answer is not that answer.
+    start, phrase = wordy[-1] if wordy else (0, None)
+    numbers = NUMBER.findall(text[start:])
+    return _clean(numbers[-1]) if numbers else (_strip(phrase) if phrase else None)
 
 
 def _from_phrase(phrase: str) -> str | None:

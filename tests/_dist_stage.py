@@ -19,7 +19,7 @@ import posttrain.dpo
 import posttrain.sft
 from posttrain import schema
 from posttrain.config import DPOConfig, LoRAConfig, SFTConfig
-from posttrain.dist import world
+from posttrain.dist import shutdown, world
 from posttrain.tiny import world as tiny_world
 
 NUM_EXAMPLES, BATCH_SIZE = 8, 2  # 2 ranks x 2 rows = 4 rows a step: 2 optimizer steps
@@ -67,6 +67,7 @@ def main(stage: str, base: str, out: Path, options: list[str]) -> None:
         info = posttrain.dpo.dpo(out / stage, base, pairs, cfg, seed=0)
     rank = world().rank
     (out / f"rank{rank}.json").write_text(json.dumps({**seen, "rank": rank, "world_size": world().size, "info": info}))
+    shutdown()
 
 
 if __name__ == "__main__":

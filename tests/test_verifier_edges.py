@@ -214,3 +214,14 @@ def test_the_round_ranks_only_replies_that_pass_the_gate():
     assert [x["messages"][-1]["content"] for x in sft] == [FRENCH]
     # Passing replies rank first whatever the RM says: the French one is chosen, the English one rejected.
     assert [(p["chosen"][0]["content"], p["rejected"][0]["content"]) for p in pairs] == [(FRENCH, ENGLISH)]
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("0 + 9. The answer is \x1ara(x):\n    return x - ute(x):\n    return x - .", "9"),  # seen in the tiny demo
+    ("7 + 0 = 7. The answer is  wrace\"}}", "7"),
+    ("5 + 9 = 14. The answer is python\ndef f(x):\n    return x", "14"),
+])
+def test_noise_after_the_answer_phrase_does_not_pass_on_an_earlier_number(text, expected):
+    """No box, and "The answer is" followed by no math: the reply gave no answer; the number it wrote
+    before the phrase is not one (reading it let the tiny demo's SFT learn to trail off into noise)."""
+    assert math.score([text], answer=[expected])[0].reward == 0.0
