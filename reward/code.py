@@ -95,8 +95,9 @@ def score(completions: list, tests: list | None = None, entry_point: list | None
 
 def fenced_blocks(text: str) -> list[tuple[str, str]]:
     """(language, body) of each fenced block, fences paired in order as CommonMark pairs them: a fence
-    line opens a block, the next line of only the same fence character (at least as many) closes it, so
-    a closing fence is never taken for an opening one. Leniencies for model output: an opening fence may
+    line opens a block, the next line that starts with the same fence (at least as long) closes it, so
+    a closing fence is never taken for an opening one. Leniencies for model output: a closing fence may
+    have text glued after it ("```Done", never Python inside the block); an opening fence may
     end a line of prose ("Here it is: ```python"), a block may close at the end of its last code line
     ("return x```"), and an unclosed block runs to the end. The body loses the opening fence's
     indentation (a block inside a list item)."""
@@ -113,7 +114,7 @@ def fenced_blocks(text: str) -> list[tuple[str, str]]:
         while i < len(lines):
             line, bare = lines[i], lines[i].strip()
             i += 1
-            if bare and set(bare) == {fence[0]} and len(bare) >= len(fence):
+            if bare.startswith(fence):  # a closing fence, even with text glued after it ("```Done")
                 break
             if fence[0] == "`" and line.rstrip().endswith("```"):
                 body.append(line.rstrip()[:-3])

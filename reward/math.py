@@ -10,10 +10,11 @@ math ($...$, \\(...\\)), a number or a LaTeX command, or hold no word at all ("x
 answer is then that box or inline math; else X itself when it is pure math; else its leading math before
 the first word ("4 apples, not 5" -> 4, "\\frac{3}{4} of the cake" -> \\frac{3}{4}). "The answer is
 correct" or "the answer is right since 3*5=15" is no marker: beside a box or a math phrase it is
-commentary. Without any marker: the last number after the last such phrase ("The answer is not 5, it
-is 6" -> 6), else that phrase as written ("The answer is four" -> "four"; "5 + 9 = 14. The answer is
-python" -> "python": wrong, never a number before the phrase, so a reply that trails off into noise
-after "The answer is" does not pass on an earlier number); without a phrase: the last number in the text. An empty or unclosed box (a truncated reply) is no marker.
+commentary. Without any marker, the last such phrase is the answer as written ("The answer is four" ->
+"four"; "5 + 9 = 14. The answer is python" -> "python"; "The answer is x - 5" where x is noise): wrong,
+never some number of the text, so a reply that trails off into noise after "The answer is" does not pass
+on a number it happened to write (a reply that words its answer, "not 5, it is 6", fails too: without a
+box, we take the reply at its word). Without a phrase either: the last number in the text. An empty or unclosed box (a truncated reply) is no marker.
 Equivalence is math-verify's (sympy): 4.0 == 4, 0.75 == 3/4 == \\frac{3}{4}, \\sqrt{8} == 2\\sqrt{2},
 intervals, sets, equations. A plain number written with thousands commas ("1,000") is read as 1000;
 decimal commas ("3,5") and dot-grouped thousands ("1.000") are not supported.
@@ -87,11 +88,10 @@ def extract_answer(text: str) -> str | None:
             markers.append((m.start(), 0, got))
     if markers:
         return max(markers)[2]  # the last one; a box on a tie
-    # Without a marker, the last number -- but after the last non-math "answer is" phrase when there is one:
-    # a number the reply wrote before announcing its answer is not that answer.
-    start, phrase = wordy[-1] if wordy else (0, None)
-    numbers = NUMBER.findall(text[start:])
-    return _clean(numbers[-1]) if numbers else (_strip(phrase) if phrase else None)
+    if wordy:  # "The answer is" with no math after it: that is the answer given (wrong), not some number
+        return _strip(wordy[-1][1])
+    numbers = NUMBER.findall(text)
+    return _clean(numbers[-1]) if numbers else None
 
 
 def _from_phrase(phrase: str) -> str | None:

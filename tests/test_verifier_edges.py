@@ -43,10 +43,11 @@ def check(completion: str, answer: str) -> Verdict:
     ("The answer is 12 \\text{ cm}.", "12"),
     ("The answer is 12 (twelve).", "12"),
     ("The answer is x = 5 apples.", "x = 5"),
-    # a phrase that is not math is no marker: the last number decides
-    ("The answer is not 5, it is 6", "6"),
-    ("The answer is a prime number, namely 7", "7"),
-    # ... and with no number at all it is reported as written (a wrong answer, not "no answer")
+    # a phrase that is not math is no marker; with no marker at all it is the answer as written (wrong,
+    # never a number elsewhere in the reply: "not 5, it is 6" words its answer, noise looks the same)
+    ("The answer is not 5, it is 6", "not 5, it is 6"),
+    ("The answer is a prime number, namely 7", "a prime number, namely 7"),
+    ("9 - 3 = 4. The answer is   ra(x):\n    return x - 5\n```", "ra(x):"),  # the tiny demo's noise
     ("The answer is four.", "four"),
     # an empty box (the prompt's "\boxed{}" echoed) and an unclosed one (a truncated reply) are no markers
     ("I will put the result in \\boxed{}. 3 + 4 = 7", "7"),
@@ -225,3 +226,10 @@ def test_noise_after_the_answer_phrase_does_not_pass_on_an_earlier_number(text, 
     """No box, and "The answer is" followed by no math: the reply gave no answer; the number it wrote
     before the phrase is not one (reading it let the tiny demo's SFT learn to trail off into noise)."""
     assert math.score([text], answer=[expected])[0].reward == 0.0
+
+
+def test_a_closing_fence_with_text_glued_after_it_still_closes_the_block():
+    from reward.code import extract_code
+
+    text = "```python\ndef tepe(x):\n    return x - 2\n```\u00e9ouatrelf\n\n5. The answer is 6.\n\n."  # tiny demo output
+    assert extract_code(text, "tepe") == "def tepe(x):\n    return x - 2\n"
