@@ -163,7 +163,7 @@ def _keep_tensorboard(checkpoints: Path, dst: Path) -> None:
 # What the results keep of the last logging window (the whole curve is in LOG_HISTORY): the loss, and
 # TRL's token accuracy (SFT, DPO) and reward accuracy / margin (DPO: chosen's implicit reward above rejected's).
 LAST_LOGGED = {"loss": "final_loss", "mean_token_accuracy": "token_accuracy", "rewards/accuracies": "reward_accuracy",
-               "rewards/margins": "reward_margin"}  # the reward model's pair accuracy: its `train_accuracy`
+               "rewards/margins": "reward_margin", "accuracy": "train_accuracy"}  # accuracy: the RM's pairs
 
 
 def last_logged(history: list[dict]) -> dict:

@@ -152,11 +152,8 @@ def train_reward_model(out: Path, base_model: str | Path, pairs: list[dict], cfg
         release_deepspeed_config()
         log.warning("reward model: all %d pairs are longer than max_length=%d", len(pairs), cfg.max_length)
         return {**_save_constant(model, tokenizer, out), "pairs": len(pairs)}
-    def extra(t) -> dict:
-        accuracy = [h["accuracy"] for h in t.state.log_history if "accuracy" in h]
-        return {"pairs_used": used, **({"train_accuracy": round(accuracy[-1], 4)} if accuracy else {})}
-
-    return {"pairs": len(pairs), **train_and_save(trainer, tokenizer, out, extra)}
+    # train_accuracy (pairs ranked right in the last logging window) comes with train_and_save's results
+    return {"pairs": len(pairs), **train_and_save(trainer, tokenizer, out, lambda _: {"pairs_used": used})}
 
 
 def split_held_out(pairs: list[dict], fraction: float, seed: int) -> tuple[list[dict], list[dict]]:

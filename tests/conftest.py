@@ -51,3 +51,18 @@ def run_cli(*args: str, env: dict | None = None, entry: str = "module") -> subpr
     """Runs posttrain in a fresh process, as a user would (the module CLI or the round.py script)."""
     cmd = [sys.executable, "-m", "posttrain.cli", *args] if entry == "module" else [sys.executable, str(ROOT / "posttrain" / "round.py"), *args[1:]]
     return subprocess.run(cmd, cwd=ROOT, env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=900)
+
+
+@pytest.fixture
+def host_dir():
+    """A fresh host directory outside /tmp (in bwrap mode, /tmp is the sandbox's own: a write to a
+    tmp_path would land there and prove nothing about the host filesystem). Sandbox tests."""
+    import shutil
+    import tempfile
+
+    base = next((d for d in ("/var/tmp", os.path.expanduser("~")) if os.access(d, os.W_OK)), None)
+    if base is None:
+        pytest.skip("no writable host directory outside /tmp")
+    path = tempfile.mkdtemp(prefix="posttrain-sandbox-test-", dir=base)
+    yield Path(path)
+    shutil.rmtree(path, ignore_errors=True)

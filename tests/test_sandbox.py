@@ -8,13 +8,11 @@ tests at the end check what one program may leave for the next there."""
 from __future__ import annotations
 
 import os
-import pathlib
 import re
 import shutil
 import signal
 import socket
 import subprocess
-import tempfile
 import time
 
 import pytest
@@ -90,18 +88,6 @@ def sandbox_survives():
     yield
     assert_nothing_left()
     assert run_python("print(6 * 7)", 5.0) == (0, "ok", "42\n", "", EXPECTED)
-
-
-@pytest.fixture
-def host_dir():
-    """A fresh host directory outside /tmp (in bwrap mode, /tmp is the sandbox's own: a write to a
-    tmp_path would land there and prove nothing about the host filesystem)."""
-    base = next((d for d in ("/var/tmp", os.path.expanduser("~")) if os.access(d, os.W_OK)), None)
-    if base is None:
-        pytest.skip("no writable host directory outside /tmp")
-    path = tempfile.mkdtemp(prefix="posttrain-sandbox-test-", dir=base)
-    yield pathlib.Path(path)
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def timed(source: str, mode: str | None = None, timeout_s: float = TIMEOUT_S):

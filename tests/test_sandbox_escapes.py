@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import os
 import pathlib
-import shutil
 import socket
-import tempfile
 import time
 import uuid
 
@@ -33,17 +31,6 @@ def sandbox_survives():
     yield
     assert_nothing_left()
     assert run_python("print(6 * 7)", 5.0) == (0, "ok", "42\n", "", ACTIVE)
-
-
-@pytest.fixture
-def host_dir():
-    """A fresh host directory outside /tmp (the sandbox's /tmp is its own)."""
-    base = next((d for d in ("/var/tmp", os.path.expanduser("~")) if os.access(d, os.W_OK)), None)
-    if base is None:
-        pytest.skip("no writable host directory outside /tmp")
-    path = tempfile.mkdtemp(prefix="posttrain-escape-test-", dir=base)
-    yield pathlib.Path(path)
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def run(source: str, warm: bool, timeout_s: float = TIMEOUT_S, stdin: bytes | None = None):
