@@ -195,6 +195,18 @@ def quiet_deepspeed() -> None:
 def main(argv: list[str] | None = None) -> int:
     quiet_deepspeed()
     args = build_parser().parse_args(argv)
+    rc = 1
+    try:
+        rc = _run(args)
+        return rc
+    finally:  # every command, on every rank: the process group ends here, waiting for the others only on success
+        from posttrain.dist import shutdown
+
+        shutdown(wait=rc == 0)
+
+
+def _run(args: argparse.Namespace) -> int:
+    """The command, with user-fixable failures as a message and exit status 2."""
     try:
         return args.func(args)
     except RecipeError as e:

@@ -57,14 +57,16 @@ def barrier() -> None:
     PartialState(cpu=not torch.cuda.is_available(), timeout=timeout).wait_for_everyone()
 
 
-def shutdown() -> None:
-    """Ends the launch's process group once every rank is done with it (a no-op for one process). A rank
-    that exits with the group alive can abort in its communication threads' teardown ("terminate called
-    without an active exception"), failing a launch whose work was all written."""
+def shutdown(wait: bool = True) -> None:
+    """Ends the launch's process group (a no-op for one process or when none was started). A rank that
+    exits with the group alive can abort in its communication threads' teardown ("terminate called
+    without an active exception"), failing a launch whose work was all written. `wait`: first wait for
+    every rank (a clean end); False on a failing rank, whose peers may never reach that barrier."""
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
-        dist.barrier()
+        if wait:
+            dist.barrier()
         dist.destroy_process_group()
 
 

@@ -291,8 +291,7 @@ def stage_command(args: argparse.Namespace) -> int:
         raise RecipeError(f"{args.recipe}: hub.push is never: set it to every_round or final (and hub.repo_id) to push")
     try:
         run_rounds(recipe, stop_after=(args.round, args.stage))
-    except StageReached as reached:  # raised on every rank at the same stage
-        shutdown()
+    except StageReached as reached:  # raised on every rank at the same stage (cli.main ends the process group)
         if world().is_main:
             print(f"{args.stage} of round {args.round}: {reached.output.path}")
             print(json.dumps(reached.output.manifest["results"], indent=1, default=str))

@@ -74,3 +74,38 @@ def test_merge_scored_gives_the_single_process_table_and_pass_rate(tmp_path):
     prompts = pa.table({"id": PROMPT_IDS})
     assert merge_scored(tmp_path, dirs, [{}, {}], prompts) == {"scored": 4, "pass_rate": 0.75}
     assert keys(pq.read_table(tmp_path / "scored.parquet")) == [("p2", 0), ("p1", 0), ("p1", 1), ("p3", 0)]
+
+
+def _command_in_a_process_group(fail: bool):
+    """A `posttrain` command that starts a (one-rank, gloo) process group, as the trainers do, then ends."""
+    import argparse
+
+    import torch.distributed as dist
+
+    def command(args):
+        dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+        if fail:
+            raise RuntimeError("the stage failed")
+        return 0
+
+    parser = argparse.ArgumentParser()
+    parser.set_defaults(func=command)
+    return parser
+
+
+@pytest.mark.parametrize("fail", [False, True])
+def test_every_command_ends_its_process_group_and_a_failing_one_waits_for_no_peer(monkeypatch, fail):
+    import torch.distributed as dist
+
+    from posttrain import cli
+
+    barriers = []
+    monkeypatch.setattr(cli, "build_parser", lambda: _command_in_a_process_group(fail))
+    monkeypatch.setattr(dist, "barrier", lambda *a, **k: barriers.append(1))
+    if fail:
+        with pytest.raises(RuntimeError, match="the stage failed"):
+            cli.main([])
+    else:
+        assert cli.main([]) == 0
+    assert not dist.is_initialized()  # no rank leaves with its group alive (it can abort at exit)
+    assert barriers == ([] if fail else [1])  # a failing rank's peers may never reach a barrier: it does not wait
