@@ -60,6 +60,7 @@ def summarize(run: RunDir, rounds: int) -> dict:
             "samples": res("generate", "samples"),
             "too_long": res("generate", "too_long"),
             "pass_rate": res("score", "pass_rate"),
+            "pass_threshold": res("score", "pass_threshold"),
             "prompts": res("select", "prompts"),
             "sft_examples": res("select", "sft"),
             "dpo_pairs": res("select", "pairs"),
@@ -247,11 +248,12 @@ def reward_distributions(run_dir: Path, summary: dict) -> dict[str, dict[int, di
         if not path.exists():
             continue
         rows = pq.read_table(path, columns=["prompt_id", "capability", "reward", "rm_score"]).to_pylist()
+        threshold = r.get("pass_threshold") or 1.0  # the score stage's, as select used it
         per_prompt: dict[tuple[str, str], list[float]] = defaultdict(list)
         rm: dict[str, list[float]] = defaultdict(list)
         for row in rows:
             if row["reward"] is not None:
-                per_prompt[(row["capability"], row["prompt_id"])].append(row["reward"] >= 1.0)
+                per_prompt[(row["capability"], row["prompt_id"])].append(row["reward"] >= threshold)
             if row["rm_score"] is not None:
                 rm[row["capability"]].append(row["rm_score"])
         rates: dict[str, list[float]] = defaultdict(list)

@@ -121,9 +121,11 @@ def run_rounds(recipe: Recipe, stop_after: tuple[int, str] | None = None) -> dic
                 out, engines.get(policy.model), shard(train, engines.world), _tokenizer(policy), recipe.generate, round_seed,
                 last_round=r == recipe.rounds),
                 mode="shards", merge=lambda out, dirs, res: merge_samples(out, dirs, res, train))
-            scored = run.stage(r, "score", outputs(recipe.score), [samples, prompts], lambda out: score(
-                out, shard(_read(samples, "samples"), w, "prompt_id"), train, recipe.score),
-                mode="shards", merge=lambda out, dirs, res: merge_scored(out, dirs, res, train))
+            threshold = recipe.select.pass_threshold  # what counts as a pass in the stage's pass_rate
+            scored = run.stage(r, "score", {"score": outputs(recipe.score), "pass_threshold": threshold},
+                               [samples, prompts], lambda out: score(
+                out, shard(_read(samples, "samples"), w, "prompt_id"), train, recipe.score, threshold),
+                mode="shards", merge=lambda out, dirs, res: merge_scored(out, dirs, res, train, threshold))
             score_stages.append(scored)
             if recipe.reward_model.enabled:  # trained from the base on the preference data of every round so far
                 engines.close()

@@ -50,23 +50,26 @@ def score_samples(samples: pa.Table, prompts: pa.Table, cfg: ScoreConfig,
     return schema.from_records(rows, "scored")
 
 
-def score(out: Path, samples: pa.Table, prompts: pa.Table, cfg: ScoreConfig) -> dict:
-    return score_results(score_samples(samples, prompts, cfg), out)
+def score(out: Path, samples: pa.Table, prompts: pa.Table, cfg: ScoreConfig, pass_threshold: float = 1.0) -> dict:
+    return score_results(score_samples(samples, prompts, cfg), out, pass_threshold)
 
 
-def score_results(table: pa.Table, out: Path) -> dict:
-    """Writes the scored table; its row count and the fraction of scored samples that pass."""
+def score_results(table: pa.Table, out: Path, pass_threshold: float = 1.0) -> dict:
+    """Writes the scored table; its row count and the fraction of scored samples that pass, at the
+    threshold rejection sampling uses (select.pass_threshold), recorded beside it for the report."""
     rewards = [x for x in table.column("reward").to_pylist() if x is not None]
     return {"scored": schema.write(table, "scored", out / "scored.parquet"),
-            "pass_rate": round(sum(x >= 1.0 for x in rewards) / max(1, len(rewards)), 4)}
+            "pass_rate": round(sum(x >= pass_threshold for x in rewards) / max(1, len(rewards)), 4),
+            "pass_threshold": pass_threshold}
 
 
-def merge_scored(out: Path, shard_dirs: list[Path], _results: list[dict], prompts: pa.Table) -> dict:
+def merge_scored(out: Path, shard_dirs: list[Path], _results: list[dict], prompts: pa.Table,
+                 pass_threshold: float = 1.0) -> dict:
     """Sharded score stage: every rank's scored samples, in the single-process order."""
     from posttrain.dist import in_prompt_order, read_shards
 
     table = read_shards(shard_dirs, "scored")
-    return score_results(in_prompt_order(table, prompts.column("id").to_pylist()), out)
+    return score_results(in_prompt_order(table, prompts.column("id").to_pylist()), out, pass_threshold)
 
 
 def reward_model(out: Path, base_model: str, scored_rounds: list[pa.Table], prompts: pa.Table, cfg,

@@ -72,7 +72,7 @@ def test_merge_scored_gives_the_single_process_table_and_pass_rate(tmp_path):
     dirs = shards(tmp_path, scored([("p3", 0, 1.0), ("p1", 1, 1.0), ("p1", 0, 0.0)]), scored([("p2", 0, 1.0)]),
                   name="scored")
     prompts = pa.table({"id": PROMPT_IDS})
-    assert merge_scored(tmp_path, dirs, [{}, {}], prompts) == {"scored": 4, "pass_rate": 0.75}
+    assert merge_scored(tmp_path, dirs, [{}, {}], prompts) == {"scored": 4, "pass_rate": 0.75, "pass_threshold": 1.0}
     assert keys(pq.read_table(tmp_path / "scored.parquet")) == [("p2", 0), ("p1", 0), ("p1", 1), ("p3", 0)]
 
 

@@ -67,10 +67,15 @@ def scored(rewards: list[float | None]):
 def test_pass_rate_counts_passes_among_the_scored_samples_only(tmp_path):
     # 6 scored (the None is not applicable), 2 of them >= 1.0 (0.5 is partial credit, not a pass): 2/6
     results = score_results(scored([1.0, 0.0, None, 1.0, 0.5, 0.0, 0.0]), tmp_path)
-    assert results == {"scored": 7, "pass_rate": 0.3333}
+    assert results == {"scored": 7, "pass_rate": 0.3333, "pass_threshold": 1.0}
     assert pq.read_table(tmp_path / "scored.parquet").column("reward").to_pylist() == [1.0, 0.0, None, 1.0, 0.5,
                                                                                        0.0, 0.0]
 
 
 def test_pass_rate_with_nothing_scored_is_zero(tmp_path):
-    assert score_results(scored([None, None]), tmp_path) == {"scored": 2, "pass_rate": 0.0}
+    assert score_results(scored([None, None]), tmp_path) == {"scored": 2, "pass_rate": 0.0, "pass_threshold": 1.0}
+
+
+def test_pass_rate_counts_passes_at_the_recipes_threshold(tmp_path):
+    # select.pass_threshold 0.5: partial credit of 0.5 now passes (3 of 6), as rejection sampling counts it
+    assert score_results(scored([1.0, 0.0, None, 1.0, 0.5, 0.0, 0.0]), tmp_path, 0.5)["pass_rate"] == 0.5
