@@ -10,6 +10,7 @@ trains DPO on the latest batches) go through, in order:
 3. decontamination of SFT and pair prompts against the eval prompts     data_mix/decontam.py
    (user turns, punctuation dropped: shared n-gram, contained short item, or equal)
 4. semantic dedup of SFT prompts (embedding clusters, cosine threshold)  data_mix/semantic.py
+   (user turns, within a context as in 1-2)
 5. quality floor, then rebalancing of SFT toward `mix.targets` per
    capability (optionally per topic, harder rows favoured, only
    high-quality rows repeated)                                          data_mix/rebalance.py
@@ -102,7 +103,8 @@ def mix(out: Path, sft_tables: list[pa.Table], pairs: pa.Table, heldout: pa.Tabl
             removed = pa.concat_tables([_tagged("sft", hits), _tagged("pairs", pair_hits)])
         sft = sft.filter(pc.is_in(sft["id"], value_set=view["id"].combine_chunks()))  # join by id
         if tags is not None:
-            sft, tags = _filter_tagged(out, sft, tags, embeddings, cfg, seed, counts)
+            context_group = pa.table({"id": view["id"], "group": view["group"]})  # the kept rows' contexts
+            sft, tags = _filter_tagged(out, sft, tags, embeddings, context_group, cfg, seed, counts)
         counts["before_rebalance"] = _by_capability(sft)
         if cfg.targets is not None:
             sft = rebalance(sft, cfg.targets, cfg.max_repeat, cfg.total, seed, tags=tags,
@@ -139,11 +141,11 @@ def _tag(sft: pa.Table, user: pa.ChunkedArray, cfg: MixConfig, scored: dict[int,
     return embeddings, tags
 
 
-def _filter_tagged(out: Path, sft: pa.Table, tags: pa.Table, embeddings: np.ndarray, cfg: MixConfig, seed: int,
-                   counts: dict) -> tuple[pa.Table, pa.Table]:
-    """The rows left after dedup and decontamination (tags and embeddings of the input, joined by id) ->
-    semantic dedup and the quality floor when on -> (kept sft rows, their tags). Adds composition["before"]
-    and the removal counts to `counts`."""
+def _filter_tagged(out: Path, sft: pa.Table, tags: pa.Table, embeddings: np.ndarray, context_group: pa.Table,
+                   cfg: MixConfig, seed: int, counts: dict) -> tuple[pa.Table, pa.Table]:
+    """The rows left after dedup and decontamination (tags and embeddings of the input, and their
+    (id, group) context codes, joined by id) -> semantic dedup within each context and the quality floor
+    when on -> (kept sft rows, their tags). Adds composition["before"] and the removal counts to `counts`."""
     from data_mix import semantic
 
     at = pc.index_in(sft["id"], value_set=tags["id"].combine_chunks()).to_numpy(zero_copy_only=False)
@@ -154,7 +156,9 @@ def _filter_tagged(out: Path, sft: pa.Table, tags: pa.Table, embeddings: np.ndar
         level = pc.fill_null(tags["difficulty"], tagger.MIDDLE_DIFFICULTY).to_numpy()
         score = pa.table({"id": tags["id"], "score": (quality + 1) * level})
         counts["semantic_dups"] = 0
-        dups = semantic.dedup(score, embeddings, cfg.semantic_threshold, cfg.semantic_cluster_size, seed)
+        at_group = pc.index_in(sft["id"], value_set=context_group["id"].combine_chunks())
+        group = context_group["group"].combine_chunks().take(at_group).to_numpy(zero_copy_only=False).astype(np.int64)
+        dups = semantic.dedup(score, embeddings, cfg.semantic_threshold, cfg.semantic_cluster_size, seed, group)
         sft = _drop(sft, dups, counts, "semantic_dups")
         pq.write_table(dups, out / "semantic_dups.parquet")
     if cfg.quality_floor is not None:

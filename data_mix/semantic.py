@@ -25,15 +25,21 @@ KMEANS_ITERS = 10  # Lloyd steps; assignments of prompt embeddings settle in a h
 
 
 def dedup(table: pa.Table, embeddings: np.ndarray, threshold: float, cluster_size: int = 2000,
-          seed: int = 0) -> pa.Table:
-    """(id, score)[n] + unit embeddings[n, d] -> dropped rows (id, dup_of, similarity), in id order."""
+          seed: int = 0, group: np.ndarray | None = None) -> pa.Table:
+    """(id, score)[n] + unit embeddings[n, d] -> dropped rows (id, dup_of, similarity), in id order.
+    `group`: int64[n] context codes (system message, tool list); a row only duplicates a row of its own
+    group, as in exact and near dedup: the same question with other tools offered is another task."""
     n = table.num_rows
     order = np.asarray(pc.sort_indices(table, [("score", "descending"), ("id", "ascending")]))
     emb = np.ascontiguousarray(embeddings[order], np.float32)  # rows in visiting order from here on
     label = kmeans(emb, math.ceil(n / cluster_size), seed) if n > cluster_size else np.zeros(n, np.int64)
+    if group is not None:
+        label = label * (int(group.max(initial=0)) + 1) + np.asarray(group, np.int64)[order]
     dup_of, sim = np.arange(n), np.zeros(n, np.float32)
-    for c in np.unique(label):
-        rows = np.flatnonzero(label == c)  # ascending: the cluster's rows in visiting order
+    by_label = np.argsort(label, kind="stable")  # each cluster's rows stay in visiting order
+    for rows in np.split(by_label, np.flatnonzero(np.diff(label[by_label])) + 1):
+        if len(rows) < 2:
+            continue  # alone in its cluster (many groups: one prompt per tool list): nothing to compare
         of, s = greedy(emb[rows], threshold)
         dup_of[rows], sim[rows] = rows[of], s
     drop = np.flatnonzero(dup_of != np.arange(n))

@@ -99,6 +99,7 @@ def _reward_train(args) -> int:
     from posttrain.round import resolve_base
     from posttrain.rundir import RunDir
     from posttrain.scoring import preference_data, train_rm
+    from posttrain.training import tracking_args
 
     setup_logging()
     recipe = load_recipe(args.recipe, args.overrides)
@@ -117,7 +118,8 @@ def _reward_train(args) -> int:
     final = Path(args.out) if args.out else recipe.run_dir / "reward_model"
     tmp = final.with_name(final.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    info = train_rm(tmp, resolve_base(recipe), pairs, recipe.reward_model, recipe.seed)
+    info = train_rm(tmp, resolve_base(recipe), pairs, recipe.reward_model, recipe.seed,
+                    tracking_args(recipe.tracking, recipe.name, "reward_model"))
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
     print(f"reward model: {final / 'model'} ({len(scored)} scored round(s), {info})")

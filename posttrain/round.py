@@ -85,7 +85,7 @@ def run_rounds(recipe: Recipe, stop_after: tuple[int, str] | None = None) -> dic
         k: getattr(recipe.generate, k) for k in ("dtype", "max_model_len", "enforce_eager")}}
 
     def tracked(r: int, stage: str) -> dict:  # the trained stages' runs in the recipe's trackers
-        return tracking_args(recipe.tracking, recipe.name, r, stage)
+        return tracking_args(recipe.tracking, recipe.name, stage, r)
 
     with Engines(recipe.generate, seed, recipe.generate.max_model_len) as engines:
         def evaluate(r: int, policy: StageOutput) -> StageOutput:

@@ -58,12 +58,13 @@ def common_args(out: Path, cfg, seed: int) -> dict:
     )
 
 
-def tracking_args(tracking, name: str, round_: int, stage: str) -> dict:
-    """TRL config fields that send a trained stage's metrics to the recipe's trackers ({} without any)."""
+def tracking_args(tracking, name: str, stage: str, round_: int | None = None) -> dict:
+    """TRL config fields that send a trained stage's metrics to the recipe's trackers ({} without any):
+    one tracker run per stage and round (`round_` None: a stage trained outside the rounds)."""
     if not tracking.report_to:
         return {}
-    return {"report_to": list(tracking.report_to), "run_name": f"{name}/round_{round_}/{stage}",
-            "project": tracking.project or name}
+    run_name = f"{name}/{stage}" if round_ is None else f"{name}/round_{round_}/{stage}"
+    return {"report_to": list(tracking.report_to), "run_name": run_name, "project": tracking.project or name}
 
 
 def _use_cpu() -> bool:

@@ -283,6 +283,26 @@ def test_semantic_dedup_greedy_compares_with_kept_rows_only():
     assert got.select(["id", "dup_of"]).to_pylist() == [{"id": "b", "dup_of": "a"}]
 
 
+def test_semantic_dedup_compares_rows_of_the_same_context_only():
+    """The same question under another system message or tool list is another task (as in exact/near dedup)."""
+    from data_mix import semantic
+
+    emb = np.tile(np.array([[1.0, 0.0]], np.float32), (4, 1))  # four identical user turns
+    table = pa.table({"id": ["a", "b", "c", "d"], "score": [4.0, 3.0, 2.0, 1.0]})
+    got = semantic.dedup(table, emb, 0.95, group=np.array([0, 1, 0, 1]))
+    assert got.select(["id", "dup_of"]).to_pylist() == [{"id": "c", "dup_of": "a"}, {"id": "d", "dup_of": "b"}]
+    assert semantic.dedup(table, emb, 0.95).num_rows == 3  # without contexts: one kept of the four
+    # with k-means clusters too: contexts split each cluster, the planted pairs still go
+    many = pa.table({"id": [f"r{i:03d}" for i in range(300)], "score": [1.0] * 300})
+    rng = np.random.default_rng(0)
+    base = rng.standard_normal((150, 16)).astype(np.float32)
+    emb = np.concatenate([base, base])
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    same = semantic.dedup(many, emb, 0.99, cluster_size=50, group=np.zeros(300, np.int64))
+    apart = semantic.dedup(many, emb, 0.99, cluster_size=50, group=np.repeat([0, 1], 150))
+    assert same.num_rows >= 140 and apart.num_rows == 0
+
+
 def test_semantic_dedup_clusters_large_inputs_deterministically():
     """Planted near copies of 300 random directions, split over k-means clusters of ~100."""
     from data_mix import semantic

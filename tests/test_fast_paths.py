@@ -314,9 +314,11 @@ def test_tracked_stages_report_to_tensorboard_and_keep_its_events(tmp_path, mode
     from posttrain.config import TrackingConfig
     from posttrain.training import tracking_args
 
-    args = tracking_args(TrackingConfig(report_to=["tensorboard"]), "demo", 2, "sft")
+    args = tracking_args(TrackingConfig(report_to=["tensorboard"]), "demo", "sft", 2)
     assert args == {"report_to": ["tensorboard"], "run_name": "demo/round_2/sft", "project": "demo"}
-    assert tracking_args(TrackingConfig(), "demo", 2, "sft") == {}  # no tracker: TRL's arguments untouched
+    assert tracking_args(TrackingConfig(), "demo", "sft", 2) == {}  # no tracker: TRL's arguments untouched
+    assert tracking_args(TrackingConfig(report_to=["tensorboard"], project="p"), "demo", "reward_model") == {
+        "report_to": ["tensorboard"], "run_name": "demo/reward_model", "project": "p"}  # `posttrain reward train`
     info = sft(tmp_path / "sft", model_dir, mix, SFTConfig(batch_size=4, gradient_checkpointing=False), seed=0,
                trainer_args=args)
     events = list((tmp_path / "sft" / "tensorboard").glob("*/events.out.tfevents.*"))

@@ -241,7 +241,9 @@ def test_round_with_a_reward_model_scores_every_sample(recipe_file):
     assert manifest(run, "select")["config"]["rm_weight"] == 0.1
 
     # `posttrain reward train`: the same RM outside a round, from the run's scored rounds + a preference file
-    proc = run_cli("reward", "train", "--recipe", str(recipe_file), *overrides, "--out", str(recipe_file.parent / "rm"))
+    proc = run_cli("reward", "train", "--recipe", str(recipe_file), *overrides, "tracking.report_to=[tensorboard]",
+                   "--out", str(recipe_file.parent / "rm"))
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "1 scored round(s)" in proc.stdout and "'eval_accuracy'" in proc.stdout
     assert (recipe_file.parent / "rm" / "model" / "config.json").exists()
+    assert list((recipe_file.parent / "rm" / "tensorboard").glob("*/events.out.tfevents.*"))  # tracked like a round's RM
