@@ -110,12 +110,14 @@ def generate(n: int, seed: int, out: Path) -> dict:
                     "reward": pa.array(np.ones(n))})
     pq.write_table(schema.validate(sft, "sft"), out / "sft.parquet")
     eval_text = join(eval_off, evals)
-    heldout = pa.table({"id": pa.array([f"h{i:05d}" for i in range(NUM_EVAL)]), "capability": pa.array(["math"] * NUM_EVAL),
+    heldout = pa.table({"id": pa.array([f"h{i:05d}" for i in range(NUM_EVAL)]),
+                        "capability": pa.array(["math"] * NUM_EVAL),
                         "messages": _messages([eval_text], ["user"]),
                         **{f.name: pa.nulls(NUM_EVAL, pa.string()) for f in schema.META}})
     pq.write_table(schema.validate(heldout, "prompts"), out / "heldout.parquet")
     k = n // 10
-    pairs = pa.table({"id": ids[:k], "prompt_id": sft["prompt_id"][:k], "capability": cap[:k], "round": sft["round"][:k],
+    pairs = pa.table({"id": ids[:k], "prompt_id": sft["prompt_id"][:k], "capability": cap[:k],
+                      "round": sft["round"][:k],
                       "prompt": _messages([user[:k]], ["user"]), "chosen": _messages([answer[:k]], ["assistant"]),
                       "rejected": _messages([answer[k:2 * k]], ["assistant"]),
                       "chosen_reward": np.ones(k), "rejected_reward": np.zeros(k)})
@@ -308,7 +310,8 @@ def main() -> None:
     ap.add_argument("--semantic-n", type=int, default=2_000, help="rows for tagging + semantic dedup (0: skip)")
     ap.add_argument("--scale-n", type=int, default=200_000, help="random vectors for semantic dedup alone (0: skip)")
     ap.add_argument("--scale-pairs-n", type=int, default=10_000, help="subsample for the all-pairs baseline")
-    ap.add_argument("--_child", nargs=3, help=argparse.SUPPRESS)  # gen|fast|plain|semantic|semantic-tiny|scale DATA_DIR ROWS
+    # gen|fast|plain|semantic|semantic-tiny|scale DATA_DIR ROWS
+    ap.add_argument("--_child", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args._child:
         kind, data, rows = args._child
@@ -338,7 +341,8 @@ def main() -> None:
         scale = child(["--_child", "scale", str(data), str(args.scale_n), "--scale-pairs-n", str(args.scale_pairs_n)]) \
             if args.scale_n else None
     plain_est = plain["eval_index_s"] + plain["rows_s"] * args.n / m
-    print(f"fast:  {args.n:,} rows in {fast['wall_s']:.1f} s (read + 4 steps + write), peak RSS {fast['peak_rss_mb']:,.0f} MB")
+    print(f"fast:  {args.n:,} rows in {fast['wall_s']:.1f} s (read + 4 steps + write), "
+          f"peak RSS {fast['peak_rss_mb']:,.0f} MB")
     print(f"       counts {fast['counts']}")
     print(f"plain: {m:,} rows in {plain['rows_s']:.1f} s + eval index {plain['eval_index_s']:.1f} s, "
           f"peak RSS {plain['peak_rss_mb']:,.0f} MB -> extrapolated to {args.n:,} rows: {plain_est:.0f} s")
@@ -352,15 +356,17 @@ def main() -> None:
               f"semantic dedup {k / sem['dedup_s']:,.0f} ex/s (all pairs {k / sem['all_pairs_s']:,.0f} ex/s); "
               f"tag + dedup incl. embedding {k / (sem['embed_s'] + sem['tag_s'] + sem['dedup_s']):,.0f} ex/s; "
               f"model load {sem['load_s']:.1f} s")
-        print(f"          dups {sem['semantic_dups']:,} (all pairs {sem['all_pairs_dups']:,}, recall {sem['recall']:.3f}); "
-              f"topics {sem['topics']}; peak RSS {sem['peak_rss_mb']:,.0f} MB")
+        print(f"          dups {sem['semantic_dups']:,} (all pairs {sem['all_pairs_dups']:,}, "
+              f"recall {sem['recall']:.3f}); topics {sem['topics']}; peak RSS {sem['peak_rss_mb']:,.0f} MB")
     if scale:
         print(f"semantic dedup alone, {scale['rows']:,} random vectors ({scale['planted']:,} planted copies): "
-              f"{scale['dedup_s']:.1f} s = {scale['rows'] / scale['dedup_s']:,.0f} ex/s, {scale['semantic_dups']:,} dups, "
+              f"{scale['dedup_s']:.1f} s = {scale['rows'] / scale['dedup_s']:,.0f} ex/s, "
+              f"{scale['semantic_dups']:,} dups, "
               f"peak RSS {scale['peak_rss_mb']:,.0f} MB; all pairs: {scale['pairs_rows']:,} rows in "
               f"{scale['pairs_s']:.1f} s -> {scale['pairs_extrapolated_s']:.0f} s extrapolated "
               f"({scale['pairs_extrapolated_s'] / scale['dedup_s']:.0f}x)")
-    print(json.dumps({"n": args.n, "fast_wall_s": round(fast["wall_s"], 2), "fast_peak_rss_mb": round(fast["peak_rss_mb"]),
+    print(json.dumps({"n": args.n, "fast_wall_s": round(fast["wall_s"], 2),
+                      "fast_peak_rss_mb": round(fast["peak_rss_mb"]),
                       "plain_rows": m, "plain_extrapolated_s": round(plain_est, 1),
                       "ratio": round(plain_est / fast["wall_s"], 1),
                       **{f"semantic_{source}": {"rows": sem["rows"], "embed_ex_s": round(sem["rows"] / sem["embed_s"]),

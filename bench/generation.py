@@ -24,8 +24,9 @@ def build_model(path: Path) -> None:
 
     tok = train_tokenizer([f"question {i}: what is {i} plus {i}?" for i in range(500)], vocab_size=512)
     torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=32000, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
-                                         num_key_value_heads=12, intermediate_size=2048, max_position_embeddings=512,
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=32000, hidden_size=768, num_hidden_layers=12,
+                                         num_attention_heads=12, num_key_value_heads=12, intermediate_size=2048,
+                                         max_position_embeddings=512,
                                          bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id))
     model.save_pretrained(path)
     tok.save_pretrained(path)

@@ -9,8 +9,8 @@ inputs, 20..200 tokens long after the chat template, two ways on the same device
   naive    for each sample: apply_chat_template, one forward, .item()  (the model loaded once)
   batched  reward.model.score_with_reward_model: sorted by length, padded per batch, one forward per batch
 
-Both time end to end (model load, tokenization, forwards), after one warm-up call. Prints samples/s for both, the ratio, and the
-largest difference between the two score lists (same numbers up to float rounding).
+Both time end to end (model load, tokenization, forwards), after one warm-up call. Prints samples/s for both, the
+ratio, and the largest difference between the two score lists (same numbers up to float rounding).
 """
 
 from __future__ import annotations
@@ -101,7 +101,8 @@ def main() -> None:
         path = Path(tmp) / "rm"
         build(path, args.seed)
         prompts, completions, lengths = inputs(path, args.n, args.seed)
-        print(f"inputs: {args.n} samples, {min(lengths)}..{max(lengths)} tokens (mean {sum(lengths) / len(lengths):.0f})")
+        print(f"inputs: {args.n} samples, {min(lengths)}..{max(lengths)} tokens "
+              f"(mean {sum(lengths) / len(lengths):.0f})")
 
         score_with_reward_model(str(path), prompts[:8], completions[:8], batch_size=8, progress=False)  # warm-up
         naive_scores, naive_s = naive(path, prompts, completions)

@@ -175,7 +175,8 @@ def run_variant(workdir: Path, device: str, name: str, warmup: int, steps: int) 
             return result
 
         DPOTrainer._precompute_ref_logps = timed_precompute
-        trainer, _ = dpo_trainer(out, workdir / "model", dpo_pairs(size["dpo_pairs"], size["median"], size["max_length"]),
+        trainer, _ = dpo_trainer(out, workdir / "model",
+                                 dpo_pairs(size["dpo_pairs"], size["median"], size["max_length"]),
                                  DPOConfig(**common), 0, **overrides)
     setup = time.perf_counter() - setup
 

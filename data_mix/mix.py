@@ -45,7 +45,8 @@ from data_mix.text import CONTEXT, USER, prompt_text, prompt_texts, sort_by
 from posttrain import schema
 from posttrain.config import MixConfig
 
-DECONTAMINATED = pa.schema([pa.field("table", pa.string()), pa.field("id", pa.string()), pa.field("eval_id", pa.string())])
+DECONTAMINATED = pa.schema([pa.field("table", pa.string()), pa.field("id", pa.string()),
+                            pa.field("eval_id", pa.string())])
 
 
 def mix(out: Path, sft_tables: list[pa.Table], pairs: pa.Table, heldout: pa.Table, cfg: MixConfig, seed: int, *,
@@ -69,8 +70,8 @@ def mix(out: Path, sft_tables: list[pa.Table], pairs: pa.Table, heldout: pa.Tabl
         # Dedup and decontamination compare user turns. Dedup groups rows by the rest of the prompt (system
         # messages, tool lists: CONTEXT): a tool list shared by many prompts does not make them alike (hashed
         # with the questions, one 168-word list made three tools prompts with different questions near
-        # duplicates), and one question asked with other tools offered is another task. Exact dedup thus drops a prompt whose user
-        # turns and context both equal an earlier one's (so prompt + reply duplicates go too).
+        # duplicates), and one question asked with other tools offered is another task. Exact dedup thus drops a
+        # prompt whose user turns and context both equal an earlier one's (so prompt + reply duplicates go too).
         # Measured: keeping the newest copy instead (the stronger policy's reply) took the tiny demo's round 2
         # from 42.5% to 32.0% held-out (tools 22% -> 2%; one seed, cause not established), so the oldest stays.
         # That was before dedup compared user turns, but the tiny world's tool list is 4 words, so the change
@@ -219,5 +220,5 @@ def _codes(view: pa.Table) -> np.ndarray:
 
 
 def _tagged(name: str, hits: pa.Table) -> pa.Table:
-    return pa.table({"table": pa.array([name] * hits.num_rows, pa.string()), "id": hits["id"], "eval_id": hits["eval_id"]},
-                    schema=DECONTAMINATED)
+    return pa.table({"table": pa.array([name] * hits.num_rows, pa.string()), "id": hits["id"],
+                     "eval_id": hits["eval_id"]}, schema=DECONTAMINATED)

@@ -81,7 +81,8 @@ def kmeans(emb: np.ndarray, k: int, seed: int, iters: int = KMEANS_ITERS, rows: 
     for _ in range(iters):
         for start in range(0, len(emb), rows):
             label[start:start + rows] = (emb[start:start + rows] @ centres.T).argmax(1)
-        member = coo_matrix((np.ones(len(emb), np.float32), (label, np.arange(len(emb)))), shape=(len(centres), len(emb)))
+        member = coo_matrix((np.ones(len(emb), np.float32), (label, np.arange(len(emb)))),
+                            shape=(len(centres), len(emb)))
         sums = np.asarray(member.tocsr() @ emb)  # per-centre sums of its rows (np.add.at is ~50x slower)
         norms = np.linalg.norm(sums, axis=1, keepdims=True)
         centres = np.where(norms > 0, sums / np.maximum(norms, 1e-12), centres)

@@ -117,7 +117,8 @@ def words(text: pa.Array | pa.ChunkedArray, rows: int = 1 << 16) -> tuple[np.nda
         part = pc.if_else(pc.equal(pc.utf8_length(part), 0), pa.scalar(None, pa.string()), part)  # "" has no words
         lists = pc.utf8_split_whitespace(part)
         local = pc.dictionary_encode(lists.flatten())
-        code = pc.index_in(local.dictionary, value_set=vocab).to_numpy(zero_copy_only=False).astype(np.float64)  # NaN: new
+        # NaN: new
+        code = pc.index_in(local.dictionary, value_set=vocab).to_numpy(zero_copy_only=False).astype(np.float64)
         new = np.isnan(code)
         code[new] = len(vocab) + np.arange(new.sum())
         vocab = pa.concat_arrays([vocab, local.dictionary.filter(pa.array(new))])

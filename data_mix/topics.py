@@ -18,7 +18,8 @@ DEFAULT_TOPICS: dict[str, dict[str, str]] = {
         "geometry": "Find the area, perimeter, angle or volume of the triangle, circle, rectangle or cube.",
         "probability": "What is the probability of the event? Count the combinations or permutations; "
                        "compute the mean, median or expected value.",
-        "number_theory": "Find the greatest common divisor, the remainder, the prime factors or the digits of the integer.",
+        "number_theory": "Find the greatest common divisor, the remainder, the prime factors or the digits of the "
+                         "integer.",
     },
     "code": {
         "write_function": "Write a Python function that takes an argument and returns the result.",

@@ -50,7 +50,8 @@ def eval_sets(names: list[str], heldout: pa.Table, benchmarks_dir: Path | None, 
             sets[name] = (heldout, score_cfg.verifiers)
         else:
             bench = get_benchmark(name)
-            sets[name] = (schema.read(benchmarks_dir / f"{name}.parquet", "prompts"), {bench.capability: bench.verifier})
+            sets[name] = (schema.read(benchmarks_dir / f"{name}.parquet", "prompts"),
+                          {bench.capability: bench.verifier})
     return sets
 
 

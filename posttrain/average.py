@@ -90,7 +90,8 @@ def average(models: list[str | Path], out: str | Path, weights: list[float] | No
     missing, unexpected = model.load_state_dict(averaged, strict=False)
     tied = {k for k in missing if "lm_head" in k and getattr(model.config, "tie_word_embeddings", False)}
     if set(missing) - tied or unexpected:
-        raise AverageError(f"averaged tensors do not fit {models[0]}: missing {missing[:3]}, unexpected {unexpected[:3]}")
+        raise AverageError(f"averaged tensors do not fit {models[0]}: missing {missing[:3]}, "
+                           f"unexpected {unexpected[:3]}")
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     try:

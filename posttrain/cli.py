@@ -143,7 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = argparse.ArgumentParser(prog="posttrain", description="Llama 3-style post-training rounds.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    r = sub.add_parser("round", help="run (or resume) every round of a recipe: generate, score, select, mix, sft, dpo, eval")
+    r = sub.add_parser("round",
+                       help="run (or resume) every round of a recipe: generate, score, select, mix, sft, dpo, eval")
     add_arguments(r)
     r.set_defaults(func=_round)
     from posttrain.round import STAGE_COMMANDS, stage_command

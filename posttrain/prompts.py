@@ -25,7 +25,8 @@ def load_source(src, seed: int) -> dict[str, pa.Table]:
         return {split: schema.from_records([schema.check_prompt_record(r, f"generator {src.name}") for r in
                                             draw(split, n, seed)], "prompts", f"generator {src.name}/{split}")
                 for split, n in (("train", src.num_train), ("heldout", src.num_heldout)) if n > 0}
-    table = schema.read_prompt_file(Path(src.path)) if src.kind == "file" else read_hf(src.name, src.hf_split, src.hf_revision)
+    table = (schema.read_prompt_file(Path(src.path)) if src.kind == "file"
+             else read_hf(src.name, src.hf_split, src.hf_revision))
     return {src.split: table.filter(pc.is_in(table["capability"], pa.array(src.capabilities)))}
 
 

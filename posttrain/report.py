@@ -194,7 +194,8 @@ def mix_lines(summary: dict) -> list[str]:
             ("exact_dups", "exact dups"), ("near_dups", "near dups"), ("contaminated", "eval leaks"),
             ("contaminated_pairs", "leaked pairs"), ("semantic_dups", "semantic dups"),
             ("below_quality_floor", "below the quality floor")) if m.get(k) is not None)
-        lines.append(f"- round {r['round']}: {m['input']} SFT examples in; removed {removed}; {r['sft_mix']} in the mix")
+        lines.append(f"- round {r['round']}: {m['input']} SFT examples in; removed {removed}; "
+                     f"{r['sft_mix']} in the mix")
         for judgment, c in (m.get("judge") or {}).items():
             lines.append(f"  - judge {judgment}: {c['asked']} asked, {c['retried']} asked again, "
                          f"{c['unknown']} unknown ({c['too_long']} too long for the judge's context)")
@@ -243,7 +244,8 @@ def reward_distributions(run_dir: Path, summary: dict) -> dict[str, dict[int, di
     """{"pass_rate" | "rm_score": {round: {capability: values}}} from each round's scored samples."""
     out: dict[str, dict[int, dict[str, list[float]]]] = {"pass_rate": {}, "rm_score": {}}
     for r in summary["rounds"][1:]:
-        stage = "reward_model" if (run_dir / f"round_{r['round']}" / "reward_model" / "scored.parquet").exists() else "score"
+        stage = ("reward_model" if (run_dir / f"round_{r['round']}" / "reward_model" / "scored.parquet").exists()
+                 else "score")
         path = run_dir / f"round_{r['round']}" / stage / "scored.parquet"
         if not path.exists():
             continue
@@ -342,7 +344,8 @@ def plot_mix(summary: dict, targets: dict[str, float] | None, path: Path) -> boo
 
 def plot_tags(summary: dict, path: Path) -> bool:
     """The last tagged round's SFT examples by topic, quality, difficulty and complexity as selected, after
-    dedup and decontamination, and after rebalancing (only when the mix stage tagged its data: `mix.tag` or an option that needs tags)."""
+    dedup and decontamination, and after rebalancing (only when the mix stage tagged its data: `mix.tag` or an
+    option that needs tags)."""
     tagged = [r for r in summary["rounds"][1:] if r["mix"] and (r["mix"].get("composition") or {}).get("after")]
     if not tagged:
         return False

@@ -118,8 +118,8 @@ def run_rounds(recipe: Recipe, stop_after: tuple[int, str] | None = None) -> dic
             gen_cfg = outputs(recipe.generate) if recipe.generate.temperature_range is None else {
                 "generate": outputs(recipe.generate), "last_round": r == recipe.rounds}
             samples = run.stage(r, "generate", gen_cfg, [policy, prompts], lambda out: generate(
-                out, engines.get(policy.model), shard(train, engines.world), _tokenizer(policy), recipe.generate, round_seed,
-                last_round=r == recipe.rounds),
+                out, engines.get(policy.model), shard(train, engines.world), _tokenizer(policy), recipe.generate,
+                round_seed, last_round=r == recipe.rounds),
                 mode="shards", merge=lambda out, dirs, res: merge_samples(out, dirs, res, train))
             threshold = recipe.select.pass_threshold  # what counts as a pass in the stage's pass_rate
             scored = run.stage(r, "score", {"score": outputs(recipe.score), "pass_threshold": threshold},
@@ -307,11 +307,13 @@ def run_command(args: argparse.Namespace) -> int:
 
     setup_logging()
     recipe = load_recipe(args.recipe, args.overrides)
-    log.info("recipe %s:\n%s", args.recipe, yaml.safe_dump(json.loads(json.dumps(dataclasses.asdict(recipe))), sort_keys=False))
+    log.info("recipe %s:\n%s", args.recipe,
+             yaml.safe_dump(json.loads(json.dumps(dataclasses.asdict(recipe))), sort_keys=False))
     summary = run_rounds(recipe)
     if world().is_main:
         print(report.table(summary))
-        print(f"\nsummary: {Path(summary['run']) / 'summary.json'}\nreport:  {Path(summary['run']) / 'report' / 'report.md'}")
+        print(f"\nsummary: {Path(summary['run']) / 'summary.json'}\n"
+              f"report:  {Path(summary['run']) / 'report' / 'report.md'}")
     return 0
 
 

@@ -14,7 +14,8 @@ commentary. Without any marker, the last such phrase is the answer as written ("
 "four"; "5 + 9 = 14. The answer is python" -> "python"; "The answer is x - 5" where x is noise): wrong,
 never some number of the text, so a reply that trails off into noise after "The answer is" does not pass
 on a number it happened to write (a reply that words its answer, "not 5, it is 6", fails too: without a
-box, we take the reply at its word). Without a phrase either: the last number in the text. An empty or unclosed box (a truncated reply) is no marker.
+box, we take the reply at its word). Without a phrase either: the last number in the text. An empty or
+unclosed box (a truncated reply) is no marker.
 Equivalence is math-verify's (sympy): 4.0 == 4, 0.75 == 3/4 == \\frac{3}{4}, \\sqrt{8} == 2\\sqrt{2},
 intervals, sets, equations. A plain number written with thousands commas ("1,000") is read as 1000;
 decimal commas ("3,5") and dot-grouped thousands ("1.000") are not supported.

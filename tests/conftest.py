@@ -49,7 +49,8 @@ def recipe_file(tmp_path, tiny_base) -> Path:
 
 def run_cli(*args: str, env: dict | None = None, entry: str = "module") -> subprocess.CompletedProcess:
     """Runs posttrain in a fresh process, as a user would (the module CLI or the round.py script)."""
-    cmd = [sys.executable, "-m", "posttrain.cli", *args] if entry == "module" else [sys.executable, str(ROOT / "posttrain" / "round.py"), *args[1:]]
+    cmd = ([sys.executable, "-m", "posttrain.cli", *args] if entry == "module"
+           else [sys.executable, str(ROOT / "posttrain" / "round.py"), *args[1:]])
     return subprocess.run(cmd, cwd=ROOT, env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=900)
 
 

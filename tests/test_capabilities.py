@@ -34,7 +34,8 @@ def test_posttrain_eval_runs_every_benchmark(tmp_path, tiny_base):
         scored = [e for e in rows if e["reward"] is not None]
         assert result["pass@1"] == round(sum(e["reward"] >= 1.0 for e in scored) / max(1, len(scored)), 4), name
         assert result["too_long"] == sum(e["reason"] == TOO_LONG for e in rows), name
-    assert {f"acc_{lang}" for lang in ("en", "zh", "ar")} <= set(scores["mmath"]) and "language_match" in scores["mmath"]
+    assert ({f"acc_{lang}" for lang in ("en", "zh", "ar")} <= set(scores["mmath"])
+            and "language_match" in scores["mmath"])
     assert not (tmp_path / "ev.tmp").exists()
 
 

@@ -13,7 +13,8 @@ from posttrain.config import CAPABILITIES, Recipe, RecipeError, load_recipe
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "recipes" / "tiny.yaml"
-RECIPES = sorted(p for p in (REPO / "recipes").rglob("*.yaml") if "accelerate" not in p.relative_to(REPO / "recipes").parts)
+RECIPES = sorted(p for p in (REPO / "recipes").rglob("*.yaml")
+                 if "accelerate" not in p.relative_to(REPO / "recipes").parts)
 
 
 def tiny_dict() -> dict:

@@ -48,7 +48,8 @@ def view(rows: list[tuple[str, str]]) -> pa.Table:
 
 
 def heldout(rows: list[tuple[str, str]]) -> pa.Table:
-    return schema.from_records([{"id": i, "capability": "math", "answer": "1", "messages": [{"role": "user", "content": t}]}
+    return schema.from_records([{"id": i, "capability": "math", "answer": "1",
+                                 "messages": [{"role": "user", "content": t}]}
                                 for i, t in rows], "prompts")
 
 
@@ -103,7 +104,8 @@ def test_near_dup_is_deterministic_and_seeded():
 def test_planted_eval_prompt_is_removed_and_listed():
     rng = random.Random(2)
     planted = long_prompt(rng, 20)
-    train = view([("t1", long_prompt(rng, 40)), ("t2", f"{long_prompt(rng, 10)} {planted.upper()} {long_prompt(rng, 10)}"),
+    train = view([("t1", long_prompt(rng, 40)),
+                  ("t2", f"{long_prompt(rng, 10)} {planted.upper()} {long_prompt(rng, 10)}"),
                   ("t3", "What is 2+2?"), ("t4", "what is 2+2? please")])
     evals = view([("e2", long_prompt(rng, 30)), ("e1", planted), ("e0", "WHAT is 2+2?")])
     got = decontam.contaminated(train, evals, n=13).to_pylist()
@@ -132,19 +134,21 @@ def test_quotas_by_hand():
     # their targets (2:1): math 50 + 3.33, code 25 + 1.67 -> 53 / 27 by largest remainder.
     assert quotas(counts, TARGETS, max_repeat=2, total=100) == {"math": 53, "code": 27, "tools": 20}
     # A capability with no target is dropped; one absent from the data leaves the others' shares renormalized.
-    assert quotas({"math": 60, "code": 30, "multilingual": 5}, TARGETS, 1) == {"math": 60, "code": 30, "multilingual": 0}
+    assert quotas({"math": 60, "code": 30, "multilingual": 5}, TARGETS, 1) == \
+        {"math": 60, "code": 30, "multilingual": 0}
     assert quotas({"math": 7, "code": 7, "tools": 7}, {"math": 1 / 3, "code": 1 / 3, "tools": 1 / 3}, 1, 10) == \
         {"code": 4, "math": 3, "tools": 3}  # largest remainder, ties by name
 
 
 def test_rebalance_60_30_10_toward_50_25_25_with_max_repeat_2():
-    rows = [(f"{cap}{i:02d}/round1", cap, 1, f"{cap} prompt {i}") for cap, n in (("math", 60), ("code", 30), ("tools", 10))
-            for i in range(n)]
+    rows = [(f"{cap}{i:02d}/round1", cap, 1, f"{cap} prompt {i}")
+            for cap, n in (("math", 60), ("code", 30), ("tools", 10)) for i in range(n)]
     out = schema.validate(rebalance(sft_table(rows), TARGETS, max_repeat=2, total=None, seed=0), "sft")  # ids unique
     caps = out.column("capability").to_pylist()
     assert {c: caps.count(c) for c in TARGETS} == {"math": 40, "code": 20, "tools": 20}
     tools = sorted(i for i, c in zip(out.column("id").to_pylist(), caps) if c == "tools")
-    assert tools == sorted([f"tools{i:02d}/round1" for i in range(10)] + [f"tools{i:02d}/round1#rep1" for i in range(10)])
+    assert tools == sorted([f"tools{i:02d}/round1" for i in range(10)]
+                           + [f"tools{i:02d}/round1#rep1" for i in range(10)])
     again = schema.validate(rebalance(sft_table(list(reversed(rows))), TARGETS, 2, None, seed=0), "sft")
     assert again.equals(out)  # seeded, and independent of input row order
     assert not rebalance(sft_table(rows), TARGETS, 2, None, seed=1).equals(out)
@@ -188,9 +192,11 @@ def test_mix_end_to_end(tmp_path):
     r2 = [("m0/round2", "math", 2, "what is  2+2?"), ("m3/round2", "math", 2, near),
           ("m4/round2", "math", 2, "What is 3+3?"), ("c2/round2", "code", 2, "Write h(x).")]
     pairs = schema.from_records([
-        {"id": f"{p}/round2", "prompt_id": p, "capability": "math", "round": 2, "prompt": [{"role": "user", "content": t}],
+        {"id": f"{p}/round2", "prompt_id": p, "capability": "math", "round": 2,
+         "prompt": [{"role": "user", "content": t}],
          "chosen": [{"role": "assistant", "content": "a"}], "rejected": [{"role": "assistant", "content": "b"}],
-         "chosen_reward": 1.0, "rejected_reward": 0.0} for p, t in (("m4", "What is 3+3?"), ("x", f"{planted}!"))], "pairs")
+         "chosen_reward": 1.0, "rejected_reward": 0.0}
+        for p, t in (("m4", "What is 3+3?"), ("x", f"{planted}!"))], "pairs")
     evals = heldout([("h1", planted), ("h2", "Something else entirely.")])
     cfg = MixConfig(targets={"math": 0.5, "code": 0.5}, max_repeat=1)
     counts = mix(tmp_path, [sft_table(r1), sft_table(r2)], pairs, evals, cfg, seed=0)
@@ -202,7 +208,8 @@ def test_mix_end_to_end(tmp_path):
                       "input_by_capability": {"code": 3, "math": 6, "tools": 1},
                       "before_rebalance": {"code": 3, "math": 3, "tools": 1}}
     sft = schema.read(tmp_path / "sft.parquet", "sft")
-    assert sft.column("id").to_pylist() == ["c0/round1", "c1/round1", "m0/round1", "m1/round1", "c2/round2", "m4/round2"]
+    assert sft.column("id").to_pylist() == ["c0/round1", "c1/round1", "m0/round1", "m1/round1", "c2/round2",
+                                            "m4/round2"]
     assert schema.read(tmp_path / "pairs.parquet", "pairs").column("id").to_pylist() == ["m4/round2"]
     assert pq.read_table(tmp_path / "decontaminated.parquet").to_pylist() == [
         {"table": "sft", "id": "m2/round1", "eval_id": "h1"}, {"table": "pairs", "id": "x/round2", "eval_id": "h1"}]
@@ -388,7 +395,8 @@ def test_invalid_tag_options_are_recipe_errors(override, key):
 def test_topic_targets_name_coarse_topics():
     with pytest.raises(RecipeError, match="mix.topic_targets.cooking"):
         load_recipe(TINY, ["mix.targets={math: 1.0}", "mix.topic_targets={math: 0.5, cooking: 0.5}"])
-    r = load_recipe(TINY, ["mix.targets={math: 1.0}", "mix.topic_targets={math: 0.8, code: 0.2}", "mix.dedup_semantic=true"])
+    r = load_recipe(TINY, ["mix.targets={math: 1.0}", "mix.topic_targets={math: 0.8, code: 0.2}",
+                           "mix.dedup_semantic=true"])
     assert r.mix.topic_targets == {"math": 0.8, "code": 0.2} and "tools" in r.mix.topics
 
 
@@ -443,7 +451,8 @@ def test_mix_tag_only_changes_nothing_but_adds_tags(tmp_path):
     plain.mkdir()
     tagged.mkdir()
     base = mix(plain, [sft_table(rows)], schema.PAIRS.empty_table(), heldout([("h", "Q")]), MixConfig(), seed=0)
-    counts = mix(tagged, [sft_table(rows)], schema.PAIRS.empty_table(), heldout([("h", "Q")]), MixConfig(tag=True), seed=0)
+    counts = mix(tagged, [sft_table(rows)], schema.PAIRS.empty_table(), heldout([("h", "Q")]), MixConfig(tag=True),
+                 seed=0)
     assert {k: v for k, v in counts.items() if k != "composition"} == base
     assert counts["composition"]["before"] == counts["composition"]["after"]
     assert pq.read_table(tagged / "sft.parquet").equals(pq.read_table(plain / "sft.parquet"))

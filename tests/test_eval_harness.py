@@ -91,7 +91,8 @@ def test_heldout_reference_replies_score_100_and_wrong_ones_0(tmp_path):
 
 def test_prompts_too_long_for_the_context_are_failures_not_skips(tmp_path):
     prompts, replies = tiny_heldout(2)
-    lengths = [len(m[-1]["content"]) + (len(m[0]["content"]) if len(m) > 1 else 0) for m in prompts["messages"].to_pylist()]
+    lengths = [len(m[-1]["content"]) + (len(m[0]["content"]) if len(m) > 1 else 0)
+               for m in prompts["messages"].to_pylist()]
     limit = sorted(lengths)[len(lengths) // 2] + 8  # about half the prompts fit with max_tokens=8
     fits = [n + 8 <= limit for n in lengths]
     cfg, score = EvalConfig(max_tokens=8), ScoreConfig(num_workers=2)

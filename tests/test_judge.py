@@ -115,7 +115,8 @@ def scripted(text: str, attempt: int) -> str:
     if "Topics (name: description)" in template:
         return '{"topic": "write_function"}' if code else 'Sure. {"topic": "arithmetic"}'
     if "intention" in template:
-        return '{"intentions": ["add", "explain"], "difficulty": 2}' if code else '{"intentions": ["add"], "difficulty": 1}'
+        return ('{"intentions": ["add", "explain"], "difficulty": 2}' if code
+                else '{"intentions": ["add"], "difficulty": 1}')
     assert ("2-point scale" if code else "3-point scale") in template  # code has its own template
     return '{"score": 2}'
 

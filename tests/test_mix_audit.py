@@ -179,22 +179,23 @@ def test_existing_quota_cases_are_unchanged():
     counts = {"math": 60, "code": 30, "tools": 10}
     assert quotas(counts, TARGETS, max_repeat=2) == {"math": 40, "code": 20, "tools": 20}
     assert quotas(counts, TARGETS, max_repeat=1) == {"math": 20, "code": 10, "tools": 10}
-    assert quotas({"math": 60, "code": 30, "multilingual": 5}, TARGETS, 1) == {"math": 60, "code": 30, "multilingual": 0}
+    assert quotas({"math": 60, "code": 30, "multilingual": 5}, TARGETS, 1) == \
+        {"math": 60, "code": 30, "multilingual": 0}
     assert quotas({"math": 7, "code": 7, "tools": 7}, {"math": 1 / 3, "code": 1 / 3, "tools": 1 / 3}, 1, 10) == \
         {"code": 4, "math": 3, "tools": 3}
 
 
 def test_rebalance_with_total_reaches_it_deterministically():
-    rows = [(f"{cap}{i:02d}/round1", cap, 1, f"{cap} prompt {i}") for cap, n in (("math", 60), ("code", 30), ("tools", 10))
-            for i in range(n)]
+    rows = [(f"{cap}{i:02d}/round1", cap, 1, f"{cap} prompt {i}")
+            for cap, n in (("math", 60), ("code", 30), ("tools", 10)) for i in range(n)]
     out = schema.validate(rebalance(sft_table(rows), TARGETS, 2, 100, seed=0), "sft")
     assert counts_of(out, lambda i: i[:4]) == {"math": 53, "code": 27, "tool": 20}
     assert out.equals(schema.validate(rebalance(sft_table(list(reversed(rows))), TARGETS, 2, 100, seed=0), "sft"))
 
 
 def test_only_high_quality_rows_are_repeated():
-    rows = [(f"{cap}{i:02d}/round1", cap, 1, f"{cap} prompt {i}") for cap, n in (("math", 60), ("code", 30), ("tools", 10))
-            for i in range(n)]
+    rows = [(f"{cap}{i:02d}/round1", cap, 1, f"{cap} prompt {i}")
+            for cap, n in (("math", 60), ("code", 30), ("tools", 10)) for i in range(n)]
     t = sft_table(rows)
     high_tools = {f"tools{i:02d}/round1" for i in (1, 4, 6, 9)}
     tags = tags_for(t, quality=lambda i: "high" if not i.startswith("tools") or i in high_tools else "medium")

@@ -77,7 +77,8 @@ def test_unknown_language_and_missing_metadata_are_not_applicable():
     assert gate("La réponse est 8.", "xx").reward is None
     assert gate("La réponse est 8.", None) == Verdict(None, "not applicable: missing language")
     # No answer (a free-text prompt): the language alone is the gate
-    assert gate("La réponse est huit, comme vous le savez.", "fr", None) == Verdict(1.0, "correct language (no answer to check)")
+    assert gate("La réponse est huit, comme vous le savez.", "fr", None) == \
+        Verdict(1.0, "correct language (no answer to check)")
     assert gate("The answer is eight, as you already know.", "fr", None).reward == 0.0
 
 

@@ -283,7 +283,8 @@ def test_code_runs_each_distinct_program_once(monkeypatch):
 
     calls = []
     real = sandbox.run_many
-    monkeypatch.setattr(sandbox, "run_many", lambda programs, *a, **k: calls.append(len(programs)) or real(programs, *a, **k))
+    monkeypatch.setattr(sandbox, "run_many",
+                        lambda programs, *a, **k: calls.append(len(programs)) or real(programs, *a, **k))
     good = "```python\ndef f(x):\n    return x + 1\n```"
     bad = "```python\ndef f(x):\n    return x + 2\n```"
     tests = "assert f(1) == 2"

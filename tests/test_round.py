@@ -132,7 +132,8 @@ def test_rerun_reuses_every_stage(full_run):
 @pytest.mark.parametrize("kill_at", ["round_1/select/after", "round_1/sft/step2"])
 def test_killed_run_resumes_to_the_same_result(full_run, recipe_file, kill_at):
     mark = uuid.uuid4().hex
-    killed = run_cli("round", "--recipe", str(recipe_file), env={"POSTTRAIN_KILL_AT": kill_at, "POSTTRAIN_TEST_RUN": mark})
+    killed = run_cli("round", "--recipe", str(recipe_file),
+                     env={"POSTTRAIN_KILL_AT": kill_at, "POSTTRAIN_TEST_RUN": mark})
     assert killed.returncode == -9, killed.stderr[-3000:]
     assert not survivors(mark), "a child process (e.g. the vLLM engine) outlived the killed run"
     run = recipe_file.parent / "runs" / "test"
@@ -161,7 +162,8 @@ def test_killed_run_resumes_to_the_same_result(full_run, recipe_file, kill_at):
             want = pq.read_table(full_run / "round_1" / stage_name / f"{t}.parquet")
             assert got.equals(want), f"{stage_name}/{t} differs after resume"
     for stage_name in ("sft", "dpo"):
-        got, want = weights(run / "round_1" / stage_name / "model"), weights(full_run / "round_1" / stage_name / "model")
+        got, want = (weights(run / "round_1" / stage_name / "model"),
+                     weights(full_run / "round_1" / stage_name / "model"))
         assert all(torch.allclose(got[k], want[k], atol=1e-5) for k in want), f"{stage_name} weights differ"
 
 
@@ -246,4 +248,5 @@ def test_round_with_a_reward_model_scores_every_sample(recipe_file):
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "1 scored round(s)" in proc.stdout and "'eval_accuracy'" in proc.stdout
     assert (recipe_file.parent / "rm" / "model" / "config.json").exists()
-    assert list((recipe_file.parent / "rm" / "tensorboard").glob("*/events.out.tfevents.*"))  # tracked like a round's RM
+    # tracked like a round's RM
+    assert list((recipe_file.parent / "rm" / "tensorboard").glob("*/events.out.tfevents.*"))

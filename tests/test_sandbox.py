@@ -439,7 +439,8 @@ SAME_AS_COLD = [
     "threading.Thread(target=lambda: (time.sleep(0.1), print('thread'))).start()",
     "import sys\nprint(sys.stdout.isatty(), sys.stdin.isatty(), sys.stdout.encoding, sys.stdout.line_buffering)",
     "import os\nprint(sorted(os.environ), os.getcwd(), os.environ['TMPDIR'] == os.getcwd(), oct(os.umask(0)))",
-    "import signal\nprint([signal.getsignal(s) for s in (signal.SIGINT, signal.SIGPIPE, signal.SIGXFSZ, signal.SIGCHLD)])",
+    "import signal\nprint([signal.getsignal(s) for s in"
+    " (signal.SIGINT, signal.SIGPIPE, signal.SIGXFSZ, signal.SIGCHLD)])",
     "import os, resource\nprint(os.getpriority(os.PRIO_PROCESS, 0), [resource.getrlimit(getattr(resource, n)) for n in"
     " ('RLIMIT_CPU', 'RLIMIT_AS', 'RLIMIT_FSIZE', 'RLIMIT_NOFILE', 'RLIMIT_NPROC', 'RLIMIT_CORE', 'RLIMIT_MSGQUEUE')])",
     "import os\nprint(sorted(os.listdir('/proc/self/fd')))",

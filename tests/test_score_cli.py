@@ -28,7 +28,8 @@ def test_scores_every_sample_by_prompt_id(tmp_path):
     proc, out = score(tmp_path, [json.dumps(r) for r in rows])
     assert proc.returncode == 0, proc.stderr
     got = {(r["prompt_id"], r["sample_index"]): (r["reward"], r["capability"]) for r in pq.read_table(out).to_pylist()}
-    assert got == {("m1", 0): (1.0, "math"), ("m1", 1): (0.0, "math"), ("c1", 0): (1.0, "code"), ("c1", 1): (0.0, "code")}
+    assert got == {("m1", 0): (1.0, "math"), ("m1", 1): (0.0, "math"),
+                   ("c1", 0): (1.0, "code"), ("c1", 1): (0.0, "code")}
 
 
 def test_malformed_line_names_file_and_line_and_writes_nothing(tmp_path):

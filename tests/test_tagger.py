@@ -57,7 +57,8 @@ def test_topic_classifier_puts_obvious_prompts_in_their_coarse_topic(prompt, top
 def test_topics_come_from_the_recipe():
     topics = {"cooking": {"recipes": "How do I bake bread? A recipe with flour and yeast."},
               "sport": {"football": "Who won the football match? The team scored a goal."}}
-    coarse, fine, _ = tagger.classify(embed(["Give me a recipe for banana bread.", "Which team won the match?"]), topics)
+    coarse, fine, _ = tagger.classify(embed(["Give me a recipe for banana bread.", "Which team won the match?"]),
+                                      topics)
     assert coarse.to_pylist() == ["cooking", "sport"] and fine.to_pylist() == ["recipes", "football"]
 
 
@@ -76,7 +77,8 @@ def test_complexity_grows_with_every_added_constraint():
 
 
 def test_complexity_counts_sentences_not_decimal_points():
-    cx = tagger.complexity(pa.array(["What is 2.5 plus 3?", "Eli has 7 books and gives away 3. How many are left?", ""]))
+    cx = tagger.complexity(pa.array(["What is 2.5 plus 3?",
+                                     "Eli has 7 books and gives away 3. How many are left?", ""]))
     assert cx.to_pylist() == [1, 2, 1]  # never below 1
 
 
@@ -89,8 +91,8 @@ def test_quality_is_the_rm_top_quartile_per_capability_and_round():
     rm = [1, 2, 3, 4, 5, 6, 7, 8] + [10, 20, 30, 40] + [None, None, 0.5, 0.1]
     reward = [1.0] * 16
     truncated = pa.array([False] * 16)
-    quality, rule = tagger.quality_levels(pa.array(caps), pa.array(rounds), pa.array(reward), pa.array(rm, pa.float64()),
-                                          truncated)
+    quality, rule = tagger.quality_levels(pa.array(caps), pa.array(rounds), pa.array(reward),
+                                          pa.array(rm, pa.float64()), truncated)
     q = quality.to_pylist()
     # math round 1: 75th percentile of 1..8 is 6.25 -> 7 and 8; code: 32.5 -> 40; math round 2: its own two scores.
     assert q[:8] == ["medium"] * 6 + ["high"] * 2

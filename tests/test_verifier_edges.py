@@ -231,5 +231,6 @@ def test_noise_after_the_answer_phrase_does_not_pass_on_an_earlier_number(text, 
 def test_a_closing_fence_with_text_glued_after_it_still_closes_the_block():
     from reward.code import extract_code
 
-    text = "```python\ndef tepe(x):\n    return x - 2\n```\u00e9ouatrelf\n\n5. The answer is 6.\n\n."  # tiny demo output
+    # tiny demo output
+    text = "```python\ndef tepe(x):\n    return x - 2\n```\u00e9ouatrelf\n\n5. The answer is 6.\n\n."
     assert extract_code(text, "tepe") == "def tepe(x):\n    return x - 2\n"

@@ -155,16 +155,20 @@ def story_zh(rng: random.Random, op: str, a: int, b: int) -> str:
 # --------------------------------------------------------------------------- ja
 
 JA_NAMES = ["さくら", "ゆい", "はると", "けんた", "田中", "佐藤"]
-JA_ITEMS = [("りんご", "個"), ("本", "冊"), ("えんぴつ", "本"), ("ビー玉", "個"), ("クッキー", "枚"), ("切手", "枚")]  # counter
+JA_ITEMS = [("りんご", "個"), ("本", "冊"), ("えんぴつ", "本"), ("ビー玉", "個"),
+            ("クッキー", "枚"), ("切手", "枚")]  # counter
 
 
 def story_ja(rng: random.Random, op: str, a: int, b: int) -> str:
     name, (item, ctr) = rng.choice(JA_NAMES), rng.choice(JA_ITEMS)
     if op == "add":
-        return f"{name}さんは{item}を{a}{ctr}持っています。さらに{b}{ctr}買いました。{name}さんは今、{item}を何{ctr}持っていますか？"
+        return (f"{name}さんは{item}を{a}{ctr}持っています。さらに{b}{ctr}買いました。"
+                f"{name}さんは今、{item}を何{ctr}持っていますか？")
     if op == "sub":
-        return f"{name}さんは{item}を{a}{ctr}持っています。友だちに{b}{ctr}あげました。{item}は何{ctr}残っていますか？"
-    return f"{name}さんは箱を{a}個持っています。どの箱にも{item}が{b}{ctr}入っています。{item}は全部で何{ctr}ありますか？"
+        return (f"{name}さんは{item}を{a}{ctr}持っています。友だちに{b}{ctr}あげました。"
+                f"{item}は何{ctr}残っていますか？")
+    return (f"{name}さんは箱を{a}個持っています。どの箱にも{item}が{b}{ctr}入っています。"
+            f"{item}は全部で何{ctr}ありますか？")
 
 
 STORIES: dict[str, Callable[[random.Random, str, int, int], str]] = {

@@ -26,7 +26,8 @@ from posttrain.tiny import world
 
 log = logging.getLogger("posttrain")
 
-BOS, EOT, START, END, PAD = "<|begin_of_text|>", "<|eot_id|>", "<|start_header_id|>", "<|end_header_id|>", "<|finetune_right_pad_id|>"
+BOS, EOT, START, END, PAD = ("<|begin_of_text|>", "<|eot_id|>", "<|start_header_id|>", "<|end_header_id|>",
+                             "<|finetune_right_pad_id|>")
 SPECIAL_TOKENS = [BOS, EOT, START, END, PAD]
 
 # Llama 3's layout. `{% generation %}` marks assistant tokens so TRL's assistant_only_loss can find them.
@@ -181,5 +182,6 @@ def _pretrain(model, ids: torch.Tensor, labels: torch.Tensor, cfg: BaseBuildConf
         sched.step()
         opt.zero_grad(set_to_none=True)
         if step % 100 == 0 or step == cfg.num_steps - 1:
-            log.info("tiny base: step %d/%d loss %.3f (%.0f s)", step + 1, cfg.num_steps, loss.item(), time.time() - start)
+            log.info("tiny base: step %d/%d loss %.3f (%.0f s)", step + 1, cfg.num_steps, loss.item(),
+                     time.time() - start)
     model.eval()
