@@ -146,6 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("round",
                        help="run (or resume) every round of a recipe: generate, score, select, mix, sft, dpo, eval")
     add_arguments(r)
+    r.add_argument("--dry-run", action="store_true",
+                   help="write nothing: list the stages a run would reuse and name the first it would run, and why")
     r.set_defaults(func=_round)
     from posttrain.round import STAGE_COMMANDS, stage_command
 

@@ -33,11 +33,12 @@ from posttrain.tiny.world import WORLD_VERSION
 log = logging.getLogger("posttrain")
 
 
-def run_rounds(recipe: Recipe, stop_after: tuple[int, str] | None = None) -> dict:
+def run_rounds(recipe: Recipe, stop_after: tuple[int, str] | None = None, dry_run: bool = False) -> dict:
     """Runs (or resumes) every round of `recipe`; returns the run summary.
 
     stop_after (round, stage): stop once that stage is complete, raising rundir.StageReached (the
     one-stage commands: `posttrain mix --round 2` runs or reuses everything before it, then the mix).
+    dry_run: write nothing (no base built, no report); rundir.WouldRun names the first stage that would run.
 
     Under a multi-process launch every rank runs this same loop: generation, scoring and eval are
     sharded by prompt id (mode="shards", merged on the main process), training runs on every rank
@@ -58,13 +59,13 @@ def run_rounds(recipe: Recipe, stop_after: tuple[int, str] | None = None) -> dic
     from posttrain.variants import train_variants
 
     w = world()
-    if w.is_main:  # the base may have to be built: once, before the other ranks look for it
+    if w.is_main and not dry_run:  # the base may have to be built: once, before the other ranks look for it
         check_chat_template(resolve_base(recipe))  # cheap when cached; rebuilds a deleted tiny base identically
         RunDir(recipe.run_dir)  # only once the base is usable: a refused recipe leaves no run directory
         with storage(recipe.run_dir, "write recipe.json"):
             write_json(recipe.run_dir / "recipe.json", dataclasses.asdict(recipe))
     barrier()
-    run = RunDir(recipe.run_dir, stop_after)
+    run = RunDir(recipe.run_dir, stop_after, dry_run)
     seed = recipe.seed
     base = run.stage(0, "base", {"base_model": recipe.base_model, "build": recipe.base, "seed": seed}, [],
                      lambda out: {"model_path": resolve_base(recipe)})
@@ -164,7 +165,7 @@ def run_rounds(recipe: Recipe, stop_after: tuple[int, str] | None = None) -> dic
                                                              tracked(r, "dpo"))),
                 resumable=True, mode="all")
             evaluate(r, policy)  # this round's eval engine is also the next round's generation engine
-            if w.is_main:
+            if w.is_main and not dry_run:
                 with storage(run.root, "write the report"):  # a page per round so far
                     report.write_report(run.root, report.summarize(run, r), recipe.mix.targets)
             if recipe.hub.push != "never":  # a stage: a rerun does not push the same round again
@@ -175,7 +176,7 @@ def run_rounds(recipe: Recipe, stop_after: tuple[int, str] | None = None) -> dic
                     final=final))
 
     summary = report.summarize(run, recipe.rounds)
-    if w.is_main:
+    if w.is_main and not dry_run:
         with storage(run.root, "write the summary and report"):
             write_json(run.root / "summary.json", summary)
             report.write_report(run.root, summary, recipe.mix.targets)
@@ -307,6 +308,8 @@ def run_command(args: argparse.Namespace) -> int:
 
     setup_logging()
     recipe = load_recipe(args.recipe, args.overrides)
+    if getattr(args, "dry_run", False):
+        return dry_run(recipe)
     log.info("recipe %s:\n%s", args.recipe,
              yaml.safe_dump(json.loads(json.dumps(dataclasses.asdict(recipe))), sort_keys=False))
     summary = run_rounds(recipe)
@@ -314,6 +317,24 @@ def run_command(args: argparse.Namespace) -> int:
         print(report.table(summary))
         print(f"\nsummary: {Path(summary['run']) / 'summary.json'}\n"
               f"report:  {Path(summary['run']) / 'report' / 'report.md'}")
+    return 0
+
+
+def dry_run(recipe: Recipe) -> int:
+    """`posttrain round --dry-run`: what rerunning the recipe would reuse, and where it would start."""
+    from posttrain.rundir import WouldRun
+
+    try:
+        run_rounds(recipe, dry_run=True)
+    except WouldRun as would:
+        if world().is_main:
+            print(f"{recipe.run_dir}: {len(would.reused)} stage(s) complete and reused"
+                  + (f" (last: round {would.reused[-1][0]} {would.reused[-1][1]})" if would.reused else ""))
+            print(f"first to run: round {would.round} {would.name}: {would.reason}")
+            print("then every stage after it (its inputs are new)")
+        return 0
+    if world().is_main:
+        print(f"{recipe.run_dir}: every stage of the {recipe.rounds} round(s) is complete: nothing to run")
     return 0
 
 

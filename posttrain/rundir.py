@@ -80,17 +80,30 @@ class StageReached(Exception):  # noqa: N818 - a stop, not an error
         self.output = output
 
 
+class WouldRun(Exception):  # noqa: N818 - the answer of a dry run, not an error
+    """Raised by a dry run's `RunDir.stage` at the first stage that would run: every stage after it runs too
+    (its input is new). `reused`: the (round, stage) pairs before it that a real run reuses."""
+
+    def __init__(self, round_: int, name: str, reason: str, reused: list[tuple[int, str]]):
+        super().__init__(f"round {round_} {name}: {reason}")
+        self.round, self.name, self.reason, self.reused = round_, name, reason, reused
+
+
 class RunDir:
-    def __init__(self, root: Path, stop_after: tuple[int, str] | None = None):
+    def __init__(self, root: Path, stop_after: tuple[int, str] | None = None, dry_run: bool = False):
         """stop_after: (round, stage): once that stage is complete (run or reused), `stage` raises
-        StageReached with its output, so a command can run a round up to one stage and stop there."""
-        self.root, self.stop_after = Path(root), stop_after
+        StageReached with its output, so a command can run a round up to one stage and stop there.
+        dry_run: write nothing; `stage` returns reusable outputs and raises WouldRun at the first other."""
+        self.root, self.stop_after, self.dry_run = Path(root), stop_after, dry_run
+        self.reused: list[tuple[int, str]] = []
         if self.root.exists() and not self.root.is_dir():
             raise RunDirError(f"{self.root}: run directory path exists and is not a directory")
         marker = self.root / "run.json"
         if self.root.is_dir() and any(self.root.iterdir()) and not marker.exists():
             raise RunDirError(f"{self.root}: exists, is not empty and is not a posttrain run directory "
                                   f"(no run.json); choose another name or output_dir")
+        if dry_run:
+            return
         with storage(self.root, "create the run directory"):
             self.root.mkdir(parents=True, exist_ok=True)
             if not marker.exists():
@@ -131,11 +144,15 @@ class RunDir:
         fp = fingerprint(name, round_, config, inputs)
         final = self.stage_dir(round_, name)
         done = self.completed(round_, name)
+        tmp = final.with_name(name + ".tmp")
         if done and done.manifest.get("fingerprint") == fp:
             log.info("[round %d] %-8s complete, reused (%s)", round_, name, _rows(done.manifest))
+            self.reused.append((round_, name))
             return done
+        if self.dry_run:
+            partial = resumable and _read(tmp / ".fingerprint") == fp
+            raise WouldRun(round_, name, why(done, config, inputs, partial), self.reused)
         w = world()
-        tmp = final.with_name(name + ".tmp")
         if w.is_main:
             if done:
                 log.info("[round %d] %-8s recipe or inputs changed: rerunning", round_, name)
@@ -192,6 +209,31 @@ class RunDir:
         results = merge(tmp, dirs, [json.loads((d / "results.json").read_text()) for d in dirs])
         shutil.rmtree(tmp / "shards")
         return results
+
+
+def why(done: StageOutput | None, config: Any, inputs: list[StageOutput], partial: bool = False) -> str:
+    """Why a stage runs: no output yet, a partial one to resume, its config's changed keys, or new inputs."""
+    if partial:
+        return "resumes from its partial output (checkpoints of the same fingerprint)"
+    if done is None:
+        return "not run yet"
+    old, new = done.manifest.get("config"), json.loads(json.dumps(config, default=_plain))
+    changed = [f"{key}: {a!r} -> {b!r}" for key, a, b in _changed(old, new)]
+    if changed:
+        return "recipe changed: " + "; ".join(changed[:5]) + (f"; {len(changed) - 5} more" if len(changed) > 5 else "")
+    was, now = done.manifest.get("inputs", {}), {str(i.path): i.output_id for i in inputs}
+    moved = sorted(p for p in was.keys() | now.keys() if was.get(p) != now.get(p))
+    if moved:
+        return "new inputs from " + ", ".join(str(Path(p).relative_to(Path(p).parents[1])) for p in moved)
+    return "its fingerprint changed (an older posttrain version wrote it)"
+
+
+def _changed(old: Any, new: Any, key: str = "") -> list[tuple[str, Any, Any]]:
+    """(dotted key, old, new) for every leaf that differs between two JSON values."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [c for k in sorted(old.keys() | new.keys(), key=str)
+                for c in _changed(old.get(k), new.get(k), f"{key}.{k}" if key else str(k))]
+    return [] if old == new else [(key or "config", old, new)]
 
 
 def _rows(manifest: dict) -> str:

@@ -123,6 +123,9 @@ def test_training_logs_are_kept_with_their_last_window_in_the_results(full_run):
 
 def test_rerun_reuses_every_stage(full_run):
     before = {s: manifest(full_run, s)["output_id"] for s in STAGE_TABLES}
+    proc = run_cli("round", "--recipe", str(full_run.parents[1] / "recipe.yaml"), "--dry-run")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "every stage of the 1 round(s) is complete: nothing to run" in proc.stdout
     proc = run_cli("round", "--recipe", str(full_run.parents[1] / "recipe.yaml"))
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert {s: manifest(full_run, s)["output_id"] for s in STAGE_TABLES} == before
@@ -206,6 +209,12 @@ def test_killed_at_every_stage_in_turn_resumes_to_the_same_result(full_run, reci
 def test_changed_section_reruns_that_stage_and_after(full_run):
     """Runs last: it changes full_run's DPO and eval outputs."""
     before = {s: manifest(full_run, s)["output_id"] for s in ("generate", "score", "select", "mix", "sft", "dpo")}
+    files = {p: p.stat().st_mtime_ns for p in full_run.rglob("*")}
+    old_beta = manifest(full_run, "dpo")["config"]["beta"]
+    proc = run_cli("round", "--recipe", str(full_run.parents[1] / "recipe.yaml"), "dpo.beta=0.2", "--dry-run")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert f"first to run: round 1 dpo: recipe changed: beta: {old_beta!r} -> 0.2\n" in proc.stdout
+    assert {p: p.stat().st_mtime_ns for p in full_run.rglob("*")} == files  # a dry run writes nothing
     proc = run_cli("round", "--recipe", str(full_run.parents[1] / "recipe.yaml"), "dpo.beta=0.2")
     assert proc.returncode == 0, proc.stderr[-4000:]
     after = {s: manifest(full_run, s)["output_id"] for s in before}

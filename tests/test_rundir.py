@@ -291,3 +291,61 @@ def test_other_os_errors_are_not_disguised_as_storage_errors(rd):
 
     with pytest.raises(FileNotFoundError):
         rd.stage(1, "generate", {}, [], missing)
+
+
+# --------------------------------------------------------------------------- dry run
+
+
+def listing(root: Path) -> dict[str, float]:
+    return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in sorted(root.rglob("*"))}
+
+
+def test_dry_run_names_the_first_stage_to_run_and_why_and_writes_nothing(rd):
+    from posttrain.rundir import WouldRun
+
+    gen, score = Stage(), Stage()
+    up = rd.stage(1, "generate", {"k": 8, "sampling": {"temperature": 1.0}}, [], gen)
+    rd.stage(1, "score", {"v": 1}, [up], score)
+    before = listing(rd.root)
+
+    def plan(cfg, down_cfg=None):
+        dry = RunDir(rd.root, dry_run=True)
+        up = dry.stage(1, "generate", cfg, [], gen)
+        dry.stage(1, "score", down_cfg or {"v": 1}, [up], score)
+        dry.stage(1, "select", {}, [], Stage())
+
+    with pytest.raises(WouldRun) as would:
+        plan({"k": 8, "sampling": {"temperature": 1.0}})
+    assert (would.value.round, would.value.name, would.value.reason) == (1, "select", "not run yet")
+    assert would.value.reused == [(1, "generate"), (1, "score")]
+    with pytest.raises(WouldRun) as would:
+        plan({"k": 4, "sampling": {"temperature": 0.7}})
+    assert would.value.name == "generate" and would.value.reused == []
+    assert would.value.reason == "recipe changed: k: 8 -> 4; sampling.temperature: 1.0 -> 0.7"
+    with pytest.raises(WouldRun) as would:
+        plan({"k": 8, "sampling": {"temperature": 1.0}}, {"v": 1, "extra": True})
+    assert would.value.name == "score" and would.value.reason == "recipe changed: extra: None -> True"
+    assert gen.calls == score.calls == 1 and listing(rd.root) == before  # nothing ran, nothing written
+
+
+def test_dry_run_sees_new_inputs_and_partial_outputs(rd):
+    from posttrain.rundir import WouldRun
+
+    up = rd.stage(1, "generate", {"k": 8}, [], Stage())
+    rd.stage(1, "score", {"v": 1}, [up], Stage())
+    up2 = rd.stage(1, "generate", {"k": 4}, [], Stage())  # a run that reran generate, then stopped
+    with pytest.raises(RuntimeError):
+        rd.stage(1, "sft", {"lr": 1}, [up2], Stage("checkpoint-50", fail=True), resumable=True)
+    dry = RunDir(rd.root, dry_run=True)
+    with pytest.raises(WouldRun, match="round 1 score: new inputs from round_1/generate"):
+        dry.stage(1, "score", {"v": 1}, [dry.stage(1, "generate", {"k": 4}, [], Stage())], Stage())
+    with pytest.raises(WouldRun, match="resumes from its partial output"):
+        dry.stage(1, "sft", {"lr": 1}, [up2], Stage(), resumable=True)
+
+
+def test_dry_run_of_a_missing_run_dir_creates_nothing(tmp_path):
+    from posttrain.rundir import WouldRun
+
+    with pytest.raises(WouldRun, match="round 0 base: not run yet"):
+        RunDir(tmp_path / "new", dry_run=True).stage(0, "base", {}, [], Stage())
+    assert not (tmp_path / "new").exists()
