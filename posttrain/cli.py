@@ -105,7 +105,8 @@ def _reward_train(args) -> int:
     recipe = load_recipe(args.recipe, args.overrides)
     run = RunDir(recipe.run_dir)
     scored, r = [], 1
-    while (stage := run.completed(r, "score")) is not None:
+    scored_by = "revise" if recipe.revise.enabled else "score"  # with execution feedback: with the revisions
+    while (stage := run.completed(r, scored_by)) is not None:
         scored.append(schema.read(stage.path / "scored.parquet", "scored"))
         r += 1
     prompts = run.completed(0, "prompts")

@@ -120,6 +120,19 @@ class ScoreConfig:
 
 
 @dataclass(kw_only=True)
+class ReviseConfig:
+    """Execution feedback (Llama 3 §4.3.1): a prompt of `capabilities` none of whose samples passed gets its
+    best failing sample back with the verifier's reason and `samples` more tries, scored like the others."""
+
+    enabled: bool = False
+    capabilities: list[str] = field(default_factory=lambda: ["code"])
+    samples: int = 2  # revisions per failed prompt
+    # The user turn after the failing answer; {reason} is the verifier's (first failing test, exception, timeout).
+    feedback: str = ("Running your code against the tests failed: {reason}\n"
+                     "Fix the code and reply with the complete corrected solution.")
+
+
+@dataclass(kw_only=True)
 class SelectConfig:
     """Rejection sampling: best passing sample -> SFT; best vs worst with enough margin -> DPO pair."""
 
@@ -366,6 +379,7 @@ class Recipe:
     prompts: PromptsConfig
     generate: GenerateConfig = field(default_factory=GenerateConfig)
     score: ScoreConfig = field(default_factory=ScoreConfig)
+    revise: ReviseConfig = field(default_factory=ReviseConfig)
     select: SelectConfig = field(default_factory=SelectConfig)
     mix: MixConfig = field(default_factory=MixConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)

@@ -27,6 +27,7 @@ from posttrain.config import (
     PromptsConfig,
     Recipe,
     RecipeError,
+    ReviseConfig,
     RewardModelConfig,
     ScoreConfig,
     TrackingConfig,
@@ -58,6 +59,7 @@ def check(r: Recipe, where: str) -> None:
     _check_eval(r.eval, need)
     _check_base_model(r, need)
     _check_score(r.score, need)
+    _check_revise(r.revise, need)
     _check_hub(r.hub, need)
     _check_tracking(r.tracking, need)
 
@@ -313,6 +315,16 @@ def _check_score(s: ScoreConfig, need: Need) -> None:
         need(cap in CAPABILITIES, f"score.verifiers.{cap}", f"is not a known capability {CAPABILITIES}")
         need(name in VERIFIERS, f"score.verifiers.{cap}",
              f"names unknown verifier {name!r} (known: {sorted(VERIFIERS)})")
+
+
+def _check_revise(v: ReviseConfig, need: Need) -> None:
+    need(v.samples >= 1, "revise.samples", f"must be >= 1, got {v.samples}")
+    for cap in v.capabilities:
+        need(cap in CAPABILITIES, "revise.capabilities", f"has unknown capability {cap!r} (known: {CAPABILITIES})")
+    try:
+        v.feedback.format(reason="")
+    except (KeyError, IndexError, ValueError) as e:
+        need(False, "revise.feedback", f"must be a format string with only {{reason}} in braces ({e!r})")
 
 
 def _check_hub(h: HubConfig, need: Need) -> None:

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 
 from posttrain.rundir import RunDir
 
-STAGES = ("generate", "score", "reward_model", "select", "judge", "mix", "sft", "dpo", "eval")
+STAGES = ("generate", "score", "revise", "reward_model", "select", "judge", "mix", "sft", "dpo", "eval")
 TRAINED_STAGES = ("reward_model", "sft", "dpo")
 TRAINING_KEYS = ("steps", "train_loss", "final_loss", "token_accuracy", "reward_accuracy", "reward_margin",
                  "train_accuracy")
@@ -28,7 +28,7 @@ TRAINING_KEYS = ("steps", "train_loss", "final_loss", "token_accuracy", "reward_
 
 # Stages a recipe may switch off: a folder left by an earlier run counts only while a stage of the round
 # still reads it (the reward model's table feeds select, the judgments feed mix).
-OPTIONAL_STAGES = ("reward_model", "judge")
+OPTIONAL_STAGES = ("revise", "reward_model", "judge")
 
 
 def _consumed(stage, outputs) -> bool:
@@ -61,6 +61,8 @@ def summarize(run: RunDir, rounds: int) -> dict:
             "too_long": res("generate", "too_long"),
             "pass_rate": res("score", "pass_rate"),
             "pass_threshold": res("score", "pass_threshold"),
+            "revise": ({k: res("revise", k) for k in ("failed_prompts", "revisions", "rescued_prompts")}
+                       if m["revise"] else None),
             "prompts": res("select", "prompts"),
             "sft_examples": res("select", "sft"),
             "dpo_pairs": res("select", "pairs"),
@@ -107,7 +109,14 @@ def table(summary: dict) -> str:
         wall = " ".join(f"{s}={t:.0f}" for s, t in r["wall_s"].items())
         lines.append(f"{r['round']:>5}  {fmt(r['samples']):>7}  {fmt(r['pass_rate']):>9}  {fmt(r['sft_examples']):>7}  "
                      f"{fmt(r['sft_mix']):>7}  {fmt(r['dpo_pairs']):>9}  {wall}")
-    return "\n".join(lines + rm_lines(summary))
+    return "\n".join(lines + revise_lines(summary) + rm_lines(summary))
+
+
+def revise_lines(summary: dict) -> list[str]:
+    """Per round with execution feedback: the prompts none of whose samples passed, and how many a revision saved."""
+    lines = [f"{r['round']:>5}  {v['failed_prompts']:>14}  {v['revisions']:>9}  {v['rescued_prompts']:>7}"
+             for r in summary["rounds"] if (v := r.get("revise"))]
+    return ["", "round  failed_prompts  revisions  rescued", *lines] if lines else []
 
 
 def rm_lines(summary: dict) -> list[str]:
@@ -244,8 +253,9 @@ def reward_distributions(run_dir: Path, summary: dict) -> dict[str, dict[int, di
     """{"pass_rate" | "rm_score": {round: {capability: values}}} from each round's scored samples."""
     out: dict[str, dict[int, dict[str, list[float]]]] = {"pass_rate": {}, "rm_score": {}}
     for r in summary["rounds"][1:]:
-        stage = ("reward_model" if (run_dir / f"round_{r['round']}" / "reward_model" / "scored.parquet").exists()
-                 else "score")
+        # What select ranked: the RM's table, else the revised one, else the score stage's (stale folders of
+        # stages the recipe switched off are not in the summary).
+        stage = "reward_model" if r.get("reward_model") else "revise" if r.get("revise") else "score"
         path = run_dir / f"round_{r['round']}" / stage / "scored.parquet"
         if not path.exists():
             continue

@@ -1,4 +1,4 @@
-"""Post-training rounds, Llama 3 style: generate -> score -> select -> mix -> SFT -> DPO -> eval.
+"""Post-training rounds, Llama 3 style: generate -> score [-> revise] -> select -> mix -> SFT -> DPO -> eval.
 
     accelerate launch posttrain/round.py --recipe recipes/tiny.yaml [sft.learning_rate=2e-5 ...]
     posttrain round --recipe recipes/tiny.yaml
@@ -52,6 +52,7 @@ def run_rounds(recipe: Recipe, stop_after: tuple[int, str] | None = None, dry_ru
     from posttrain.engine import Engines
     from posttrain.generate import generate, merge_samples
     from posttrain.prompts import load_prompts
+    from posttrain.revise import merge_revised, revise
     from posttrain.scoring import merge_scored, reward_model, score
     from posttrain.selection import run as select
     from posttrain.sft import sft
@@ -123,10 +124,18 @@ def run_rounds(recipe: Recipe, stop_after: tuple[int, str] | None = None, dry_ru
                 round_seed, last_round=r == recipe.rounds),
                 mode="shards", merge=lambda out, dirs, res: merge_samples(out, dirs, res, train))
             threshold = recipe.select.pass_threshold  # what counts as a pass in the stage's pass_rate
-            scored = run.stage(r, "score", {"score": outputs(recipe.score), "pass_threshold": threshold},
-                               [samples, prompts], lambda out: score(
+            tried = run.stage(r, "score", {"score": outputs(recipe.score), "pass_threshold": threshold},
+                              [samples, prompts], lambda out: score(
                 out, shard(_read(samples, "samples"), w, "prompt_id"), train, recipe.score, threshold),
                 mode="shards", merge=lambda out, dirs, res: merge_scored(out, dirs, res, train, threshold))
+            scored = tried
+            if recipe.revise.enabled:  # failed code gets its error back and more tries (Llama 3 §4.3.1)
+                revise_cfg = {"revise": recipe.revise, "generate": outputs(recipe.generate),
+                              "score": outputs(recipe.score), "pass_threshold": threshold}
+                scored = run.stage(r, "revise", revise_cfg, [policy, tried, prompts], lambda out: revise(
+                    out, engines.get(policy.model), shard(_read(tried, "scored"), engines.world, "prompt_id"), train,
+                    _tokenizer(policy), recipe.revise, recipe.generate, recipe.score, threshold, round_seed),
+                    mode="shards", merge=lambda out, dirs, res: merge_revised(out, dirs, res, train))
             score_stages.append(scored)
             if recipe.reward_model.enabled:  # trained from the base on the preference data of every round so far
                 engines.close()
@@ -268,6 +277,7 @@ def main(argv: list[str] | None = None) -> int:
 
 STAGE_COMMANDS = {  # one-stage commands: stage -> what it makes
     "generate": "sample K completions per prompt with vLLM",
+    "revise": "execution feedback: failed prompts get the verifier's reason back and more tries",
     "select": "rejection sampling: the best sample per prompt for SFT, chosen/rejected pairs for DPO",
     "judge": "the LLM judge (mix.judge) tags the round's new SFT examples",
     "mix": "dedup, decontaminate, tag and rebalance the SFT mix and DPO pairs",
@@ -288,6 +298,8 @@ def stage_command(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.recipe, args.overrides)
     if not 1 <= args.round <= recipe.rounds:
         raise RecipeError(f"{args.recipe}: --round {args.round} is not one of the recipe's rounds (1..{recipe.rounds})")
+    if args.stage == "revise" and not recipe.revise.enabled:
+        raise RecipeError(f"{args.recipe}: revise.enabled is false: set it to true to revise failed samples")
     if args.stage == "judge" and recipe.mix.judge.model is None:
         raise RecipeError(f"{args.recipe}: mix.judge.model is not set: name a judge model (or policy) to judge")
     if args.stage == "push" and recipe.hub.push == "never":

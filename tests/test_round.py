@@ -227,7 +227,7 @@ def test_round_with_a_reward_model_scores_every_sample(recipe_file):
     prefs.write_text("".join(f'{{"prompt": "Greet guest {i}.", "ranking": ["Hello, guest {i}!", "hi", "go away"]}}\n'
                              for i in range(12)))
     overrides = ["reward_model.enabled=true", "reward_model.weight=0.1", "reward_model.eval_fraction=0.5",
-                 f"reward_model.preference_sources=[{prefs}]", "dpo.enabled=false"]
+                 f"reward_model.preference_sources=[{prefs}]", "dpo.enabled=false", "revise.enabled=true"]
     run = recipe_file.parent / "runs" / "test"
     # A one-stage command first: the round up to its mix, then a stop; the round command goes on from there.
     proc = run_cli("mix", "--recipe", str(recipe_file), *overrides)
@@ -247,7 +247,15 @@ def test_round_with_a_reward_model_scores_every_sample(recipe_file):
     assert f"{rm['pairs']:>8}  {held_out}" in proc.stdout  # the round table's RM line
     scored = pq.read_table(run / "round_1" / "reward_model" / "scored.parquet")
     assert scored.column("rm_score").null_count == 0
-    assert scored.num_rows == pq.read_table(run / "round_1" / "score" / "scored.parquet").num_rows
+    # execution feedback: failed code prompts got revisions, which the RM scored beside the first tries
+    revised = manifest(run, "revise")["results"]
+    first_tries = pq.read_table(run / "round_1" / "score" / "scored.parquet").num_rows
+    assert revised["failed_prompts"] > 0
+    assert revised["revisions"] == 2 * (revised["failed_prompts"] - revised["too_long"])  # revise.samples = 2
+    assert scored.num_rows == revised["scored"] == first_tries + revised["revisions"]
+    rm_inputs = manifest(run, "reward_model")["inputs"]
+    assert rm_inputs[str(run / "round_1" / "revise")] == manifest(run, "revise")["output_id"]
+    assert f"    1  {revised['failed_prompts']:>14}  {revised['revisions']:>9}" in proc.stdout  # the report's line
     assert (run / "round_1" / "reward_model" / "model" / "config.json").exists()
     assert manifest(run, "select")["config"]["rm_weight"] == 0.1
 
