@@ -116,6 +116,8 @@ def _how_made(recipe: dict, summary: dict, round_: int) -> list[str]:
              f"- sampling: K = {g.get('num_samples')} samples per prompt, temperature {temp}, top_p {g.get('top_p')}, "
              f"max {g.get('max_tokens')} new tokens",
              f"- verifiers: {_inline(recipe.get('score', {}).get('verifiers', {}))}",
+             *([f"- execution feedback (Llama 3 §4.3.1): {_revise(recipe['revise'], summary, round_)}"]
+               if recipe.get("revise", {}).get("enabled") else []),
              f"- selection: {_inline(recipe.get('select', {}))}",
              "- reward model: " + (f"trained each round, weight {rm.get('weight')}{_rm_accuracy(summary, round_)}"
                                    if rm.get("enabled") else "none"),
@@ -130,6 +132,14 @@ def _how_made(recipe: dict, summary: dict, round_: int) -> list[str]:
                   for r in rows]
         lines.append("")
     return lines
+
+
+def _revise(cfg: dict, summary: dict, round_: int) -> str:
+    """The revise section and what it did in the rounds so far."""
+    done = [r["revise"] for r in summary["rounds"] if 1 <= r["round"] <= round_ and r.get("revise")]
+    failed, rescued = (sum(v[k] for v in done) for k in ("failed_prompts", "rescued_prompts"))
+    return (f"{cfg.get('capabilities')} prompts with no passing sample get the verifier's reason and "
+            f"{cfg.get('samples')} more tries; {rescued} of {failed} such prompts rescued so far")
 
 
 def _rm_accuracy(summary: dict, round_: int) -> str:

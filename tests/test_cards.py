@@ -66,3 +66,18 @@ def test_model_card_gives_the_reward_models_held_out_accuracy():
     text = cards.model_card(recipe, summary, 2, "base").text
     assert "weight 0.5; ranks 55.4% of 56 held-out pairs right (50% = chance)" in text
     assert "held-out pairs" not in cards.model_card(recipe, summary, 1, "base").text  # round 1 held none out
+
+
+def test_model_card_counts_the_prompts_execution_feedback_rescued():
+    import copy
+
+    recipe = recipe_dict(repo_id="me/m", push="final")
+    assert "execution feedback" not in cards.model_card(recipe, SUMMARY, 2, "base").text  # off by default
+    recipe["revise"] = {"enabled": True, "capabilities": ["code"], "samples": 2}
+    summary = copy.deepcopy(SUMMARY)
+    summary["rounds"][1]["revise"] = {"failed_prompts": 40, "revisions": 80, "rescued_prompts": 6}
+    summary["rounds"][2]["revise"] = {"failed_prompts": 30, "revisions": 60, "rescued_prompts": 9}
+    text = cards.model_card(recipe, summary, 2, "base").text
+    assert "- execution feedback (Llama 3 §4.3.1): ['code'] prompts with no passing sample get the verifier's " \
+           "reason and 2 more tries; 15 of 70 such prompts rescued so far" in text
+    assert "6 of 40 such prompts" in cards.model_card(recipe, summary, 1, "base").text  # up to the card's round
