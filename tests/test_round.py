@@ -250,7 +250,7 @@ def test_round_with_a_reward_model_scores_every_sample(recipe_file):
     # execution feedback: failed code prompts got revisions, which the RM scored beside the first tries
     revised = manifest(run, "revise")["results"]
     first_tries = pq.read_table(run / "round_1" / "score" / "scored.parquet").num_rows
-    assert revised["failed_prompts"] > 0
+    assert revised["failed_prompts"] > revised["too_long"]  # some revision conversations fit the context
     assert revised["revisions"] == 2 * (revised["failed_prompts"] - revised["too_long"])  # revise.samples = 2
     assert scored.num_rows == revised["scored"] == first_tries + revised["revisions"]
     rm_inputs = manifest(run, "reward_model")["inputs"]
