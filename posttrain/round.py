@@ -165,11 +165,13 @@ def run_rounds(recipe: Recipe, stop_after: tuple[int, str] | None = None, dry_ru
 
             engines.close()  # free the generation engine's memory before training
             start = base if recipe.sft.start_from == "base" else policy
-            sft_out = run.stage(r, "sft", outputs(recipe.sft), [start, mixed], lambda out: train_variants(
+            # Each trainer reads one table of the mix: the same table (by content) reuses the trained model.
+            sft_data, dpo_data = mixed.part("sft.parquet"), mixed.part("pairs.parquet")
+            sft_out = run.stage(r, "sft", outputs(recipe.sft), [start, sft_data], lambda out: train_variants(
                 out, recipe.sft, seed, lambda o, cfg, s: sft(o, start.model, _read(mixed, "sft"), cfg, s,
                                                              tracked(r, "sft"))),
                 resumable=True, mode="all")
-            policy = run.stage(r, "dpo", outputs(recipe.dpo), [sft_out, mixed], lambda out: train_variants(
+            policy = run.stage(r, "dpo", outputs(recipe.dpo), [sft_out, dpo_data], lambda out: train_variants(
                 out, recipe.dpo, seed, lambda o, cfg, s: dpo(o, sft_out.model, _read(mixed, "pairs"), cfg, s,
                                                              tracked(r, "dpo"))),
                 resumable=True, mode="all")
@@ -343,7 +345,7 @@ def dry_run(recipe: Recipe) -> int:
             print(f"{recipe.run_dir}: {len(would.reused)} stage(s) complete and reused"
                   + (f" (last: round {would.reused[-1][0]} {would.reused[-1][1]})" if would.reused else ""))
             print(f"first to run: round {would.round} {would.name}: {would.reason}")
-            print("then every stage after it (its inputs are new)")
+            print("then the stages after it whose inputs it changes")
         return 0
     if world().is_main:
         print(f"{recipe.run_dir}: every stage of the {recipe.rounds} round(s) is complete: nothing to run")

@@ -3,7 +3,9 @@
 A stage runs inside `<stage>.tmp/`; its manifest (fingerprint, inputs, row counts, wall time) is the
 last file written, then the folder is renamed into place, so a reader never sees a partial output.
 The fingerprint hashes the stage's config section and the `output_id` of every input stage: a changed
-section, or any upstream stage that reran, invalidates this stage and so everything after it.
+section, or any upstream stage that reran, invalidates this stage and so everything after it. An input
+may also be one table of a stage (`Part`), identified by the sha256 of its bytes (the manifest's
+`digests`): a rerun upstream that writes the same table then invalidates nothing downstream.
 """
 
 from __future__ import annotations
@@ -61,12 +63,48 @@ class StageOutput:
         """The model a stage produced: its `model/` folder, or the path/hub id the base stage resolved."""
         return self.manifest["results"].get("model_path") or str(self.path / "model")
 
+    def part(self, name: str) -> Part:
+        """One of this stage's tables, as another stage's input (see Part)."""
+        return Part(self, name)
+
+
+@dataclass(frozen=True)
+class Part:
+    """One table of a stage's output, as an input identified by its content: a stage that reads only the
+    SFT mix is reused when the mix stage reran but wrote the same SFT table (e.g. only select.min_margin
+    changed, which moves DPO pairs alone), instead of training again."""
+
+    output: StageOutput
+    name: str
+
+    @property
+    def path(self) -> Path:
+        return self.output.path / self.name
+
+    @property
+    def output_id(self) -> str:
+        digest = self.output.manifest.get("digests", {}).get(self.name)  # absent in older manifests
+        return f"sha256:{digest}" if digest else f"{self.output.output_id}/{self.name}"
+
 
 def _plain(obj: Any) -> Any:
     return dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else str(obj)
 
 
-def fingerprint(name: str, round_: int, config: Any, inputs: list[StageOutput]) -> str:
+def digests(folder: Path) -> dict[str, str]:
+    """{table file name: sha256 of its bytes} for a stage's top-level Parquet tables (pyarrow writes equal
+    tables as equal bytes, so equal digests mean equal data)."""
+    out = {}
+    for path in sorted(folder.glob("*.parquet")):
+        h = hashlib.sha256()
+        with path.open("rb") as f:
+            while chunk := f.read(1 << 22):
+                h.update(chunk)
+        out[path.name] = h.hexdigest()
+    return out
+
+
+def fingerprint(name: str, round_: int, config: Any, inputs: list[StageOutput | Part]) -> str:
     blob = json.dumps({"stage": name, "round": round_, "config": config, "inputs": [i.output_id for i in inputs]},
                       sort_keys=True, default=_plain)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -81,8 +119,8 @@ class StageReached(Exception):  # noqa: N818 - a stop, not an error
 
 
 class WouldRun(Exception):  # noqa: N818 - the answer of a dry run, not an error
-    """Raised by a dry run's `RunDir.stage` at the first stage that would run: every stage after it runs too
-    (its input is new). `reused`: the (round, stage) pairs before it that a real run reuses."""
+    """Raised by a dry run's `RunDir.stage` at the first stage that would run (the later stages that read
+    what it writes run too). `reused`: the (round, stage) pairs before it that a real run reuses."""
 
     def __init__(self, round_: int, name: str, reason: str, reused: list[tuple[int, str]]):
         super().__init__(f"round {round_} {name}: {reason}")
@@ -119,7 +157,7 @@ class RunDir:
         except (FileNotFoundError, json.JSONDecodeError):
             return None
 
-    def stage(self, round_: int, name: str, config: Any, inputs: list[StageOutput],
+    def stage(self, round_: int, name: str, config: Any, inputs: list[StageOutput | Part],
               fn: Callable[[Path], dict | None], *, resumable: bool = False, mode: str = "main",
               merge: Callable[[Path, list[Path], list[dict]], dict] | None = None) -> StageOutput:
         """Runs `fn(tmp_dir) -> {name: value}` unless a complete output with the same fingerprint exists.
@@ -138,7 +176,7 @@ class RunDir:
             raise StageReached(output)
         return output
 
-    def _stage(self, round_: int, name: str, config: Any, inputs: list[StageOutput],
+    def _stage(self, round_: int, name: str, config: Any, inputs: list[StageOutput | Part],
                fn: Callable[[Path], dict | None], *, resumable: bool = False, mode: str = "main",
                merge: Callable[[Path, list[Path], list[dict]], dict] | None = None) -> StageOutput:
         fp = fingerprint(name, round_, config, inputs)
@@ -172,7 +210,7 @@ class RunDir:
                 kill_if(stage_point(tmp, "written"))  # outputs in the temp folder, no manifest yet
                 manifest = {
                     "stage": name, "round": round_, "fingerprint": fp, "output_id": uuid.uuid4().hex,
-                    "inputs": {str(i.path): i.output_id for i in inputs}, "results": results,
+                    "inputs": {str(i.path): i.output_id for i in inputs}, "digests": digests(tmp), "results": results,
                     "wall_s": round(time.time() - start, 2), "finished_at": time.time(),
                     "config": json.loads(json.dumps(config, default=_plain)), "num_processes": w.size,
                 }
@@ -211,7 +249,7 @@ class RunDir:
         return results
 
 
-def why(done: StageOutput | None, config: Any, inputs: list[StageOutput], partial: bool = False) -> str:
+def why(done: StageOutput | None, config: Any, inputs: list[StageOutput | Part], partial: bool = False) -> str:
     """Why a stage runs: no output yet, a partial one to resume, its config's changed keys, or new inputs."""
     if partial:
         return "resumes from its partial output (checkpoints of the same fingerprint)"
@@ -224,8 +262,15 @@ def why(done: StageOutput | None, config: Any, inputs: list[StageOutput], partia
     was, now = done.manifest.get("inputs", {}), {str(i.path): i.output_id for i in inputs}
     moved = sorted(p for p in was.keys() | now.keys() if was.get(p) != now.get(p))
     if moved:
-        return "new inputs from " + ", ".join(str(Path(p).relative_to(Path(p).parents[1])) for p in moved)
+        return "new inputs from " + ", ".join(_in_run(p) for p in moved)
     return "its fingerprint changed (an older posttrain version wrote it)"
+
+
+def _in_run(path: str) -> str:
+    """A stage (or stage table) path from its round folder on: round_1/mix/sft.parquet."""
+    parts = Path(path).parts
+    at = max((i for i, p in enumerate(parts) if p.startswith("round_")), default=max(0, len(parts) - 2))
+    return "/".join(parts[at:])
 
 
 def _changed(old: Any, new: Any, key: str = "") -> list[tuple[str, Any, Any]]:

@@ -215,10 +215,15 @@ def test_changed_section_reruns_that_stage_and_after(full_run):
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert f"first to run: round 1 dpo: recipe changed: beta: {old_beta!r} -> 0.2\n" in proc.stdout
     assert {p: p.stat().st_mtime_ns for p in full_run.rglob("*")} == files  # a dry run writes nothing
-    proc = run_cli("round", "--recipe", str(full_run.parents[1] / "recipe.yaml"), "dpo.beta=0.2")
+    # select.min_margin moves DPO pairs only: select and mix rerun, and write the same SFT table, so the
+    # trained SFT model is reused (its input is that table's content); DPO trains again (its beta changed).
+    sft_table = manifest(full_run, "mix")["digests"]["sft.parquet"]
+    proc = run_cli("round", "--recipe", str(full_run.parents[1] / "recipe.yaml"), "dpo.beta=0.2",
+                   "select.min_margin=0.6")
     assert proc.returncode == 0, proc.stderr[-4000:]
     after = {s: manifest(full_run, s)["output_id"] for s in before}
-    assert {s for s in before if before[s] == after[s]} == {"generate", "score", "select", "mix", "sft"}
+    assert {s for s in before if before[s] == after[s]} == {"generate", "score", "sft"}
+    assert manifest(full_run, "mix")["digests"]["sft.parquet"] == sft_table
     assert manifest(full_run, "dpo")["config"]["beta"] == 0.2
 
 

@@ -349,3 +349,38 @@ def test_dry_run_of_a_missing_run_dir_creates_nothing(tmp_path):
     with pytest.raises(WouldRun, match="round 0 base: not run yet"):
         RunDir(tmp_path / "new", dry_run=True).stage(0, "base", {}, [], Stage())
     assert not (tmp_path / "new").exists()
+
+
+# --------------------------------------------------------------------------- inputs by content
+
+
+def test_a_stage_reading_one_table_is_reused_when_its_upstream_reran_but_wrote_the_same_table(rd):
+    def mix(pairs: str):
+        def fn(tmp: Path) -> dict:
+            (tmp / "sft.parquet").write_bytes(b"the same sft rows")
+            (tmp / "pairs.parquet").write_bytes(pairs.encode())
+            return {}
+        return fn
+
+    mixed = rd.stage(1, "mix", {"min_margin": 0.5}, [], mix("pairs at 0.5"))
+    assert set(mixed.manifest["digests"]) == {"pairs.parquet", "sft.parquet"}
+    sft, dpo = Stage(), Stage()
+    rd.stage(1, "sft", {}, [mixed.part("sft.parquet")], sft)
+    rd.stage(1, "dpo", {}, [mixed.part("pairs.parquet")], dpo)
+    remixed = rd.stage(1, "mix", {"min_margin": 0.7}, [], mix("fewer pairs at 0.7"))
+    assert remixed.output_id != mixed.output_id  # the stage reran
+    sft_again = rd.stage(1, "sft", {}, [remixed.part("sft.parquet")], sft)
+    rd.stage(1, "dpo", {}, [remixed.part("pairs.parquet")], dpo)
+    assert (sft.calls, dpo.calls) == (1, 2)  # same SFT table: reused; new pairs: DPO trains again
+    assert sft_again.manifest["inputs"] == {str(remixed.path / "sft.parquet"): remixed.part("sft.parquet").output_id}
+    dry = RunDir(rd.root, dry_run=True)
+    from posttrain.rundir import WouldRun
+
+    with pytest.raises(WouldRun, match=r"new inputs from round_1/mix/pairs\.parquet"):
+        dry.stage(1, "dpo", {}, [mixed.part("pairs.parquet")], Stage())
+
+
+def test_a_part_of_an_older_manifest_without_digests_is_identified_by_the_stage_run(rd):
+    out = rd.stage(1, "mix", {}, [], Stage())
+    old = StageOutput(out.path, {k: v for k, v in out.manifest.items() if k != "digests"})
+    assert old.part("sft.parquet").output_id == f"{out.output_id}/sft.parquet"
