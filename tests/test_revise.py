@@ -109,3 +109,10 @@ def test_bad_revise_settings_name_their_key(override, key):
 
     with pytest.raises(RecipeError, match=key.replace(".", r"\.")):
         load_recipe(Path(__file__).resolve().parents[1] / "recipes" / "tiny.yaml", [override])
+
+
+def test_the_revise_command_needs_revise_on(capsys):
+    from posttrain.cli import main
+
+    assert main(["revise", "--recipe", str(Path(__file__).resolve().parents[1] / "recipes" / "tiny.yaml")]) == 2
+    assert "revise.enabled is false" in capsys.readouterr().err
