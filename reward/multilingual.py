@@ -19,10 +19,10 @@ Script: when the language tag names one (BCP 47: "zh-Hant", "sr-Latn", "sr_Cyrl"
 "zh-TW"/"zh-HK"/"zh-MO" read as zh-Hant, "zh-CN"/"zh-SG"/"zh-MY" as zh-Hans, as CLDR's likely scripts
 have it), at least MIN_SCRIPT_SHARE of the prose's letters must be in it, a letter's script read from
 its Unicode name (LATIN, CYRILLIC, CJK, HIRAGANA, ...). Hans and Hant share the Han block, so for them
-the Han share is checked, then the characters written differently in the two (们/們, 这/這, 说/說, ...:
-a table of ~110 common pairs, each character used only in its own script): at least MIN_SCRIPT_SHARE
-of those that occur must be of the expected script. A reply with none of them (short, or only shared
-characters, or differing ones outside the table) passes the script check: nothing known tells them apart.
+the Han share is checked, then the characters used in only one of the two (们/們, 这/這, 说/說, ...: from
+CC-CEDICT's character sets, shipped by the zhon package): at least MIN_SCRIPT_SHARE of those that occur
+must be of the expected script. A reply with none of them (short, or only characters both scripts use)
+passes the script check: nothing tells them apart.
 
 Answer: reward.math's extraction (which reads "La réponse est 12", "答案是12", "Ответ: 12", ...) and
 math-verify equivalence against `answer`; its reasons are reported as they are. Without an answer (a
@@ -67,16 +67,16 @@ NAME_SCRIPT = {"LATIN": "Latn", "CYRILLIC": "Cyrl", "GREEK": "Grek", "ARABIC": "
                "DEVANAGARI": "Deva", "CJK": "Hani", "HIRAGANA": "Hira", "KATAKANA": "Kana", "HANGUL": "Hang",
                "THAI": "Thai"}  # for reasons; any other script is reported by its Unicode name
 REGION_SCRIPT = {"zh": {"tw": "Hant", "hk": "Hant", "mo": "Hant", "cn": "Hans", "sg": "Hans", "my": "Hans"}}
-# Common characters written differently in Simplified and Traditional Chinese, each used only in its own
-# script (no 后/後, 里/裡, 干/乾, 台/臺, ...: their simplified form is also a traditional character).
-HAN_PAIRS = ("们們 个個 这這 东東 来來 为為 时時 会會 说說 对對 国國 学學 么麼 过過 还還 开開 问問 题題 数數 与與"
-             " 从從 买買 卖賣 苹蘋 长長 门門 车車 书書 见見 认認 识識 语語 话話 读讀 写寫 钱錢 银銀 头頭 现現"
-             " 实實 经經 给給 结結 总總 边邊 进進 远遠 运運 动動 场場 将將 员員 间間 关關 气氣 电電 两兩 样樣"
-             " 应應 该該 请請 让讓 谁誰 论論 设設 计計 减減 积積 圆圓 线線 点點 级級 组組 岁歲 张張 块塊 辆輛"
-             " 笔筆 鸡雞 鱼魚 鸟鳥 马馬 条條 亿億 费費 贵貴 单單 双雙 华華 汉漢 众眾 乐樂 爱愛 师師 变變 传傳"
-             " 农農 业業 处處 选選 饭飯 试試 练練 习習 页頁 类類 图圖 发發 发髮 为爲 么麽").split()
-SIMPLIFIED_ONLY = frozenset(p[0] for p in HAN_PAIRS)
-TRADITIONAL_ONLY = frozenset(p[1] for p in HAN_PAIRS)
+
+
+@cache
+def han_only() -> tuple[frozenset[str], frozenset[str]]:
+    """(characters used only in Simplified, only in Traditional Chinese): CC-CEDICT's character sets as the
+    zhon package ships them (~2,300 and ~2,700; 后, 里, 面, ... are in both: a traditional text uses them too)."""
+    from zhon import cedict
+
+    simplified, traditional = frozenset(cedict.simplified), frozenset(cedict.traditional)
+    return simplified - traditional, traditional - simplified
 
 
 def score(completions: list, language: list | None = None, answer: list | None = None,
@@ -141,8 +141,9 @@ def script_mismatch(text: str, script: str) -> str | None:
         return (f"only {share:.0%} of letters in {script}" if top in SCRIPTS[script]
                 else f"got {got}, expected {script}")
     if script in ("Hans", "Hant"):
-        simplified = sum(ch in SIMPLIFIED_ONLY for ch in words)
-        traditional = sum(ch in TRADITIONAL_ONLY for ch in words)
+        simplified_only, traditional_only = han_only()
+        simplified = sum(ch in simplified_only for ch in words)
+        traditional = sum(ch in traditional_only for ch in words)
         own, other = (simplified, traditional) if script == "Hans" else (traditional, simplified)
         if own + other and own / (own + other) < MIN_SCRIPT_SHARE:
             return f"got {'Hant' if script == 'Hans' else 'Hans'}, expected {script}"

@@ -198,6 +198,18 @@ def test_script_checks_without_an_answer_and_mixed_scripts():
     assert gate(FRENCH, "fr-Qaaa") == Verdict(None, "not applicable: unknown script Qaaa in fr-Qaaa")
 
 
+def test_hans_and_hant_are_told_apart_by_the_full_character_sets():
+    # 医/醫 and 药/藥 are the only characters here written differently in the two scripts, and neither is
+    # among the ~110 common pairs the check used before (it passed both texts under either tag)
+    simplified, traditional = "我在医院看病，医生很好，药也很好。", "我在醫院看病，醫生很好，藥也很好。"
+    assert gate(simplified, "zh-Hans") == gate(traditional, "zh-Hant") == Verdict(
+        1.0, "correct language (no answer to check)")
+    assert gate(simplified, "zh-Hant") == Verdict(0.0, "wrong script: got Hans, expected Hant")
+    assert gate(traditional, "zh-Hans") == Verdict(0.0, "wrong script: got Hant, expected Hans")
+    # 后 and 里 are traditional characters too (后 "empress", 里 "village"): they do not count against zh-Hant
+    assert gate("我後來在鄰里的醫院工作，皇后也來過。", "zh-Hant").reward == 1.0
+
+
 def test_the_round_ranks_only_replies_that_pass_the_gate():
     """An answerless French prompt: the English reply now fails (it was 'not applicable', left out of the
     gate) so a reward model that prefers it cannot make it the SFT example."""
