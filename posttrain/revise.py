@@ -68,6 +68,7 @@ def revise(out: Path, engine: Engine, scored: pa.Table, prompts: pa.Table, token
     after = dict(zip(first_index["prompt_id"].to_pylist(), first_index["sample_index_max"].to_pylist()))
     for row in rows:  # the revisions continue the prompt's sample indices
         row["sample_index"] += after[row["prompt_id"]] + 1
+        row["logprob"] = None  # sampled after the feedback turn: not a logprob given the prompt alone
     revisions = score_samples(schema.from_records(rows, "samples"), prompts, score_cfg)
     rescued = {r["prompt_id"] for r in revisions.select(["prompt_id", "reward"]).to_pylist()
                if r["reward"] is not None and r["reward"] >= pass_threshold}

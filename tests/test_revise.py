@@ -84,6 +84,7 @@ def test_revisions_see_the_failure_and_join_the_table_as_more_samples(tmp_path):
     table = schema.read(tmp_path / "scored.parquet", "scored")
     new = table.slice(FIRST_TRY.num_rows).to_pylist()
     assert [(r["prompt_id"], r["sample_index"], r["reward"]) for r in new] == [("a", 2, 1.0), ("a", 3, 0.0)]
+    assert [r["logprob"] for r in new] == [None, None]  # not a logprob given the prompt alone
     assert table.slice(0, FIRST_TRY.num_rows).equals(FIRST_TRY)  # the first tries are kept as they were
     # selection: the revision is a's SFT answer to the original prompt, and chosen over a failing first try
     sft, pairs = select(table.to_pylist(), {p["id"]: p for p in PROMPTS.to_pylist()}, SelectConfig(), 0, 1)
