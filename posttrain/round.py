@@ -76,6 +76,9 @@ def run_rounds(recipe: Recipe, stop_after: tuple[int, str] | None = None, dry_ru
                    "world_version": WORLD_VERSION}
     prompts = run.stage(0, "prompts", prompts_cfg, [], lambda out: load_prompts(out, recipe.prompts, seed))
     train, heldout = (schema.read(prompts.path / f"{s}.parquet", "prompts") for s in ("train", "heldout"))
+    # Stages read one of the two tables, as an input by content: a prompts rerun that leaves it unchanged
+    # (e.g. a new eval-only source) reruns none of them.
+    train_in, heldout_in = prompts.part("train.parquet"), prompts.part("heldout.parquet")
     ev = recipe.eval
     benchmarks = run.stage(0, "benchmarks", {"benchmarks": ev.benchmarks, "limit": ev.limit, "seed": seed}, [],
                            lambda out: load_benchmarks(out, ev.benchmarks, ev.limit, seed))
@@ -91,7 +94,7 @@ def run_rounds(recipe: Recipe, stop_after: tuple[int, str] | None = None, dry_ru
 
     with Engines(recipe.generate, seed, recipe.generate.max_model_len) as engines:
         def evaluate(r: int, policy: StageOutput) -> StageOutput:
-            return run.stage(r, "eval", eval_cfg, [policy, prompts, benchmarks], lambda out: evaluate_shard(
+            return run.stage(r, "eval", eval_cfg, [policy, heldout_in, benchmarks], lambda out: evaluate_shard(
                 out, engines.get(policy.model), _tokenizer(policy), sets, ev, recipe.score, seed, engines.world),
                 mode="shards", merge=lambda out, dirs, res: merge_evals(out, dirs, res, sets, ev))
 
@@ -119,20 +122,20 @@ def run_rounds(recipe: Recipe, stop_after: tuple[int, str] | None = None, dry_ru
             # With a temperature schedule, whether this is the last round changes what is sampled.
             gen_cfg = outputs(recipe.generate) if recipe.generate.temperature_range is None else {
                 "generate": outputs(recipe.generate), "last_round": r == recipe.rounds}
-            samples = run.stage(r, "generate", gen_cfg, [policy, prompts], lambda out: generate(
+            samples = run.stage(r, "generate", gen_cfg, [policy, train_in], lambda out: generate(
                 out, engines.get(policy.model), shard(train, engines.world), _tokenizer(policy), recipe.generate,
                 round_seed, last_round=r == recipe.rounds),
                 mode="shards", merge=lambda out, dirs, res: merge_samples(out, dirs, res, train))
             threshold = recipe.select.pass_threshold  # what counts as a pass in the stage's pass_rate
             tried = run.stage(r, "score", {"score": outputs(recipe.score), "pass_threshold": threshold},
-                              [samples, prompts], lambda out: score(
+                              [samples, train_in], lambda out: score(
                 out, shard(_read(samples, "samples"), w, "prompt_id"), train, recipe.score, threshold),
                 mode="shards", merge=lambda out, dirs, res: merge_scored(out, dirs, res, train, threshold))
             scored = tried
             if recipe.revise.enabled:  # failed code gets its error back and more tries (Llama 3 §4.3.1)
                 revise_cfg = {"revise": recipe.revise, "generate": outputs(recipe.generate),
                               "score": outputs(recipe.score), "pass_threshold": threshold}
-                scored = run.stage(r, "revise", revise_cfg, [policy, tried, prompts], lambda out: revise(
+                scored = run.stage(r, "revise", revise_cfg, [policy, tried, train_in], lambda out: revise(
                     out, engines.get(policy.model), shard(_read(tried, "scored"), engines.world, "prompt_id"), train,
                     _tokenizer(policy), recipe.revise, recipe.generate, recipe.score, threshold, round_seed),
                     mode="shards", merge=lambda out, dirs, res: merge_revised(out, dirs, res, train))
@@ -142,13 +145,13 @@ def run_rounds(recipe: Recipe, stop_after: tuple[int, str] | None = None, dry_ru
                 rm_cfg = {"rm": outputs(recipe.reward_model, "weight"),  # the weight only ranks, in select
                           "pass_threshold": recipe.select.pass_threshold,
                           "files": digests(recipe.reward_model.preference_sources)}
-                scored = run.stage(r, "reward_model", rm_cfg, [base, *score_stages, prompts], lambda out: reward_model(
+                scored = run.stage(r, "reward_model", rm_cfg, [base, *score_stages, train_in], lambda out: reward_model(
                     out, base.model, [_read(s, "scored") for s in score_stages], train, recipe.reward_model,
                     recipe.select.pass_threshold, seed, tracked(r, "reward_model")), resumable=True, mode="all")
             ranked.append(scored)  # what selection ranked: the RM stage's table when an RM is trained
             rm_weight = recipe.reward_model.weight
             selected.append(run.stage(r, "select", {"select": recipe.select, "rm_weight": rm_weight},
-                                      [scored, prompts], lambda out: select(
+                                      [scored, train_in], lambda out: select(
                 out, _read(scored, "scored"), train, recipe.select, seed, r, rm_weight)))
             # The paper re-fine-tunes the base on all SFT data so far; `previous` continues on this round's.
             first = 1 if recipe.sft.start_from == "base" else r
@@ -156,7 +159,7 @@ def run_rounds(recipe: Recipe, stop_after: tuple[int, str] | None = None, dry_ru
             if recipe.mix.judge.model is not None:  # an LLM judge tags the round's new SFT examples
                 judged.append(judge(r, policy, selected[-1]))
             judgments = judged[first - 1:]
-            mixed = run.stage(r, "mix", recipe.mix, [*history, *scores.values(), prompts, benchmarks, *judgments],
+            mixed = run.stage(r, "mix", recipe.mix, [*history, *scores.values(), heldout_in, benchmarks, *judgments],
                               lambda out: mix(
                 out, [_read(s, "sft") for s in history], _read(selected[-1], "pairs"), eval_prompts, recipe.mix,
                 seed, scored={i: _read(s, "scored") for i, s in scores.items()},

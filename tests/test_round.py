@@ -126,6 +126,11 @@ def test_rerun_reuses_every_stage(full_run):
     proc = run_cli("round", "--recipe", str(full_run.parents[1] / "recipe.yaml"), "--dry-run")
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "every stage of the 1 round(s) is complete: nothing to run" in proc.stdout
+    # stages name the prompt table they read, by content: a prompts rerun that keeps it reruns nothing
+    prompts = manifest(full_run, "prompts", round_=0)
+    assert manifest(full_run, "generate")["inputs"][str(full_run / "round_0" / "prompts" / "train.parquet")] == \
+        "sha256:" + prompts["digests"]["train.parquet"]
+    assert str(full_run / "round_0" / "prompts" / "heldout.parquet") in manifest(full_run, "eval")["inputs"]
     proc = run_cli("round", "--recipe", str(full_run.parents[1] / "recipe.yaml"))
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert {s: manifest(full_run, s)["output_id"] for s in STAGE_TABLES} == before
