@@ -10,11 +10,14 @@ DeepSpeed / FSDP; everything else runs once, on the main process.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.compute as pc
+
+log = logging.getLogger("posttrain")
 
 
 @dataclass(frozen=True)
@@ -64,10 +67,16 @@ def shutdown(wait: bool = True) -> None:
     every rank (a clean end); False on a failing rank, whose peers may never reach that barrier."""
     import torch.distributed as dist
 
-    if dist.is_available() and dist.is_initialized():
-        if wait:
-            dist.barrier()
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    if wait:
+        dist.barrier()
         dist.destroy_process_group()
+        return
+    try:  # a failing rank: its own error is the one to report, not a teardown error of a broken group
+        dist.destroy_process_group()
+    except Exception as e:  # noqa: BLE001
+        log.warning("ending the process group after a failure: %s", e)
 
 
 def owner(prompt_id: str, size: int) -> int:

@@ -109,3 +109,18 @@ def test_every_command_ends_its_process_group_and_a_failing_one_waits_for_no_pee
         assert cli.main([]) == 0
     assert not dist.is_initialized()  # no rank leaves with its group alive (it can abort at exit)
     assert barriers == ([] if fail else [1])  # a failing rank's peers may never reach a barrier: it does not wait
+
+
+def test_a_failing_commands_error_is_not_replaced_by_a_teardown_error(monkeypatch):
+    import torch.distributed as dist
+
+    from posttrain import cli
+
+    real_destroy = dist.destroy_process_group
+    monkeypatch.setattr(cli, "build_parser", lambda: _command_in_a_process_group(fail=True))
+    monkeypatch.setattr(dist, "destroy_process_group", lambda *a: (_ for _ in ()).throw(RuntimeError("broken group")))
+    try:
+        with pytest.raises(RuntimeError, match="the stage failed"):
+            cli.main([])
+    finally:
+        real_destroy()
