@@ -26,7 +26,7 @@ import yaml
 
 from posttrain import schema
 from posttrain.config import Recipe, load_recipe
-from posttrain.dist import barrier, shard, shutdown, world
+from posttrain.dist import barrier, shard, world
 from posttrain.rundir import RunDir, StageOutput, storage, write_json
 from posttrain.tiny.world import WORLD_VERSION
 
@@ -194,7 +194,7 @@ def run_rounds(recipe: Recipe, stop_after: tuple[int, str] | None = None, dry_ru
         with storage(run.root, "write the summary and report"):
             write_json(run.root / "summary.json", summary)
             report.write_report(run.root, summary, recipe.mix.targets)
-    shutdown()  # every rank here: the process group ends cleanly
+    barrier()  # every rank here (cli.main then ends the process group)
     return summary
 
 
@@ -325,7 +325,7 @@ def run_command(args: argparse.Namespace) -> int:
 
     setup_logging()
     recipe = load_recipe(args.recipe, args.overrides)
-    if getattr(args, "dry_run", False):
+    if args.dry_run:
         return dry_run(recipe)
     log.info("recipe %s:\n%s", args.recipe,
              yaml.safe_dump(json.loads(json.dumps(dataclasses.asdict(recipe))), sort_keys=False))

@@ -210,9 +210,9 @@ class RunDir:
                 kill_if(stage_point(tmp, "written"))  # outputs in the temp folder, no manifest yet
                 manifest = {
                     "stage": name, "round": round_, "fingerprint": fp, "output_id": uuid.uuid4().hex,
-                    "inputs": {str(i.path): i.output_id for i in inputs}, "digests": digests(tmp), "results": results,
+                    "inputs": _input_ids(inputs), "digests": digests(tmp), "results": results,
                     "wall_s": round(time.time() - start, 2), "finished_at": time.time(),
-                    "config": json.loads(json.dumps(config, default=_plain)), "num_processes": w.size,
+                    "config": _as_json(config), "num_processes": w.size,
                 }
                 _write_json(tmp / MANIFEST, manifest)  # written last: its presence means the stage is complete
         if w.is_main:
@@ -255,15 +255,25 @@ def why(done: StageOutput | None, config: Any, inputs: list[StageOutput | Part],
         return "resumes from its partial output (checkpoints of the same fingerprint)"
     if done is None:
         return "not run yet"
-    old, new = done.manifest.get("config"), json.loads(json.dumps(config, default=_plain))
+    old, new = done.manifest.get("config"), _as_json(config)
     changed = [f"{key}: {a!r} -> {b!r}" for key, a, b in _changed(old, new)]
     if changed:
         return "recipe changed: " + "; ".join(changed[:5]) + (f"; {len(changed) - 5} more" if len(changed) > 5 else "")
-    was, now = done.manifest.get("inputs", {}), {str(i.path): i.output_id for i in inputs}
+    was, now = done.manifest.get("inputs", {}), _input_ids(inputs)
     moved = sorted(p for p in was.keys() | now.keys() if was.get(p) != now.get(p))
     if moved:
         return "new inputs from " + ", ".join(_in_run(p) for p in moved)
     return "its fingerprint changed (an older posttrain version wrote it)"
+
+
+def _as_json(config: Any) -> Any:
+    """A stage's config as its manifest records it (dataclasses as dicts, paths as strings)."""
+    return json.loads(json.dumps(config, default=_plain))
+
+
+def _input_ids(inputs: list[StageOutput | Part]) -> dict[str, str]:
+    """{input path: output id}, as the manifest records a stage's inputs."""
+    return {str(i.path): i.output_id for i in inputs}
 
 
 def _in_run(path: str) -> str:

@@ -272,7 +272,7 @@ from posttrain.dpo import dpo
 model_dir, pairs_file, out = map(Path, sys.argv[1:])
 cfg = DPOConfig(batch_size=2, precompute_ref_log_probs=True, group_by_length=True)
 print(f"steps {dpo(out, model_dir, pq.read_table(pairs_file), cfg, seed=0)['steps']}", flush=True)
-shutdown()  # as round.py does: a rank leaving with the process group alive can abort at exit
+shutdown()  # as every posttrain command does (cli.main): a rank leaving with the process group alive can abort at exit
 """
 
 
