@@ -219,9 +219,21 @@ def run_variant(workdir: Path, device: str, name: str, warmup: int, steps: int) 
                    "pairs_per_s_epoch": round(len(ds) / (len(ds) / rate + timing["precompute_s"]), 3)}
     if cuda:
         result["peak_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 1)
+        # the baseline's (../shared/gpu) MFU: 6 x matmul parameters x tokens/s over the dense bf16 peak
+        result["mfu_6N"] = round(6 * matmul_params(trainer.model.config) * result["tokens_per_s"] / PEAK_BF16, 3)
     else:
         result["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     return result
+
+
+PEAK_BF16 = 989e12  # H100/H200 SXM dense bf16, the datasheet's figure (the baseline's MFU denominator)
+
+
+def matmul_params(cfg) -> int:
+    """Parameters that take part in a matmul per token: the layers' projections and the LM head."""
+    h, i, layers, v = cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers, cfg.vocab_size
+    kv = h // cfg.num_attention_heads * cfg.num_key_value_heads
+    return layers * (2 * h * h + 2 * h * kv + 3 * h * i) + v * h
 
 
 # --------------------------------------------------------------------------- driver
@@ -290,6 +302,8 @@ def main() -> None:
 def format_row(r: dict, results: dict) -> str:
     """One variant's line, with its ratio to the `_trl` variant in `results` (when there is one)."""
     mem = f"{r['peak_gib']} GiB" if "peak_gib" in r else f"{r['peak_rss_mib']} MiB RSS"
+    if "mfu_6N" in r:
+        mem += f", MFU {r['mfu_6N']:.1%}"
     if r["name"].startswith("sft"):
         base = results.get("sft_trl")
         ratio = f"  {r['tokens_per_s'] / base['tokens_per_s']:.2f}x" if base else ""

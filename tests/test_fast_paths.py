@@ -288,7 +288,8 @@ def test_precomputed_reference_log_probs_under_two_ranks(tmp_path, model_dir, pa
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
            "--main_process_port", str(random.randint(20000, 40000)), str(tmp_path / "two_ranks.py"),
            str(model_dir), str(tmp_path / "pairs.parquet"), str(tmp_path / "dpo")]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "CUDA_VISIBLE_DEVICES": ""}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+           "CUDA_VISIBLE_DEVICES": ""}
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count(f"steps {pairs.num_rows // 4}") == 2  # 2 pairs per rank and step

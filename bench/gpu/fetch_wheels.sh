@@ -9,3 +9,5 @@ PY=${PY:-../../.venv/bin/python}
   --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d wheels \
   trl==1.16.0 datasets==5.2.0 dill==0.4.1 multiprocess==0.70.19 liger-kernel==0.8.5
 ls wheels
+# the team's baseline script travels with them (run.sh runs it on the same card, after the stages' bench)
+cp ../../../shared/gpu/trl_baseline.py wheels/ 2>/dev/null || echo "no ../shared/gpu/trl_baseline.py: the baseline part is skipped"

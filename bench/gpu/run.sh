@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Issue 7 on one GPU, in one go (~7 min on an H100; every part has its own timeout):
+# Issue 7 on one GPU, in one go (~8 min at most: every part has its own timeout):
 #   1. install the wheels the image lacks (bench/gpu/fetch_wheels.sh fetched them here),
-#   2. tests/test_fast_paths.py on CUDA (float32): packing, precomputed reference log-probs, gradient
-#      checkpointing and length grouping train exactly like the plain TRL path,
-#   3. bench/train_throughput.py --device cuda: TRL defaults vs the stage's fast switches on a random
-#      Llama-3.2-1B-shaped model (lengths ~600, max 2048, bf16 autocast), one process per variant.
-# Run from the repository root; results land in $OUT (env.txt, tests.log, throughput.log, throughput.jsonl).
-# VARIANTS="..." replaces the bench's variant list; TESTS=0 skips part 2.
+#   2. bench/train_throughput.py --device cuda: TRL defaults vs the stage's fast switches on a random
+#      Llama-3.2-1B-shaped model (lengths ~600, max 2048, bf16 autocast), one process per variant,
+#   3. the team's baseline script (plain TRL, bf16 weights) on the same card,
+#   4. tests/test_fast_paths.py on CUDA (float32): packing, precomputed reference log-probs, gradient
+#      checkpointing and length grouping train exactly like the plain TRL path.
+# Run from the repository root; results land in $OUT (env.txt, throughput.log, throughput.jsonl,
+# baseline.jsonl, tests.log). VARIANTS="..." replaces the bench's variant list; BASELINE=0 and TESTS=0 skip 3, 4.
 set -u
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/gpu_out}
@@ -23,16 +24,26 @@ print(torch.cuda.get_device_name(), '| torch', torch.__version__, '| transformer
       '| peft', peft.__version__)" 2>&1 | tee "$OUT/env.txt"
 nvidia-smi --query-gpu=name,memory.total,memory.used --format=csv,noheader | tee -a "$OUT/env.txt"
 
+# Most important first: every part has its own timeout, and what finished is already in $OUT.
+timeout 300 python3 bench/train_throughput.py --device cuda --timeout 100 --workdir /tmp/throughput \
+  --out "$OUT/throughput.jsonl" \
+  --variants ${VARIANTS:-sft_trl sft_nogc sft_fast dpo_trl dpo_fast dpo_precompute sft_fast_liger sft_packed} \
+  2>&1 | tee "$OUT/throughput.log"
+echo "bench: exit ${PIPESTATUS[0]}"
+
+# The team's baseline script (../shared/gpu/trl_baseline.py, copied beside the wheels by fetch_wheels.sh) on
+# the same card: plain TRL on bf16 weights, SFT without gradient checkpointing, DPO with a reference model.
+if [ -f bench/gpu/wheels/trl_baseline.py ] && [ "${BASELINE:-1}" = 1 ]; then
+  for v in matmul sft_padded dpo_default; do
+    VARIANT=$v OUT=/tmp/anchor timeout 75 python3 bench/gpu/wheels/trl_baseline.py 2>&1 | grep '^{' \
+      | tee -a "$OUT/baseline.jsonl"
+  done
+fi
+
 if [ "${TESTS:-1}" = 1 ]; then
   # Not here: the liger test (it loads a recipe, whose checks import packages the image lacks) and the
   # torch.compile test (minutes of compiling on a GPU for a model this small).
-  timeout 120 python3 -m pytest -q -p no:cacheprovider tests/test_fast_paths.py \
+  timeout 90 python3 -m pytest -q -p no:cacheprovider tests/test_fast_paths.py \
     -k "not liger_kernel_without and not torch_compile" > "$OUT/tests.log" 2>&1
   echo "tests: exit $?"; grep -E "passed|failed|^E " "$OUT/tests.log" | head -20
 fi
-
-timeout 420 python3 bench/train_throughput.py --device cuda --timeout 110 --workdir /tmp/throughput \
-  --out "$OUT/throughput.jsonl" \
-  --variants ${VARIANTS:-sft_trl sft_packed_flat sft_packed sft_fast sft_fast_liger dpo_trl dpo_precompute dpo_fast} \
-  2>&1 | tee "$OUT/throughput.log"
-echo "bench: exit ${PIPESTATUS[0]}"
