@@ -19,6 +19,7 @@ peak RSS is per process) and times the steps after `--warmup`:
   dpo_trl      stage defaults = TRL defaults: a reference forward every step, gradient checkpointing
   dpo_precompute  reference log-probs precomputed once
   dpo_fast     precomputed reference, length-grouped batches, no gradient checkpointing (dpo_fast_liger: + Liger)
+  dpo_padding_free  dpo_fast with each batch's sequences packed into rows (no compute on padding)
 
 SFT reports tokens/s (tokens that are not padding). DPO reports pairs/s at the data set's mean pair
 length (real tokens/s over mean real tokens per pair: length-grouped batches come longest first, so raw
@@ -60,6 +61,7 @@ VARIANTS = {
     "sft_fast_compile": {**FAST, "torch_compile": True},
     "dpo_trl": {}, "dpo_precompute": {"precompute_ref_log_probs": True}, "dpo_fast": DPO_FAST,
     "dpo_fast_liger": {**DPO_FAST, "use_liger_kernel": True},
+    "dpo_padding_free": {**DPO_FAST, "padding_free": True},
 }
 # 1,500 made-up two-syllable words, each one token once the tokenizer has learned them
 SYLLABLES = [c + v for c in "bdfgklmnprstvz" for v in "aeiou"]

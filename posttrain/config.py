@@ -259,6 +259,10 @@ class DPOConfig:
     # the pairs before training, instead of a reference forward in every step; no reference copy is kept.
     precompute_ref_log_probs: bool = False
     group_by_length: bool = False  # batches of pairs of similar length (less padding); every pair still once per epoch
+    # The batch's chosen and rejected sequences packed into as few rows as fit (rows as wide as its longest
+    # sequence, position ids restarting per sequence so none attends to another): no compute on padding.
+    # Loss and gradients equal the padded batch's (posttrain/dpo.py, tests/test_fast_paths.py).
+    padding_free: bool = False
     gradient_checkpointing: bool = True  # TRL's default: recompute activations in backward (less memory, slower)
     use_liger_kernel: bool = False  # Liger's Triton kernels (RMSNorm, RoPE, SwiGLU); needs liger-kernel and a GPU
     torch_compile: bool = False  # torch.compile the model (the first steps pay the compile time)

@@ -89,9 +89,9 @@ def dpo_trainer(out: Path, sft_model: str | Path, pairs: pa.Table, cfg: DPOConfi
                                                max_length=cfg.max_length,
                                                masked_token_ids=formatting_token_ids(tokenizer))
     # With LoRA the reference is the same model with its adapters off: no second copy in memory.
-    trainer_cls = LengthGroupedDPOTrainer if cfg.group_by_length else DPOTrainer
-    trainer = trainer_cls(**{"model": str(sft_model), **lora_args(cfg.lora, sft_model)}, args=args,
-                          data_collator=collator, train_dataset=dataset, processing_class=tokenizer)
+    trainer = StageDPOTrainer(**{"model": str(sft_model), **lora_args(cfg.lora, sft_model)}, args=args,
+                              data_collator=collator, train_dataset=dataset, processing_class=tokenizer,
+                              group_by_length=cfg.group_by_length, padding_free=cfg.padding_free)
     _release_reference_engine(trainer)
     return trainer, tokenizer
 
@@ -109,12 +109,23 @@ def _release_reference_engine(trainer) -> None:
         trainer._precompute_engine = None
 
 
-class LengthGroupedDPOTrainer(DPOTrainer):
-    """DPOTrainer whose batches hold pairs of similar length (`DPOConfig.group_by_length`): transformers'
-    LengthGroupedSampler shuffles, cuts megabatches of 50 batches and sorts each by length, so every pair is
-    still seen once per epoch but a batch pads its chosen and rejected rows to less."""
+class StageDPOTrainer(DPOTrainer):
+    """TRL's DPOTrainer with two switches of the stage.
+
+    `group_by_length`: batches hold pairs of similar length. transformers' LengthGroupedSampler shuffles,
+    cuts megabatches of 50 batches and sorts each by length, so every pair is still seen once per epoch but
+    a batch pads its chosen and rejected rows to less.
+    `padding_free`: the policy's forward (and the reference pass, when precomputed) runs on the batch's
+    sequences packed into rows (`PackedForward`); TRL's loss code reads the outputs in the padded layout.
+    """
+
+    def __init__(self, *args, group_by_length: bool = False, padding_free: bool = False, **kwargs):
+        self.group_by_length, self.padding_free_rows = group_by_length, padding_free
+        super().__init__(*args, **kwargs)  # the reference pass, when precomputed, runs in here
 
     def _get_train_sampler(self, train_dataset=None):
+        if not self.group_by_length:
+            return super()._get_train_sampler(train_dataset)
         from transformers.trainer_pt_utils import LengthGroupedSampler
 
         ds = self.train_dataset if train_dataset is None else train_dataset
@@ -122,6 +133,101 @@ class LengthGroupedDPOTrainer(DPOTrainer):
         lengths = [min(limit, len(p) + max(len(c), len(r)))
                    for p, c, r in zip(ds["prompt_ids"], ds["chosen_ids"], ds["rejected_ids"], strict=True)]
         return LengthGroupedSampler(self.args.train_batch_size * self.args.gradient_accumulation_steps, lengths=lengths)
+
+    def _compute_loss(self, model, inputs, return_outputs):
+        return super()._compute_loss(PackedForward(model) if self.padding_free_rows else model, inputs, return_outputs)
+
+    def compute_ref_log_probs(self, model, inputs):
+        return super().compute_ref_log_probs(PackedForward(model) if self.padding_free_rows else model, inputs)
+
+
+class PackedForward:
+    """Calls `model` on a right-padded batch with its sequences packed into rows, and returns the per-token
+    outputs in the padded layout.
+
+    Rows are as wide as the batch's longest sequence, so no attention block is larger than in the padded
+    batch; sequences go first-fit by decreasing length. Position ids restart at every sequence and no
+    attention mask is passed: that is how transformers keeps packed sequences apart (as in SFT's
+    `PackedRowsCollator`); a row's unused tail is one more sequence of its own, with no labels. Each
+    sequence's first label is dropped, as it would follow the previous sequence's last token (in the padded
+    layout, too, the first token is never predicted).
+    """
+
+    def __init__(self, model):
+        self.model = model
+
+    def __call__(self, input_ids, attention_mask=None, labels=None, **kwargs):
+        if attention_mask is None or labels is None or not kwargs.get("fused_lm_head"):  # not a loss forward
+            return self.model(input_ids=input_ids, attention_mask=attention_mask, labels=labels, **kwargs)
+        lengths = attention_mask.sum(dim=1).tolist()
+        width = input_ids.shape[1]
+        rows = first_fit_rows(lengths, width)
+        packed, padded = [], []  # flat token positions: in the packed rows, in the padded batch
+        for r, seqs in enumerate(rows):
+            offset = 0
+            for i in seqs:
+                packed.append(torch.arange(r * width + offset, r * width + offset + lengths[i]))
+                padded.append(torch.arange(i * width, i * width + lengths[i]))
+                offset += lengths[i]
+        device = input_ids.device
+        packed, padded = torch.cat(packed).to(device), torch.cat(padded).to(device)
+        ids = input_ids.new_zeros(len(rows) * width)
+        ids[packed] = input_ids.reshape(-1)[padded]
+        row_labels = labels.new_full((len(rows) * width,), -100)
+        row_labels[packed] = labels.reshape(-1)[padded]
+        positions = _positions(rows, lengths, width).to(device)
+        row_labels[positions.reshape(-1) == 0] = -100
+        outputs = self.model(input_ids=ids.view(len(rows), width), position_ids=positions,
+                             labels=row_labels.view(len(rows), width), **kwargs)
+        return _unpack(outputs, rows, lengths, width, input_ids.shape[0])
+
+
+def first_fit_rows(lengths: list[int], width: int) -> list[list[int]]:
+    """Sequence indices grouped into rows of at most `width` tokens, first-fit by decreasing length."""
+    rows: list[list[int]] = []
+    room: list[int] = []
+    for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        r = next((r for r, free in enumerate(room) if free >= lengths[i]), None)
+        if r is None:
+            rows.append([])
+            room.append(width)
+            r = len(rows) - 1
+        rows[r].append(i)
+        room[r] -= lengths[i]
+    return rows
+
+
+def _positions(rows: list[list[int]], lengths: list[int], width: int) -> torch.Tensor:
+    """Position ids restarting at 0 for every sequence of a row and for its unused tail."""
+    out = []
+    for seqs in rows:
+        parts = [torch.arange(lengths[i]) for i in seqs]
+        used = sum(lengths[i] for i in seqs)
+        if used < width:
+            parts.append(torch.arange(width - used))
+        out.append(torch.cat(parts))
+    return torch.stack(out)
+
+
+def _unpack(outputs, rows: list[list[int]], lengths: list[int], width: int, batch: int):
+    """The outputs' per-token fields ([rows, width - 1]: position t scores token t + 1) in the padded layout."""
+    packed, padded = [], []
+    for r, seqs in enumerate(rows):
+        offset = 0
+        for i in seqs:  # a sequence of n tokens has n - 1 scored positions
+            packed.append(torch.arange(r * (width - 1) + offset, r * (width - 1) + offset + lengths[i] - 1))
+            padded.append(torch.arange(i * (width - 1), i * (width - 1) + lengths[i] - 1))
+            offset += lengths[i]
+    fields = {}
+    for name, value in outputs.items():
+        if torch.is_tensor(value) and value.dim() >= 2 and tuple(value.shape[:2]) == (len(rows), width - 1):
+            device = value.device
+            src, dst = torch.cat(packed).to(device), torch.cat(padded).to(device)
+            flat = value.new_zeros((batch * (width - 1), *value.shape[2:]))
+            flat[dst] = value.reshape(-1, *value.shape[2:])[src]
+            value = flat.view(batch, width - 1, *value.shape[2:])
+        fields[name] = value
+    return type(outputs)(**fields)
 
 
 def _for_reference_pass(dataset, path: Path):

@@ -30,7 +30,7 @@ from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
 from posttrain import schema
 from posttrain.config import DPOConfig, RecipeError, SFTConfig, load_recipe
-from posttrain.dpo import PAIRS_ON_DISK, dpo, dpo_trainer, formatting_token_ids
+from posttrain.dpo import PAIRS_ON_DISK, PackedForward, dpo, dpo_trainer, first_fit_rows, formatting_token_ids
 from posttrain.sft import PackedRowsCollator, sft, sft_trainer
 from posttrain.tiny import world
 from posttrain.tiny.base import CHAT_TEMPLATE, train_tokenizer
@@ -248,13 +248,57 @@ def test_length_grouped_dpo_batches_see_every_pair_once_and_pad_less(tmp_path, m
     assert computed_positions(grouped) < computed_positions(plain)
 
 
+def test_first_fit_rows_place_every_sequence_once_within_the_width():
+    lengths = [7, 3, 9, 2, 5, 9, 1, 4]
+    rows = first_fit_rows(lengths, 10)
+    assert sorted(i for row in rows for i in row) == list(range(len(lengths)))
+    assert all(sum(lengths[i] for i in row) <= 10 for row in rows)
+    assert len(rows) == 5  # 50 tokens in rows of 10: 9+1, 9, 7+3, 5+4, 2
+
+
+def test_padding_free_dpo_scores_like_the_padded_batch_and_takes_the_same_step(tmp_path, model_dir, pairs):
+    cfg = DPOConfig(batch_size=pairs.num_rows, max_length=512, precompute_ref_log_probs=True)
+    padded = dpo_trainer(tmp_path / "a", model_dir, pairs, cfg, 0, **FP32)[0]
+    packed = dpo_trainer(tmp_path / "b", model_dir, pairs, dataclasses.replace(cfg, padding_free=True), 0, **FP32)[0]
+    batch = _whole_dataset_batch(padded)
+    lengths = batch["attention_mask"].sum(1).tolist()
+    rows = first_fit_rows(lengths, batch["input_ids"].shape[1])
+    assert len(rows) < len(lengths)  # the short ones share rows (lengths 37 to 62 here: 26 rows for 32)
+
+    # Every token's log-prob (prompts too) equals the padded forward's: no sequence sees another
+    labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+    model = padded.model.eval()
+    with torch.no_grad():
+        alone = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=labels,
+                      fused_lm_head=True, use_cache=False)
+        together = PackedForward(model)(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                                        labels=labels, fused_lm_head=True, use_cache=False)
+    torch.testing.assert_close(together.log_probs, alone.log_probs, rtol=RTOL, atol=1e-5)
+    assert (alone.log_probs != 0).sum() == sum(n - 1 for n in lengths)
+
+    # The precomputed reference log-probs, then the loss (sigmoid + NLL) and its gradients once the policy moved
+    def cached(trainer):
+        return sorted((e["ref_chosen_logps"], e["ref_rejected_logps"]) for e in trainer.train_dataset)
+
+    torch.testing.assert_close(torch.tensor(cached(packed)), torch.tensor(cached(padded)), rtol=RTOL, atol=1e-4)
+    for trainer in (padded, packed):
+        g = torch.Generator().manual_seed(1)
+        with torch.no_grad():
+            for p in trainer.model.parameters():
+                p.add_(0.05 * torch.randn(p.shape, generator=g).to(p.device))
+    loss_padded, grads_padded = _loss_and_grads(padded, batch)
+    loss_packed, grads_packed = _loss_and_grads(packed, _whole_dataset_batch(packed))
+    torch.testing.assert_close(loss_packed, loss_padded, rtol=RTOL, atol=ATOL)
+    torch.testing.assert_close(grads_packed, grads_padded, rtol=RTOL, atol=ATOL)
+
+
 def test_stages_train_end_to_end_on_the_fast_paths(tmp_path, model_dir, mix, pairs):
     info = sft(tmp_path / "sft", model_dir, mix, SFTConfig(batch_size=2, max_length=256, packing=True,
                                                            gradient_checkpointing=False), seed=0)
     assert info["steps"] >= 1 and (tmp_path / "sft" / "model" / "config.json").exists()
     info = dpo(tmp_path / "dpo", tmp_path / "sft" / "model", pairs,
                DPOConfig(batch_size=4, precompute_ref_log_probs=True, group_by_length=True,
-                         gradient_checkpointing=False), seed=0)
+                         gradient_checkpointing=False, padding_free=True), seed=0)
     assert info["steps"] == pairs.num_rows // 4
     assert (tmp_path / "dpo" / "model" / "config.json").exists() and not (tmp_path / "dpo" / PAIRS_ON_DISK).exists()
 
@@ -270,7 +314,7 @@ from posttrain.dist import shutdown
 from posttrain.dpo import dpo
 
 model_dir, pairs_file, out = map(Path, sys.argv[1:])
-cfg = DPOConfig(batch_size=2, precompute_ref_log_probs=True, group_by_length=True)
+cfg = DPOConfig(batch_size=2, precompute_ref_log_probs=True, group_by_length=True, padding_free=True)
 print(f"steps {dpo(out, model_dir, pq.read_table(pairs_file), cfg, seed=0)['steps']}", flush=True)
 shutdown()  # as every posttrain command does (cli.main): a rank leaving with the process group alive can abort at exit
 """

@@ -27,7 +27,7 @@ nvidia-smi --query-gpu=name,memory.total,memory.used --format=csv,noheader | tee
 # Most important first: every part has its own timeout, and what finished is already in $OUT.
 timeout 300 python3 bench/train_throughput.py --device cuda --timeout 100 --workdir /tmp/throughput \
   --out "$OUT/throughput.jsonl" \
-  --variants ${VARIANTS:-sft_trl sft_nogc sft_fast dpo_trl dpo_fast dpo_precompute sft_fast_liger sft_packed} \
+  --variants ${VARIANTS:-sft_trl sft_nogc sft_fast dpo_trl dpo_fast dpo_padding_free sft_fast_liger dpo_precompute} \
   2>&1 | tee "$OUT/throughput.log"
 echo "bench: exit ${PIPESTATUS[0]}"
 
