@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from posttrain import report
-from posttrain.config import GenerateConfig, RewardModelConfig, load_recipe
+from posttrain.config import DPOConfig, GenerateConfig, RewardModelConfig, SFTConfig, load_recipe
 from posttrain.prompts import load_prompts
 from posttrain.round import HOW_NOT_WHAT, outputs, run_rounds
 from posttrain.rundir import MANIFEST, RunDir, RunDirError, StageReached, write_json
@@ -26,6 +26,13 @@ def test_fingerprinted_sections_leave_out_how_a_stage_runs():
     assert outputs(GenerateConfig(kv_cache_gib=4)) == outputs(GenerateConfig(kv_cache_gib=1))
     assert outputs(GenerateConfig(dtype="float32")) != outputs(GenerateConfig())  # dtype changes samples
     rm = outputs(RewardModelConfig(weight=0.5), "weight")  # the weight only ranks, in select
+    # Training switches that take the same steps: turning one on (after running out of memory, say) resumes
+    # the stage from its checkpoints. Those that change what a batch holds are part of the stage's identity.
+    assert outputs(SFTConfig(gradient_checkpointing=False, use_liger_kernel=True)) == outputs(SFTConfig())
+    assert outputs(DPOConfig(padding_free=True, torch_compile=True)) == outputs(DPOConfig())
+    assert outputs(SFTConfig(packing=True)) != outputs(SFTConfig())
+    assert outputs(DPOConfig(precompute_ref_log_probs=True)) != outputs(DPOConfig())  # sorted pairs: other batches
+    assert outputs(DPOConfig(group_by_length=True)) != outputs(DPOConfig())
     assert "weight" not in rm and rm == outputs(RewardModelConfig(weight=0.0), "weight")
 
 
