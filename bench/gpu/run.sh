@@ -27,7 +27,7 @@ nvidia-smi --query-gpu=name,memory.total,memory.used --format=csv,noheader | tee
 # Most important first: every part has its own timeout, and what finished is already in $OUT.
 timeout 300 python3 bench/train_throughput.py --device cuda --timeout 100 --workdir /tmp/throughput \
   --out "$OUT/throughput.jsonl" \
-  --variants ${VARIANTS:-sft_trl sft_nogc sft_fast dpo_trl dpo_fast dpo_padding_free sft_fast_liger dpo_precompute} \
+  --variants ${VARIANTS:-sft_trl sft_fast_liger dpo_trl dpo_fast dpo_padding_free dpo_padding_free_liger sft_fast_liger_b16 sft_fast} \
   2>&1 | tee "$OUT/throughput.log"
 echo "bench: exit ${PIPESTATUS[0]}"
 
