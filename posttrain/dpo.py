@@ -115,8 +115,10 @@ class StageDPOTrainer(DPOTrainer):
     `group_by_length`: batches hold pairs of similar length. transformers' LengthGroupedSampler shuffles,
     cuts megabatches of 50 batches and sorts each by length, so every pair is still seen once per epoch but
     a batch pads its chosen and rejected rows to less.
-    `padding_free`: the policy's forward (and the reference pass, when precomputed) runs on the batch's
-    sequences packed into rows (`PackedForward`); TRL's loss code reads the outputs in the padded layout.
+    `padding_free`: the policy's and the reference model's forwards (or the reference pass, when
+    precomputed) run on the batch's sequences packed into rows (`PackedForward`); TRL's loss code reads the
+    outputs in the padded layout. (With LoRA and no precomputed pass, the reference is the policy with its
+    adapters off, called by TRL as `self.model`: that forward stays padded.)
     """
 
     def __init__(self, *args, group_by_length: bool = False, padding_free: bool = False, **kwargs):
@@ -135,7 +137,14 @@ class StageDPOTrainer(DPOTrainer):
         return LengthGroupedSampler(self.args.train_batch_size * self.args.gradient_accumulation_steps, lengths=lengths)
 
     def _compute_loss(self, model, inputs, return_outputs):
-        return super()._compute_loss(PackedForward(model) if self.padding_free_rows else model, inputs, return_outputs)
+        if not self.padding_free_rows:
+            return super()._compute_loss(model, inputs, return_outputs)
+        ref_model = self.ref_model  # TRL calls it in here when the reference is not precomputed
+        self.ref_model = None if ref_model is None else PackedForward(ref_model)
+        try:
+            return super()._compute_loss(PackedForward(model), inputs, return_outputs)
+        finally:
+            self.ref_model = ref_model
 
     def compute_ref_log_probs(self, model, inputs):
         return super().compute_ref_log_probs(PackedForward(model) if self.padding_free_rows else model, inputs)

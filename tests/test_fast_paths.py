@@ -256,8 +256,10 @@ def test_first_fit_rows_place_every_sequence_once_within_the_width():
     assert len(rows) == 5  # 50 tokens in rows of 10: 9+1, 9, 7+3, 5+4, 2
 
 
-def test_padding_free_dpo_scores_like_the_padded_batch_and_takes_the_same_step(tmp_path, model_dir, pairs):
-    cfg = DPOConfig(batch_size=pairs.num_rows, max_length=512, precompute_ref_log_probs=True)
+@pytest.mark.parametrize("precompute", [True, False])
+def test_padding_free_dpo_scores_like_the_padded_batch_and_takes_the_same_step(tmp_path, model_dir, pairs,
+                                                                                precompute, monkeypatch):
+    cfg = DPOConfig(batch_size=pairs.num_rows, max_length=512, precompute_ref_log_probs=precompute)
     padded = dpo_trainer(tmp_path / "a", model_dir, pairs, cfg, 0, **FP32)[0]
     packed = dpo_trainer(tmp_path / "b", model_dir, pairs, dataclasses.replace(cfg, padding_free=True), 0, **FP32)[0]
     batch = _whole_dataset_batch(padded)
@@ -280,7 +282,11 @@ def test_padding_free_dpo_scores_like_the_padded_batch_and_takes_the_same_step(t
     def cached(trainer):
         return sorted((e["ref_chosen_logps"], e["ref_rejected_logps"]) for e in trainer.train_dataset)
 
-    torch.testing.assert_close(torch.tensor(cached(packed)), torch.tensor(cached(padded)), rtol=RTOL, atol=1e-4)
+    if precompute:
+        torch.testing.assert_close(torch.tensor(cached(packed)), torch.tensor(cached(padded)), rtol=RTOL, atol=1e-4)
+    packed_calls = []
+    call = PackedForward.__call__
+    monkeypatch.setattr(PackedForward, "__call__", lambda self, **kw: packed_calls.append(1) or call(self, **kw))
     for trainer in (padded, packed):
         g = torch.Generator().manual_seed(1)
         with torch.no_grad():
@@ -288,6 +294,8 @@ def test_padding_free_dpo_scores_like_the_padded_batch_and_takes_the_same_step(t
                 p.add_(0.05 * torch.randn(p.shape, generator=g).to(p.device))
     loss_padded, grads_padded = _loss_and_grads(padded, batch)
     loss_packed, grads_packed = _loss_and_grads(packed, _whole_dataset_batch(packed))
+    assert len(packed_calls) == (1 if precompute else 2)  # the policy, and the reference model in the step
+    assert packed.ref_model is None if precompute else not isinstance(packed.ref_model, PackedForward)
     torch.testing.assert_close(loss_packed, loss_padded, rtol=RTOL, atol=ATOL)
     torch.testing.assert_close(grads_packed, grads_padded, rtol=RTOL, atol=ATOL)
 
