@@ -65,10 +65,16 @@ def shutdown(wait: bool = True) -> None:
     exits with the group alive can abort in its communication threads' teardown ("terminate called
     without an active exception"), failing a launch whose work was all written. `wait`: first wait for
     every rank (a clean end); False on a failing rank, whose peers may never reach that barrier."""
+    import gc
+
     import torch.distributed as dist
 
     if not (dist.is_available() and dist.is_initialized()):
         return
+    # Objects the trainers leave in reference cycles (a DeepSpeed engine's pending collective handles, their
+    # tensors) go now, while the interpreter is whole: freed during its finalization, a tensor held by a
+    # communication thread's work item aborts the process (pytorch/pytorch#179291 describes the mechanism).
+    gc.collect()
     if wait:
         dist.barrier()
         dist.destroy_process_group()

@@ -34,13 +34,15 @@ def _launch(config: str, stage: str, base: Path, out: Path, *options: str, kill_
            "--config_file", str(ROOT / "recipes" / "accelerate" / config),
            "--main_process_port", str(random.randint(20000, 40000)),
            str(ROOT / "tests" / "_dist_stage.py"), stage, str(base), str(out), *options]
-    env = {**os.environ, **({"POSTTRAIN_KILL_AT": kill_at} if kill_at else {})}
+    # faulthandler: a rank that aborts (SIGABRT) prints where each of its threads was
+    env = {**os.environ, "PYTHONFAULTHANDLER": "1", **({"POSTTRAIN_KILL_AT": kill_at} if kill_at else {})}
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     if kill_at:
         assert proc.returncode != 0 and not list(out.glob("rank*.json")), proc.stderr[-4000:]
         return []
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    assert sorted(p.name for p in out.glob("rank*.json")) == ["rank0.json", "rank1.json"]
+    reported = sorted(p.name for p in out.glob("rank*.json"))
+    assert proc.returncode == 0, f"ranks that reported: {reported}\n{proc.stderr[-4000:]}"
+    assert reported == ["rank0.json", "rank1.json"]
     return [json.loads((out / f"rank{rank}.json").read_text()) for rank in range(2)]
 
 
