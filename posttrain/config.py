@@ -236,6 +236,8 @@ class SFTConfig:
     gradient_checkpointing: bool = True  # TRL's default: recompute activations in backward (less memory, slower)
     use_liger_kernel: bool = False  # Liger's Triton kernels (RMSNorm, RoPE, SwiGLU); needs liger-kernel and a GPU
     torch_compile: bool = False  # torch.compile the model (the first steps pay the compile time)
+    # The model's attention kernel: None keeps its default (sdpa); "flash_attention_2" needs flash-attn on a GPU
+    attn_implementation: str | None = None
     checkpoint_every_steps: int = 50
     lora: LoRAConfig = field(default_factory=LoRAConfig)
     # Llama 3 §4.1.5: one model per entry (this section's keys to change, and/or `seed`), each trained
@@ -266,6 +268,8 @@ class DPOConfig:
     gradient_checkpointing: bool = True  # TRL's default: recompute activations in backward (less memory, slower)
     use_liger_kernel: bool = False  # Liger's Triton kernels (RMSNorm, RoPE, SwiGLU); needs liger-kernel and a GPU
     torch_compile: bool = False  # torch.compile the model (the first steps pay the compile time)
+    # The model's attention kernel: None keeps its default (sdpa); "flash_attention_2" needs flash-attn on a GPU
+    attn_implementation: str | None = None
     checkpoint_every_steps: int = 50
     lora: LoRAConfig = field(default_factory=LoRAConfig)
     # Llama 3 §4.1.5: one model per entry (this section's keys to change, and/or `seed`), each trained
@@ -300,6 +304,7 @@ class RewardModelConfig:
     gradient_checkpointing: bool = True  # as SFT / DPO: recompute activations in backward
     use_liger_kernel: bool = False
     torch_compile: bool = False
+    attn_implementation: str | None = None  # as SFT / DPO
     # JSONL preference files ({"prompt", "ranking": [best, ..., worst]} or {"prompt", "chosen", "rejected",
     # "edited"?}) trained on beside the verifier pairs of every round so far (the paper's accumulated data).
     preference_sources: list[str] = field(default_factory=list)

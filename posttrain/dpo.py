@@ -18,7 +18,8 @@ from trl.trainer.dpo_trainer import DataCollatorForPreference
 
 from posttrain.config import DPOConfig
 from posttrain.dist import barrier, world
-from posttrain.training import common_args, copy_model, lora_args, train_and_save, trained
+from posttrain.sft import MASKED_ATTENTION
+from posttrain.training import common_args, copy_model, lora_args, model_init_args, train_and_save, trained
 
 # Formatting tokens of the chat templates we know (Llama 3, ChatML); any that exist in a vocabulary count.
 FORMATTING_TOKENS = ("<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>", "<|eom_id|>",
@@ -82,14 +83,15 @@ def dpo_trainer(out: Path, sft_model: str | Path, pairs: pa.Table, cfg: DPOConfi
                            "loss_weights": [1.0, cfg.nll_weight], "lr_scheduler_type": "linear",
                            "precompute_ref_log_probs": cfg.precompute_ref_log_probs,
                            "precompute_ref_batch_size": 4 * cfg.batch_size,  # no grad, no activations kept
-                           **overrides})
+                           **model_init_args(cfg), **overrides})
     collator = None
     if cfg.mask_formatting_tokens:
         collator = FormattingTokenMaskCollator(pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id,
                                                max_length=cfg.max_length,
                                                masked_token_ids=formatting_token_ids(tokenizer))
     # With LoRA the reference is the same model with its adapters off: no second copy in memory.
-    trainer = StageDPOTrainer(**{"model": str(sft_model), **lora_args(cfg.lora, sft_model)}, args=args,
+    trainer = StageDPOTrainer(**{"model": str(sft_model), **lora_args(cfg.lora, sft_model, cfg.attn_implementation)},
+                              args=args,
                               data_collator=collator, train_dataset=dataset, processing_class=tokenizer,
                               group_by_length=cfg.group_by_length, padding_free=cfg.padding_free)
     _release_reference_engine(trainer)
@@ -154,32 +156,28 @@ class PackedForward:
     """Calls `model` on a right-padded batch with its sequences packed into rows, and returns the per-token
     outputs in the padded layout.
 
-    Rows are as wide as the batch's longest sequence, so no attention block is larger than in the padded
-    batch; sequences go first-fit by decreasing length. Position ids restart at every sequence and no
-    attention mask is passed: that is how transformers keeps packed sequences apart (as in SFT's
-    `PackedRowsCollator`); a row's unused tail is one more sequence of its own, with no labels. Each
-    sequence's first label is dropped, as it would follow the previous sequence's last token (in the padded
-    layout, too, the first token is never predicted).
+    Under masked attention (sdpa, eager, flex) rows are as wide as the batch's longest sequence, so no
+    attention block is larger than in the padded batch; sequences go first-fit by decreasing length.
+    Flash attention finds packed sequences in a single row only, so there they all share one row (its
+    varlen kernel skips the masked blocks). Position ids restart at every sequence and no attention mask is
+    passed: that is how transformers keeps packed sequences apart (as in SFT's `PackedRowsCollator`); a
+    row's unused tail is one more sequence of its own, with no labels. Each sequence's first label is
+    dropped, as it would follow the previous sequence's last token (in the padded layout, too, the first
+    token is never predicted). `one_row` forces the single-row layout.
     """
 
-    def __init__(self, model):
+    def __init__(self, model, one_row: bool | None = None):
         self.model = model
+        self.one_row = _attention(model) not in MASKED_ATTENTION if one_row is None else one_row
 
     def __call__(self, input_ids, attention_mask=None, labels=None, **kwargs):
         if attention_mask is None or labels is None or not kwargs.get("fused_lm_head"):  # not a loss forward
             return self.model(input_ids=input_ids, attention_mask=attention_mask, labels=labels, **kwargs)
         lengths = attention_mask.sum(dim=1).tolist()
-        width = input_ids.shape[1]
-        rows = first_fit_rows(lengths, width)
-        packed, padded = [], []  # flat token positions: in the packed rows, in the padded batch
-        for r, seqs in enumerate(rows):
-            offset = 0
-            for i in seqs:
-                packed.append(torch.arange(r * width + offset, r * width + offset + lengths[i]))
-                padded.append(torch.arange(i * width, i * width + lengths[i]))
-                offset += lengths[i]
+        width = sum(lengths) if self.one_row else input_ids.shape[1]  # a packed row's
+        rows = [list(range(len(lengths)))] if self.one_row else first_fit_rows(lengths, width)
         device = input_ids.device
-        packed, padded = torch.cat(packed).to(device), torch.cat(padded).to(device)
+        packed, padded = (t.to(device) for t in _token_maps(rows, lengths, width, input_ids.shape[1]))
         ids = input_ids.new_zeros(len(rows) * width)
         ids[packed] = input_ids.reshape(-1)[padded]
         row_labels = labels.new_full((len(rows) * width,), -100)
@@ -188,7 +186,28 @@ class PackedForward:
         row_labels[positions.reshape(-1) == 0] = -100
         outputs = self.model(input_ids=ids.view(len(rows), width), position_ids=positions,
                              labels=row_labels.view(len(rows), width), **kwargs)
-        return _unpack(outputs, rows, lengths, width, input_ids.shape[0])
+        return _unpack(outputs, rows, lengths, width, input_ids.shape)
+
+
+def _attention(model) -> str:
+    """The attention implementation of a model, also when wrapped (DDP, DeepSpeed, PEFT)."""
+    config = getattr(getattr(model, "module", model), "config", None)
+    return getattr(config, "_attn_implementation", None) or "sdpa"
+
+
+def _token_maps(rows: list[list[int]], lengths: list[int], row_width: int, padded_width: int,
+                shift: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Flat positions of every sequence's first n - shift tokens: in the packed rows, in the padded batch
+    (widths less `shift` each: the layout of per-token outputs, position t scoring token t + 1)."""
+    packed, padded = [], []
+    for r, seqs in enumerate(rows):
+        offset = 0
+        for i in seqs:
+            n = lengths[i] - shift
+            packed.append(torch.arange(r * (row_width - shift) + offset, r * (row_width - shift) + offset + n))
+            padded.append(torch.arange(i * (padded_width - shift), i * (padded_width - shift) + n))
+            offset += lengths[i]
+    return torch.cat(packed), torch.cat(padded)
 
 
 def first_fit_rows(lengths: list[int], width: int) -> list[list[int]]:
@@ -218,23 +237,16 @@ def _positions(rows: list[list[int]], lengths: list[int], width: int) -> torch.T
     return torch.stack(out)
 
 
-def _unpack(outputs, rows: list[list[int]], lengths: list[int], width: int, batch: int):
+def _unpack(outputs, rows: list[list[int]], lengths: list[int], width: int, padded_shape):
     """The outputs' per-token fields ([rows, width - 1]: position t scores token t + 1) in the padded layout."""
-    packed, padded = [], []
-    for r, seqs in enumerate(rows):
-        offset = 0
-        for i in seqs:  # a sequence of n tokens has n - 1 scored positions
-            packed.append(torch.arange(r * (width - 1) + offset, r * (width - 1) + offset + lengths[i] - 1))
-            padded.append(torch.arange(i * (width - 1), i * (width - 1) + lengths[i] - 1))
-            offset += lengths[i]
+    batch, padded_width = padded_shape
+    src, dst = _token_maps(rows, lengths, width, padded_width, shift=1)
     fields = {}
     for name, value in outputs.items():
         if torch.is_tensor(value) and value.dim() >= 2 and tuple(value.shape[:2]) == (len(rows), width - 1):
-            device = value.device
-            src, dst = torch.cat(packed).to(device), torch.cat(padded).to(device)
-            flat = value.new_zeros((batch * (width - 1), *value.shape[2:]))
-            flat[dst] = value.reshape(-1, *value.shape[2:])[src]
-            value = flat.view(batch, width - 1, *value.shape[2:])
+            flat = value.new_zeros((batch * (padded_width - 1), *value.shape[2:]))
+            flat[dst.to(value.device)] = value.reshape(-1, *value.shape[2:])[src.to(value.device)]
+            value = flat.view(batch, padded_width - 1, *value.shape[2:])
         fields[name] = value
     return type(outputs)(**fields)
 

@@ -125,6 +125,23 @@ def _check_training(r: Recipe, need: Need) -> None:
         if getattr(r, stage).use_liger_kernel:
             need(importlib.util.find_spec("liger_kernel") is not None, f"{stage}.use_liger_kernel",
                  "needs the liger-kernel package (pip install liger-kernel; Triton kernels, CUDA GPUs only)")
+    for stage in ("sft", "dpo", "reward_model"):
+        _check_attention(getattr(r, stage).attn_implementation, f"{stage}.attn_implementation", need)
+
+
+# attn_implementation values transformers accepts without a kernel from the Hub, and the package each needs
+ATTENTION = {"eager": None, "sdpa": None, "flex_attention": None, "flash_attention_2": "flash_attn",
+             "flash_attention_3": "flash_attn_interface"}
+
+
+def _check_attention(value: str | None, key: str, need: Need) -> None:
+    if value is None or value.startswith("kernels-community/"):  # a Hub kernel: transformers fetches and checks it
+        return
+    need(value in ATTENTION, key, f"must be one of {sorted(ATTENTION)} or a kernels-community/... Hub kernel, "
+                                  f"got {value!r}")
+    package = ATTENTION[value]  # known, past the check above
+    need(package is None or importlib.util.find_spec(package) is not None, key,
+         f"{value} needs the {package} package (CUDA GPUs only)")
 
 
 def _check_reward_model(rm: RewardModelConfig, need: Need) -> None:

@@ -228,10 +228,12 @@ def check_chat_template(model: str) -> None:
 # Keys that decide how a stage runs (memory, parallelism, checkpoint cadence, kernels), not what it outputs:
 # changing them, e.g. to resume on other hardware or to turn gradient checkpointing on after running out of
 # memory, does not redo the stage, and a stage killed midway resumes from its last checkpoint. The training
-# switches among them take the same steps on the same batches (tests/test_fast_paths.py); packing,
-# length grouping and precomputed reference log-probs change what a batch holds, so they stay in.
+# switches among them take the same steps on the same batches (tests/test_fast_paths.py; attention kernels
+# and Liger's up to their rounding); packing, length grouping and precomputed reference log-probs change
+# what a batch holds, so they stay in.
 HOW_NOT_WHAT = frozenset({"kv_cache_gib", "gpu_memory_utilization", "num_workers", "checkpoint_every_steps",
-                          "gradient_checkpointing", "padding_free", "use_liger_kernel", "torch_compile"})
+                          "gradient_checkpointing", "padding_free", "use_liger_kernel", "torch_compile",
+                          "attn_implementation"})
 
 
 def outputs(cfg, *also: str) -> dict:

@@ -9,7 +9,7 @@ import torch
 from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
 from posttrain.config import SFTConfig
-from posttrain.training import common_args, copy_model, lora_args, train_and_save, trained
+from posttrain.training import common_args, copy_model, lora_args, model_init_args, train_and_save, trained
 
 
 def sft(out: Path, start_model: str | Path, mix: pa.Table, cfg: SFTConfig, seed: int,
@@ -49,8 +49,9 @@ def sft_trainer(out: Path, start_model: str | Path, mix: pa.Table, cfg: SFTConfi
     args = TRLSFTConfig(**{**common_args(out, cfg, seed), "assistant_only_loss": True, "packing": cfg.packing,
                            "lr_scheduler_type": cfg.lr_scheduler_type,
                            "warmup_steps": cfg.warmup_ratio,  # < 1: a fraction
-                           "weight_decay": cfg.weight_decay, **overrides})
-    trainer = SFTTrainer(**{"model": str(start_model), **lora_args(cfg.lora, start_model)}, args=args,
+                           "weight_decay": cfg.weight_decay, **model_init_args(cfg), **overrides})
+    trainer = SFTTrainer(**{"model": str(start_model), **lora_args(cfg.lora, start_model, cfg.attn_implementation)},
+                         args=args,
                          train_dataset=dataset, processing_class=tokenizer)
     if cfg.packing and trainer.model.config._attn_implementation in MASKED_ATTENTION:
         trainer.data_collator = PackedRowsCollator(pad_token_id=trainer.data_collator.pad_token_id)

@@ -87,7 +87,12 @@ def _liger_available(wanted: bool) -> bool:
     return wanted
 
 
-def lora_args(lora, model_path: str | Path) -> dict:
+def model_init_args(cfg) -> dict:
+    """TRL config fields for loading the model from its path: the section's attention kernel, if it names one."""
+    return {"model_init_kwargs": {"attn_implementation": cfg.attn_implementation}} if cfg.attn_implementation else {}
+
+
+def lora_args(lora, model_path: str | Path, attn_implementation: str | None = None) -> dict:
     """Trainer keyword arguments for a `LoRAConfig`: none when r = 0; a peft config, plus a 4-bit base
     model for QLoRA. TRL wraps the model itself; `train_and_save` merges the adapters before saving."""
     if lora.r == 0:
@@ -100,7 +105,8 @@ def lora_args(lora, model_path: str | Path) -> dict:
         from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
         quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16)
-        out["model"] = AutoModelForCausalLM.from_pretrained(model_path, quantization_config=quant)
+        attention = {"attn_implementation": attn_implementation} if attn_implementation else {}
+        out["model"] = AutoModelForCausalLM.from_pretrained(model_path, quantization_config=quant, **attention)
     return out
 
 

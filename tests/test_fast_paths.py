@@ -23,6 +23,7 @@ import os
 import random
 import subprocess
 import sys
+import types
 
 import pytest
 import torch
@@ -248,12 +249,24 @@ def test_length_grouped_dpo_batches_see_every_pair_once_and_pad_less(tmp_path, m
     assert computed_positions(grouped) < computed_positions(plain)
 
 
+def test_a_section_can_name_the_attention_kernel(tmp_path, model_dir, mix, pairs):
+    assert sft_trainer(tmp_path / "s", model_dir, mix, SFTConfig(), 0)[0].model.config._attn_implementation == "sdpa"
+    for stage_trainer, table, cfg in ((sft_trainer, mix, SFTConfig(attn_implementation="eager")),
+                                      (dpo_trainer, pairs, DPOConfig(attn_implementation="eager"))):
+        trainer = stage_trainer(tmp_path / type(cfg).__name__, model_dir, table, cfg, 0)[0]
+        assert trainer.model.config._attn_implementation == "eager"
+
+
 def test_first_fit_rows_place_every_sequence_once_within_the_width():
     lengths = [7, 3, 9, 2, 5, 9, 1, 4]
     rows = first_fit_rows(lengths, 10)
     assert sorted(i for row in rows for i in row) == list(range(len(lengths)))
     assert all(sum(lengths[i] for i in row) <= 10 for row in rows)
     assert len(rows) == 5  # 50 tokens in rows of 10: 9+1, 9, 7+3, 5+4, 2
+    # flash attention finds packed sequences in one row only; a wrapped model (DDP, DeepSpeed) is looked into
+    wrapped = types.SimpleNamespace(module=types.SimpleNamespace(
+        config=types.SimpleNamespace(_attn_implementation="flash_attention_2")))
+    assert PackedForward(wrapped).one_row
 
 
 @pytest.mark.parametrize("precompute", [True, False])
@@ -275,7 +288,13 @@ def test_padding_free_dpo_scores_like_the_padded_batch_and_takes_the_same_step(t
                       fused_lm_head=True, use_cache=False)
         together = PackedForward(model)(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                                         labels=labels, fused_lm_head=True, use_cache=False)
+        # flash attention's layout (every sequence in one row), here under sdpa
+        one_row = PackedForward(model, one_row=True)(input_ids=batch["input_ids"],
+                                                     attention_mask=batch["attention_mask"], labels=labels,
+                                                     fused_lm_head=True, use_cache=False)
+    assert not PackedForward(model).one_row  # the tiny model runs sdpa: rows kept apart
     torch.testing.assert_close(together.log_probs, alone.log_probs, rtol=RTOL, atol=1e-5)
+    torch.testing.assert_close(one_row.log_probs, alone.log_probs, rtol=RTOL, atol=1e-5)
     assert (alone.log_probs != 0).sum() == sum(n - 1 for n in lengths)
 
     # The precomputed reference log-probs, then the loss (sigmoid + NLL) and its gradients once the policy moved
