@@ -4,6 +4,9 @@
 - Formatting tokens (header and termination tokens) carry no loss in chosen or rejected: both
   responses share them, and pushing their likelihood apart caused tail repetition and abrupt stops.
   TRL has no switch for this, so `FormattingTokenMaskCollator` removes them from the completion mask.
+
+Speed switches (`DPOConfig`): reference log-probs precomputed once, length-grouped batches, and padding-free
+forwards (`PackedForward`: TRL 1.16 turned its own `padding_free` off), each tested to train like the plain path.
 """
 
 from __future__ import annotations
@@ -90,10 +93,10 @@ def dpo_trainer(out: Path, sft_model: str | Path, pairs: pa.Table, cfg: DPOConfi
                                                max_length=cfg.max_length,
                                                masked_token_ids=formatting_token_ids(tokenizer))
     # With LoRA the reference is the same model with its adapters off: no second copy in memory.
-    trainer = StageDPOTrainer(**{"model": str(sft_model), **lora_args(cfg.lora, sft_model, cfg.attn_implementation)},
-                              args=args,
-                              data_collator=collator, train_dataset=dataset, processing_class=tokenizer,
-                              group_by_length=cfg.group_by_length, padding_free=cfg.padding_free)
+    model = {"model": str(sft_model), **lora_args(cfg.lora, sft_model, cfg.attn_implementation)}
+    trainer = StageDPOTrainer(**model, args=args, data_collator=collator, train_dataset=dataset,
+                              processing_class=tokenizer, group_by_length=cfg.group_by_length,
+                              padding_free=cfg.padding_free)
     _release_reference_engine(trainer)
     return trainer, tokenizer
 

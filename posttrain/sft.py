@@ -50,9 +50,8 @@ def sft_trainer(out: Path, start_model: str | Path, mix: pa.Table, cfg: SFTConfi
                            "lr_scheduler_type": cfg.lr_scheduler_type,
                            "warmup_steps": cfg.warmup_ratio,  # < 1: a fraction
                            "weight_decay": cfg.weight_decay, **model_init_args(cfg), **overrides})
-    trainer = SFTTrainer(**{"model": str(start_model), **lora_args(cfg.lora, start_model, cfg.attn_implementation)},
-                         args=args,
-                         train_dataset=dataset, processing_class=tokenizer)
+    model = {"model": str(start_model), **lora_args(cfg.lora, start_model, cfg.attn_implementation)}
+    trainer = SFTTrainer(**model, args=args, train_dataset=dataset, processing_class=tokenizer)
     if cfg.packing and trainer.model.config._attn_implementation in MASKED_ATTENTION:
         trainer.data_collator = PackedRowsCollator(pad_token_id=trainer.data_collator.pad_token_id)
     return trainer, tokenizer
