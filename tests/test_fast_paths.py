@@ -98,6 +98,14 @@ def _loss_and_grads(trainer, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
     return loss.detach().cpu(), torch.cat([p.grad.flatten().cpu() for p in model.parameters()])
 
 
+def _move_policy(trainer) -> None:
+    """Moves the policy's weights away from the reference's by the same seeded noise in every trainer."""
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in trainer.model.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=g).to(p.device))
+
+
 def _packed_trainer(tmp_path, model_dir, mix, layout: str, **cfg):
     """The stage's packing trainer; layout "flat" swaps in TRL's own padding-free collator (one flattened
     row per batch: what flash attention gets), "rows" keeps the stage's `PackedRowsCollator` (sdpa)."""
@@ -198,10 +206,7 @@ def test_precomputed_reference_log_probs_equal_the_reference_pass(tmp_path, mode
 
     # The DPO loss (sigmoid + NLL) and its gradients, once the policy has moved away from the reference
     for trainer in (plain, pre):
-        g = torch.Generator().manual_seed(1)
-        with torch.no_grad():
-            for p in trainer.model.parameters():
-                p.add_(0.05 * torch.randn(p.shape, generator=g).to(p.device))
+        _move_policy(trainer)
     loss_plain, grads_plain = _loss_and_grads(plain, batch)
     loss_pre, grads_pre = _loss_and_grads(pre, _whole_dataset_batch(pre))
     torch.testing.assert_close(loss_pre, loss_plain, rtol=RTOL, atol=ATOL)
@@ -307,10 +312,7 @@ def test_padding_free_dpo_scores_like_the_padded_batch_and_takes_the_same_step(t
     call = PackedForward.__call__
     monkeypatch.setattr(PackedForward, "__call__", lambda self, **kw: packed_calls.append(1) or call(self, **kw))
     for trainer in (padded, packed):
-        g = torch.Generator().manual_seed(1)
-        with torch.no_grad():
-            for p in trainer.model.parameters():
-                p.add_(0.05 * torch.randn(p.shape, generator=g).to(p.device))
+        _move_policy(trainer)
     loss_padded, grads_padded = _loss_and_grads(padded, batch)
     loss_packed, grads_packed = _loss_and_grads(packed, _whole_dataset_batch(packed))
     assert len(packed_calls) == (1 if precompute else 2)  # the policy, and the reference model in the step
