@@ -265,6 +265,9 @@ class DPOConfig:
     # sequence, position ids restarting per sequence so none attends to another): no compute on padding.
     # Loss and gradients equal the padded batch's (posttrain/dpo.py, tests/test_fast_paths.py).
     padding_free: bool = False
+    # With padding_free: a pair's rejected sequence attends to the prompt (and any further tokens) it shares
+    # with its chosen one in the chosen's row instead of recomputing them; needs sdpa or eager attention.
+    share_prefix: bool = False
     gradient_checkpointing: bool = True  # TRL's default: recompute activations in backward (less memory, slower)
     use_liger_kernel: bool = False  # Liger's Triton kernels (RMSNorm, RoPE, SwiGLU); needs liger-kernel and a GPU
     torch_compile: bool = False  # torch.compile the model (the first steps pay the compile time)

@@ -5,8 +5,9 @@
   responses share them, and pushing their likelihood apart caused tail repetition and abrupt stops.
   TRL has no switch for this, so `FormattingTokenMaskCollator` removes them from the completion mask.
 
-Speed switches (`DPOConfig`): reference log-probs precomputed once, length-grouped batches, and padding-free
-forwards (`PackedForward`: TRL 1.16 turned its own `padding_free` off), each tested to train like the plain path.
+Speed switches (`DPOConfig`): reference log-probs precomputed once, length-grouped batches, padding-free
+forwards (`posttrain/dpo_packing.py`: TRL 1.16 turned its own `padding_free` off) and, on top, one forward over
+a pair's shared prompt; each tested to train like the plain path.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from trl.trainer.dpo_trainer import DataCollatorForPreference
 
 from posttrain.config import DPOConfig
 from posttrain.dist import barrier, world
-from posttrain.sft import MASKED_ATTENTION
+from posttrain.dpo_packing import PackedForward
 from posttrain.training import common_args, copy_model, lora_args, model_init_args, train_and_save, trained
 
 # Formatting tokens of the chat templates we know (Llama 3, ChatML); any that exist in a vocabulary count.
@@ -96,7 +97,7 @@ def dpo_trainer(out: Path, sft_model: str | Path, pairs: pa.Table, cfg: DPOConfi
     model = {"model": str(sft_model), **lora_args(cfg.lora, sft_model, cfg.attn_implementation)}
     trainer = StageDPOTrainer(**model, args=args, data_collator=collator, train_dataset=dataset,
                               processing_class=tokenizer, group_by_length=cfg.group_by_length,
-                              padding_free=cfg.padding_free)
+                              padding_free=cfg.padding_free, share_prefix=cfg.share_prefix)
     _release_reference_engine(trainer)
     return trainer, tokenizer
 
@@ -124,10 +125,13 @@ class StageDPOTrainer(DPOTrainer):
     precomputed) run on the batch's sequences packed into rows (`PackedForward`); TRL's loss code reads the
     outputs in the padded layout. (With LoRA and no precomputed pass, the reference is the policy with its
     adapters off, called by TRL as `self.model`: that forward stays padded.)
+    `share_prefix` (with `padding_free`): in those rows a pair's rejected sequence reads the prompt it shares
+    with its chosen one from the chosen's tokens instead of recomputing it.
     """
 
-    def __init__(self, *args, group_by_length: bool = False, padding_free: bool = False, **kwargs):
-        self.group_by_length, self.padding_free_rows = group_by_length, padding_free
+    def __init__(self, *args, group_by_length: bool = False, padding_free: bool = False, share_prefix: bool = False,
+                 **kwargs):
+        self.group_by_length, self.padding_free_rows, self.share_prefix = group_by_length, padding_free, share_prefix
         super().__init__(*args, **kwargs)  # the reference pass, when precomputed, runs in here
 
     def _get_train_sampler(self, train_dataset=None):
@@ -145,113 +149,17 @@ class StageDPOTrainer(DPOTrainer):
         if not self.padding_free_rows:
             return super()._compute_loss(model, inputs, return_outputs)
         ref_model = self.ref_model  # TRL calls it in here when the reference is not precomputed
-        self.ref_model = None if ref_model is None else PackedForward(ref_model)
+        self.ref_model = None if ref_model is None else self._packed(ref_model)
         try:
-            return super()._compute_loss(PackedForward(model), inputs, return_outputs)
+            return super()._compute_loss(self._packed(model), inputs, return_outputs)
         finally:
             self.ref_model = ref_model
 
     def compute_ref_log_probs(self, model, inputs):
-        return super().compute_ref_log_probs(PackedForward(model) if self.padding_free_rows else model, inputs)
+        return super().compute_ref_log_probs(self._packed(model) if self.padding_free_rows else model, inputs)
 
-
-class PackedForward:
-    """Calls `model` on a right-padded batch with its sequences packed into rows, and returns the per-token
-    outputs in the padded layout.
-
-    Under masked attention (sdpa, eager, flex) rows are as wide as the batch's longest sequence, so no
-    attention block is larger than in the padded batch; sequences go first-fit by decreasing length.
-    Flash attention finds packed sequences in a single row only, so there they all share one row (its
-    varlen kernel skips the masked blocks). Position ids restart at every sequence and no attention mask is
-    passed: that is how transformers keeps packed sequences apart (as in SFT's `PackedRowsCollator`); a
-    row's unused tail is one more sequence of its own, with no labels. Each sequence's first label is
-    dropped, as it would follow the previous sequence's last token (in the padded layout, too, the first
-    token is never predicted). `one_row` forces the single-row layout.
-    """
-
-    def __init__(self, model, one_row: bool | None = None):
-        self.model = model
-        self.one_row = _attention(model) not in MASKED_ATTENTION if one_row is None else one_row
-
-    def __call__(self, input_ids, attention_mask=None, labels=None, **kwargs):
-        if attention_mask is None or labels is None or not kwargs.get("fused_lm_head"):  # not a loss forward
-            return self.model(input_ids=input_ids, attention_mask=attention_mask, labels=labels, **kwargs)
-        lengths = attention_mask.sum(dim=1).tolist()
-        width = sum(lengths) if self.one_row else input_ids.shape[1]  # a packed row's
-        rows = [list(range(len(lengths)))] if self.one_row else first_fit_rows(lengths, width)
-        device = input_ids.device
-        packed, padded = (t.to(device) for t in _token_maps(rows, lengths, width, input_ids.shape[1]))
-        ids = input_ids.new_zeros(len(rows) * width)
-        ids[packed] = input_ids.reshape(-1)[padded]
-        row_labels = labels.new_full((len(rows) * width,), -100)
-        row_labels[packed] = labels.reshape(-1)[padded]
-        positions = _positions(rows, lengths, width).to(device)
-        row_labels[positions.reshape(-1) == 0] = -100
-        outputs = self.model(input_ids=ids.view(len(rows), width), position_ids=positions,
-                             labels=row_labels.view(len(rows), width), **kwargs)
-        return _unpack(outputs, rows, lengths, width, input_ids.shape)
-
-
-def _attention(model) -> str:
-    """The attention implementation of a model, also when wrapped (DDP, DeepSpeed, PEFT)."""
-    config = getattr(getattr(model, "module", model), "config", None)
-    return getattr(config, "_attn_implementation", None) or "sdpa"
-
-
-def _token_maps(rows: list[list[int]], lengths: list[int], row_width: int, padded_width: int,
-                shift: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Flat positions of every sequence's first n - shift tokens: in the packed rows, in the padded batch
-    (widths less `shift` each: the layout of per-token outputs, position t scoring token t + 1)."""
-    packed, padded = [], []
-    for r, seqs in enumerate(rows):
-        offset = 0
-        for i in seqs:
-            n = lengths[i] - shift
-            packed.append(torch.arange(r * (row_width - shift) + offset, r * (row_width - shift) + offset + n))
-            padded.append(torch.arange(i * (padded_width - shift), i * (padded_width - shift) + n))
-            offset += lengths[i]
-    return torch.cat(packed), torch.cat(padded)
-
-
-def first_fit_rows(lengths: list[int], width: int) -> list[list[int]]:
-    """Sequence indices grouped into rows of at most `width` tokens, first-fit by decreasing length."""
-    rows: list[list[int]] = []
-    room: list[int] = []
-    for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
-        r = next((r for r, free in enumerate(room) if free >= lengths[i]), None)
-        if r is None:
-            rows.append([])
-            room.append(width)
-            r = len(rows) - 1
-        rows[r].append(i)
-        room[r] -= lengths[i]
-    return rows
-
-
-def _positions(rows: list[list[int]], lengths: list[int], width: int) -> torch.Tensor:
-    """Position ids restarting at 0 for every sequence of a row and for its unused tail."""
-    out = []
-    for seqs in rows:
-        parts = [torch.arange(lengths[i]) for i in seqs]
-        used = sum(lengths[i] for i in seqs)
-        if used < width:
-            parts.append(torch.arange(width - used))
-        out.append(torch.cat(parts))
-    return torch.stack(out)
-
-
-def _unpack(outputs, rows: list[list[int]], lengths: list[int], width: int, padded_shape):
-    """The outputs' per-token fields ([rows, width - 1]: position t scores token t + 1) in the padded layout."""
-    batch, padded_width = padded_shape
-    src, dst = _token_maps(rows, lengths, width, padded_width, shift=1)
-    fields = {}
-    for name, value in outputs.items():
-        if torch.is_tensor(value) and value.dim() >= 2 and tuple(value.shape[:2]) == (len(rows), width - 1):
-            flat = value.new_zeros((batch * (padded_width - 1), *value.shape[2:]))
-            flat[dst.to(value.device)] = value.reshape(-1, *value.shape[2:])[src.to(value.device)]
-            value = flat.view(batch, padded_width - 1, *value.shape[2:])
-        fields[name] = value
-    return type(outputs)(**fields)
+    def _packed(self, model) -> PackedForward:
+        return PackedForward(model, share_prefix=self.share_prefix)
 
 
 def _for_reference_pass(dataset, path: Path):

@@ -106,6 +106,13 @@ def _check_training(r: Recipe, need: Need) -> None:
     need(r.dpo.beta > 0, "dpo.beta", "must be > 0")
     need(r.dpo.learning_rate > 0, "dpo.learning_rate", f"must be > 0, got {r.dpo.learning_rate}")
     need(r.dpo.nll_weight >= 0, "dpo.nll_weight", f"must be >= 0 (0 = no NLL term), got {r.dpo.nll_weight}")
+    if r.dpo.share_prefix:
+        from posttrain.dpo_packing import DENSE_MASK_ATTENTION  # torch: only for recipes that turn it on
+
+        need(r.dpo.padding_free, "dpo.share_prefix", "needs dpo.padding_free: true")
+        need(r.dpo.attn_implementation in (None, *DENSE_MASK_ATTENTION), "dpo.share_prefix",
+             f"needs attention that takes a dense mask ({', '.join(DENSE_MASK_ATTENTION)}), "
+             f"not dpo.attn_implementation {r.dpo.attn_implementation!r}")
     need(0 <= r.sft.warmup_ratio < 1, "sft.warmup_ratio", f"must be in [0, 1), got {r.sft.warmup_ratio}")
     need(r.sft.weight_decay >= 0, "sft.weight_decay", f"must be >= 0, got {r.sft.weight_decay}")
     for stage in ("sft", "dpo"):

@@ -232,8 +232,8 @@ def check_chat_template(model: str) -> None:
 # and Liger's up to their rounding); packing, length grouping and precomputed reference log-probs change
 # what a batch holds, so they stay in.
 HOW_NOT_WHAT = frozenset({"kv_cache_gib", "gpu_memory_utilization", "num_workers", "checkpoint_every_steps",
-                          "gradient_checkpointing", "padding_free", "use_liger_kernel", "torch_compile",
-                          "attn_implementation"})
+                          "gradient_checkpointing", "padding_free", "share_prefix", "use_liger_kernel",
+                          "torch_compile", "attn_implementation"})
 
 
 def outputs(cfg, *also: str) -> dict:

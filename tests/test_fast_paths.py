@@ -31,7 +31,9 @@ from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
 from posttrain import schema
 from posttrain.config import DPOConfig, RecipeError, SFTConfig, load_recipe
-from posttrain.dpo import PAIRS_ON_DISK, PackedForward, dpo, dpo_trainer, first_fit_rows, formatting_token_ids
+from posttrain.dpo import PAIRS_ON_DISK, dpo, dpo_trainer, formatting_token_ids
+from posttrain.dpo_packing import (PackedForward, attention_rows, first_fit_rows, flop_weights, forward_cost,
+                                   plan_rows, shared_prefixes, unit_lengths)
 from posttrain.sft import PackedRowsCollator, sft, sft_trainer
 from posttrain.tiny import world
 from posttrain.tiny.base import CHAT_TEMPLATE, train_tokenizer
@@ -274,12 +276,57 @@ def test_first_fit_rows_place_every_sequence_once_within_the_width():
     assert PackedForward(wrapped).one_row
 
 
+def test_a_rejected_suffix_sees_its_shared_prefix_and_nothing_else_of_its_chosen():
+    """Pairs (seq 0, seq 2) sharing 3 tokens and (1, 3) sharing 1, in rows of 8: the hand-drawn masks."""
+    rows, width = plan_rows([5, 4, 6, 4], 8, prefixes=[3, 1])
+    assert [[(seg.seq, seg.start, seg.length, seg.offset) for seg in row] for row in rows] == [
+        [(0, 0, 5, 0), (2, 3, 3, 5)], [(1, 0, 4, 0), (3, 1, 3, 4)]]
+    mask = attention_rows(rows, width)[:, 0].int().tolist()
+    assert mask[0] == [[1, 0, 0, 0, 0, 0, 0, 0],
+                       [1, 1, 0, 0, 0, 0, 0, 0],
+                       [1, 1, 1, 0, 0, 0, 0, 0],
+                       [1, 1, 1, 1, 0, 0, 0, 0],
+                       [1, 1, 1, 1, 1, 0, 0, 0],
+                       [1, 1, 1, 0, 0, 1, 0, 0],  # suffix: the 3 shared tokens, then itself
+                       [1, 1, 1, 0, 0, 1, 1, 0],
+                       [1, 1, 1, 0, 0, 1, 1, 1]]
+    assert mask[1][4:] == [[1, 0, 0, 0, 1, 0, 0, 0],
+                           [1, 0, 0, 0, 1, 1, 0, 0],
+                           [1, 0, 0, 0, 1, 1, 1, 0],
+                           [0, 0, 0, 0, 0, 0, 0, 1]]  # the row's unused tail: itself only
+    # a pair that would not fit a row shared runs as two sequences
+    rows, _ = plan_rows([5, 4, 7, 4], 8, prefixes=[1, 1])
+    assert sorted((seg.seq, seg.start) for row in rows for seg in row) == [(0, 0), (1, 0), (2, 0), (3, 1)]
+
+
+def test_a_shared_prefix_needs_padding_free_rows_and_a_dense_mask(tmp_path, model_dir, pairs):
+    with pytest.raises(RecipeError, match="dpo.share_prefix needs dpo.padding_free"):
+        load_recipe("recipes/tiny.yaml", ["dpo.share_prefix=true"])
+    with pytest.raises(RecipeError, match="dpo.share_prefix needs attention that takes a dense mask"):
+        load_recipe("recipes/tiny.yaml", ["dpo.share_prefix=true", "dpo.padding_free=true",
+                                          "dpo.attn_implementation=flex_attention"])
+    # eager attention adds the mask to its scores: there the mask is 0 / -inf, and the log-probs still match
+    trainer = dpo_trainer(tmp_path, model_dir, pairs, DPOConfig(attn_implementation="eager"), 0, **FP32)[0]
+    batch = _whole_dataset_batch(trainer)
+    labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+    model = trainer.model.eval()
+    with torch.no_grad():
+        alone, shared = (f(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=labels,
+                           fused_lm_head=True, use_cache=False)
+                         for f in (model, PackedForward(model, share_prefix=True)))
+    torch.testing.assert_close(shared.log_probs, alone.log_probs, rtol=RTOL, atol=1e-5)
+    with pytest.raises(ValueError, match="a shared prefix needs"):
+        PackedForward(model, one_row=True, share_prefix=True)
+
+
+@pytest.mark.parametrize("share_prefix", [False, True])
 @pytest.mark.parametrize("precompute", [True, False])
 def test_padding_free_dpo_scores_like_the_padded_batch_and_takes_the_same_step(tmp_path, model_dir, pairs,
-                                                                                precompute, monkeypatch):
+                                                                                precompute, share_prefix, monkeypatch):
     cfg = DPOConfig(batch_size=pairs.num_rows, max_length=512, precompute_ref_log_probs=precompute)
     padded = dpo_trainer(tmp_path / "a", model_dir, pairs, cfg, 0, **FP32)[0]
-    packed = dpo_trainer(tmp_path / "b", model_dir, pairs, dataclasses.replace(cfg, padding_free=True), 0, **FP32)[0]
+    packed = dpo_trainer(tmp_path / "b", model_dir, pairs,
+                         dataclasses.replace(cfg, padding_free=True, share_prefix=share_prefix), 0, **FP32)[0]
     batch = _whole_dataset_batch(padded)
     lengths = batch["attention_mask"].sum(1).tolist()
     rows = first_fit_rows(lengths, batch["input_ids"].shape[1])
@@ -288,11 +335,21 @@ def test_padding_free_dpo_scores_like_the_padded_batch_and_takes_the_same_step(t
     # Every token's log-prob (prompts too) equals the padded forward's: no sequence sees another
     labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
     model = padded.model.eval()
+    if share_prefix:  # each pair's prompt runs once: the rejected suffixes are far shorter than their sequences
+        prefixes = shared_prefixes(batch["input_ids"], batch["attention_mask"], labels)
+        assert min(prefixes) >= 10
+        width = batch["input_ids"].shape[1]
+        shared = plan_rows(lengths, max(width, *unit_lengths(lengths, prefixes)), prefixes)
+        assert sum(seg.length for row in shared[0] for seg in row) == sum(lengths) - sum(prefixes)
+        # and the forward takes that layout: cheaper by its estimate than one sequence per unit
+        weights = flop_weights(model)
+        assert forward_cost(*shared, *weights) < forward_cost(*plan_rows(lengths, width), *weights)
     with torch.no_grad():
         alone = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=labels,
                       fused_lm_head=True, use_cache=False)
-        together = PackedForward(model)(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                                        labels=labels, fused_lm_head=True, use_cache=False)
+        together = PackedForward(model, share_prefix=share_prefix)(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=labels, fused_lm_head=True,
+            use_cache=False)
         # flash attention's layout (every sequence in one row), here under sdpa
         one_row = PackedForward(model, one_row=True)(input_ids=batch["input_ids"],
                                                      attention_mask=batch["attention_mask"], labels=labels,

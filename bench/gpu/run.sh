@@ -27,7 +27,7 @@ nvidia-smi --query-gpu=name,memory.total,memory.used --format=csv,noheader | tee
 # Most important first: every part has its own timeout, and what finished is already in $OUT.
 timeout 300 python3 bench/train_throughput.py --device cuda --timeout 100 --workdir /tmp/throughput \
   --out "$OUT/throughput.jsonl" \
-  --variants ${VARIANTS:-sft_trl sft_fast_liger dpo_trl dpo_fast dpo_padding_free dpo_padding_free_liger sft_fast_liger_b16 sft_fast} \
+  --variants ${VARIANTS:-sft_trl sft_fast_liger dpo_trl dpo_padding_free dpo_shared_prefix dpo_shared_prefix_liger dpo_padding_free_liger dpo_fast sft_fast_liger_b16} \
   2>&1 | tee "$OUT/throughput.log"
 echo "bench: exit ${PIPESTATUS[0]}"
 
