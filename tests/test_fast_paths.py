@@ -10,6 +10,8 @@ float32 (bf16 is turned off, so the tolerances hold on a GPU too):
   run alone (a control without restarting position ids shows the check can fail);
 - precomputed reference log-probs equal the on-the-fly reference pass, leave out the formatting tokens
   exactly like the policy's, and give the same DPO loss and gradients; they also work under two ranks;
+- padding-free DPO rows, with and without a pair's shared prompt run once: every token's log-prob equals
+  the padded forward's, and the loss and gradients too (the shared-prefix mask is also checked by hand);
 - gradient checkpointing and torch.compile: one training step moves the weights the same way;
 - length-grouped DPO batches see every pair once and pad less;
 - use_liger_kernel fails clearly where liger-kernel is missing.
@@ -384,7 +386,7 @@ def test_stages_train_end_to_end_on_the_fast_paths(tmp_path, model_dir, mix, pai
     assert info["steps"] >= 1 and (tmp_path / "sft" / "model" / "config.json").exists()
     info = dpo(tmp_path / "dpo", tmp_path / "sft" / "model", pairs,
                DPOConfig(batch_size=4, precompute_ref_log_probs=True, group_by_length=True,
-                         gradient_checkpointing=False, padding_free=True), seed=0)
+                         gradient_checkpointing=False, padding_free=True, share_prefix=True), seed=0)
     assert info["steps"] == pairs.num_rows // 4
     assert (tmp_path / "dpo" / "model" / "config.json").exists() and not (tmp_path / "dpo" / PAIRS_ON_DISK).exists()
 
@@ -400,7 +402,8 @@ from posttrain.dist import shutdown
 from posttrain.dpo import dpo
 
 model_dir, pairs_file, out = map(Path, sys.argv[1:])
-cfg = DPOConfig(batch_size=2, precompute_ref_log_probs=True, group_by_length=True, padding_free=True)
+cfg = DPOConfig(batch_size=2, precompute_ref_log_probs=True, group_by_length=True, padding_free=True,
+                share_prefix=True)
 print(f"steps {dpo(out, model_dir, pq.read_table(pairs_file), cfg, seed=0)['steps']}", flush=True)
 shutdown()  # as every posttrain command does (cli.main): a rank leaving with the process group alive can abort at exit
 """
