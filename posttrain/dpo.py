@@ -170,12 +170,18 @@ def _for_reference_pass(dataset, path: Path):
     own; an in-memory dataset has none, so each process would pick its own temporary directory, and under
     a multi-process launch the ranks but the main one would look for a file only it wrote (FileNotFoundError).
     In the run directory, which every rank sees, they all find it.
+
+    A stage killed after the pass resumes without redoing it: the saved pairs are kept while their digest
+    (written last) matches, so TRL finds its cache file, named by the dataset's and the reference model's
+    content hashes (other pairs or another SFT model: a new pass).
     """
     from datasets import load_from_disk
 
-    if world().is_main:
+    digest = path / "pairs.fingerprint"
+    if world().is_main and not (digest.is_file() and digest.read_text() == dataset._fingerprint):
         chars = [sum(len(m["content"]) for k in ("prompt", "chosen", "rejected") for m in row[k]) for row in dataset]
         shutil.rmtree(path, ignore_errors=True)
         dataset.add_column("chars", chars).sort("chars").remove_columns("chars").save_to_disk(path)
+        digest.write_text(dataset._fingerprint)  # datasets' content hash of an in-memory table
     barrier()
     return load_from_disk(path)

@@ -217,6 +217,37 @@ def test_precomputed_reference_log_probs_equal_the_reference_pass(tmp_path, mode
     torch.testing.assert_close(grads_pre, grads_plain, rtol=RTOL, atol=ATOL)
 
 
+def test_a_resumed_stage_reuses_its_reference_pass_until_pairs_or_model_change(tmp_path, model_dir, pairs,
+                                                                               monkeypatch):
+    """A DPO stage killed after its reference pass is built again on resume: the pass is not redone."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from posttrain.dpo import StageDPOTrainer
+
+    passes = []
+    compute = StageDPOTrainer.compute_ref_log_probs
+    monkeypatch.setattr(StageDPOTrainer, "compute_ref_log_probs",
+                        lambda self, *a: passes.append(1) or compute(self, *a))
+    cfg = DPOConfig(batch_size=4, precompute_ref_log_probs=True)
+
+    def cached(model, table):
+        trainer = dpo_trainer(tmp_path / "stage", model, table, cfg, 0, **FP32)[0]
+        return sorted((e["ref_chosen_logps"], e["ref_rejected_logps"]) for e in trainer.train_dataset)
+
+    first = cached(model_dir, pairs)
+    assert len(passes) == 1  # the 16 pairs in one batch of 4 x batch_size
+    assert cached(model_dir, pairs) == first and len(passes) == 1  # reused: no new batch
+    swapped = pairs.set_column(pairs.schema.get_field_index("chosen"), "chosen", pairs["rejected"])
+    cached(model_dir, swapped)
+    assert len(passes) == 2  # other pairs: a new pass
+    moved = AutoModelForCausalLM.from_pretrained(model_dir)
+    with torch.no_grad():
+        moved.model.norm.weight.mul_(1.5)
+    moved.save_pretrained(tmp_path / "moved")
+    AutoTokenizer.from_pretrained(model_dir).save_pretrained(tmp_path / "moved")
+    assert cached(tmp_path / "moved", pairs) != first and len(passes) == 3  # another reference model: too
+
+
 def _one_step_update(tmp_path, stage_trainer, model_dir, table, cfg) -> tuple[torch.Tensor, object]:
     """(weights before - after) of one plain SGD step with learning rate 1 through `trainer.train()`: the
     clipped gradient, from the real training loop (gradient checkpointing and compilation start there)."""
