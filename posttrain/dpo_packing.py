@@ -84,7 +84,7 @@ class PackedForward:
         mask = None
         # a suffix's positions go on from its prefix's: position ids alone would merge it with its host
         if any(seg.host is not None for row in rows for seg in row):
-            mask = attention_rows(rows, width).to(device)
+            mask = attention_rows(rows, width, device)
             if _attention(self.model) == "eager":  # eager adds the mask to the scores
                 mask = torch.zeros(mask.shape, device=device).masked_fill_(~mask, torch.finfo(torch.float32).min)
         outputs = self.model(input_ids=ids.view(len(rows), width), position_ids=positions, attention_mask=mask,
@@ -224,10 +224,10 @@ def position_ids(rows: list[list[Segment]], width: int) -> torch.Tensor:
     return torch.stack(out)
 
 
-def attention_rows(rows: list[list[Segment]], width: int) -> torch.Tensor:
+def attention_rows(rows: list[list[Segment]], width: int, device: torch.device | str = "cpu") -> torch.Tensor:
     """[rows, 1, width, width] bool, True where query q may attend to key t: t <= q in the same unit, and
     either in the same segment or, for a suffix, among its host's first `start` tokens. A row's tail is a
-    unit of its own."""
+    unit of its own. Built on `device` from per-token codes (at width 4096, 16M entries a row)."""
     unit = torch.full((len(rows), width), -1, dtype=torch.long)
     segment = torch.full((len(rows), width), -1, dtype=torch.long)
     shared = torch.zeros((len(rows), width), dtype=torch.long)  # a suffix token: its host's tokens it may see
@@ -239,7 +239,8 @@ def attention_rows(rows: list[list[Segment]], width: int) -> torch.Tensor:
             shared[r, cols] = seg.start if seg.host is not None else 0
         used = sum(seg.length for seg in row)
         unit[r, used:], segment[r, used:] = width, len(row)
-    index = torch.arange(width)
+    unit, segment, shared = unit.to(device), segment.to(device), shared.to(device)
+    index = torch.arange(width, device=device)
     causal = index[:, None] >= index[None, :]
     same_unit = unit[:, :, None] == unit[:, None, :]
     same_segment = segment[:, :, None] == segment[:, None, :]
