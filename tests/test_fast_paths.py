@@ -332,6 +332,23 @@ def test_a_rejected_suffix_sees_its_shared_prefix_and_nothing_else_of_its_chosen
     assert sorted((seg.seq, seg.start) for row in rows for seg in row) == [(0, 0), (1, 0), (2, 0), (3, 1)]
 
 
+def test_a_batch_shares_prefixes_only_where_the_flop_estimate_says_cheaper():
+    """Rows widen to hold a pair: worth it for a long prompt, not for a 2-token one (Llama-3.2-1B's shape)."""
+    config = types.SimpleNamespace(hidden_size=2048, intermediate_size=8192, num_attention_heads=32,
+                                   num_key_value_heads=8, head_dim=64)
+    weights = flop_weights(types.SimpleNamespace(module=types.SimpleNamespace(config=config)))
+    assert weights == (2.0 * (2 * 2048 * 2048 + 2 * 2048 * 512 + 3 * 2048 * 8192), 4.0 * 2048)
+
+    def cheaper_shared(lengths, prefixes):
+        width = max(lengths)
+        shared = plan_rows(lengths, max(width, *unit_lengths(lengths, prefixes)), prefixes)
+        return forward_cost(*shared, *weights) < forward_cost(*plan_rows(lengths, width), *weights)
+
+    assert cheaper_shared([1800, 1900, 1850, 1950], [1500, 1600])  # long prompts, short replies
+    assert not cheaper_shared([1800, 1900, 1850, 1950], [2, 2])  # rows twice as wide for nothing
+    assert flop_weights(types.SimpleNamespace(config=None)) == (1.0, 0.0)  # unknown model: tokens count
+
+
 def test_a_shared_prefix_needs_padding_free_rows_and_a_dense_mask(tmp_path, model_dir, pairs):
     with pytest.raises(RecipeError, match="dpo.share_prefix needs dpo.padding_free"):
         load_recipe("recipes/tiny.yaml", ["dpo.share_prefix=true"])
