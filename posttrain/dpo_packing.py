@@ -4,10 +4,10 @@ TRL's DPO loss code works on a padded batch [chosen..., rejected...] and reads p
 (`log_probs`, ...) in that layout. `PackedForward` wraps the model so that the forward itself runs on
 the batch's real tokens only, optionally with each pair's common prefix (the prompt) run once:
 
-    padded (4 sequences, width 6)        packed rows (width 6), prefix shared
-    P P P C C .                          P P P C C r r
-    P P R R R R          ------>           (rejected suffix "r r" attends to its own
-    ...                                     tokens and to the prefix, not to "C C")
+    padded: chosen, rejected (width 6)        packed: one row (width 9), prefix shared
+    P P P C C .                               P P P C C p r r r
+    P P P r r r              ------>          the rejected suffix "p r r r" starts at its last prompt
+                                              token, attends to itself and to "P P", not to "C C"
 
 A row is a list of segments: a whole sequence, or a rejected sequence's suffix after the prefix it shares
 with its chosen one (which it reads from the chosen segment in the same row, through the attention mask).
