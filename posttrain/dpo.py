@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import torch
+from accelerate.utils import is_peft_model
 from trl import DPOTrainer
 from trl.trainer.dpo_trainer import DataCollatorForPreference
 
@@ -123,8 +124,8 @@ class StageDPOTrainer(DPOTrainer):
     a batch pads its chosen and rejected rows to less.
     `padding_free`: the policy's and the reference model's forwards (or the reference pass, when
     precomputed) run on the batch's sequences packed into rows (`PackedForward`); TRL's loss code reads the
-    outputs in the padded layout. (With LoRA and no precomputed pass, the reference is the policy with its
-    adapters off, called by TRL as `self.model`: that forward stays padded.)
+    outputs in the padded layout (with LoRA and no precomputed pass, the reference is the policy with its
+    adapters off: `_adapters_off`).
     `share_prefix` (with `padding_free`): in those rows a pair's rejected sequence reads the prompt it shares
     with its chosen one from the chosen's tokens instead of recomputing it.
     """
@@ -149,7 +150,10 @@ class StageDPOTrainer(DPOTrainer):
         if not self.padding_free_rows:
             return super()._compute_loss(model, inputs, return_outputs)
         ref_model = self.ref_model  # TRL calls it in here when the reference is not precomputed
-        self.ref_model = None if ref_model is None else self._packed(ref_model)
+        if ref_model is not None:
+            self.ref_model = self._packed(ref_model)
+        elif not self.precompute_ref_logps and is_peft_model(self.model):
+            self.ref_model = self._adapters_off()
         try:
             return super()._compute_loss(self._packed(model), inputs, return_outputs)
         finally:
@@ -160,6 +164,22 @@ class StageDPOTrainer(DPOTrainer):
 
     def _packed(self, model) -> PackedForward:
         return PackedForward(model, share_prefix=self.share_prefix)
+
+    def _adapters_off(self):
+        """A LoRA policy's reference as TRL takes it (the policy with its adapters off, or with its "ref"
+        adapter), packed: TRL calls `self.model` for it, which `_compute_loss` cannot wrap, but it calls a
+        `ref_model` when there is one."""
+        from trl.trainer.utils import use_adapter
+
+        unwrapped = self.accelerator.unwrap_model(self.model)
+        adapter = "ref" if "ref" in unwrapped.peft_config else None
+        packed = self._packed(self.model)
+
+        def forward(**kwargs):
+            with use_adapter(unwrapped, adapter_name=adapter):
+                return packed(**kwargs)
+
+        return forward
 
 
 def _for_reference_pass(dataset, path: Path):

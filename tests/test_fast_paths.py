@@ -428,6 +428,38 @@ def test_padding_free_dpo_scores_like_the_padded_batch_and_takes_the_same_step(t
     torch.testing.assert_close(grads_packed, grads_padded, rtol=RTOL, atol=ATOL)
 
 
+def test_padding_free_lora_dpo_packs_the_adapters_off_reference_too(tmp_path, model_dir, pairs, monkeypatch):
+    """With LoRA and no precomputed pass, TRL's reference is the policy with its adapters off, called as
+    `self.model`; the stage hands TRL a packed reference instead, and the step stays the padded one's."""
+    from posttrain.config import LoRAConfig
+
+    cfg = DPOConfig(batch_size=pairs.num_rows, max_length=512, lora=LoRAConfig(r=4))
+    padded = dpo_trainer(tmp_path / "a", model_dir, pairs, cfg, 0, **FP32)[0]
+    packed = dpo_trainer(tmp_path / "b", model_dir, pairs,
+                         dataclasses.replace(cfg, padding_free=True, share_prefix=True), 0, **FP32)[0]
+    calls = []
+    call = PackedForward.__call__
+    monkeypatch.setattr(PackedForward, "__call__", lambda self, **kw: calls.append(1) or call(self, **kw))
+
+    def loss_and_grads(trainer):
+        with torch.no_grad():  # the adapters leave zero-initialised; move them so the reference differs
+            g = torch.Generator().manual_seed(1)
+            for name, p in trainer.model.named_parameters():
+                if "lora_" in name:
+                    p.add_(0.05 * torch.randn(p.shape, generator=g))
+        trainer.model.train()
+        loss = trainer.compute_loss(trainer.model, _whole_dataset_batch(trainer))
+        loss.backward()
+        return loss.detach(), torch.cat([p.grad.flatten() for p in trainer.model.parameters() if p.requires_grad])
+
+    loss_padded, grads_padded = loss_and_grads(padded)
+    assert calls == []
+    loss_packed, grads_packed = loss_and_grads(packed)
+    assert len(calls) == 2 and packed.ref_model is None  # the policy and its adapters-off reference
+    torch.testing.assert_close(loss_packed, loss_padded, rtol=RTOL, atol=ATOL)
+    torch.testing.assert_close(grads_packed, grads_padded, rtol=RTOL, atol=ATOL)
+
+
 def test_stages_train_end_to_end_on_the_fast_paths(tmp_path, model_dir, mix, pairs):
     info = sft(tmp_path / "sft", model_dir, mix, SFTConfig(batch_size=2, max_length=256, packing=True,
                                                            gradient_checkpointing=False), seed=0)
