@@ -141,7 +141,8 @@ def dpo_pairs(n: int, median: int, max_length: int, prompt_scale: float = 1.0):
 # --------------------------------------------------------------------------- one variant, in its own process
 
 
-def run_variant(workdir: Path, device: str, name: str, warmup: int, steps: int, prompt_scale: float = 1.0) -> dict:
+def run_variant(workdir: Path, device: str, name: str, warmup: int, steps: int, prompt_scale: float = 1.0,
+                profile: Path | None = None) -> dict:
     import torch
     from transformers import TrainerCallback
 
@@ -151,9 +152,10 @@ def run_variant(workdir: Path, device: str, name: str, warmup: int, steps: int, 
     switches = VARIANTS[name]
     size = SIZES[device]
     common = {"batch_size": size["batch_size"], "max_length": size["max_length"], **switches}
-    overrides = dict(max_steps=warmup + steps, save_strategy="no", logging_steps=10_000)
+    # with `profile`, one more step after the timed ones runs under torch.profiler (its overhead untimed)
+    overrides = dict(max_steps=warmup + steps + (profile is not None), save_strategy="no", logging_steps=10_000)
     out = workdir / name
-    timing: dict = {"t0": None, "tokens": 0, "rows": 0, "steps": 0, "precompute_s": 0.0}
+    timing: dict = {"t0": None, "t1": None, "tokens": 0, "rows": 0, "steps": 0, "precompute_s": 0.0}
 
     def sync():
         if cuda:
@@ -192,16 +194,34 @@ def run_variant(workdir: Path, device: str, name: str, warmup: int, steps: int, 
     setup = time.perf_counter() - setup
 
     class Clock(TrainerCallback):
+        profiler = None
+
         def on_step_begin(self, args, state, control, **kwargs):
             if state.global_step == warmup:
                 sync()
                 timing["t0"] = time.perf_counter()
+            if state.global_step == warmup + steps and profile is not None:
+                sync()
+                timing["t1"] = time.perf_counter()
+                activities = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] * cuda)
+                self.profiler = torch.profiler.profile(activities=activities)
+                self.profiler.__enter__()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if self.profiler is not None:
+                sync()
+                self.profiler.__exit__(None, None, None)
+                table = self.profiler.key_averages().table(
+                    sort_by="cuda_time_total" if cuda else "cpu_time_total", row_limit=40, max_name_column_width=80)
+                profile.mkdir(parents=True, exist_ok=True)
+                (profile / f"{name}.txt").write_text(f"{name}: one training step after the timed ones\n{table}\n")
+                self.profiler = None
 
     trainer.add_callback(Clock())
     compute_loss = trainer.compute_loss
 
     def counting(model, inputs, *args, **kwargs):
-        if timing["t0"] is not None:
+        if timing["t0"] is not None and timing["t1"] is None:
             mask = inputs.get("attention_mask")
             timing["tokens"] += int(mask.sum()) if mask is not None else inputs["input_ids"].numel()
             timing["rows"] += inputs["input_ids"].shape[0]
@@ -213,7 +233,7 @@ def run_variant(workdir: Path, device: str, name: str, warmup: int, steps: int, 
         torch.cuda.reset_peak_memory_stats()
     trainer.train()
     sync()
-    seconds = time.perf_counter() - timing["t0"]
+    seconds = (timing["t1"] or time.perf_counter()) - timing["t0"]
     result = {"name": name, "device": torch.cuda.get_device_name() if cuda else "cpu", "switches": switches,
               "timed_steps": timing["steps"], "seconds": round(seconds, 2), "setup_s": round(setup, 1),
               "tokens_per_s": round(timing["tokens"] / seconds, 1)}
@@ -271,6 +291,8 @@ def main() -> None:
     p.add_argument("--prompt-scale", type=float, default=1.0,
                    help="DPO prompts this many times longer than the default (a quarter of the median length; "
                         "multi-turn preference data has long prompts, where share_prefix saves the most)")
+    p.add_argument("--profile", type=Path, help="write each variant's torch.profiler table (one extra, untimed "
+                                                "step) to DIR/<variant>.txt")
     p.add_argument("--warmup", type=int, default=3, help="steps before timing starts")
     p.add_argument("--steps", type=int, default=10, help="timed steps")
     p.add_argument("--repeats", type=int, default=1,
@@ -286,14 +308,14 @@ def main() -> None:
         return prepare(args.workdir, args.device)
     if args.run:
         print(json.dumps(run_variant(args.workdir, args.device, args.run, args.warmup, args.steps,
-                                     args.prompt_scale)))
+                                     args.prompt_scale, args.profile)))
         return None
 
     with tempfile.TemporaryDirectory() as tmp:
         workdir = args.workdir or Path(tmp)
         workdir.mkdir(parents=True, exist_ok=True)
         base = ["--device", args.device, "--workdir", str(workdir), "--warmup", str(args.warmup),
-                "--prompt-scale", str(args.prompt_scale),
+                "--prompt-scale", str(args.prompt_scale), *(["--profile", str(args.profile)] if args.profile else []),
                 "--steps", str(args.steps)]
         if child(*base, "--prepare", timeout=args.timeout) is None:
             sys.exit(1)

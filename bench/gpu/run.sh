@@ -7,7 +7,8 @@
 #   4. tests/test_fast_paths.py on CUDA (float32): packing, precomputed reference log-probs, gradient
 #      checkpointing and length grouping train exactly like the plain TRL path.
 # Run from the repository root; results land in $OUT (env.txt, throughput.log, throughput.jsonl,
-# baseline.jsonl, tests.log). VARIANTS="..." replaces the bench's variant list; BASELINE=0 and TESTS=0 skip 3, 4.
+# baseline.jsonl, tests.log, profiles/<variant>.txt: the top kernels of one untimed step).
+# VARIANTS="..." replaces the bench's variant list; BASELINE=0 and TESTS=0 skip 3, 4.
 set -u
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/gpu_out}
@@ -26,7 +27,7 @@ nvidia-smi --query-gpu=name,memory.total,memory.used --format=csv,noheader | tee
 
 # Most important first: every part has its own timeout, and what finished is already in $OUT.
 timeout 300 python3 bench/train_throughput.py --device cuda --timeout 100 --workdir /tmp/throughput \
-  --out "$OUT/throughput.jsonl" \
+  --out "$OUT/throughput.jsonl" --profile "$OUT/profiles" \
   --variants ${VARIANTS:-sft_trl sft_fast_liger dpo_trl dpo_padding_free dpo_shared_prefix dpo_shared_prefix_liger dpo_padding_free_liger dpo_fast sft_fast_liger_b16} \
   2>&1 | tee "$OUT/throughput.log"
 echo "bench: exit ${PIPESTATUS[0]}"
