@@ -117,7 +117,7 @@ def _release_reference_engine(trainer) -> None:
 
 
 class StageDPOTrainer(DPOTrainer):
-    """TRL's DPOTrainer with two switches of the stage.
+    """TRL's DPOTrainer with three switches of the stage.
 
     `group_by_length`: batches hold pairs of similar length. transformers' LengthGroupedSampler shuffles,
     cuts megabatches of 50 batches and sorts each by length, so every pair is still seen once per epoch but
