@@ -38,7 +38,7 @@ baseline() {  # the team's script (../shared/gpu/trl_baseline.py, copied by fetc
     | tee -a "$OUT/baseline.jsonl"
 }
 
-timeout "$(cap 240 200)" python3 bench/train_throughput.py --device cuda --timeout 100 --workdir /tmp/throughput \
+timeout "$(cap 225 200)" python3 bench/train_throughput.py --device cuda --timeout 100 --workdir /tmp/throughput \
   --out "$OUT/throughput.jsonl" --profile "$OUT/profiles" \
   --variants ${VARIANTS:-sft_trl sft_fast_liger dpo_trl dpo_padding_free dpo_shared_prefix dpo_shared_prefix_liger dpo_padding_free_liger dpo_fast sft_fast_liger_b16} \
   2>&1 | tee "$OUT/throughput.log"
@@ -50,7 +50,7 @@ baseline dpo_default 130  # needed ~120 s on an H200
 if [ "${TESTS:-1}" = 1 ]; then
   # Not here: the liger test (it loads a recipe, whose checks import packages the image lacks) and the
   # torch.compile test (minutes of compiling on a GPU for a model this small).
-  timeout "$(cap 90)" python3 -m pytest -q -p no:cacheprovider tests/test_fast_paths.py \
+  timeout "$(cap 110)" python3 -m pytest -q -p no:cacheprovider tests/test_fast_paths.py \
     -k "not liger_kernel_without and not torch_compile" > "$OUT/tests.log" 2>&1
   echo "tests: exit $?"; grep -E "passed|failed|^E " "$OUT/tests.log" | head -20
 fi
