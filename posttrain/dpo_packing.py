@@ -63,11 +63,12 @@ class PackedForward:
 
     def __init__(self, model, one_row: bool | None = None, share_prefix: bool = False):
         self.model = model
-        attention = _attention(model)
-        self.one_row = attention not in MASKED_ATTENTION if one_row is None else one_row
+        self.attention = _attention(model)
+        self.one_row = self.attention not in MASKED_ATTENTION if one_row is None else one_row
         self.share_prefix = share_prefix
-        if share_prefix and (self.one_row or attention not in DENSE_MASK_ATTENTION):
-            raise ValueError(f"a shared prefix needs one of {DENSE_MASK_ATTENTION} attention in rows, not {attention}")
+        if share_prefix and (self.one_row or self.attention not in DENSE_MASK_ATTENTION):
+            raise ValueError(f"a shared prefix needs one of {DENSE_MASK_ATTENTION} attention in rows, "
+                             f"not {self.attention}")
 
     def __call__(self, input_ids, attention_mask=None, labels=None, **kwargs):
         if attention_mask is None or labels is None or not kwargs.get("fused_lm_head"):  # not a loss forward
@@ -85,7 +86,7 @@ class PackedForward:
         # a suffix's positions go on from its prefix's: position ids alone would merge it with its host
         if any(seg.host is not None for row in rows for seg in row):
             mask = attention_rows(rows, width, device)
-            if _attention(self.model) == "eager":  # eager adds the mask to the scores
+            if self.attention == "eager":  # eager adds the mask to the scores
                 mask = torch.zeros(mask.shape, device=device).masked_fill_(~mask, torch.finfo(torch.float32).min)
         outputs = self.model(input_ids=ids.view(len(rows), width), position_ids=positions, attention_mask=mask,
                              labels=row_labels.view(len(rows), width), **kwargs)
@@ -103,10 +104,14 @@ class PackedForward:
         return shared if forward_cost(*shared, *weights) < forward_cost(rows, width, *weights) else (rows, width)
 
 
+def _config(model):
+    """A model's config, also when wrapped (DDP, DeepSpeed, PEFT); None for an object without one."""
+    return getattr(getattr(model, "module", model), "config", None)
+
+
 def _attention(model) -> str:
-    """The attention implementation of a model, also when wrapped (DDP, DeepSpeed, PEFT)."""
-    config = getattr(getattr(model, "module", model), "config", None)
-    return getattr(config, "_attn_implementation", None) or "sdpa"
+    """The attention implementation of a model, also when wrapped."""
+    return getattr(_config(model), "_attn_implementation", None) or "sdpa"
 
 
 def shared_prefixes(input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor) -> list[int]:
@@ -130,7 +135,7 @@ def flop_weights(model) -> tuple[float, float]:
     """Forward FLOPs per layer, for `forward_cost`: per token through the projections (2 x their parameters),
     and per squared row width through attention (4 x the attention width: scores and values, every key
     computed, as a dense mask does). Without a decoder config (unknown model): attention counted as free."""
-    config = getattr(getattr(model, "module", model), "config", None)
+    config = _config(model)
     h, i = getattr(config, "hidden_size", None), getattr(config, "intermediate_size", None)
     heads = getattr(config, "num_attention_heads", None)
     if not (isinstance(h, int) and isinstance(i, int) and isinstance(heads, int)):

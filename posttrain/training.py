@@ -87,9 +87,14 @@ def _liger_available(wanted: bool) -> bool:
     return wanted
 
 
+def attention_kwargs(attn_implementation: str | None) -> dict:
+    """`from_pretrained` keyword arguments for a section's attention kernel: none keeps the model's default."""
+    return {"attn_implementation": attn_implementation} if attn_implementation else {}
+
+
 def model_init_args(cfg) -> dict:
     """TRL config fields for loading the model from its path: the section's attention kernel, if it names one."""
-    return {"model_init_kwargs": {"attn_implementation": cfg.attn_implementation}} if cfg.attn_implementation else {}
+    return {"model_init_kwargs": attention_kwargs(cfg.attn_implementation)} if cfg.attn_implementation else {}
 
 
 def lora_args(lora, model_path: str | Path, attn_implementation: str | None = None) -> dict:
@@ -105,8 +110,8 @@ def lora_args(lora, model_path: str | Path, attn_implementation: str | None = No
         from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
         quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16)
-        attention = {"attn_implementation": attn_implementation} if attn_implementation else {}
-        out["model"] = AutoModelForCausalLM.from_pretrained(model_path, quantization_config=quant, **attention)
+        out["model"] = AutoModelForCausalLM.from_pretrained(model_path, quantization_config=quant,
+                                                            **attention_kwargs(attn_implementation))
     return out
 
 

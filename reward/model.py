@@ -121,7 +121,7 @@ def train_reward_model(out: Path, base_model: str | Path, pairs: list[dict], cfg
     from trl import RewardConfig, RewardTrainer
     from trl.trainer.reward_trainer import suppress_seqcls_warning
 
-    from posttrain.training import common_args, release_deepspeed_config, train_and_save, trained
+    from posttrain.training import attention_kwargs, common_args, release_deepspeed_config, train_and_save, trained
 
     out = Path(out)
     if pairs and (done := trained(out)) is not None:
@@ -131,9 +131,8 @@ def train_reward_model(out: Path, base_model: str | Path, pairs: list[dict], cfg
         tokenizer.pad_token = tokenizer.eos_token
     set_seed(seed if init_seed is None else init_seed)  # the score head is initialised at random: same seed, same head
     with suppress_seqcls_warning():  # the missing score head and unused lm_head are expected
-        attention = {"attn_implementation": cfg.attn_implementation} if cfg.attn_implementation else {}
         model = AutoModelForSequenceClassification.from_pretrained(base_model, num_labels=1, dtype=torch.float32,
-                                                                   **attention)
+                                                                   **attention_kwargs(cfg.attn_implementation))
     model.config.pad_token_id = tokenizer.pad_token_id  # the classifier pools at the last non-pad token
     if not pairs:
         return _save_constant(model, tokenizer, out)
