@@ -263,7 +263,7 @@ class DPOConfig:
     group_by_length: bool = False  # batches of pairs of similar length (less padding); every pair still once per epoch
     # The batch's chosen and rejected sequences packed into as few rows as fit (rows as wide as its longest
     # sequence, position ids restarting per sequence so none attends to another): no compute on padding.
-    # Loss and gradients equal the padded batch's (posttrain/dpo.py, tests/test_fast_paths.py).
+    # Loss and gradients equal the padded batch's (posttrain/dpo_packing.py, tests/test_dpo_packing.py).
     padding_free: bool = False
     # With padding_free: a pair's rejected sequence attends to the prompt (and any further tokens) it shares
     # with its chosen one in the chosen's row instead of recomputing them; needs sdpa or eager attention.

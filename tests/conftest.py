@@ -67,3 +67,25 @@ def host_dir():
     path = tempfile.mkdtemp(prefix="posttrain-sandbox-test-", dir=base)
     yield Path(path)
     shutil.rmtree(path, ignore_errors=True)
+
+
+# The fast-path tests' tiny random Llama, SFT mix and DPO pairs (tests/_fast_paths.py), once per module
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    from tests._fast_paths import build_model
+
+    return build_model(tmp_path_factory.mktemp("fast") / "model")
+
+
+@pytest.fixture(scope="module")
+def mix():
+    from tests._fast_paths import sft_mix
+
+    return sft_mix()
+
+
+@pytest.fixture(scope="module")
+def pairs():
+    from tests._fast_paths import dpo_pairs
+
+    return dpo_pairs()

@@ -50,7 +50,7 @@ baseline dpo_default 130  # needed ~120 s on an H200
 if [ "${TESTS:-1}" = 1 ]; then
   # Not here: the liger test (it loads a recipe, whose checks import packages the image lacks) and the
   # torch.compile test (minutes of compiling on a GPU for a model this small).
-  timeout "$(cap 110)" python3 -m pytest -q -p no:cacheprovider tests/test_fast_paths.py \
+  timeout "$(cap 110)" python3 -m pytest -q -p no:cacheprovider tests/test_fast_paths.py tests/test_dpo_packing.py \
     -k "not liger_kernel_without and not torch_compile" > "$OUT/tests.log" 2>&1
   echo "tests: exit $?"; grep -E "passed|failed|^E " "$OUT/tests.log" | head -20
 fi
