@@ -50,10 +50,13 @@ DECONTAMINATED = pa.schema([pa.field("table", pa.string()), pa.field("id", pa.st
 
 
 def mix(out: Path, sft_tables: list[pa.Table], pairs: pa.Table, heldout: pa.Table, cfg: MixConfig, seed: int, *,
-        scored: dict[int, pa.Table] | None = None, pass_threshold: float = 1.0, judged: pa.Table | None = None,
+        benchmarks: pa.Table | None = None, scored: dict[int, pa.Table] | None = None, pass_threshold: float = 1.0,
+        judged: pa.Table | None = None,
         judge_counts: dict | None = None) -> dict:
     """sft_tables: the `sft` tables of the rounds to train on (oldest first); pairs: this round's `pairs`;
-    heldout: the run's held-out `prompts` (the eval set). Returns the counts for the manifest.
+    heldout: the run's held-out `prompts`, found only whole in a training prompt (they are its siblings, drawn
+    from the same templates); benchmarks: the `prompts` of every eval benchmark, found by shared n-grams too.
+    Returns the counts for the manifest.
 
     For tagging only: scored {round: that round's `scored` table} brings each example's RM score and
     finish_reason (the sft table has neither); pass_threshold is `select.pass_threshold` (a verifier pass);
@@ -95,11 +98,12 @@ def mix(out: Path, sft_tables: list[pa.Table], pairs: pa.Table, heldout: pa.Tabl
         if cfg.decontaminate:
             # User turns only: a system message (instructions, a tool list) is shared by many prompts, train
             # and eval alike, and would make every tools prompt "contain" every eval item's 13-grams.
-            evals = pa.table({"id": heldout["id"], "text": prompt_text(heldout["messages"], user_only=True)})
-            hits = decontam.contaminated(view.select(["id", "text"]), evals, cfg.ngram)
+            evals = pa.concat_tables([_eval_view(heldout, 1.0), _eval_view(benchmarks, cfg.ngram_overlap)])
+            args = (cfg.ngram, decontam.MIN_WORDS, cfg.ngram_overlap, cfg.ngram_max_evals)
+            hits = decontam.contaminated(view.select(["id", "text"]), evals, *args)
             view = _drop(view, hits, counts, "contaminated")
             pair_view = pa.table({"id": pairs["id"], "text": prompt_text(pairs["prompt"], user_only=True)})
-            pair_hits = decontam.contaminated(pair_view, evals, cfg.ngram)
+            pair_hits = decontam.contaminated(pair_view, evals, *args)
             pairs = _drop(pairs, pair_hits, counts, "contaminated_pairs")
             removed = pa.concat_tables([_tagged("sft", hits), _tagged("pairs", pair_hits)])
         sft = sft.filter(pc.is_in(sft["id"], value_set=view["id"].combine_chunks()))  # join by id
@@ -206,6 +210,16 @@ def _natural(value: str):
 def _by_capability(sft: pa.Table) -> dict[str, int]:
     counts = pc.value_counts(sft["capability"]).to_pylist()
     return {v["values"]: v["counts"] for v in sorted(counts, key=lambda v: v["values"])}
+
+
+def _eval_view(prompts: pa.Table | None, overlap: float) -> pa.Table:
+    """(id, text, overlap) of eval prompts for `decontam.contaminated`: their user turns."""
+    if prompts is None:
+        return pa.table({"id": pa.array([], pa.string()), "text": pa.array([], pa.string()),
+                         "overlap": pa.array([], pa.float64())})
+    text = prompt_text(prompts["messages"], user_only=True)
+    need = pa.array([overlap] * prompts.num_rows, pa.float64())
+    return pa.table({"id": prompts["id"], "text": text, "overlap": need})
 
 
 def _drop(table: pa.Table, dropped: pa.Table, counts: dict, key: str) -> pa.Table:

@@ -28,9 +28,18 @@ from posttrain.scoring import score_samples
 TOO_LONG = "prompt too long for the context"
 
 
+ALL = "all"  # benchmarks/all.parquet: every item of every shipped benchmark, what decontamination guards
+
+
 def load_benchmarks(out: Path, names: list[str], limit: int | None, seed: int) -> dict:
-    """Stage `benchmarks`: each named benchmark's items as a prompts table, benchmarks/<name>.parquet."""
-    counts = {}
+    """Stage `benchmarks`: each named benchmark's items as a prompts table, benchmarks/<name>.parquet, and
+    every item of every shipped benchmark (named or not, whatever `limit`) in benchmarks/all.parquet."""
+    from eval.benchmarks import BENCHMARKS
+
+    everything = [schema.check_prompt_record(r, f"benchmark {name}") for name in BENCHMARKS
+                  for r in get_benchmark(name).load(None, seed)]
+    counts = {ALL: schema.write(schema.from_records(everything, "prompts", "benchmarks"), "prompts",
+                                out / f"{ALL}.parquet")}
     for name in names:
         if name == "heldout":
             continue

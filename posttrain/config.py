@@ -134,11 +134,17 @@ class ReviseConfig:
 
 @dataclass(kw_only=True)
 class SelectConfig:
-    """Rejection sampling: best passing sample -> SFT; best vs worst with enough margin -> DPO pair."""
+    """Rejection sampling: best passing sample -> SFT; best vs worst with enough margin -> DPO pair.
+
+    A sample cut at generate.max_tokens (finish_reason "length"; none recorded = not truncated) is by default
+    never an SFT example or a DPO chosen: the chat template would end it with the end-of-turn token and teach
+    stopping mid-sentence (Llama 3 §4.2.3). It may still be a DPO rejected: a reply that never ends is a fine
+    negative, and its appended end-of-turn token only pushes down the abrupt ending too."""
 
     pass_threshold: float = 1.0  # a sample "passes" when its reward is at least this
     min_margin: float = 0.5  # chosen reward - rejected reward needed for a DPO pair
     chosen_must_pass: bool = True  # a DPO chosen response must pass its verifier (matters once an RM adds to scores)
+    keep_truncated: bool = False  # true: a sample cut at max_tokens may be an SFT example or a DPO chosen too
 
 
 def _default_topics() -> dict[str, dict[str, str]]:
@@ -187,6 +193,11 @@ class MixConfig:
     # clean-up of both (lowercase, punctuation -> space); an eval item shorter than n words (3 or more)
     # counts where it appears whole in a training prompt, one of 1-2 words only on an exact match.
     ngram: int = 13
+    # A benchmark item of n+ words counts when the n-grams it shares with a training prompt cover this much of
+    # its distinctive words: those of its n-grams found in at most `ngram_max_evals` eval items (more is
+    # shared text: instructions, templates). Held-out prompts (the sources' own siblings) count only whole.
+    ngram_overlap: float = 0.5
+    ngram_max_evals: int = 20
     targets: dict[str, float] | None = None  # {capability: proportion}, summing to 1; None = keep proportions
     max_repeat: int = 1  # times a scarce capability's high-quality examples may be used to approach its target
     total: int | None = None  # output SFT examples; None = the most the targets allow within max_repeat

@@ -172,6 +172,8 @@ def _check_mix(m: MixConfig, need: Need) -> None:
     need(0 < m.near_threshold <= 1, "mix.near_threshold", f"must be in (0, 1], got {m.near_threshold}")
     need(m.num_perm >= 16, "mix.num_perm", f"must be >= 16, got {m.num_perm}")
     need(m.ngram >= 1, "mix.ngram", f"must be >= 1, got {m.ngram}")
+    need(0 < m.ngram_overlap <= 1, "mix.ngram_overlap", f"must be in (0, 1], got {m.ngram_overlap}")
+    need(m.ngram_max_evals >= 1, "mix.ngram_max_evals", f"must be >= 1, got {m.ngram_max_evals}")
     need(m.max_repeat >= 1, "mix.max_repeat", f"must be >= 1, got {m.max_repeat}")
     need(m.total is None or m.total >= 1, "mix.total", f"must be >= 1, got {m.total}")
     if m.targets is None:

@@ -46,7 +46,8 @@ def run_rounds(recipe: Recipe, stop_after: tuple[int, str] | None = None, dry_ru
     """
     from data_mix.judge import judge_stage, merge_judged, templates
     from data_mix.mix import mix
-    from eval.harness import eval_sets, evaluate_shard, load_benchmarks, merge_evals
+    from eval.benchmarks import BENCHMARKS
+    from eval.harness import ALL, eval_sets, evaluate_shard, load_benchmarks, merge_evals
     from posttrain import hub, report
     from posttrain.dpo import dpo
     from posttrain.engine import Engines
@@ -80,11 +81,12 @@ def run_rounds(recipe: Recipe, stop_after: tuple[int, str] | None = None, dry_ru
     # (e.g. a new eval-only source) reruns none of them.
     train_in, heldout_in = prompts.part("train.parquet"), prompts.part("heldout.parquet")
     ev = recipe.eval
-    benchmarks = run.stage(0, "benchmarks", {"benchmarks": ev.benchmarks, "limit": ev.limit, "seed": seed}, [],
+    benchmarks = run.stage(0, "benchmarks", {"benchmarks": ev.benchmarks, "limit": ev.limit, "seed": seed,
+                                             "decontaminate": sorted(BENCHMARKS)}, [],
                            lambda out: load_benchmarks(out, ev.benchmarks, ev.limit, seed))
     sets = eval_sets(ev.benchmarks, heldout, benchmarks.path, recipe.score)
-    # Decontamination guards training data against every eval set, not only the ones scored here.
-    eval_prompts = pa.concat_tables([heldout, *(t for name, (t, _) in sets.items() if name != "heldout")])
+    # Decontamination guards training data against every shipped benchmark, not only the ones scored here.
+    benchmark_prompts = schema.read(benchmarks.path / f"{ALL}.parquet", "prompts")
     # What the engine decides about an eval beside its own section: weights dtype, context (too long), eager.
     eval_cfg = {"eval": ev, "score": outputs(recipe.score), "engine": {
         k: getattr(recipe.generate, k) for k in ("dtype", "max_model_len", "enforce_eager")}}
@@ -161,8 +163,8 @@ def run_rounds(recipe: Recipe, stop_after: tuple[int, str] | None = None, dry_ru
             judgments = judged[first - 1:]
             mixed = run.stage(r, "mix", recipe.mix, [*history, *scores.values(), heldout_in, benchmarks, *judgments],
                               lambda out: mix(
-                out, [_read(s, "sft") for s in history], _read(selected[-1], "pairs"), eval_prompts, recipe.mix,
-                seed, scored={i: _read(s, "scored") for i, s in scores.items()},
+                out, [_read(s, "sft") for s in history], _read(selected[-1], "pairs"), heldout, recipe.mix,
+                seed, benchmarks=benchmark_prompts, scored={i: _read(s, "scored") for i, s in scores.items()},
                 pass_threshold=recipe.select.pass_threshold, judged=_judged(judgments),
                 judge_counts=judgments[-1].manifest["results"]["counts"] if judgments else None))
 

@@ -151,6 +151,52 @@ def test_long_items_still_need_an_n_gram():
     assert decontam.contaminated(train, view([("e", item)]), n=12)["id"].to_pylist() == ["t1", "t3"]
 
 
+INSTRUCTION = ("Give the result as your final answer. Do not include units. Solve the problem step by step. "
+               "Finish with \"The answer is <number>.\"")  # 22 words, as reasoning-gym's + ours
+
+
+def test_instructions_shared_by_many_eval_items_are_not_a_leak():
+    """Every eval item ends with the same 22 words: 10 of its 13-grams lie inside them. In 30 items (more than
+    max_evals) they are shared text: a training question with those words is not a leak, a copied item is."""
+    rng = random.Random(5)
+    questions = [long_prompt(rng, 20) for _ in range(31)]
+    evals = view([(f"e{i:02d}", f"{q} {INSTRUCTION}") for i, q in enumerate(questions[:30])])
+    train = view([("t_new", f"{questions[30]} {INSTRUCTION}"), ("t_copy", f"Hi. {questions[7]} {INSTRUCTION}")])
+    assert decontam.contaminated(train, evals, n=13).to_pylist() == [{"id": "t_copy", "eval_id": "e07"}]
+    # counted as evidence (max_evals 30+), the instruction covers 22 of an item's 42 words: over half
+    assert decontam.contaminated(train, evals, n=13, max_evals=30)["id"].to_pylist() == ["t_new", "t_copy"]
+
+
+def test_overlap_is_the_share_of_an_item_shared_n_grams_cover():
+    rng = random.Random(6)
+    item = long_prompt(rng, 26).split()
+    sibling = item[:13] + ["zebra"] + item[14:]  # runs of 13 and 12 words: one 13-gram, 13 of 26 words
+    train, evals = view([("t", " ".join(sibling))]), view([("e", " ".join(item))])
+    assert decontam.contaminated(train, evals, n=13, overlap=0.5).num_rows == 1
+    assert decontam.contaminated(train, evals, n=13, overlap=0.6).num_rows == 0
+    # an item's own overlap (held-out prompts: 1.0, whole only) wins over the argument
+    whole_only = evals.append_column("overlap", pa.array([1.0]))
+    assert decontam.contaminated(train, whole_only, n=13, overlap=0.5).num_rows == 0
+    copied = view([("t", "so: " + " ".join(item) + " ok")])
+    assert decontam.contaminated(copied, whole_only, n=13).to_pylist() == [{"id": "t", "eval_id": "e"}]
+
+
+def test_mix_removes_benchmark_overlap_but_keeps_held_out_siblings(tmp_path):
+    """A held-out prompt is a sibling of training prompts (one template): only a whole copy is removed. A
+    benchmark item is matched by shared n-grams too."""
+    rng = random.Random(7)
+    held, bench = long_prompt(rng, 26).split(), long_prompt(rng, 26).split()
+    half = lambda w: " ".join(w[:13] + ["zebra"] + w[14:])  # noqa: E731  (shares 13 of 26 words)
+    rows = [("s_held/round1", "math", 1, half(held)), ("c_held/round1", "math", 1, "Q: " + " ".join(held)),
+            ("s_bench/round1", "math", 1, half(bench)), ("keep/round1", "math", 1, long_prompt(rng, 30))]
+    counts = mix(tmp_path, [sft_table(rows)], schema.PAIRS.empty_table(), heldout([("h", " ".join(held))]),
+                 MixConfig(), seed=0, benchmarks=heldout([("b", " ".join(bench))]))
+    assert counts["contaminated"] == 2 and counts["sft"] == 2
+    assert pq.read_table(tmp_path / "decontaminated.parquet").to_pylist() == [
+        {"table": "sft", "id": "c_held/round1", "eval_id": "h"},
+        {"table": "sft", "id": "s_bench/round1", "eval_id": "b"}]
+
+
 def test_mix_decontaminates_through_punctuation(tmp_path):
     rows = [("m0/round1", "math", 1, "Quick one: what is the capital of France, and its river"),
             ("m1/round1", "math", 1, "What is the capital of Peru?")]

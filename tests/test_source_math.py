@@ -4,13 +4,14 @@ disjointness, schema validity, and references that pass (and wrong answers that 
 from __future__ import annotations
 
 from collections import Counter
+from itertools import islice
 
 import pytest
 
 from eval.benchmarks import get as get_benchmark
 from eval.benchmarks.math import GSM_SIZE, load_gsm_symbolic, load_math500, load_mmath
 from posttrain import schema, sources
-from posttrain.sources.math import partition
+from posttrain.sources.math import items, partition
 from reward import VERIFIERS
 
 GENERATORS = ["gsm_symbolic", "arithmetic"]
@@ -46,11 +47,17 @@ def test_train_heldout_and_eval_partitions_are_disjoint_across_seeds(name):
     train = {question(r) for seed in (0, 1) for r in draw("train", 300, seed)}
     heldout = {question(r) for seed in (0, 1) for r in draw("heldout", 60, seed)}
     assert not train & heldout
-    assert {partition(q) for q in train} == {"train"} and {partition(q) for q in heldout} == {"heldout"}
-    if name == "gsm_symbolic":
+    dataset = {"gsm_symbolic": "gsm_symbolic", "arithmetic": "basic_arithmetic"}[name]
+    keys = {split: {it["split_key"] for seed in (0, 1) for it in islice(items(dataset, split, seed), 300)}
+            for split in ("train", "heldout", "eval")}
+    assert not keys["train"] & keys["heldout"] and not keys["eval"] & (keys["train"] | keys["heldout"])
+    if name == "gsm_symbolic":  # split by template: no eval template is ever trained on, and there are many
+        assert all(k.startswith("gsm_symbolic template ") for split in keys.values() for k in split)
+        assert len(keys["eval"]) >= 10 and len(keys["heldout"]) >= 10
         bench = {question(r) for r in load_gsm_symbolic()}
         assert len(bench) == GSM_SIZE and not bench & (train | heldout)
-        assert {partition(q) for q in bench} == {"eval"}
+    else:
+        assert {partition(q) for q in train} == {"train"} and {partition(q) for q in heldout} == {"heldout"}
 
 
 def test_questions_do_not_repeat_within_a_split():

@@ -2,10 +2,13 @@
 
 reasoning-gym makes item i of a dataset from Random(seed + i): seed s + 1 would be seed s shifted by one
 item, so our seed reaches reasoning-gym spread by a hash (rg_seed). Even so two seeds or two indices
-can give the same question; seeds cannot keep splits apart. A hash of the question text does: bucket =
-sha256(normalised question) % 10 puts a question in "eval" (bucket 0: the gsm_symbolic eval benchmark,
-eval/benchmarks/math.py, and never a training prompt), "heldout" (bucket 1) or "train" (buckets 2-9),
-whatever seed or index produced it. Within a split each question appears once.
+can give the same question; seeds cannot keep splits apart. A hash of the item's split key does: bucket =
+sha256(key) % 10 (% 5 for templates) puts an item in "eval" (bucket 0: the gsm_symbolic eval benchmark,
+eval/benchmarks/math.py, and never a training prompt), "heldout" (bucket 1) or "train" (the other buckets),
+whatever seed or index produced it. The key is the normalised question, except for gsm_symbolic, whose key is
+the item's template (one of ~100 GSM8K problems with fresh names and numbers): two items of one template share
+most of their words, so a split by question would train on the eval's templates, and decontamination would
+rightly remove those training prompts. Within a split each question appears once.
 """
 
 from __future__ import annotations
@@ -16,12 +19,22 @@ from collections.abc import Iterator
 INSTRUCTION = 'Solve the problem step by step. Finish with "The answer is <number>."'
 BUCKETS = {0: "eval", 1: "heldout"}  # of 10; every other bucket is "train"
 SPLITS = ("train", "heldout")
+TEMPLATED = ("gsm_symbolic",)  # split by template, not by question
+TEMPLATE_BUCKETS = 5  # of ~85 templates in use, ~1/5 each in eval and held out: a benchmark of many problems
 
 
-def partition(question: str) -> str:
-    """"train", "heldout" or "eval" for a question, by a hash of its text (case and spacing ignored)."""
-    key = " ".join(question.lower().split())
-    return BUCKETS.get(int(hashlib.sha256(key.encode()).hexdigest(), 16) % 10, "train")
+def partition(key: str, buckets: int = 10) -> str:
+    """"train", "heldout" or "eval" for a split key, by a hash of its text (case and spacing ignored) into
+    `buckets` buckets (two of them are not "train")."""
+    key = " ".join(key.lower().split())
+    return BUCKETS.get(int(hashlib.sha256(key.encode()).hexdigest(), 16) % buckets, "train")
+
+
+def split_key(dataset: str, data, i: int) -> str:
+    """Item i's split key: its template for gsm_symbolic, else its question (see the module docstring)."""
+    if dataset in TEMPLATED:
+        return f"gsm_symbolic template {data.task_indices[i]}"
+    return data[i]["question"]
 
 
 def rg_seed(dataset: str, seed: int) -> int:
@@ -30,9 +43,9 @@ def rg_seed(dataset: str, seed: int) -> int:
 
 
 def items(dataset: str, split: str, seed: int) -> Iterator[dict]:
-    """reasoning-gym items of `dataset` at our `seed` whose question falls in `split`, in index order,
-    each question once. Endless: the dataset is rebuilt twice as large when exhausted (item i depends
-    only on the seed and i, so a larger dataset extends a smaller one)."""
+    """reasoning-gym items of `dataset` at our `seed` whose split key falls in `split`, in index order,
+    each question once, with their `split_key`. Endless: the dataset is rebuilt twice as large when
+    exhausted (item i depends only on the seed and i, so a larger dataset extends a smaller one)."""
     import reasoning_gym
 
     seen: set[str] = set()
@@ -42,9 +55,10 @@ def items(dataset: str, split: str, seed: int) -> Iterator[dict]:
         for i in range(i, size):
             item = data[i]
             question = item["question"]
-            if question not in seen and partition(question) == split:
+            key = split_key(dataset, data, i)
+            if question not in seen and partition(key, TEMPLATE_BUCKETS if dataset in TEMPLATED else 10) == split:
                 seen.add(question)
-                yield item
+                yield {**item, "split_key": key}
         i, size = size, size * 2
 
 
