@@ -66,6 +66,8 @@ def summarize(run: RunDir, rounds: int) -> dict:
             "prompts": res("select", "prompts"),
             "sft_examples": res("select", "sft"),
             "dpo_pairs": res("select", "pairs"),
+            "truncated_samples": res("select", "truncated"),  # cut at max_tokens: never SFT or chosen by default
+            "nonfinite_samples": res("select", "nonfinite"),
             "sft_mix": res("mix", "sft"),
             "mix": ({k: res("mix", k) for k in ("input", "exact_dups", "near_dups", "contaminated",
                                                  "contaminated_pairs", "input_by_capability", "before_rebalance",

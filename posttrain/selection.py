@@ -8,7 +8,9 @@ deterministic at a seed and independent of row order.
   by >= min_margin, the two completions differ and (`chosen_must_pass`) the chosen one passes.
 Score = verifier reward + rm_weight x reward-model score (rm_weight 0: the verifier alone).
 Samples whose reward is None (no verifier applies) or not finite (NaN / inf reward or RM score) take
-part in neither.
+part in neither. A sample cut at max_tokens (finish_reason "length") is never the SFT example or the DPO
+chosen unless `keep_truncated`; it may be the rejected (SelectConfig says why). The stage's results count
+both: `truncated` (samples cut at max_tokens, whatever keep_truncated says) and `nonfinite` (left out).
 """
 
 from __future__ import annotations
@@ -35,8 +37,7 @@ def rank(samples: list[dict], seed: int, rm_weight: float = 0.0, pass_threshold:
     With `pass_threshold`, the verifier is a gate: every passing sample (reward >= pass_threshold) ranks
     above every failing one, whatever the RM thinks, and the score orders samples within each group."""
     # A non-finite reward or RM score (a broken scorer) ranks nothing: left out, like "not applicable".
-    scored = [s for s in samples if s["reward"] is not None and math.isfinite(s["reward"])
-              and (s.get("rm_score") is None or math.isfinite(s["rm_score"]))]
+    scored = [s for s in samples if s["reward"] is not None and not nonfinite(s)]
     fails = (lambda s: False) if pass_threshold is None else (lambda s: s["reward"] < pass_threshold)
     return sorted(scored, key=lambda s: (fails(s), -combined(s, rm_weight),
                                          tiebreak(seed, s["prompt_id"], s["sample_index"])))
@@ -44,6 +45,22 @@ def rank(samples: list[dict], seed: int, rm_weight: float = 0.0, pass_threshold:
 
 def combined(sample: dict, rm_weight: float) -> float:
     return sample["reward"] + rm_weight * (sample.get("rm_score") or 0.0)
+
+
+def nonfinite(sample: dict) -> bool:
+    """The reward or the RM score is NaN / inf (a broken scorer); None (not applicable / no RM) is not."""
+    return any(sample.get(k) is not None and not math.isfinite(sample[k]) for k in ("reward", "rm_score"))
+
+
+def truncated(sample: dict) -> bool:
+    """vLLM cut the sample at max_tokens. No finish_reason (rows scored elsewhere) counts as not truncated."""
+    return sample.get("finish_reason") == "length"
+
+
+def counts(scored: list[dict]) -> dict[str, int]:
+    """The samples selection treats apart: cut at max_tokens (barred from SFT / chosen unless keep_truncated)
+    and non-finite (left out). A sample may be both."""
+    return {"truncated": sum(map(truncated, scored)), "nonfinite": sum(map(nonfinite, scored))}
 
 
 def select(scored: list[dict], prompts: dict[str, dict], cfg: SelectConfig, seed: int, round_: int,
@@ -58,16 +75,21 @@ def select(scored: list[dict], prompts: dict[str, dict], cfg: SelectConfig, seed
         if not ranked:
             continue
         prompt = prompts[prompt_id]
-        best, worst = ranked[0], ranked[-1]
+        # The chosen (and the SFT example) is the best sample that may be one; the rejected is the worst of
+        # all, truncated or not: a reply cut at max_tokens is a fine negative.
+        candidates = ranked if cfg.keep_truncated else [x for x in ranked if not truncated(x)]
+        best, worst = (candidates[0] if candidates else None), ranked[-1]
         common = {"id": f"{prompt_id}/round{round_}", "prompt_id": prompt_id,
                   "capability": prompt["capability"], "round": round_}
-        passing = next((x for x in ranked if x["reward"] >= cfg.pass_threshold), None)
+        passing = next((x for x in candidates if x["reward"] >= cfg.pass_threshold), None)
         if passing is not None:
             sft.append({**common, "messages": prompt["messages"] + [_assistant(passing)], "reward": passing["reward"]})
+        if best is None or best is worst:
+            continue
         # Either the verifier or the whole score must separate them by min_margin: a pass vs a fail is a
         # pair even when the RM prefers the failing sample; two passes pair when the RM tells them apart.
         margin = max(best["reward"] - worst["reward"], combined(best, rm_weight) - combined(worst, rm_weight))
-        # Passing samples rank first, so the best fails only when none passes: never teach a wrong answer.
+        # Passing samples rank first, so the best fails only when no candidate passes: never teach a wrong answer.
         chosen_ok = best["reward"] >= cfg.pass_threshold or not cfg.chosen_must_pass
         if margin >= cfg.min_margin and chosen_ok and best["completion"] != worst["completion"]:
             pairs.append({**common, "prompt": prompt["messages"], "chosen": [_assistant(best)],
@@ -83,9 +105,11 @@ def _assistant(sample: dict) -> dict:
 def run(out: Path, scored: pa.Table, prompts: pa.Table, cfg: SelectConfig, seed: int, round_: int,
         rm_weight: float = 0.0) -> dict:
     by_id = {p["id"]: p for p in prompts.to_pylist()}
-    sft, pairs = select(scored.to_pylist(), by_id, cfg, seed, round_, rm_weight)
+    rows = scored.to_pylist()
+    sft, pairs = select(rows, by_id, cfg, seed, round_, rm_weight)
     return {
         "sft": schema.write(schema.from_records(sft, "sft"), "sft", out / "sft.parquet"),
         "pairs": schema.write(schema.from_records(pairs, "pairs"), "pairs", out / "pairs.parquet"),
         "prompts": len(set(scored.column("prompt_id").to_pylist())),
+        **counts(rows),  # truncated, nonfinite
     }

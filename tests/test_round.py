@@ -74,9 +74,10 @@ def test_round_writes_every_stage_with_schema_and_counts(full_run, tiny_base):
     assert samples.num_rows == 4 * 12 * 4  # K=4 per prompt
     scored = pq.read_table(full_run / "round_1" / "score" / "scored.parquet").to_pylist()
     assert len(scored) == samples.num_rows
-    passing = {r["prompt_id"] for r in scored if r["reward"] is not None and r["reward"] >= 1.0}
+    passing = {r["prompt_id"] for r in scored
+               if r["reward"] is not None and r["reward"] >= 1.0 and r["finish_reason"] != "length"}
     sft = pq.read_table(full_run / "round_1" / "select" / "sft.parquet")
-    assert set(sft["prompt_id"].to_pylist()) == passing  # one SFT example per prompt with a passing sample
+    assert set(sft["prompt_id"].to_pylist()) == passing  # one SFT example per prompt with a whole passing sample
     assert 0 < sft.num_rows < train.num_rows, "the tiny base should pass some prompts and fail others"
     pairs = pq.read_table(full_run / "round_1" / "select" / "pairs.parquet")
     assert pairs.num_rows > 0
@@ -84,6 +85,14 @@ def test_round_writes_every_stage_with_schema_and_counts(full_run, tiny_base):
     assert mixed["input"] == sft.num_rows
     assert mixed["sft"] == sft.num_rows - mixed["exact_dups"] - mixed["near_dups"] - mixed["contaminated"]
     assert mixed["contaminated"] == 0  # held-out prompts come from a disjoint half of each family
+    guarded = pq.read_table(full_run / "round_0" / "benchmarks" / "all.parquet", columns=["id"])["id"].to_pylist()
+    from eval.benchmarks import BENCHMARKS  # every shipped benchmark guards the mix, in full, though none is run here
+    assert {i.split("/")[0] for i in guarded} >= {"humaneval", "gsm_symbolic", "math500", "mmath"}
+    assert len(guarded) > 5000 and len(BENCHMARKS) == 6
+    base, sft_w, dpo_w = (weights(p) for p in (tiny_base, full_run / "round_1" / "sft" / "model",
+                                                full_run / "round_1" / "dpo" / "model"))
+    assert not all(torch.equal(base[k], sft_w[k]) for k in base)  # SFT trained
+    assert not all(torch.equal(sft_w[k], dpo_w[k]) for k in sft_w)  # and DPO trained on top
     evals = pq.read_table(full_run / "round_1" / "eval" / "evals.parquet")
     assert evals.num_rows == heldout.num_rows
     scores = json.loads((full_run / "round_1" / "eval" / "eval.json").read_text())

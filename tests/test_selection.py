@@ -126,3 +126,66 @@ def test_non_finite_rewards_and_rm_scores_are_left_out():
     sft, pairs = select(scored, PROMPTS, SelectConfig(), seed=0, round_=1, rm_weight=0.5)
     assert [x["id"] for x in sft] == ["p1/round1"]  # p2's "inf" and p3's NaN-scored pass are not selected
     assert [p["prompt_id"] for p in pairs] == ["p1"]
+
+
+def t(pid, i, reward, finish="length", **kw):
+    """A sample with a finish_reason: "length" = vLLM cut it at max_tokens."""
+    return {**s(pid, i, reward), "finish_reason": finish, **kw}
+
+
+def test_a_truncated_pass_is_never_the_sft_example_or_the_chosen_but_may_be_the_rejected():
+    scored = [t("p1", 0, 1.0), t("p1", 1, 0.0, "stop"),  # p1: the only pass is truncated
+              t("p2", 0, 1.0, "stop"), t("p2", 1, 1.0), t("p2", 2, 0.0),  # p2: a whole pass, a truncated pass and fail
+              t("p3", 0, 1.0, None), t("p3", 1, 0.0)]  # p3: no finish_reason (scored elsewhere) = not truncated
+    sft, pairs = select(scored, PROMPTS, SelectConfig(), seed=0, round_=1)
+    # p1: no SFT row; its one whole sample (the fail) is also the worst, so no pair either
+    assert [(x["prompt_id"], x["messages"][-1]["content"]) for x in sft] == [("p2", "p2-0"), ("p3", "p3-0")]
+    # p2: the whole pass is chosen over the truncated fail; p3: a truncated fail is rejected all the same
+    assert [(p["chosen"][0]["content"], p["rejected"][0]["content"]) for p in pairs] == [
+        ("p2-0", "p2-2"), ("p3-0", "p3-1")]
+    # chosen_must_pass off does not let a truncated sample be chosen: p1's best whole sample is its worst
+    _, pairs = select(scored, PROMPTS, SelectConfig(chosen_must_pass=False), seed=0, round_=1)
+    assert [p["prompt_id"] for p in pairs] == ["p2", "p3"]
+
+
+def test_a_truncated_pass_is_rejected_against_a_whole_pass_the_reward_model_prefers():
+    scored = [t("p1", 0, 1.0, "stop", rm_score=3.0), t("p1", 1, 1.0, rm_score=-2.0)]  # combined 1.3 vs 0.8
+    _, pairs = select(scored, PROMPTS, SelectConfig(), seed=0, round_=1, rm_weight=0.1)
+    assert [(p["chosen"][0]["content"], p["rejected"][0]["content"]) for p in pairs] == [("p1-0", "p1-1")]
+    # the RM preferring the truncated one: it ranks first but is not chosen, and the whole pass is the worst
+    scored = [t("p1", 0, 1.0, "stop", rm_score=-2.0), t("p1", 1, 1.0, rm_score=3.0)]
+    sft, pairs = select(scored, PROMPTS, SelectConfig(), seed=0, round_=1, rm_weight=0.1)
+    assert sft[0]["messages"][-1]["content"] == "p1-0" and pairs == []
+
+
+def test_keep_truncated_restores_the_old_choice():
+    scored = [t("p1", 0, 1.0), t("p1", 1, 0.0, "stop"), t("p2", 0, 1.0, "stop"), t("p2", 1, 1.0), t("p2", 2, 0.0)]
+    sft, pairs = select(scored, PROMPTS, SelectConfig(keep_truncated=True), seed=0, round_=1)
+    untagged = [{k: v for k, v in x.items() if k != "finish_reason"} for x in scored]
+    assert (sft, pairs) == select(untagged, PROMPTS, SelectConfig(), seed=0, round_=1)
+    assert [x["messages"][-1]["content"] for x in sft][0] == "p1-0"  # the truncated pass
+    assert [(p["chosen"][0]["content"], p["rejected"][0]["content"]) for p in pairs][0] == ("p1-0", "p1-1")
+
+
+def test_the_stage_counts_truncated_and_non_finite_samples(tmp_path):
+    import pyarrow as pa
+
+    from posttrain import schema
+    from posttrain.selection import counts, run
+
+    nan, inf = float("nan"), float("inf")
+    rows = [t("p1", 0, 1.0), t("p1", 1, 0.0, "stop"), t("p1", 2, nan, "stop"),  # 1 truncated, 1 NaN reward
+            t("p2", 0, 1.0, None, rm_score=inf), t("p2", 1, None, None),  # inf RM score; None reward is not counted
+            t("p2", 2, -inf, "length")]  # truncated and non-finite: counted in both
+    assert counts(rows) == {"truncated": 2, "nonfinite": 3}
+    table = pa.Table.from_pylist([{**r, "num_prompt_tokens": 1, "num_completion_tokens": 1, "logprob": None,
+                                   "capability": "math", "verifier": "math", "reason": None,
+                                   "rm_score": r.get("rm_score")} for r in rows], schema.SCORED)
+    prompts = pa.Table.from_pylist([{"id": k, **v} for k, v in PROMPTS.items()], schema.PROMPTS)
+    res = run(tmp_path, table, prompts, SelectConfig(), seed=0, round_=1)
+    # p1: its pass is truncated (no SFT row), its whole fail is its worst (no pair); p2: nothing finite passes
+    assert {k: res[k] for k in ("sft", "pairs", "prompts", "truncated", "nonfinite")} == {
+        "sft": 0, "pairs": 0, "prompts": 2, "truncated": 2, "nonfinite": 3}
+    (tmp_path / "keep").mkdir()
+    res = run(tmp_path / "keep", table, prompts, SelectConfig(keep_truncated=True), seed=0, round_=1)
+    assert (res["sft"], res["pairs"], res["truncated"], res["nonfinite"]) == (1, 1, 2, 3)  # counted all the same
