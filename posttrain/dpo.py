@@ -18,6 +18,8 @@ from pathlib import Path
 import pyarrow as pa
 import torch
 from accelerate.utils import is_peft_model
+from transformers import TrainerCallback
+from transformers.trainer_pt_utils import LengthGroupedSampler
 from trl import DPOTrainer
 from trl.trainer.dpo_trainer import DataCollatorForPreference
 
@@ -121,7 +123,8 @@ class StageDPOTrainer(DPOTrainer):
 
     `group_by_length`: batches hold pairs of similar length. transformers' LengthGroupedSampler shuffles,
     cuts megabatches of 50 batches and sorts each by length, so every pair is still seen once per epoch but
-    a batch pads its chosen and rejected rows to less.
+    a batch pads its chosen and rejected rows to less; its order is set by the seed and the epoch alone, so
+    a resumed run sees the pairs an uninterrupted one does (`EpochSeededLengthGroupedSampler`).
     `padding_free`: the policy's and the reference model's forwards (or the reference pass, when
     precomputed) run on the batch's sequences packed into rows (`PackedForward`); TRL's loss code reads the
     outputs in the padded layout (with LoRA and no precomputed pass, the reference is the policy with its
@@ -138,13 +141,16 @@ class StageDPOTrainer(DPOTrainer):
     def _get_train_sampler(self, train_dataset=None):
         if not self.group_by_length:
             return super()._get_train_sampler(train_dataset)
-        from transformers.trainer_pt_utils import LengthGroupedSampler
-
         ds = self.train_dataset if train_dataset is None else train_dataset
         limit = self.args.max_length or float("inf")
         lengths = [min(limit, len(p) + max(len(c), len(r)))
                    for p, c, r in zip(ds["prompt_ids"], ds["chosen_ids"], ds["rejected_ids"], strict=True)]
-        return LengthGroupedSampler(self.args.train_batch_size * self.args.gradient_accumulation_steps, lengths=lengths)
+        seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+        sampler = EpochSeededLengthGroupedSampler(self.args.train_batch_size * self.args.gradient_accumulation_steps,
+                                                  lengths=lengths, seed=seed)
+        self.remove_callback(_SamplerEpoch)  # an earlier call's (the handler removes the first one of the class)
+        self.add_callback(_SamplerEpoch(sampler))
+        return sampler
 
     def _compute_loss(self, model, inputs, return_outputs):
         if not self.padding_free_rows:
@@ -180,6 +186,39 @@ class StageDPOTrainer(DPOTrainer):
                 return packed(**kwargs)
 
         return forward
+
+
+class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
+    """transformers' LengthGroupedSampler, its order a function of `seed` and the epoch alone.
+
+    Without a generator it shuffles from the global torch RNG when iterated, whose state at that point
+    differs between an uninterrupted run and one resumed mid-epoch (transformers restores the checkpoint's
+    RNG states only after skipping the epoch's trained batches): the resumed epoch would then see some
+    pairs twice and skip others. Here each epoch reseeds the generator with seed + epoch (as accelerate's
+    SeedableRandomSampler does); the Trainer and accelerate pass the epoch through `set_epoch`.
+    """
+
+    def __init__(self, batch_size: int, lengths: list[int], seed: int):
+        super().__init__(batch_size, lengths=lengths, generator=torch.Generator())
+        self.seed, self.epoch = seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        self.generator.manual_seed(self.seed + self.epoch)
+        return super().__iter__()
+
+
+class _SamplerEpoch(TrainerCallback):
+    """Sets the sampler's epoch at each epoch's start. accelerate's `set_epoch` does not reach it in the
+    epoch resumed mid-way under a multi-process launch (three samplers deep: skipped, sharded, batched)."""
+
+    def __init__(self, sampler: EpochSeededLengthGroupedSampler):
+        self.sampler = sampler
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        self.sampler.set_epoch(int(state.epoch or 0))  # resumed: the checkpoint's epoch, e.g. 1.5 -> 1
 
 
 def _for_reference_pass(dataset, path: Path):

@@ -6,6 +6,7 @@ import importlib.util
 import json
 import logging
 import os
+import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -14,8 +15,9 @@ from typing import Any
 import torch
 from accelerate.utils import is_peft_model
 from transformers import TrainerCallback
-from transformers.trainer_utils import get_last_checkpoint
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+from posttrain.dist import world
 from posttrain.faults import kill_if, stage_point
 from posttrain.rundir import write_json
 
@@ -130,17 +132,18 @@ def trained(out: Path) -> dict | None:
 
 
 def train_and_save(trainer, tokenizer, out: Path, extra: Callable[[Any], dict] | None = None) -> dict:
-    """Trains (resuming from the last checkpoint in `out`, if any), saves `out/model`, drops checkpoints;
-    returns the results ({steps, train_loss, resumed} + `extra(trainer)`), also kept for `trained(out)`.
+    """Trains (resuming from the last complete checkpoint in `out`, if any: `resume_checkpoint`), saves
+    `out/model`, drops checkpoints; returns the results ({steps, train_loss, resumed} + `extra(trainer)`),
+    also kept for `trained(out)`.
 
     A LoRA (PEFT) model is merged into its base before saving. The results are written before the
     checkpoints go, so from the save on a killed run is never trained again, and before it a rerun
-    resumes from the last checkpoint.
+    resumes from the last complete checkpoint.
     """
     trainer.add_callback(KillAtStep(out))
     trainer.add_callback(LogLastStep())
     checkpoints = out / "checkpoints"
-    resume = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
+    resume = resume_checkpoint(checkpoints)
     result = trainer.train(resume_from_checkpoint=resume)
     model = trainer.accelerator.unwrap_model(trainer.model)
     if is_peft_model(model):  # LoRA: save the merged model, so `out/model` is always a plain model folder
@@ -160,6 +163,39 @@ def train_and_save(trainer, tokenizer, out: Path, extra: Callable[[Any], dict] |
         shutil.rmtree(checkpoints, ignore_errors=True)
     kill_if(stage_point(out, "saved"))
     return info
+
+
+_CHECKPOINT = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
+TRAINER_STATE = "trainer_state.json"  # transformers' TRAINER_STATE_NAME
+
+
+def resume_checkpoint(checkpoints: Path) -> str | None:
+    """The newest complete `checkpoint-N` under `checkpoints` (None: none, train from the start); the main
+    process deletes the newer, incomplete ones.
+
+    transformers writes a checkpoint folder in place: the model, then the optimizer, scheduler and RNG
+    states, then `trainer_state.json`, and only after that deletes the older checkpoints (save_total_limit).
+    A run killed while saving leaves a newest folder without that file, or with part of it, and resuming
+    from it fails on every rerun, while the checkpoint before it is still whole. So a checkpoint counts as
+    complete when its `trainer_state.json` parses. The choice does not depend on the deletion: every rank
+    skips the incomplete folders whether or not the main process has deleted them yet.
+    """
+    found = sorted(((int(m[1]), path) for path in checkpoints.glob(f"{PREFIX_CHECKPOINT_DIR}-*")
+                    if (m := _CHECKPOINT.match(path.name)) and path.is_dir()), reverse=True)
+    paths = [path for _, path in found]  # newest first
+    newest = next((i for i, path in enumerate(paths) if _complete(path)), len(paths))
+    if world().is_main:
+        for path in paths[:newest]:
+            log.warning("%s: incomplete checkpoint (killed while saving?), deleted", path)
+            shutil.rmtree(path, ignore_errors=True)
+    return str(paths[newest]) if newest < len(paths) else None
+
+
+def _complete(checkpoint: Path) -> bool:
+    try:
+        return isinstance(json.loads((checkpoint / TRAINER_STATE).read_text()), dict)
+    except (OSError, ValueError):  # missing, unreadable, truncated (UnicodeDecodeError is a ValueError)
+        return False
 
 
 def _keep_tensorboard(checkpoints: Path, dst: Path) -> None:
@@ -200,8 +236,6 @@ def copy_model(src: str | Path, dst: Path) -> None:
     """When there is nothing to train on, the stage's model is its input model, unchanged (written once,
     by the main process)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from posttrain.dist import world
 
     if not world().is_main:
         return
