@@ -74,15 +74,23 @@ def completion_rows(requests: dict[str, dict], results: list[dict]) -> list[dict
     return rows
 
 
-def generate(out: Path, engine: Engine, prompts: pa.Table, tokenizer, cfg: GenerateConfig, seed: int,
-             last_round: bool = True) -> dict:
+def fitting_requests(prompts: pa.Table, tokenizer, cfg: GenerateConfig, seed: int, max_model_len: int | None
+                     ) -> tuple[dict[str, dict], list[str]]:
+    """`requests_for` at the recipe's sampling settings; raises PromptTooLong when a prompt does not fit and
+    `generate.too_long` is "error". The round calls it once before any model work, so that error comes first."""
     requests, too_long = requests_for(prompts, tokenizer, n=cfg.num_samples, temperature=cfg.temperature,
                                       top_p=cfg.top_p, max_tokens=cfg.max_tokens, seed=seed,
-                                      max_model_len=engine.max_model_len, system_prompts=cfg.system_prompts)
+                                      max_model_len=max_model_len, system_prompts=cfg.system_prompts)
     if too_long and cfg.too_long == "error":
         raise PromptTooLong(f"{len(too_long)} prompt(s) leave fewer than generate.max_tokens={cfg.max_tokens} of the "
-                            f"{engine.max_model_len}-token context, e.g. {too_long[:3]}; shorten them, raise "
+                            f"{max_model_len}-token context, e.g. {too_long[:3]}; shorten them, raise "
                             f"generate.max_model_len, or set generate.too_long: drop")
+    return requests, too_long
+
+
+def generate(out: Path, engine: Engine, prompts: pa.Table, tokenizer, cfg: GenerateConfig, seed: int,
+             last_round: bool = True) -> dict:
+    requests, too_long = fitting_requests(prompts, tokenizer, cfg, seed, engine.max_model_len)
     if too_long:  # dropped and counted: a prompt the model cannot read has nothing to teach
         log.warning("generate: %d prompt(s) leave fewer than max_tokens=%d of the %d-token context; skipped, e.g. %s",
                     len(too_long), cfg.max_tokens, engine.max_model_len, too_long[:3])

@@ -51,7 +51,7 @@ def run_rounds(recipe: Recipe, stop_after: tuple[int, str] | None = None, dry_ru
     from posttrain import hub, report
     from posttrain.dpo import dpo
     from posttrain.engine import Engines
-    from posttrain.generate import generate, merge_samples
+    from posttrain.generate import fitting_requests, generate, merge_samples
     from posttrain.prompts import load_prompts
     from posttrain.revise import merge_revised, revise
     from posttrain.scoring import merge_scored, reward_model, score
@@ -77,6 +77,8 @@ def run_rounds(recipe: Recipe, stop_after: tuple[int, str] | None = None, dry_ru
                    "world_version": WORLD_VERSION}
     prompts = run.stage(0, "prompts", prompts_cfg, [], lambda out: load_prompts(out, recipe.prompts, seed))
     train, heldout = (schema.read(prompts.path / f"{s}.parquet", "prompts") for s in ("train", "heldout"))
+    if recipe.generate.too_long == "error" and not dry_run:  # before any engine starts, not in round 1's generate
+        fitting_requests(train, _tokenizer(base), recipe.generate, seed, _context(recipe, base.model))
     # Stages read one of the two tables, as an input by content: a prompts rerun that leaves it unchanged
     # (e.g. a new eval-only source) reruns none of them.
     train_in, heldout_in = prompts.part("train.parquet"), prompts.part("heldout.parquet")
@@ -268,6 +270,13 @@ def _judged(stages: list[StageOutput]) -> pa.Table | None:
 
 def _tokenizer(stage: StageOutput):
     return _tokenizer_of(stage.model)
+
+
+def _context(recipe: Recipe, model: str) -> int | None:
+    """The context the engine will have: `generate.max_model_len`, else the model's own."""
+    from transformers import AutoConfig
+
+    return recipe.generate.max_model_len or getattr(AutoConfig.from_pretrained(model), "max_position_embeddings", None)
 
 
 def _tokenizer_of(model: str):

@@ -205,7 +205,12 @@ class RunDir:
         barrier()
         start = time.time()
         with storage(tmp, f"write stage {name} of round {round_}"):
-            results = self._run(tmp, fn, mode, merge, w)
+            try:
+                results = self._run(tmp, fn, mode, merge, w)
+            except Exception:  # a failed stage leaves no half-written folder (a resumable one keeps its checkpoints)
+                if w.is_main and not resumable:
+                    shutil.rmtree(tmp, ignore_errors=True)
+                raise
             if w.is_main:
                 kill_if(stage_point(tmp, "written"))  # outputs in the temp folder, no manifest yet
                 manifest = {

@@ -68,3 +68,20 @@ def test_too_long_prompts_stop_the_round_when_the_recipe_says_so(tmp_path):
         generate(tmp_path, NoEngine(), table, CharTokenizer(), GenerateConfig(max_tokens=10, too_long="error"), 0)
     result = generate(tmp_path, NoEngine(), table, CharTokenizer(), GenerateConfig(max_tokens=10, num_samples=2), 0)
     assert (result["samples"], result["too_long"]) == (2, 1)
+
+
+def test_too_long_error_stops_the_round_before_any_engine_starts(recipe_file):
+    """`generate.too_long: error` with prompts that cannot fit: the round stops after the prompts stage, before
+    benchmarks, round 0's eval or any vLLM engine, naming the key; no stage is left half-written."""
+    import time
+
+    from tests.conftest import run_cli
+
+    start = time.monotonic()
+    proc = run_cli("round", "--recipe", str(recipe_file), "generate.too_long=error", "generate.max_tokens=250")
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "generate.too_long" in proc.stderr and "Traceback" not in proc.stderr
+    run = recipe_file.parent / "runs" / "test"
+    assert sorted(p.name for p in (run / "round_0").iterdir()) == ["base", "prompts"]  # both complete
+    assert not (run / "round_1").exists() and not list(run.rglob("*.tmp"))
+    assert time.monotonic() - start < 60  # no engine started (one takes ~20 s here)

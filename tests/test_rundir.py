@@ -200,6 +200,10 @@ def test_failed_stage_leaves_no_output_and_next_call_runs_cleanly(rd):
         rd.stage(1, "generate", {"k": 8}, [], Stage("partial", fail=True))
     assert not final.exists()
     assert rd.completed(1, "generate") is None
+    assert not final.with_name("generate.tmp").exists()  # nothing half-written left behind
+    with pytest.raises(RuntimeError, match="stage crashed"):  # a resumable stage keeps its partial work
+        rd.stage(1, "sft", {"k": 8}, [], Stage("partial", fail=True), resumable=True)
+    assert (rd.stage_dir(1, "sft").with_name("sft.tmp") / "data.txt").read_text() == "partial"
     assert not list(rd.root.rglob(MANIFEST))  # no manifest anywhere, not even in the .tmp
     fn = Stage("full")
     out = rd.stage(1, "generate", {"k": 8}, [], fn)
