@@ -5,20 +5,49 @@ Points: `round_<r>/<stage>/before`, `.../written` (mid-stage: outputs in the tem
 `round_<r>/<stage>/step<N>` (after optimizer step N of a training stage), `round_<r>/<stage>/saved` (a
 training stage's model and results saved, checkpoints gone, nothing else done). SIGKILL, not an exception:
 nothing gets to clean up, exactly as when a machine dies.
+
+`POSTTRAIN_PROCESSES_AT_KILL=<file>`: first writes the run's live descendant processes there (one JSON
+list of {pid, cmdline}), so a test can see what was running at that point (e.g. no vLLM engine in SFT).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 from pathlib import Path
 
 ENV = "POSTTRAIN_KILL_AT"
+PROCESSES_ENV = "POSTTRAIN_PROCESSES_AT_KILL"
 
 
 def kill_if(point: str) -> None:
     if os.environ.get(ENV) == point:
+        if os.environ.get(PROCESSES_ENV):
+            Path(os.environ[PROCESSES_ENV]).write_text(json.dumps(descendants(os.getpid())))
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def descendants(pid: int) -> list[dict]:
+    """Live descendants of `pid` (Linux /proc): [{pid, cmdline}], parents before children."""
+    children: dict[int, list[int]] = {}
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])  # the field after the state, past a name with spaces
+        children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], list(children.get(pid, []))
+    while todo:
+        p = todo.pop(0)
+        try:
+            cmd = Path(f"/proc/{p}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:
+            continue
+        out.append({"pid": p, "cmdline": cmd})
+        todo.extend(children.get(p, []))
+    return out
 
 
 def stage_point(stage_dir: Path, event: str) -> str:

@@ -149,10 +149,17 @@ def test_rerun_reuses_every_stage(full_run):
 @pytest.mark.parametrize("kill_at", ["round_1/select/after", "round_1/sft/step2"])
 def test_killed_run_resumes_to_the_same_result(full_run, recipe_file, kill_at):
     mark = uuid.uuid4().hex
+    processes = recipe_file.parent / "processes.json"
     killed = run_cli("round", "--recipe", str(recipe_file),
-                     env={"POSTTRAIN_KILL_AT": kill_at, "POSTTRAIN_TEST_RUN": mark})
+                     env={"POSTTRAIN_KILL_AT": kill_at, "POSTTRAIN_TEST_RUN": mark,
+                          "POSTTRAIN_PROCESSES_AT_KILL": str(processes)})
     assert killed.returncode == -9, killed.stderr[-3000:]
     assert not survivors(mark), "a child process (e.g. the vLLM engine) outlived the killed run"
+    if "sft" in kill_at:  # generation ran in this process minutes before: its engine must be gone while SFT trains
+        running = [p["cmdline"] for p in json.loads(processes.read_text())]
+        # the engine is a spawned child (multiprocessing's spawn_main); the sandbox's zygotes (a few MB) may stay
+        assert not [c for c in running if "spawn_main" in c or "vllm" in c.lower()], running
+        assert all("_zygote.py" in c or "resource_tracker" in c for c in running), running
     run = recipe_file.parent / "runs" / "test"
     stage = kill_at.split("/")[1]
     if kill_at.endswith("after"):
@@ -193,7 +200,8 @@ def test_killed_run_resumes_to_the_same_result(full_run, recipe_file, kill_at):
 KILL_SEQUENCE = ["round_0/prompts/written", "round_0/benchmarks/before", "round_0/eval/written",
                  "round_1/generate/written", "round_1/score/before", "round_1/score/written",
                  "round_1/select/written", "round_1/mix/written", "round_1/mix/after", "round_1/sft/before",
-                 "round_1/sft/step2", "round_1/sft/saved", "round_1/dpo/written", "round_1/eval/before",
+                 "round_1/sft/step2", "round_1/sft/saved", "round_1/dpo/step1", "round_1/dpo/written",
+                 "round_1/eval/before",
                  "round_1/eval/written"]
 
 
@@ -213,8 +221,9 @@ def test_killed_at_every_stage_in_turn_resumes_to_the_same_result(full_run, reci
     finished = run_cli("round", "--recipe", str(recipe_file))
     assert finished.returncode == 0, finished.stderr[-4000:]
     assert not list(run.glob("round_*/*.tmp"))
-    assert manifest(run, "sft")["results"]["resumed"] is True
-    assert manifest(run, "sft")["results"]["steps"] == manifest(full_run, "sft")["results"]["steps"]
+    for stage_name in ("sft", "dpo"):  # both killed mid-training: resumed from their checkpoints, same steps
+        assert manifest(run, stage_name)["results"]["resumed"] is True
+        assert manifest(run, stage_name)["results"]["steps"] == manifest(full_run, stage_name)["results"]["steps"]
     for round_, stage_name, t in [(0, "eval", "evals"), *((1, s, t) for s, ts in STAGE_TABLES.items() for t in ts)]:
         got = pq.read_table(run / f"round_{round_}" / stage_name / f"{t}.parquet")
         want = pq.read_table(full_run / f"round_{round_}" / stage_name / f"{t}.parquet")
