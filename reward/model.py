@@ -5,8 +5,8 @@
 - `preference_pairs`: verifier outcomes -> RM preference data: per prompt, a passing sample (chosen)
   vs a failing one (rejected), in TRL's conversational preference format.
 - `train_reward_model`: TRL's `RewardTrainer` on a sequence classifier initialised from the pretrained
-  base (`num_labels=1`), loss -log sigmoid(r_chosen - r_rejected) with no margin term; optional LoRA,
-  merged before saving, so `out/model` is always a plain model folder.
+  base (`num_labels=1`), loss -log sigmoid(r_chosen - r_rejected) with no margin term; optional LoRA
+  (`reward_model.lora`, `lora_config`), merged before saving, so `out/model` is always a plain model folder.
 - `split_held_out` / `pairwise_accuracy`: the RM's usual yardstick, the fraction of held-out pairs whose
   chosen response it scores above the rejected one, on prompts it was not trained on.
 - `score_with_reward_model`: every (prompt, completion) rendered with the chat template exactly as in
@@ -139,15 +139,8 @@ def train_reward_model(out: Path, base_model: str | Path, pairs: list[dict], cfg
 
     dataset = Dataset.from_dict({k: [p[k] for p in pairs] for k in ("prompt", "chosen", "rejected")})
     args = RewardConfig(**{**common_args(out, cfg, seed), **(trainer_args or {})})
-    peft_config = None
-    if cfg.lora_r > 0:
-        from peft import LoraConfig
-
-        # The score head is new: it is trained in full beside the adapters (modules_to_save).
-        peft_config = LoraConfig(task_type="SEQ_CLS", r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
-                                 lora_dropout=cfg.lora_dropout, modules_to_save=["score"])
     trainer = RewardTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                            peft_config=peft_config)
+                            peft_config=lora_config(cfg.lora))
     used = len(trainer.train_dataset)  # TRL drops pairs with a side longer than max_length
     if used == 0:
         release_deepspeed_config()
@@ -155,6 +148,19 @@ def train_reward_model(out: Path, base_model: str | Path, pairs: list[dict], cfg
         return {**_save_constant(model, tokenizer, out), "pairs": len(pairs)}
     # train_accuracy (pairs ranked right in the last logging window) comes with train_and_save's results
     return {"pairs": len(pairs), **train_and_save(trainer, tokenizer, out, lambda _: {"pairs_used": used})}
+
+
+def lora_config(lora):
+    """A peft `LoraConfig` for the RM's `LoRAConfig` section (None when r = 0): the sequence-classification
+    task, `target_modules` as in sft.lora / dpo.lora ("all-linear" leaves out the score head under SEQ_CLS),
+    and the score head, new and randomly initialised, trained in full beside the adapters (modules_to_save).
+    `posttrain.training.lora_args` builds the causal-LM one of SFT and DPO; QLoRA is refused at recipe load."""
+    if lora.r == 0:
+        return None
+    from peft import LoraConfig
+
+    return LoraConfig(task_type="SEQ_CLS", r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                      target_modules=lora.target_modules, modules_to_save=["score"])
 
 
 def split_held_out(pairs: list[dict], fraction: float, seed: int) -> tuple[list[dict], list[dict]]:

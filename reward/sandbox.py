@@ -7,9 +7,14 @@ started, and capped stdout/stderr. On top of that, the best isolation this machi
   bwrap         bubblewrap: all namespaces, no capabilities, no network, and a root of its own (below)
   unshare-net   util-linux unshare: user + network + pid + mount namespaces (no network; a detached
                 grandchild dies with the sandbox) but the host filesystem is shared, with our rights
-  rlimits-only  plain subprocess: network, filesystem and process isolation are lost
+  rlimits-only  plain subprocess: network, filesystem and process isolation are lost; a guard (below)
+                refuses network, other programs, ctypes and other processes' /proc to plain Python code
 
 Any mode weaker than bwrap logs one WARNING saying why (which probe failed) and what it loses.
+
+The rlimits-only guard (reward/_guard.py, the program interpreter's sitecustomize) refuses sockets, other
+programs, ctypes and other processes' /proc to plain Python code before the program runs; its docstring says
+what it does not stop (a program that means to get around it). ~2-4 ms a program, in rlimits-only alone.
 
 The bwrap root (see _bwrap): a read-only empty tmpfs with read-only binds of only what the interpreter
 needs -- /usr (and the /bin, /sbin, /lib* links or directories), /etc/ld.so.cache and /etc/localtime, the
@@ -66,6 +71,7 @@ import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import NamedTuple
 
 from reward import _procs
@@ -132,6 +138,10 @@ def run_python(source: str, timeout_s: float = 5.0, *, stdin: bytes | None = Non
         os.mkdir(work)
         with open(os.path.join(root, "main.py"), "w", encoding="utf-8") as f:
             f.write(source)
+        if mode == "rlimits-only":  # the guard, run before the program (reward/_guard.py)
+            os.mkdir(os.path.join(root, GUARD_DIR))
+            with open(os.path.join(root, GUARD_DIR, "sitecustomize.py"), "w", encoding="utf-8") as f:
+                f.write(_guard_source())
         return _run(mode, root, token, timeout_s, None, stdin)
     finally:
         if mode == "rlimits-only":
@@ -156,18 +166,35 @@ def run_many(sources: list[str], timeout_s: float = 5.0, max_workers: int | None
                              jobs))
 
 
+# ---- the rlimits-only guard (reward/_guard.py) ---------------------------------------------------------------
+
+GUARD_DIR = "guard"  # rlimits-only: beside main.py, the directory of the guard's sitecustomize.py
+
+
+@functools.lru_cache(maxsize=None)
+def _guard_source() -> str:
+    """reward/_guard.py's text: the program's sitecustomize in rlimits-only mode."""
+    return Path(__file__).with_name("_guard.py").read_text(encoding="utf-8")
+
+
 # What each mode loses against bwrap (the warning names it).
 LOST = {
     "unshare-net": "filesystem isolation is LOST: model code reads and writes the host filesystem with our "
                    "rights (e.g. /etc/shadow as root, the repository, ~/.cache/huggingface/token) and can "
                    "connect to host Unix sockets (network, pid and IPC namespaces remain; the environment "
                    "is ours to set, and our processes' /proc/<pid>/environ is out of its pid namespace)",
-    "rlimits-only": "Network and filesystem isolation are LOST (host network and Unix sockets; the host "
-                    "filesystem with our rights), and so is the environment's: the program can read "
-                    "/proc/<pid>/environ of our processes and their ancestors (HF_TOKEN, ...) -- not "
-                    "cheaply fixable: as root it holds CAP_SYS_PTRACE, so making us non-dumpable would not "
-                    "stop it, and our ancestors hold the same variables. Detached processes are only "
-                    "best-effort killed",
+    "rlimits-only": "Network and filesystem isolation are LOST (no namespaces: the host network and Unix "
+                    "sockets, the host filesystem with our rights), and so is the environment's "
+                    "(/proc/<pid>/environ of our processes holds HF_TOKEN, ...). An audit hook installed in "
+                    "the program's interpreter before it runs refuses (PermissionError) what Python code "
+                    "asks for plainly: sockets but AF_UNIX pairs, connect, bind and DNS; running other "
+                    "programs (subprocess, exec, os.system, posix_spawn); ctypes' dlopen, symbols and "
+                    "from_address (but prctl, capget, capset); opening another process's /proc/<pid>/... "
+                    "by path. It does NOT stop native code (ctypes pointer arithmetic, crafted bytecode) "
+                    "nor opens relative to a directory descriptor, which reach the network and "
+                    "/proc/<pid>/environ as before, nor reads and writes of the host's files "
+                    "(~/.cache/huggingface/token, the interpreter, this repository). Detached processes "
+                    "are only best-effort killed",
 }
 
 
@@ -278,8 +305,8 @@ def _command(mode: str, root: str | None, token: str, status_fd: int, timeout_s:
     if mode == "unshare-net":
         return [shutil.which("unshare"), "--user", "--map-root-user", "--net", "--ipc", "--uts", "--mount",
                 "--pid", "--fork", "--kill-child", "--mount-proc", *shim], env
-    if mode == "rlimits-only":
-        return shim, env
+    if mode == "rlimits-only":  # the guard is the program interpreter's sitecustomize (never add -I or -S)
+        return shim, {**env, "PYTHONPATH": f"{root}/{GUARD_DIR}"}
     raise ValueError(f"unknown sandbox isolation {mode!r} (known: {MODES})")
 
 

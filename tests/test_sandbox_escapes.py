@@ -276,6 +276,132 @@ def test_rlimits_only_warning_names_the_environment(monkeypatch, caplog):
     assert sandbox.detect_isolation() == ACTIVE
 
 
+# ---- 3b. what rlimits-only's guard refuses (reward/_guard.py), and what it leaves programs -------------
+
+GUARD = "sandbox (rlimits-only isolation) blocks "
+ME = os.getpid()  # a process of ours: its /proc/<pid>/environ holds our environment (HF_TOKEN, ...)
+OURS = f"another process's /proc entries (/proc/{ME})"
+REFUSED = {  # program -> the end of its PermissionError
+    "tcp socket": ("import socket\nsocket.socket()", "network access (socket.__new__, address family 2)"),
+    "udp socket": ("import socket\nsocket.socket(socket.AF_INET6, socket.SOCK_DGRAM)",
+                   "network access (socket.__new__, address family 10)"),
+    "_socket": ("import _socket\n_socket.socket()", "network access (socket.__new__, address family -1)"),
+    "dns": ("import socket\nsocket.getaddrinfo('localhost', 80)", "network access (socket.getaddrinfo)"),
+    "host name": ("import socket\nsocket.gethostbyname('localhost')", "network access (socket.gethostbyname)"),
+    "urllib": ("import urllib.request\nurllib.request.urlopen('http://127.0.0.1:9/', timeout=1)",
+               "network access (socket.getaddrinfo)"),
+    "unix bind": ("import socket\nsocket.socket(socket.AF_UNIX).bind('\\0posttrain')", "network access (socket.bind)"),
+    "unix sendto": ("import socket\na, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)\n"
+                    "a.sendto(b'x', '/dev/log')", "network access (socket.sendto)"),
+    "subprocess": ("import subprocess\nsubprocess.run(['true'])", "running other programs (subprocess.Popen)"),
+    "os.popen": ("import os\nos.popen('true').read()", "running other programs (subprocess.Popen)"),
+    "os.system": ("import os\nos.system('true')", "running other programs (os.system)"),
+    "os.execv": ("import os\nos.execv('/bin/true', ['true'])", "running other programs (os.exec)"),
+    "posix_spawn": ("import os\nos.posix_spawn('/bin/true', ['true'], {})", "running other programs (os.posix_spawn)"),
+    "fork_exec": ("import _posixsubprocess\n_posixsubprocess.fork_exec()",
+                  "running other programs (_posixsubprocess.fork_exec)"),
+    "fork_exec afresh": ("import importlib.util\n"
+                         "importlib.util.module_from_spec(importlib.util.find_spec('_posixsubprocess'))",
+                         "running other programs (a fresh _posixsubprocess)"),
+    "multiprocessing spawn": ("import multiprocessing as mp\nif __name__ == '__main__':\n"
+                              "    p = mp.get_context('spawn').Process(target=print)\n    p.start()\n    p.join()",
+                              "running other programs (_posixsubprocess.fork_exec)"),
+    "ctypes library": ("import ctypes\nctypes.CDLL('libc.so.6')",
+                       "loading native libraries (ctypes.dlopen 'libc.so.6')"),
+    "ctypes symbol": ("import ctypes\nctypes.CDLL(None).socket(2, 1, 0)",
+                      "native symbols but ['capget', 'capset', 'prctl'] (ctypes.dlsym 'socket')"),
+    "ctypes address": ("import ctypes\nctypes.c_int.from_address(id(1))",
+                       "memory access by address (ctypes.cdata: from_address)"),
+    "our environ": (f"open('/proc/{ME}/environ', 'rb').read()", OURS),
+    "our memory": (f"import os\nos.open(b'/proc/{ME}/mem', os.O_RDONLY)", OURS),
+    "via /proc/self/..": (f"open('/proc/self/../{ME}/environ').read()", OURS),
+    "via a symlink": (f"import os, pathlib\nos.symlink('/proc/{ME}/environ', 'e')\npathlib.Path('e').read_bytes()",
+                      OURS),
+    "via the installation": (f"import sys\nopen(sys.prefix + '/lib/' + '../' * 30 + 'proc/{ME}/environ').read()",
+                             OURS),
+    "via chdir": (f"import os\nos.chdir('/proc/{ME}')\nopen('environ').read()", OURS),
+    "the shim's environ": ("import os\nopen(f'/proc/{os.getppid()}/environ').read()",
+                           "another process's /proc entries"),
+}
+
+
+@pytest.mark.parametrize("name", list(REFUSED))
+def test_rlimits_only_guard_refuses_with_a_reason(name, monkeypatch):
+    source, reason = REFUSED[name]
+    monkeypatch.setenv("HF_TOKEN", "hf_fake_secret_for_the_sandbox_test")  # (not in /proc/<pid>/environ: belt)
+    result = run_python(source + "\nprint('REACHED')\n", TIMEOUT_S, isolation="rlimits-only")
+    assert result.status == "exit" and "REACHED" not in result.stdout, result
+    assert "hf_fake_secret" not in result.stdout + result.stderr and "HOME=" not in result.stdout + result.stderr
+    last = result.stderr.rstrip().splitlines()[-1]  # urllib wraps it: URLError: <urlopen error [Errno 1] ...>
+    assert f"[Errno 1] {GUARD}{reason}" in last and "PermissionError" in result.stderr, result.stderr
+
+
+def test_rlimits_only_guard_refuses_sub_interpreters():
+    """A sub-interpreter would not have the hook (hooks are per interpreter); its failure names no reason
+    ("interpreter creation failed"), so the guard writes it to stderr."""
+    result = run_python("import _xxsubinterpreters\n_xxsubinterpreters.create()\nprint('REACHED')\n", TIMEOUT_S,
+                        isolation="rlimits-only")
+    assert result.status == "exit" and "REACHED" not in result.stdout, result
+    assert result.stderr.startswith(f"{GUARD}sub-interpreters, which would run without this hook\n"), result
+
+
+def test_rlimits_only_guard_refuses_host_unix_sockets(unix_server):
+    server, path = unix_server
+    result = run_python(CONNECT.replace("ADDRESS", repr(path)), TIMEOUT_S, isolation="rlimits-only")
+    assert result.status == "ok" and result.stdout.strip() == "REFUSED PermissionError", result
+    with pytest.raises(BlockingIOError):
+        server.accept()
+
+
+KEPT = """
+import asyncio, ctypes, multiprocessing, os, socket, subprocess, sys
+async def three():
+    return 3
+print(asyncio.run(three()))
+a, b = socket.socketpair()
+a.sendall(b"pair")
+print(b.recv(4).decode())
+if __name__ == "__main__":
+    with multiprocessing.Pool(2) as pool:
+        print(pool.map(abs, [-1, -2]))
+libc = ctypes.CDLL(None, use_errno=True)  # what reward.code's harness does with it
+print(libc.prctl(4, 1, 0, 0, 0), libc.capget)
+print(b"POSTTRAIN_SANDBOX=" in open("/proc/self/environ", "rb").read(),
+      len(open(f"/proc/{os.getpid()}/status").read()) > 0)
+print([sorted(os.environ), [p for p in sys.path if "posttrain-sandbox" in p]])
+"""
+
+
+def test_rlimits_only_guard_leaves_programs_what_they_need():
+    """AF_UNIX pairs (asyncio's loop), fork (multiprocessing's default), the harness's prctl, its own /proc,
+    importing subprocess; and the guard hides itself (no PYTHONPATH, no sys.path entry)."""
+    result = run_python(KEPT, 10.0, isolation="rlimits-only")
+    assert result.status == "ok", result
+    lines = result.stdout.splitlines()
+    assert lines[:3] == ["3", "pair", "[1, 2]"] and lines[3].startswith("0 <_FuncPtr object")
+    assert lines[4] == "True True"
+    assert eval(lines[5]) == [sorted({*sandbox.ENV, "TMPDIR", "POSTTRAIN_SANDBOX"}), []]  # noqa: S307
+
+
+def test_rlimits_only_guard_fails_closed(monkeypatch):
+    """A guard that cannot install its hook stops the program before it runs."""
+    broken = sandbox._guard_source().replace("import _posixsubprocess", "import _posttrain_no_such_module")
+    monkeypatch.setattr(sandbox, "_guard_source", lambda: broken)
+    result = run_python("print('RAN')\n", TIMEOUT_S, isolation="rlimits-only")
+    assert (result.status, result.returncode) == ("exit", 125) and "RAN" not in result.stdout, result
+    assert "the rlimits-only guard failed, so the program does not run" in result.stderr
+
+
+def test_rlimits_only_guard_fails_the_candidate_with_the_reason():
+    """Through the code verifier: the candidate's own network call fails its test, naming the guard."""
+    source = "import socket\ndef add(a, b):\n    socket.create_connection(('127.0.0.1', 9))\n    return a + b\n"
+    result = run_python(code.build_program(source, "add"), TIMEOUT_S, stdin=code.build_stdin(TESTS, NONCE),
+                        isolation="rlimits-only")
+    verdict = code.verdict(result, source, TESTS, NONCE, "add")
+    assert verdict.reward == 0.0 and verdict.reason == (
+        f"PermissionError: [Errno 1] {GUARD}network access (socket.getaddrinfo)"), (verdict, result)
+
+
 # ---- 4. which fenced block is the answer ----------------------------------------------------------------
 
 SOLUTION = "def add(a, b):\n    return a + b\n"
