@@ -79,23 +79,32 @@ def dataset_card(recipe: dict, summary: dict, round_: int, mix_dir: Path) -> Dat
 
 
 def eval_results(scores: dict) -> list:
-    """model-index entries: held-out accuracy per capability and every pass@k of every benchmark."""
+    """model-index entries: held-out accuracy per capability, every pass@k of every benchmark (of the held-out
+    set: k > 1, its pass@1 is the accuracy), and MMATH's accuracy per language and language match."""
     from huggingface_hub import EvalResult
 
     out = []
     for bench, result in scores.items():
-        acc = result.get("accuracy") or {}
-        if len(acc) == 2 and "overall" in acc:  # one capability: "overall" repeats it (as in report.headline)
-            acc = {k: v for k, v in acc.items() if k != "overall"}
-        metrics = ({f"accuracy ({cap})": ("accuracy", v, cap) for cap, v in acc.items()}
-                   if bench == "heldout" else
-                   {k: (k, v, None) for k, v in result.items() if k.startswith("pass@")})
-        for label, (metric, value, config) in metrics.items():
+        for label, (metric, value, config) in _index_metrics(bench, result).items():
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 out.append(EvalResult(task_type="text-generation", dataset_type=bench, dataset_config=config,
                                       dataset_name=bench if config is None else f"{bench} ({config})",
                                       metric_type=metric, metric_name=label, metric_value=float(value)))
     return out
+
+
+def _index_metrics(bench: str, result: dict) -> dict[str, tuple[str, Any, str | None]]:
+    """{metric name: (metric type, value, dataset config)} of one benchmark's eval.json entry."""
+    passes = {k: (k, v, None) for k, v in result.items() if k.startswith("pass@")}
+    if bench == "heldout":
+        acc = result.get("accuracy") or {}
+        if len(acc) == 2 and "overall" in acc:  # one capability: "overall" repeats it (as in report.headline)
+            acc = {k: v for k, v in acc.items() if k != "overall"}
+        return {**{f"accuracy ({cap})": ("accuracy", v, cap) for cap, v in acc.items()},
+                **{k: m for k, m in passes.items() if k != "pass@1"}}
+    langs = {f"accuracy ({k[4:]})": ("accuracy", v, k[4:]) for k, v in result.items() if k.startswith("acc_")}
+    match = {"language_match": ("language_match", result["language_match"], None)} if "language_match" in result else {}
+    return {**passes, **langs, **match}
 
 
 def _intro(recipe: dict, round_: int, base_model: str) -> str:

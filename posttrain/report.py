@@ -5,9 +5,11 @@ reward distributions) and writes `<run>/report/report.md` with its PNGs beside i
 eval.png (every benchmark's headline number per round), rewards.png (per capability, the distribution
 of each prompt's pass rate over its K samples, and of reward-model scores when an RM was trained),
 selection.png (pass rate and kept fraction per round), mix.png (SFT mix by capability before and
-after rebalancing, against the targets), tags.png (by topic / quality / difficulty / complexity, when
-the mix tagged its data), training.png (loss and DPO reward accuracy by step, from each trained
-stage's log history) and wall_time.png (seconds per stage per round).
+after rebalancing, against the targets), tags.png (per round, by topic / quality / difficulty / complexity,
+when the mix tagged its data), training.png (loss and DPO reward accuracy by step, from each trained
+stage's log history) and wall_time.png (seconds per stage per round). The page also has every eval metric per
+benchmark and round (pass@k, MMATH's acc_<lang> and language_match...), each round's mix composition against the
+targets, and the first of the items decontamination removed (all of them: round_<r>/mix/decontaminated.parquet).
 """
 
 from __future__ import annotations
@@ -176,19 +178,23 @@ def _write_page(tmp: Path, run_dir: Path, summary: dict, targets: dict[str, floa
         "training.png": plot_training(training_curves(run_dir, summary), tmp / "training.png"),
         "wall_time.png": plot_wall(summary, tmp / "wall_time.png"),
     }
-    (tmp / "report.md").write_text(markdown(summary, [name for name, made in plots.items() if made]))
+    pngs = [name for name, made in plots.items() if made]
+    (tmp / "report.md").write_text(markdown(summary, pngs, targets, decontaminated(run_dir, summary)))
     (tmp / "summary.json").write_text(json.dumps(summary, indent=2))
 
 
-def markdown(summary: dict, pngs: list[str]) -> str:
+def markdown(summary: dict, pngs: list[str], targets: dict[str, float] | None = None,
+             removed: dict[int, tuple[int, list[dict]]] | None = None) -> str:
+    """The page: `targets` the recipe's mix.targets; `removed` {round: (count, first rows)} of `decontaminated`."""
     captions = {"eval.png": "Eval per round", "rewards.png": "Reward distributions per capability",
                 "selection.png": "Pass rate and kept fraction", "mix.png": "SFT mix by capability",
-                "tags.png": "SFT mix by tag (last round: selected, deduplicated, final)",
+                "tags.png": "SFT mix by tag per round (selected, deduplicated, final)",
                 "training.png": "Training curves", "wall_time.png": "Wall time per stage"}
     parts = [f"# Run report: {Path(summary['run']).name}", "", "```", table(summary), "```", ""]
     for png in pngs:
         parts += [f"## {captions[png]}", "", f"![{captions[png]}]({png})", ""]
-    parts += mix_lines(summary) + training_lines(summary)
+    parts += eval_lines(summary) + mix_lines(summary) + composition_lines(summary, targets, removed)
+    parts += training_lines(summary)
     detail = {r["round"]: r["eval"] for r in summary["rounds"] if r["eval"]}
     parts += ["## Every eval number", "", "```json", json.dumps(detail, indent=1), "```", ""]
     return "\n".join(parts)
@@ -211,6 +217,103 @@ def mix_lines(summary: dict) -> list[str]:
             lines.append(f"  - judge {judgment}: {c['asked']} asked, {c['retried']} asked again, "
                          f"{c['unknown']} unknown ({c['too_long']} too long for the judge's context)")
     return ["## Data mix per round", "", *lines, ""] if lines else []
+
+
+def eval_lines(summary: dict) -> list[str]:
+    """Per benchmark, a Markdown table of every metric (rows) per round (columns): what `headline` leaves out
+    (pass@k for k > 1, MMATH's acc_<lang> and language_match) included."""
+    rounds = [r for r in summary["rounds"] if r["eval"]]
+    lines = []
+    for bench in dict.fromkeys(b for r in rounds for b in r["eval"]):
+        per_round = {r["round"]: metrics(r["eval"].get(bench) or {}) for r in rounds}
+        names = list(dict.fromkeys(k for m in per_round.values() for k in m))
+        lines += [f"### {bench}", "", "| metric | " + " | ".join(f"round {r}" for r in per_round) + " |",
+                  "|---" * (len(per_round) + 1) + "|"]
+        lines += [f"| {k} | " + " | ".join(_cell(m.get(k)) for m in per_round.values()) + " |" for k in names]
+        lines.append("")
+    return ["## Eval per benchmark (every metric; round 0 = base)", "", *lines] if lines else []
+
+
+def metrics(result: dict) -> dict[str, float | int]:
+    """One benchmark's numbers, flat: pass@k by k, then the rest (held-out accuracy per capability as
+    "accuracy/<cap>", MMATH's acc_<lang> and language_match) in eval.json's order, then the counts."""
+    flat = {}
+    for k, v in result.items():
+        if isinstance(v, dict):
+            flat.update({f"{k}/{sub}": x for sub, x in v.items()})
+        elif isinstance(v, (int, float)) and not isinstance(v, bool):
+            flat[k] = v
+    first = sorted((k for k in flat if k.startswith("pass@") and k[5:].isdigit()), key=lambda k: int(k[5:]))
+    last = [k for k in ("items", "too_long") if k in flat]
+    return {k: flat[k] for k in [*first, *(k for k in flat if k not in first + last), *last]}
+
+
+def _cell(v) -> str:
+    """A rate as a percentage, a count (items, too_long) as is."""
+    return "-" if v is None else f"{v:.1%}" if isinstance(v, float) else str(v)
+
+
+TAG_KINDS = ("topic", "quality", "complexity", "difficulty")
+# (composition key, the mix counts' by-capability key, column) for each step of the mix
+MIX_STEPS = (("input", "input_by_capability", "selected"),
+             ("before", "before_rebalance", "deduplicated + decontaminated"), ("after", "by_capability", "final mix"))
+
+
+def composition_lines(summary: dict, targets: dict[str, float] | None,
+                      removed: dict[int, tuple[int, list[dict]]] | None) -> list[str]:
+    """Per round with a mix: its composition table and the items decontamination removed."""
+    lines = []
+    for r in summary["rounds"]:
+        if r.get("mix"):
+            lines += [f"### Round {r['round']}", "", *composition_table(r["mix"], targets), "",
+                      *decontaminated_lines(r["round"], (removed or {}).get(r["round"]))]
+    head = ("SFT examples per capability (and per tag when the mix tagged its data) as selected, after dedup and "
+            "decontamination, and in the final mix after rebalancing, against `mix.targets`.")
+    return ["## Mix composition per round", "", head, "", *lines] if lines else []
+
+
+def composition_table(mix: dict, targets: dict[str, float] | None) -> list[str]:
+    """Rows: capability (every target too), then each tag kind the mix counted; a step not counted is "-"."""
+    comp = mix.get("composition") or {}
+    steps = [{"capability": mix.get(key), **{k: v for k, v in (comp.get(when) or {}).items() if k in TAG_KINDS}}
+             for when, key, _ in MIX_STEPS]
+    total = sum((mix.get("by_capability") or {}).values())
+    lines = ["| by | value | " + " | ".join(name for *_, name in MIX_STEPS) + " | share of the final mix | target |",
+             "|---" * (len(MIX_STEPS) + 4) + "|"]
+    for kind in ("capability", *TAG_KINDS):
+        extra = (targets or {}) if kind == "capability" else {}
+        for value in dict.fromkeys([*(v for step in steps for v in step.get(kind) or {}), *extra]):
+            cells = [None if step.get(kind) is None else step[kind].get(value, 0) for step in steps]
+            share = f"{cells[-1] / total:.1%}" if total and cells[-1] is not None else "-"
+            target = f"{extra[value]:.1%}" if value in extra else "-"
+            lines.append(f"| {kind} | {value} | " + " | ".join(_cell(c) for c in cells) + f" | {share} | {target} |")
+    return lines
+
+
+def decontaminated(run_dir: Path, summary: dict, first: int = 20) -> dict[int, tuple[int, list[dict]]]:
+    """{round: (rows, the first `first` rows as {table, id, eval_id})} of each mixed round's
+    decontaminated.parquet (a round whose mix is not in the summary is left out)."""
+    out = {}
+    for r in summary["rounds"]:
+        path = Path(run_dir) / f"round_{r['round']}" / "mix" / "decontaminated.parquet"
+        if r.get("mix") and path.is_file():
+            t = pq.read_table(path, columns=["table", "id", "eval_id"])
+            out[r["round"]] = (t.num_rows, t.slice(0, first).to_pylist())
+    return out
+
+
+def decontaminated_lines(round_: int, removed: tuple[int, list[dict]] | None) -> list[str]:
+    """How many SFT examples and DPO pairs decontamination removed, and the first of them (id -> eval item)."""
+    if removed is None:
+        return []
+    n, rows = removed
+    where = f"`round_{round_}/mix/decontaminated.parquet` in the run folder"
+    if not n:
+        return [f"Decontamination removed nothing ({where}).", ""]
+    shown = f"the first {len(rows)}" if len(rows) < n else "all"
+    return [f"Decontamination removed {n} items (SFT examples and DPO pairs); {shown}, id -> eval item "
+            f"(the full list: {where}):", "",
+            *(f"- {row['table']} `{row['id']}` -> `{row['eval_id']}`" for row in rows), ""]
 
 
 def _figure(ncols: int = 1, width: float = 6.4):
@@ -355,16 +458,24 @@ def plot_mix(summary: dict, targets: dict[str, float] | None, path: Path) -> boo
 
 
 def plot_tags(summary: dict, path: Path) -> bool:
-    """The last tagged round's SFT examples by topic, quality, difficulty and complexity as selected, after
+    """A row per tagged round: its SFT examples by topic, quality, difficulty and complexity as selected, after
     dedup and decontamination, and after rebalancing (only when the mix stage tagged its data: `mix.tag` or an
     option that needs tags)."""
     tagged = [r for r in summary["rounds"][1:] if r["mix"] and (r["mix"].get("composition") or {}).get("after")]
     if not tagged:
         return False
-    r = tagged[-1]
-    comp = r["mix"]["composition"]
     kinds = ("topic", "quality", "difficulty", "complexity")
-    plt, fig, axes = _figure(ncols=len(kinds), width=3.6)
+    plt, fig, _ = _figure()
+    plt.close(fig)
+    fig, grid = plt.subplots(len(tagged), len(kinds), figsize=(3.6 * len(kinds), 4 * len(tagged)), squeeze=False)
+    for axes, r in zip(grid, tagged):
+        _tag_row(axes, kinds, r["mix"]["composition"], r["round"])
+    grid[0][-1].legend(fontsize=7)
+    return _save(plt, fig, path)
+
+
+def _tag_row(axes, kinds: tuple[str, ...], comp: dict, round_: int) -> None:
+    """One round's bars per tag kind: each tag value's count at each counted step of the mix."""
     whens = [w for w in ("input", "before", "after") if w in comp]  # input: before dedup and decontamination
     labels = {"input": "selected", "before": "deduplicated + decontaminated", "after": "final mix"}
     width = 0.8 / len(whens)
@@ -374,10 +485,8 @@ def plot_tags(summary: dict, path: Path) -> bool:
             ax.bar([k + (j - (len(whens) - 1) / 2) * width for k in range(len(keys))],
                    [comp[when].get(kind, {}).get(x, 0) for x in keys], width, label=labels[when])
         ax.set_xticks(range(len(keys)), keys, rotation=45, ha="right", fontsize=7)
-        ax.set_title(f"{kind} (round {r['round']})", fontsize=9)
+        ax.set_title(f"{kind} (round {round_})", fontsize=9)
     axes[0].set_ylabel("SFT examples")
-    axes[-1].legend(fontsize=7)
-    return _save(plt, fig, path)
 
 
 # (stage, metric in the trainer's log, axis label) for each panel of training.png

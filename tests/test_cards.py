@@ -81,3 +81,23 @@ def test_model_card_counts_the_prompts_execution_feedback_rescued():
     assert "- execution feedback (Llama 3 §4.3.1): ['code'] prompts with no passing sample get the verifier's " \
            "reason and 2 more tries; 15 of 70 such prompts rescued so far" in text
     assert "6 of 40 such prompts" in cards.model_card(recipe, summary, 1, "base").text  # up to the card's round
+
+
+def test_model_index_has_pass_at_k_and_mmaths_accuracy_per_language():
+    import copy
+
+    summary = copy.deepcopy(SUMMARY)
+    summary["rounds"][2]["eval"]["heldout"]["pass@4"] = 0.5
+    summary["rounds"][2]["eval"]["mmath"] = {"items": 8, "pass@1": 0.25, "pass@4": 0.5, "too_long": 1,
+                                             "acc_en": 0.5, "acc_fr": 0.125, "language_match": 0.875}
+    card = cards.model_card(recipe_dict(repo_id="me/m", push="final"), summary, 2, "base")
+    results = {(r.dataset_type, r.dataset_config, r.metric_type): r.metric_value
+               for r in ModelCard(str(card)).data.eval_results}
+    assert results == {
+        ("heldout", "math", "accuracy"): 0.123, ("heldout", "code", "accuracy"): 0.456,
+        ("heldout", "overall", "accuracy"): 0.2895, ("heldout", None, "pass@4"): 0.5,  # pass@1 is the accuracy
+        ("humaneval", None, "pass@1"): 0.0625, ("humaneval", None, "pass@4"): pytest.approx(0.1625),
+        ("mmath", None, "pass@1"): 0.25, ("mmath", None, "pass@4"): 0.5, ("mmath", "en", "accuracy"): 0.5,
+        ("mmath", "fr", "accuracy"): 0.125, ("mmath", None, "language_match"): 0.875}
+    names = {r.metric_name for r in card.data.eval_results if r.dataset_type == "mmath"}
+    assert names == {"pass@1", "pass@4", "accuracy (en)", "accuracy (fr)", "language_match"}

@@ -1,9 +1,14 @@
 """The run report's numbers: `summarize` over stage manifests, `headline` per eval column, the terminal
-`table` and the Markdown `training_lines`, against hand-built runs and summaries."""
+`table`, the Markdown `training_lines`, per-benchmark `eval_lines`, the mix's `composition_table` and the
+decontaminated items, against hand-built runs and summaries."""
 
 from __future__ import annotations
 
-from posttrain.report import headline, summarize, table, training_lines
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from posttrain.report import (composition_table, decontaminated, decontaminated_lines, eval_lines, headline, metrics,
+                              summarize, table, training_lines, write_report)
 from posttrain.rundir import RunDir
 
 ONE_CAP = {"heldout": {"accuracy": {"math": 0.25, "overall": 0.25}}}
@@ -117,3 +122,102 @@ def test_training_lines_give_a_markdown_row_per_round_and_trained_stage():
 
 def test_training_lines_are_empty_without_training():
     assert training_lines({"run": "r", "rounds": [{"round": 0, "eval": ONE_CAP, "training": {}}]}) == []
+
+
+# --------------------------------------------------------------------------- every eval metric
+
+
+MMATH = {"items": 8, "pass@1": 0.25, "too_long": 1, "acc_en": 0.5, "acc_fr": 0.0, "language_match": 0.875}
+
+
+def test_metrics_put_pass_at_k_first_and_counts_last():
+    assert list(metrics({**MMATH, "pass@10": 0.5, "pass@4": 0.375})) == [
+        "pass@1", "pass@4", "pass@10", "acc_en", "acc_fr", "language_match", "items", "too_long"]
+    assert metrics({"accuracy": {"math": 0.5, "overall": 0.5}, "pass@1": 0.5}) == {
+        "pass@1": 0.5, "accuracy/math": 0.5, "accuracy/overall": 0.5}
+
+
+def test_eval_lines_give_every_metric_of_every_benchmark_per_round():
+    # headline keeps pass@1 only; the per-benchmark tables keep pass@4, acc_<lang> and language_match
+    summary = {"run": "r", "rounds": [
+        {"round": 0, "eval": {"mmath": MMATH, "humaneval": {"pass@1": 0.125, "pass@4": 0.3125}}},
+        {"round": 1, "eval": {"mmath": {**MMATH, "acc_fr": 0.25}}},
+        {"round": 2, "eval": {}}]}
+    lines = eval_lines(summary)
+    assert lines[:6] == ["## Eval per benchmark (every metric; round 0 = base)", "", "### mmath", "",
+                         "| metric | round 0 | round 1 |", "|---|---|---|"]
+    for row in ("| acc_en | 50.0% | 50.0% |", "| acc_fr | 0.0% | 25.0% |", "| language_match | 87.5% | 87.5% |",
+                "| items | 8 | 8 |", "| pass@4 | 31.2% | - |"):
+        assert row in lines, row
+    assert eval_lines({"run": "r", "rounds": [{"round": 0, "eval": {}}]}) == []
+
+
+# --------------------------------------------------------------------------- mix composition
+
+
+COMPOSITION = {
+    "input": {"capability": {"code": 6, "math": 10}, "topic": {"code": 6, "math": 10}, "quality": {"high": 16}},
+    "before": {"capability": {"code": 4, "math": 8}, "topic": {"code": 4, "math": 8}, "quality": {"high": 12}},
+    "after": {"capability": {"code": 4, "math": 6}, "topic": {"code": 4, "math": 6}, "quality": {"high": 10}}}
+MIX = {"input": 16, "exact_dups": 3, "near_dups": 0, "contaminated": 1, "contaminated_pairs": 2,
+       "input_by_capability": {"code": 6, "math": 10}, "before_rebalance": {"code": 4, "math": 8},
+       "by_capability": {"code": 4, "math": 6}, "composition": COMPOSITION}
+
+
+def test_composition_table_rows_per_capability_and_tag_against_the_targets():
+    # a target capability with no data still gets a row; a tag kind the mix did not count has none
+    assert composition_table(MIX, {"code": 0.5, "math": 0.4, "tools": 0.1}) == [
+        "| by | value | selected | deduplicated + decontaminated | final mix | share of the final mix | target |",
+        "|---|---|---|---|---|---|---|",
+        "| capability | code | 6 | 4 | 4 | 40.0% | 50.0% |",
+        "| capability | math | 10 | 8 | 6 | 60.0% | 40.0% |",
+        "| capability | tools | 0 | 0 | 0 | 0.0% | 10.0% |",
+        "| topic | code | 6 | 4 | 4 | 40.0% | - |",
+        "| topic | math | 10 | 8 | 6 | 60.0% | - |",
+        "| quality | high | 16 | 12 | 10 | 100.0% | - |",
+    ]
+
+
+def test_composition_table_without_tags_or_input_counts():
+    # untagged: capability rows only; tagged by an older mix (no "input" composition): "-" where not counted
+    untagged = {k: v for k, v in MIX.items() if k != "composition"}
+    assert composition_table(untagged, None)[2:] == ["| capability | code | 6 | 4 | 4 | 40.0% | - |",
+                                                     "| capability | math | 10 | 8 | 6 | 60.0% | - |"]
+    older = {**MIX, "composition": {k: v for k, v in COMPOSITION.items() if k != "input"}}
+    assert "| quality | high | - | 12 | 10 | 100.0% | - |" in composition_table(older, None)
+
+
+def test_decontaminated_items_counted_and_the_first_twenty_listed(tmp_path):
+    folder = tmp_path / "round_1" / "mix"
+    folder.mkdir(parents=True)
+    rows = [{"table": "sft" if i < 20 else "pairs", "id": f"s{i:02d}", "eval_id": f"e{i}"} for i in range(23)]
+    pq.write_table(pa.Table.from_pylist(rows), folder / "decontaminated.parquet")
+    summary = {"rounds": [{"round": 0, "mix": None}, {"round": 1, "mix": MIX}, {"round": 2, "mix": MIX}]}
+    removed = decontaminated(tmp_path, summary)
+    assert list(removed) == [1] and removed[1] == (23, rows[:20])  # round 2 has no file, round 0 no mix
+    lines = decontaminated_lines(1, removed[1])
+    assert lines[0] == ("Decontamination removed 23 items (SFT examples and DPO pairs); the first 20, id -> eval "
+                        "item (the full list: `round_1/mix/decontaminated.parquet` in the run folder):")
+    assert lines[2:4] == ["- sft `s00` -> `e0`", "- sft `s01` -> `e1`"] and len(lines) == 23
+    assert decontaminated_lines(1, (0, []))[0].startswith("Decontamination removed nothing")
+    assert decontaminated_lines(1, None) == []
+
+
+def test_report_page_has_the_eval_and_composition_tables_and_tags_of_every_round(tmp_path):
+    folder = tmp_path / "round_2" / "mix"
+    folder.mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist([{"table": "sft", "id": "s1", "eval_id": "mmath-3"}]),
+                   folder / "decontaminated.parquet")
+    entry = {"samples": 40, "pass_rate": 0.5, "prompts": 10, "sft_examples": 6, "sft_mix": 10, "dpo_pairs": 4,
+             "mix": MIX, "wall_s": {"mix": 1.0}, "reward_model": None, "revise": None, "training": {}}
+    summary = {"run": str(tmp_path), "rounds": [
+        {"round": 0, "eval": {"mmath": MMATH}, "samples": None, "pass_rate": None, "mix": None, "wall_s": {},
+         "reward_model": None, "revise": None, "training": {}},
+        {**entry, "round": 1, "eval": {"mmath": MMATH}}, {**entry, "round": 2, "eval": {}}]}
+    page = write_report(tmp_path, summary, {"code": 0.5, "math": 0.5}).read_text()
+    for text in ("| language_match | 87.5% | 87.5% |", "### Round 1", "### Round 2",
+                 "| capability | math | 10 | 8 | 6 | 60.0% | 50.0% |", "- sft `s1` -> `mmath-3`", "![SFT mix by tag"):
+        assert text in page, text
+    assert page.count("| capability | code | 6 | 4 | 4 | 40.0% | 50.0% |") == 2  # a table per round
+    png = (tmp_path / "report" / "tags.png").read_bytes()
+    assert int.from_bytes(png[20:24], "big") == 2 * 400  # a row of panels (4 in at 100 dpi) per tagged round
