@@ -65,16 +65,28 @@ def _score(args) -> int:
 
     from posttrain.config import load_recipe
     from posttrain.schema import SchemaError
-    from posttrain.scoring import score_file
+    from posttrain.scoring import RewardModelError, check_reward_model, newest_reward_model, score_file
 
     setup_logging()
     recipe = load_recipe(args.recipe, args.overrides)
     try:
-        rows = score_file(Path(args.input), Path(args.output), recipe.score)
-    except (SchemaError, FileNotFoundError) as e:
+        if args.reward_model == "none":
+            rm, why = None, "--reward-model none"
+        elif args.reward_model is not None:
+            rm, why = check_reward_model(Path(args.reward_model)), "--reward-model"
+        elif not recipe.reward_model.enabled:
+            rm, why = None, "reward_model.enabled is false"
+        else:
+            rm = newest_reward_model(recipe.run_dir)
+            why = f"newest in {recipe.run_dir}" if rm else f"no trained reward model in {recipe.run_dir}"
+            if rm is not None:
+                check_reward_model(rm, f"reward model ({why})")
+        print(f"reward model: {rm or 'none'} ({why})", flush=True)
+        rows = score_file(Path(args.input), Path(args.output), recipe.score, rm, recipe.reward_model)
+    except (SchemaError, FileNotFoundError, RewardModelError) as e:
         print(f"posttrain: {e}", file=sys.stderr)
         return 2
-    print(f"scored {rows} samples -> {args.output}")
+    print(f"scored {rows} samples -> {args.output}" + (" (verifier rewards and rm_score)" if rm else ""))
     return 0
 
 
@@ -160,10 +172,15 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("base", help="build the recipe's tiny base model if it is missing (cached afterwards)")
     add_arguments(b)
     b.set_defaults(func=_base)
-    sc = sub.add_parser("score", help="score a samples file (prompt fields + completion) with the recipe's verifiers")
+    sc = sub.add_parser("score", help="score a samples file (prompt fields + completion) with the recipe's verifiers "
+                                           "(and a reward model)")
     add_arguments(sc)
     sc.add_argument("--input", required=True, help="samples .jsonl or .parquet")
     sc.add_argument("--output", required=True, help="scored .parquet")
+    sc.add_argument("--reward-model", metavar="PATH",
+                    help="also fill rm_score with this trained reward model folder (e.g. <run dir>/round_N/"
+                         "reward_model/model); default: with reward_model.enabled, the newest one trained in the "
+                         "recipe's run directory, if any; 'none': verifiers only")
     sc.set_defaults(func=_score)
     ev = sub.add_parser("eval", help="evaluate a model on the recipe's eval benchmarks (vLLM generation)")
     add_arguments(ev)

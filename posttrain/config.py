@@ -307,9 +307,9 @@ class RewardModelConfig:
     gradient_accumulation_steps: int = 1
     max_length: int = 256  # pairs with a longer chosen or rejected sequence are dropped from training
     checkpoint_every_steps: int = 50
-    lora_r: int = 0  # > 0: train LoRA adapters (merged into the saved model); 0: full fine-tuning
-    lora_alpha: int = 16
-    lora_dropout: float = 0.0
+    # LoRA adapters (r > 0) on the sequence classifier, its new score head trained in full beside them; merged
+    # into the saved model. As sft.lora / dpo.lora, except quantize_4bit (QLoRA), not supported for the RM.
+    lora: LoRAConfig = field(default_factory=LoRAConfig)
     score_batch_size: int = 64
     weight: float = 0.0  # 0 = RM score recorded only
     # Pairs of this fraction of the prompts are held out of training; the model's pairwise accuracy on them

@@ -158,9 +158,12 @@ def _check_reward_model(rm: RewardModelConfig, need: Need) -> None:
     for name in ("batch_size", "gradient_accumulation_steps", "max_length", "checkpoint_every_steps",
                  "score_batch_size"):
         need(getattr(rm, name) >= 1, f"reward_model.{name}", f"must be >= 1, got {getattr(rm, name)}")
-    need(rm.lora_r >= 0, "reward_model.lora_r", f"must be >= 0 (0 = no LoRA), got {rm.lora_r}")
-    need(rm.lora_alpha >= 1, "reward_model.lora_alpha", f"must be >= 1, got {rm.lora_alpha}")
-    need(0 <= rm.lora_dropout < 1, "reward_model.lora_dropout", f"must be in [0, 1), got {rm.lora_dropout}")
+    lora = rm.lora
+    need(lora.r >= 0, "reward_model.lora.r", f"must be >= 0 (0 = no LoRA), got {lora.r}")
+    need(lora.alpha >= 1, "reward_model.lora.alpha", f"must be >= 1, got {lora.alpha}")
+    need(0 <= lora.dropout < 1, "reward_model.lora.dropout", f"must be in [0, 1), got {lora.dropout}")
+    need(not lora.quantize_4bit, "reward_model.lora.quantize_4bit",
+         "is not supported for the reward model (QLoRA: sft.lora / dpo.lora only)")
     need(rm.weight >= 0, "reward_model.weight", f"must be >= 0, got {rm.weight}")
     need(rm.enabled or rm.weight == 0, "reward_model.weight", "has no effect unless reward_model.enabled is true")
     for i, src in enumerate(rm.preference_sources):

@@ -178,10 +178,56 @@ def read_samples_file(path: Path) -> tuple[pa.Table, pa.Table]:
             schema.from_records(list(prompts.values()), "prompts", str(path)))
 
 
-def score_file(input_path: Path, output_path: Path, cfg: ScoreConfig) -> int:
-    """`posttrain score`: scores a samples file made anywhere; the output appears only when complete."""
+class RewardModelError(ValueError):
+    """`posttrain score --reward-model PATH` names no reward model folder."""
+
+
+def check_reward_model(path: Path, flag: str = "--reward-model") -> Path:
+    """`path` if it is a saved reward model (a one-label sequence classifier, as the reward-model stage and
+    `posttrain reward train` save in <folder>/model); else a RewardModelError naming `flag`."""
+    import json
+
+    config = path / "config.json"
+    if not config.is_file():
+        hint = f" (did you mean {path / 'model'}?)" if (path / "model" / "config.json").is_file() else ""
+        raise RewardModelError(f"{flag} {path}: not a model folder (no config.json){hint}")
+    try:
+        meta = json.loads(config.read_text())
+    except (OSError, ValueError) as e:
+        raise RewardModelError(f"{flag} {path}: cannot read config.json: {e}") from None
+    architectures = meta.get("architectures") or []
+    labels = len(meta.get("id2label") or {}) or meta.get("num_labels", 2)
+    if not any(a.endswith("ForSequenceClassification") for a in architectures) or labels != 1:
+        raise RewardModelError(f"{flag} {path}: not a reward model ({', '.join(architectures) or 'no architecture'}"
+                               f" with {labels} label(s); a reward model is a sequence classifier with 1)")
+    return path
+
+
+def newest_reward_model(run_dir: Path) -> Path | None:
+    """The most recently trained reward model in a run directory, or None: a completed round's reward-model
+    stage (round_<r>/reward_model/model) or `posttrain reward train`'s default output (reward_model/model)."""
+    from posttrain.rundir import MANIFEST
+
+    found = [stage / "model" for stage in run_dir.glob("round_*/reward_model") if (stage / MANIFEST).is_file()]
+    found += [run_dir / "reward_model" / "model"]
+    found = [m for m in found if (m / "config.json").is_file()]
+    return max(found, key=lambda m: (m / "config.json").stat().st_mtime_ns, default=None)
+
+
+def score_file(input_path: Path, output_path: Path, cfg: ScoreConfig, reward_model_dir: Path | None = None,
+               rm_cfg=None) -> int:
+    """`posttrain score`: scores a samples file made anywhere; the output appears only when complete.
+
+    With `reward_model_dir` every sample also gets its `rm_score` (batched: `rm_scores`, with `rm_cfg`'s
+    score_batch_size and max_length, a `RewardModelConfig`); without, rm_score stays null."""
     samples, prompts = read_samples_file(input_path)
     table = score_samples(samples, prompts, cfg)
+    if reward_model_dir is not None:
+        rm = rm_scores(reward_model_dir, samples, prompts, rm_cfg).column("rm_score")  # in the samples' order
+        table = table.set_column(table.schema.get_field_index("rm_score"), "rm_score", rm)
+        nonfinite = sum(not math.isfinite(x) for x in rm.to_pylist())
+        if nonfinite:
+            log.warning("reward model: %d of %d scores are NaN or infinite", nonfinite, len(rm))
     tmp = output_path.with_name(output_path.name + ".tmp")
     try:
         rows = schema.write(table, "scored", tmp)

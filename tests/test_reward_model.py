@@ -14,7 +14,7 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from posttrain import schema
-from posttrain.config import RecipeError, RewardModelConfig, load_recipe
+from posttrain.config import LoRAConfig, RecipeError, RewardModelConfig, load_recipe
 from posttrain.tiny.base import train_tokenizer
 from reward.model import (expand_ranking, pairwise_accuracy, preference_pairs, read_preference_file,
                           score_with_reward_model, split_held_out, train_reward_model)
@@ -225,18 +225,31 @@ def test_truncation_keeps_the_end_of_the_reply(trained_rm):
     assert short[0] > short[1]  # the reply's end survives, and with it the preference
 
 
-def test_lora_trains_and_saves_a_merged_model(tiny_lm, tmp_path):
-    cfg = dataclasses.replace(CFG, lora_r=4, lora_alpha=8, num_epochs=1)
+def _linear_weights(model) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in model.named_parameters() if n.endswith("proj.weight")}
+
+
+@pytest.mark.parametrize("target_modules", ["all-linear", ["q_proj"]])
+def test_lora_trains_and_saves_a_merged_model(tiny_lm, tmp_path, target_modules):
+    """reward_model.lora (the LoRAConfig of sft.lora / dpo.lora): adapters on target_modules, the new score
+    head trained in full beside them, merged into a plain sequence classifier."""
+    cfg = dataclasses.replace(CFG, lora=LoRAConfig(r=4, alpha=8, target_modules=target_modules), num_epochs=1)
     info = train_reward_model(tmp_path, str(tiny_lm), _pairs(range(32)), cfg, seed=0)
     assert info["steps"] == 2 and math.isfinite(info["train_loss"])
     model_dir = tmp_path / "model"
     assert not (model_dir / "adapter_config.json").exists()  # merged: a plain model folder
     model = AutoModelForSequenceClassification.from_pretrained(model_dir)
-    assert not any("lora" in n for n, _ in model.named_parameters())
+    assert model.config.num_labels == 1
+    assert not any("lora" in n or "modules_to_save" in n for n, _ in model.named_parameters())
     # the score head was trained (modules_to_save), not left at its random init
     torch.manual_seed(0)
     init = AutoModelForSequenceClassification.from_pretrained(str(tiny_lm), num_labels=1)
     assert not torch.equal(model.score.weight, init.score.weight)
+    # the adapters changed exactly the target modules' weights (merged in)
+    before, after = _linear_weights(init), _linear_weights(model)
+    changed = {n.split(".")[-2] for n in before if not torch.equal(before[n], after[n])}
+    assert changed == ({"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+                       if target_modules == "all-linear" else {"q_proj"})
     scores = score_with_reward_model(str(model_dir), [_prompt(1)] * 2, [GOOD, BAD], progress=False)
     assert all(map(math.isfinite, scores))
 
@@ -284,17 +297,29 @@ def test_trained_reward_model_reports_its_held_out_accuracy(tiny_lm, trained_rm,
 def test_reward_model_section_defaults_and_validation():
     from tests.test_config import TINY, error
 
-    r = load_recipe(TINY)
-    assert r.reward_model == RewardModelConfig() and not r.reward_model.enabled and r.reward_model.weight == 0.0
-    r = load_recipe(TINY, ["reward_model.enabled=true", "reward_model.lora_r=8", "reward_model.weight=0.5"])
-    assert (r.reward_model.lora_r, r.reward_model.weight) == (8, 0.5)
+    assert not RewardModelConfig().enabled and RewardModelConfig().weight == 0.0  # off unless a recipe asks
+    r = load_recipe(TINY)  # the tiny recipe trains a small one, which only orders passing samples
+    assert (r.reward_model.enabled, r.reward_model.weight, r.reward_model.learning_rate) == (True, 0.1, 1e-3)
+    r = load_recipe(TINY, ["reward_model.enabled=true", "reward_model.lora.r=8", "reward_model.weight=0.5",
+                           "reward_model.lora.target_modules=[q_proj, v_proj]"])
+    assert (r.reward_model.lora, r.reward_model.weight) == (LoRAConfig(r=8, target_modules=["q_proj", "v_proj"]), 0.5)
+    r = load_recipe(TINY, ["reward_model.variants=[{lora: {r: 4}}, {lora: {r: 8, alpha: 32}}]"])
+    assert [v["lora"] for v in r.reward_model.variants] == [{"r": 4}, {"r": 8, "alpha": 32}]
     for override, key in [("reward_model.learning_rate=0", "reward_model.learning_rate"),
                           ("reward_model.batch_size=0", "reward_model.batch_size"),
-                          ("reward_model.lora_r=-1", "reward_model.lora_r"),
-                          ("reward_model.lora_dropout=1.0", "reward_model.lora_dropout"),
+                          ("reward_model.lora.r=-1", "reward_model.lora.r"),
+                          ("reward_model.lora.alpha=0", "reward_model.lora.alpha"),
+                          ("reward_model.lora.dropout=1.0", "reward_model.lora.dropout"),
+                          ("reward_model.lora.quantize_4bit=true", "reward_model.lora.quantize_4bit"),
+                          ("reward_model.lora.rank=4", "reward_model.lora.rank"),
+                          ("reward_model.variants=[{lora: {r: 4}}, {lora: {r: -1}}]", "reward_model.lora.r"),
+                          # the old flat keys are gone: the usual unknown-key error names them
+                          ("reward_model.lora_r=8", "unknown key reward_model.lora_r"),
+                          ("reward_model.lora_alpha=8", "unknown key reward_model.lora_alpha"),
+                          ("reward_model.lora_dropout=0.1", "unknown key reward_model.lora_dropout"),
                           ("reward_model.eval_fraction=1", "reward_model.eval_fraction"),
-                          ("reward_model.weight=0.5", "reward_model.weight"),  # without enabled
                           ("reward_model.nope=1", "reward_model.nope")]:
         assert key in error(TINY, [override]), override
+    assert "reward_model.weight" in error(TINY, ["reward_model.enabled=false"])  # a weight without an RM
     with pytest.raises(RecipeError, match="reward_model.score_batch_size must be int"):
         load_recipe(TINY, ["reward_model.score_batch_size=1.5"])
