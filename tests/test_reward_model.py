@@ -299,7 +299,7 @@ def test_reward_model_section_defaults_and_validation():
 
     assert not RewardModelConfig().enabled and RewardModelConfig().weight == 0.0  # off unless a recipe asks
     r = load_recipe(TINY)  # the tiny recipe trains a small one, which only orders passing samples
-    assert (r.reward_model.enabled, r.reward_model.weight, r.reward_model.learning_rate) == (True, 0.1, 1e-3)
+    assert (r.reward_model.enabled, r.reward_model.weight, r.reward_model.learning_rate) == (True, 0.0, 1e-3)
     r = load_recipe(TINY, ["reward_model.enabled=true", "reward_model.lora.r=8", "reward_model.weight=0.5",
                            "reward_model.lora.target_modules=[q_proj, v_proj]"])
     assert (r.reward_model.lora, r.reward_model.weight) == (LoRAConfig(r=8, target_modules=["q_proj", "v_proj"]), 0.5)
@@ -320,6 +320,6 @@ def test_reward_model_section_defaults_and_validation():
                           ("reward_model.eval_fraction=1", "reward_model.eval_fraction"),
                           ("reward_model.nope=1", "reward_model.nope")]:
         assert key in error(TINY, [override]), override
-    assert "reward_model.weight" in error(TINY, ["reward_model.enabled=false"])  # a weight without an RM
+    assert "reward_model.weight" in error(TINY, ["reward_model.enabled=false", "reward_model.weight=0.5"])
     with pytest.raises(RecipeError, match="reward_model.score_batch_size must be int"):
         load_recipe(TINY, ["reward_model.score_batch_size=1.5"])

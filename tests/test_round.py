@@ -228,6 +228,8 @@ def test_killed_at_every_stage_in_turn_resumes_to_the_same_result(full_run, reci
         got = pq.read_table(run / f"round_{round_}" / stage_name / f"{t}.parquet")
         want = pq.read_table(full_run / f"round_{round_}" / stage_name / f"{t}.parquet")
         assert got.equals(want), f"round {round_} {stage_name}/{t} differs after resume"
+        digest = lambda r: manifest(r, stage_name, round_)["digests"][f"{t}.parquet"]  # noqa: E731
+        assert digest(run) == digest(full_run), f"round {round_} {stage_name}/{t}: not byte-equal"
     got, want = weights(run / "round_1" / "dpo" / "model"), weights(full_run / "round_1" / "dpo" / "model")
     assert all(torch.allclose(got[k], want[k], atol=1e-5) for k in want), "dpo weights differ"
 

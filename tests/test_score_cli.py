@@ -55,7 +55,7 @@ def tiny_rm(tmp_path_factory) -> Path:
 
 
 def test_scores_every_sample_by_prompt_id(tmp_path):
-    proc, out = score(tmp_path, [json.dumps(r) for r in ROWS], "reward_model.enabled=false", "reward_model.weight=0")
+    proc, out = score(tmp_path, [json.dumps(r) for r in ROWS], "reward_model.enabled=false")
     assert proc.returncode == 0, proc.stderr
     table = pq.read_table(out).to_pylist()
     got = {(r["prompt_id"], r["sample_index"]): (r["reward"], r["capability"]) for r in table}
