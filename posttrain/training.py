@@ -148,7 +148,7 @@ def train_and_save(trainer, tokenizer, out: Path, extra: Callable[[Any], dict] |
     model = trainer.accelerator.unwrap_model(trainer.model)
     if is_peft_model(model):  # LoRA: save the merged model, so `out/model` is always a plain model folder
         if trainer.is_world_process_zero():
-            model.merge_and_unload().save_pretrained(out / "model")
+            merged(model).save_pretrained(out / "model")
     else:
         trainer.save_model(str(out / "model"))
     release_deepspeed_config()
@@ -163,6 +163,27 @@ def train_and_save(trainer, tokenizer, out: Path, extra: Callable[[Any], dict] |
         shutil.rmtree(checkpoints, ignore_errors=True)
     kill_if(stage_point(out, "saved"))
     return info
+
+
+def merged(model):
+    """A LoRA (PEFT) model's adapters merged into its base, as a plain transformers model.
+
+    A QLoRA base is 4-bit: merging there would round each update into nf4 and save 4-bit weights, which the
+    next round would quantize again (the error compounding round over round) and which a full-precision stage
+    or `posttrain average` cannot use. So the adapters go onto the base reloaded in bfloat16 first."""
+    base = model.get_base_model()
+    if not getattr(base, "is_loaded_in_4bit", False):
+        return model.merge_and_unload()
+    import tempfile
+
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    path = model.peft_config[model.active_adapter].base_model_name_or_path
+    with tempfile.TemporaryDirectory() as adapters:
+        model.save_pretrained(adapters)  # the adapters only
+        full = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16)
+        return PeftModel.from_pretrained(full, adapters).merge_and_unload()
 
 
 _CHECKPOINT = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")

@@ -55,3 +55,36 @@ def test_lora_recipe_validation():
         load_recipe("recipes/tiny.yaml", ["sft.lora.r=-1"])
     with pytest.raises(RecipeError, match="dpo.lora.quantize_4bit"):
         load_recipe("recipes/tiny.yaml", ["dpo.lora.quantize_4bit=true"])
+
+
+def test_a_4bit_base_is_merged_in_bfloat16_not_4bit(tiny_base):
+    """QLoRA: the adapters are merged into the base reloaded in bfloat16. bitsandbytes needs a GPU, so the 4-bit
+    base is stood in for by its flag (`is_loaded_in_4bit`, what transformers' bnb quantizer sets): the merge
+    must then come from a fresh bf16 load of the base, with the adapters' update in it."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from posttrain.training import merged
+
+    def lora_model():
+        torch.manual_seed(0)
+        model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_base),
+                               LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", init_lora_weights=False))
+        return model
+
+    plain = merged(lora_model())  # a float base: merged in place, in float32
+    assert next(plain.parameters()).dtype == torch.float32
+    flagged = lora_model()
+    flagged.get_base_model().is_loaded_in_4bit = True
+    with torch.no_grad():  # the in-memory base is not what gets merged: a fresh bf16 load of tiny_base is
+        for name, p in flagged.get_base_model().named_parameters():
+            if "lora_" not in name:
+                p.add_(1.0)
+    out = merged(flagged)
+    assert not getattr(out, "is_loaded_in_4bit", False)
+    weights, want = dict(out.named_parameters()), dict(plain.named_parameters())
+    assert {p.dtype for p in weights.values()} == {torch.bfloat16}
+    base = dict(AutoModelForCausalLM.from_pretrained(tiny_base).named_parameters())
+    name = next(k for k in want if "q_proj" in k)
+    assert not torch.equal(want[name], base[name])  # the adapters changed it
+    assert torch.allclose(weights[name].float(), want[name], atol=2e-2, rtol=2e-2)  # bf16 of the same merge
