@@ -64,7 +64,7 @@ def test_general_recipe_round_on_the_tiny_base(tmp_path, tiny_base):
     prompts = json.loads((run / "round_0" / "prompts" / "manifest.json").read_text())["results"]
     assert prompts == {"train": 4 * 8 + 4 * 8, "heldout": 4 * 4 + 4 * 4}
     scores = json.loads((run / "round_1" / "eval" / "eval.json").read_text())
-    assert set(scores) == {"heldout", "gsm_symbolic", "humaneval", "bfcl_simple", "mmath"}
+    assert set(scores) == {"heldout", "gsm_symbolic", "math500", "humaneval", "bfcl_simple", "bfcl_multiple", "mmath"}
     mix = json.loads((run / "round_1" / "mix" / "manifest.json").read_text())["results"]
     assert set(mix["by_capability"]) <= {"math", "code", "tools", "multilingual"}
     assert (run / "report" / "mix.png").exists() and (run / "report" / "tags.png").exists()
