@@ -158,12 +158,11 @@ class _Grams(_Keys):
         window = np.repeat(cand, count)  # one (training window, eval n-gram) per match
         entry = np.repeat(lo, count) + np.arange(count.sum()) - np.repeat(np.cumsum(count) - count, count)
         row, word, doc, pos = runs.doc[window], runs.rel[window], self.doc[entry], self.pos[entry]
-        pair = np.unique(np.stack([row, doc]), axis=1, return_inverse=True)[1].ravel()  # (row, doc) -> pair id
+        (pair_row, pair_doc), pair = np.unique(np.stack([row, doc]), axis=1, return_inverse=True)  # pair ids
+        pair = pair.ravel()
         covered = np.bincount(pair, weights=_covered(pair, pos, self.n))
         first_word = np.full(len(covered), np.iinfo(np.int64).max)
         np.minimum.at(first_word, pair, word)
-        pair_row, pair_doc = np.zeros(len(covered), np.int64), np.zeros(len(covered), np.int64)
-        pair_row[pair], pair_doc[pair] = row, doc
         ok = covered >= need[pair_doc] * self.distinct[pair_doc] - 1e-9
         return pair_row[ok], first_word[ok], pair_doc[ok]
 

@@ -99,11 +99,11 @@ def mix(out: Path, sft_tables: list[pa.Table], pairs: pa.Table, heldout: pa.Tabl
             # User turns only: a system message (instructions, a tool list) is shared by many prompts, train
             # and eval alike, and would make every tools prompt "contain" every eval item's 13-grams.
             evals = pa.concat_tables([_eval_view(heldout, 1.0), _eval_view(benchmarks, cfg.ngram_overlap)])
-            args = (cfg.ngram, decontam.MIN_WORDS, cfg.ngram_overlap, cfg.ngram_max_evals)
-            hits = decontam.contaminated(view.select(["id", "text"]), evals, *args)
+            args = dict(n=cfg.ngram, max_evals=cfg.ngram_max_evals)  # the overlap: each eval row's own
+            hits = decontam.contaminated(view.select(["id", "text"]), evals, **args)
             view = _drop(view, hits, counts, "contaminated")
             pair_view = pa.table({"id": pairs["id"], "text": prompt_text(pairs["prompt"], user_only=True)})
-            pair_hits = decontam.contaminated(pair_view, evals, *args)
+            pair_hits = decontam.contaminated(pair_view, evals, **args)
             pairs = _drop(pairs, pair_hits, counts, "contaminated_pairs")
             removed = pa.concat_tables([_tagged("sft", hits), _tagged("pairs", pair_hits)])
         sft = sft.filter(pc.is_in(sft["id"], value_set=view["id"].combine_chunks()))  # join by id

@@ -65,22 +65,12 @@ def _score(args) -> int:
 
     from posttrain.config import load_recipe
     from posttrain.schema import SchemaError
-    from posttrain.scoring import RewardModelError, check_reward_model, newest_reward_model, score_file
+    from posttrain.scoring import RewardModelError, reward_model_for, score_file
 
     setup_logging()
     recipe = load_recipe(args.recipe, args.overrides)
     try:
-        if args.reward_model == "none":
-            rm, why = None, "--reward-model none"
-        elif args.reward_model is not None:
-            rm, why = check_reward_model(Path(args.reward_model)), "--reward-model"
-        elif not recipe.reward_model.enabled:
-            rm, why = None, "reward_model.enabled is false"
-        else:
-            rm = newest_reward_model(recipe.run_dir)
-            why = f"newest in {recipe.run_dir}" if rm else f"no trained reward model in {recipe.run_dir}"
-            if rm is not None:
-                check_reward_model(rm, f"reward model ({why})")
+        rm, why = reward_model_for(args.reward_model, recipe)
         print(f"reward model: {rm or 'none'} ({why})", flush=True)
         rows = score_file(Path(args.input), Path(args.output), recipe.score, rm, recipe.reward_model)
     except (SchemaError, FileNotFoundError, RewardModelError) as e:

@@ -316,14 +316,15 @@ def decontaminated_lines(round_: int, removed: tuple[int, list[dict]] | None) ->
             *(f"- {row['table']} `{row['id']}` -> `{row['eval_id']}`" for row in rows), ""]
 
 
-def _figure(ncols: int = 1, width: float = 6.4):
+def _figure(ncols: int = 1, width: float = 6.4, nrows: int | None = None):
+    """(pyplot, figure, axes): one row of `ncols` panels, or with `nrows` the [nrows][ncols] grid."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display on a training node
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, ncols, figsize=(width * ncols, 4), squeeze=False)
-    return plt, fig, axes[0]
+    fig, axes = plt.subplots(nrows or 1, ncols, figsize=(width * ncols, 4 * (nrows or 1)), squeeze=False)
+    return plt, fig, axes if nrows else axes[0]
 
 
 def _save(plt, fig, path: Path) -> bool:
@@ -465,9 +466,7 @@ def plot_tags(summary: dict, path: Path) -> bool:
     if not tagged:
         return False
     kinds = ("topic", "quality", "difficulty", "complexity")
-    plt, fig, _ = _figure()
-    plt.close(fig)
-    fig, grid = plt.subplots(len(tagged), len(kinds), figsize=(3.6 * len(kinds), 4 * len(tagged)), squeeze=False)
+    plt, fig, grid = _figure(ncols=len(kinds), width=3.6, nrows=len(tagged))
     for axes, r in zip(grid, tagged):
         _tag_row(axes, kinds, r["mix"]["composition"], r["round"])
     grid[0][-1].legend(fontsize=7)

@@ -203,6 +203,22 @@ def check_reward_model(path: Path, flag: str = "--reward-model") -> Path:
     return path
 
 
+def reward_model_for(flag: str | None, recipe) -> tuple[Path | None, str]:
+    """(the reward model `posttrain score` uses, why): `--reward-model PATH` (checked), "none", or by default,
+    with reward_model.enabled, the newest one trained in the recipe's run directory."""
+    if flag == "none":
+        return None, "--reward-model none"
+    if flag is not None:
+        return check_reward_model(Path(flag)), "--reward-model"
+    if not recipe.reward_model.enabled:
+        return None, "reward_model.enabled is false"
+    rm = newest_reward_model(recipe.run_dir)
+    if rm is None:
+        return None, f"no trained reward model in {recipe.run_dir}"
+    why = f"newest in {recipe.run_dir}"
+    return check_reward_model(rm, f"reward model ({why})"), why
+
+
 def newest_reward_model(run_dir: Path) -> Path | None:
     """The most recently trained reward model in a run directory, or None: a completed round's reward-model
     stage (round_<r>/reward_model/model) or `posttrain reward train`'s default output (reward_model/model)."""

@@ -30,11 +30,12 @@ def partition(key: str, buckets: int = 10) -> str:
     return BUCKETS.get(int(hashlib.sha256(key.encode()).hexdigest(), 16) % buckets, "train")
 
 
-def split_key(dataset: str, data, i: int) -> str:
-    """Item i's split key: its template for gsm_symbolic, else its question (see the module docstring)."""
+def split_key(dataset: str, data, i: int) -> tuple[str, int]:
+    """Item i's split key and its number of buckets: its template for gsm_symbolic (TEMPLATE_BUCKETS), else
+    its question (10); see the module docstring."""
     if dataset in TEMPLATED:
-        return f"gsm_symbolic template {data.task_indices[i]}"
-    return data[i]["question"]
+        return f"gsm_symbolic template {data.task_indices[i]}", TEMPLATE_BUCKETS
+    return data[i]["question"], 10
 
 
 def rg_seed(dataset: str, seed: int) -> int:
@@ -55,8 +56,8 @@ def items(dataset: str, split: str, seed: int) -> Iterator[dict]:
         for i in range(i, size):
             item = data[i]
             question = item["question"]
-            key = split_key(dataset, data, i)
-            if question not in seen and partition(key, TEMPLATE_BUCKETS if dataset in TEMPLATED else 10) == split:
+            key, buckets = split_key(dataset, data, i)
+            if question not in seen and partition(key, buckets) == split:
                 seen.add(question)
                 yield {**item, "split_key": key}
         i, size = size, size * 2
