@@ -3,7 +3,8 @@
 Points: `round_<r>/<stage>/before`, `.../written` (mid-stage: outputs in the temp folder, no manifest),
 `round_<r>/<stage>/after` (stage boundaries, see RunDir.stage) and
 `round_<r>/<stage>/step<N>` (after optimizer step N of a training stage), `round_<r>/<stage>/saved` (a
-training stage's model and results saved, checkpoints gone, nothing else done). SIGKILL, not an exception:
+training stage's model and results saved, checkpoints gone, nothing else done), `round_<r>/push/model` (the push
+stage's model repo committed, its dataset repo not yet). SIGKILL, not an exception:
 nothing gets to clean up, exactly as when a machine dies.
 
 `POSTTRAIN_PROCESSES_AT_KILL=<file>`: first writes the run's live descendant processes there (one JSON

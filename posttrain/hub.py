@@ -33,6 +33,7 @@ from typing import Any
 
 from posttrain.cards import DATA_FILES, dataset_card, hub_config, model_card
 from posttrain.config import HubConfig
+from posttrain.faults import kill_if
 
 log = logging.getLogger("posttrain")
 
@@ -84,10 +85,11 @@ def push(run_dir: Path, recipe: dict, summary: dict, round_: int, model_dir: Pat
     uploads = _plan(Path(run_dir), recipe, summary, round_, Path(model_dir), Path(mix_dir), hub)
     _preflight(api, hub.repo_id)
     staging = Path(tempfile.mkdtemp(prefix="posttrain-hub-"))
+    commits, message = [], _message(recipe, round_, final)
     try:
-        commits = [c for repo_id, repo_type, files in uploads
-                   for c in _upload(api, repo_id, repo_type, files, revs, staging, hub.private,
-                                    _message(recipe, round_, final))]
+        for repo_id, repo_type, files in uploads:  # the model repo first, then the dataset repo
+            commits += _upload(api, repo_id, repo_type, files, revs, staging, hub.private, message)
+            kill_if(f"round_{round_}/push/{repo_type}")  # one repo pushed, the other not yet (crash tests)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return {"round": round_, "final": final, "private": hub.private, "revisions": revs,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 import uuid
 from pathlib import Path
@@ -234,6 +235,51 @@ def test_killed_at_every_stage_in_turn_resumes_to_the_same_result(full_run, reci
     assert all(torch.allclose(got[k], want[k], atol=1e-5) for k in want), "dpo weights differ"
 
 
+def test_push_killed_between_its_repos_is_pushed_whole_by_the_rerun(full_run, tmp_path):
+    """The push stage killed after the model repo's commit, before the dataset repo's: the rerun reruns only the
+    push (every other stage reused, no engine started) and lands both repos; a third run pushes nothing. The
+    pushes go through huggingface_hub to tests/test_hub_offline.py's local stand-in for the Hub's HTTP API."""
+    import yaml
+
+    from tests.test_hub_offline import TOKEN, HubStandIn
+
+    run = tmp_path / "runs" / "test"
+    shutil.copytree(full_run, run, symlinks=True)  # a copy: full_run's other tests stay as they were
+    recipe = yaml.safe_load((full_run.parents[1] / "recipe.yaml").read_text())
+    recipe_file = tmp_path / "recipe.yaml"
+    recipe_file.write_text(yaml.safe_dump({**recipe, "output_dir": str(tmp_path / "runs")}))
+    before = {s: manifest(run, s)["output_id"] for s in STAGE_TABLES}
+    push = ["hub.push=final", "hub.repo_id=me/killed-push"]
+    with HubStandIn(TOKEN) as server:
+        env = {"HF_ENDPOINT": server.url, "HF_TOKEN": TOKEN, "HF_HOME": str(tmp_path / "hf-home"),
+               "HF_HUB_OFFLINE": "0", "NO_PROXY": "127.0.0.1,localhost", "HF_HUB_DISABLE_TELEMETRY": "1"}
+        killed = run_cli("round", "--recipe", str(recipe_file), *push,
+                         env={**env, "POSTTRAIN_KILL_AT": "round_1/push/model"})
+        assert killed.returncode == -9, killed.stderr[-3000:]
+        assert {key for key, _ in server.repos} == {"model"}  # the model repo committed, the dataset repo not
+        assert not (run / "round_1" / "push" / "manifest.json").exists()
+
+        resumed = run_cli("round", "--recipe", str(recipe_file), *push, env=env)
+        assert resumed.returncode == 0, resumed.stderr[-4000:]
+        assert "vLLM engine" not in resumed.stderr  # only the push ran again
+        assert {s: manifest(run, s)["output_id"] for s in STAGE_TABLES} == before
+        model = server.files("model", "me/killed-push")
+        assert {"config.json", "model.safetensors", "README.md", "report/report.md"} <= set(model)
+        assert model["model.safetensors"] == (run / "round_1" / "dpo" / "model" / "model.safetensors").read_bytes()
+        data = server.files("dataset", "me/killed-push-data")
+        assert data["sft.parquet"] == (run / "round_1" / "mix" / "sft.parquet").read_bytes()
+        assert data["pairs.parquet"] == (run / "round_1" / "mix" / "pairs.parquet").read_bytes()
+        pushed = manifest(run, "push")["results"]
+        assert [(c["repo_type"], c["revision"]) for c in pushed["commits"]] == [("model", "main"), ("dataset", "main")]
+        assert server.unexpected == []
+
+        commits = len(server.commits)
+        again = run_cli("round", "--recipe", str(recipe_file), *push, env=env)
+        assert again.returncode == 0, again.stderr[-4000:]
+        assert len(server.commits) == commits  # a complete push stage is not pushed again
+    assert not list(run.glob("round_*/*.tmp"))
+
+
 def test_changed_section_reruns_that_stage_and_after(full_run):
     """Runs last: it changes full_run's DPO and eval outputs."""
     before = {s: manifest(full_run, s)["output_id"] for s in ("generate", "score", "select", "mix", "sft", "dpo")}
@@ -263,8 +309,30 @@ def test_round_with_a_reward_model_scores_every_sample(recipe_file):
                  f"reward_model.preference_sources=[{prefs}]", "dpo.enabled=false", "revise.enabled=true"]
     run = recipe_file.parent / "runs" / "test"
     # A one-stage command first: the round up to its mix, then a stop; the round command goes on from there.
+    # Killed first after the RM's first optimizer step (a checkpoint every step: a switch of how, not what).
+    every_step = "reward_model.checkpoint_every_steps=1"
+    killed = run_cli("mix", "--recipe", str(recipe_file), *overrides, every_step,
+                     env={"POSTTRAIN_KILL_AT": "round_1/reward_model/step1"})
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    assert list((run / "round_1" / "reward_model.tmp" / "checkpoints").glob("checkpoint-*"))
+    # Its uninterrupted twin: the same run directory without the killed stage's checkpoint, trained from scratch.
+    twin = recipe_file.parent / "twin"
+    shutil.copytree(run.parent, twin / "runs", symlinks=True)
+    shutil.rmtree(twin / "runs" / "test" / "round_1" / "reward_model.tmp")
+    (twin / "recipe.yaml").write_text(recipe_file.read_text().replace(str(run.parent), str(twin / "runs")))
+    proc = run_cli("mix", "--recipe", str(twin / "recipe.yaml"), *overrides)
+    assert proc.returncode == 0, proc.stderr[-4000:]
     proc = run_cli("mix", "--recipe", str(recipe_file), *overrides)
     assert proc.returncode == 0, proc.stderr[-4000:]
+    rm, uninterrupted = (manifest(r, "reward_model")["results"] for r in (run, twin / "runs" / "test"))
+    assert rm["resumed"] is True and uninterrupted["resumed"] is False
+    assert rm["steps"] == uninterrupted["steps"] >= 2
+    assert rm["eval_accuracy"] == uninterrupted["eval_accuracy"]
+    got, want = (weights(r / "round_1" / "reward_model" / "model") for r in (run, twin / "runs" / "test"))
+    assert all(torch.allclose(got[k], want[k], atol=1e-5) for k in want), "the resumed RM's weights differ"
+    for stage, table in (("reward_model", "scored"), ("select", "sft"), ("select", "pairs"), ("mix", "sft")):
+        assert (pq.read_table(run / "round_1" / stage / f"{table}.parquet")
+                .equals(pq.read_table(twin / "runs" / "test" / "round_1" / stage / f"{table}.parquet"))), (stage, table)
     assert f"mix of round 1: {run / 'round_1' / 'mix'}\n" in proc.stdout
     assert manifest(run, "mix")["results"]["sft"] > 0 and not (run / "round_1" / "sft").exists()
     mixed = manifest(run, "mix")["output_id"]
