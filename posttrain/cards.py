@@ -128,8 +128,8 @@ def _how_made(recipe: dict, summary: dict, round_: int) -> list[str]:
              *([f"- execution feedback (Llama 3 §4.3.1): {_revise(recipe['revise'], summary, round_)}"]
                if recipe.get("revise", {}).get("enabled") else []),
              f"- selection: {_inline(recipe.get('select', {}))}",
-             "- reward model: " + (f"trained each round, weight {rm.get('weight')}{_rm_accuracy(summary, round_)}"
-                                   if rm.get("enabled") else "none"),
+             "- reward model: " + (f"trained each round, weight {_weight(rm.get('weight'))}"
+                                   f"{_rm_accuracy(summary, round_)}" if rm.get("enabled") else "none"),
              f"- SFT starts from: {recipe.get('sft', {}).get('start_from', 'base')}",
              *(f"- {stage}: parameter average of {len(v)} variants (Llama 3 §4.1.5): {_inline(v)}"
                for stage in ("reward_model", "sft", "dpo") if (v := recipe.get(stage, {}).get("variants"))), ""]
@@ -149,6 +149,13 @@ def _revise(cfg: dict, summary: dict, round_: int) -> str:
     failed, rescued = (sum(v[k] for v in done) for k in ("failed_prompts", "rescued_prompts"))
     return (f"{cfg.get('capabilities')} prompts with no passing sample get the verifier's reason and "
             f"{cfg.get('samples')} more tries; {rescued} of {failed} such prompts rescued so far")
+
+
+def _weight(weight) -> str:
+    """`reward_model.weight`: one number, or per capability ("code 0.1, math 0"; others 0)."""
+    if not isinstance(weight, dict):
+        return str(weight)
+    return ", ".join(f"{c} {w:g}" for c, w in sorted(weight.items())) + " (other capabilities 0)"
 
 
 def _rm_accuracy(summary: dict, round_: int) -> str:

@@ -297,7 +297,9 @@ class RewardModelConfig:
     """A Bradley-Terry reward model (TRL RewardTrainer) trained each round on verifier outcomes.
 
     Initialised from the pretrained base, as the paper does; pairs are a passing vs a failing sample of
-    the same prompt. `weight` is how much the RM score adds to a verifier reward when ranking samples.
+    the same prompt. `weight` is how much the RM score adds to a verifier reward when ranking samples: one
+    number for every capability, or per capability ({code: 0.1, math: 0}; a capability left out: 0), since
+    an RM that ranks one capability's answers well may only add noise to another's.
     """
 
     enabled: bool = False
@@ -311,7 +313,7 @@ class RewardModelConfig:
     # into the saved model. As sft.lora / dpo.lora, except quantize_4bit (QLoRA), not supported for the RM.
     lora: LoRAConfig = field(default_factory=LoRAConfig)
     score_batch_size: int = 64
-    weight: float = 0.0  # 0 = RM score recorded only
+    weight: float | dict[str, float] = 0.0  # 0 = RM score recorded only
     # Pairs of this fraction of the prompts are held out of training; the model's pairwise accuracy on them
     # (chosen scored above rejected; 50% = chance) is in the stage's results and the report. 0: train on all.
     eval_fraction: float = 0.1
@@ -326,6 +328,12 @@ class RewardModelConfig:
     # from the same input, then parameter-averaged into the stage's model (posttrain/variants.py).
     variants: list[dict[str, Any]] = field(default_factory=list)
     variant_weights: list[float] | None = None  # one per variant; None = uniform
+
+    def weights(self) -> dict[str, float]:
+        """The RM's weight in ranking each capability's samples."""
+        if isinstance(self.weight, dict):
+            return {c: self.weight.get(c, 0.0) for c in CAPABILITIES}
+        return dict.fromkeys(CAPABILITIES, self.weight)
 
 
 @dataclass(kw_only=True)

@@ -153,10 +153,10 @@ def run_rounds(recipe: Recipe, stop_after: tuple[int, str] | None = None, dry_ru
                     out, base.model, [_read(s, "scored") for s in score_stages], train, recipe.reward_model,
                     recipe.select.pass_threshold, seed, tracked(r, "reward_model")), resumable=True, mode="all")
             ranked.append(scored)  # what selection ranked: the RM stage's table when an RM is trained
-            rm_weight = recipe.reward_model.weight
+            rm_weight = recipe.reward_model.weight  # one number, or one per capability
             selected.append(run.stage(r, "select", {"select": recipe.select, "rm_weight": rm_weight},
                                       [scored, train_in], lambda out: select(
-                out, _read(scored, "scored"), train, recipe.select, seed, r, rm_weight)))
+                out, _read(scored, "scored"), train, recipe.select, seed, r, recipe.reward_model.weights())))
             # The paper re-fine-tunes the base on all SFT data so far; `previous` continues on this round's.
             first = 1 if recipe.sft.start_from == "base" else r
             history, scores = selected[first - 1:], {i: ranked[i - 1] for i in range(first, r + 1)}

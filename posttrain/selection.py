@@ -6,7 +6,8 @@ deterministic at a seed and independent of row order.
 - SFT: the best passing sample (reward >= pass_threshold; the pass test uses the verifier alone).
 - DPO: chosen = the best sample, rejected = the worst, if their verifier reward or their score differs
   by >= min_margin, the two completions differ and (`chosen_must_pass`) the chosen one passes.
-Score = verifier reward + rm_weight x reward-model score (rm_weight 0: the verifier alone).
+Score = verifier reward + rm_weight x reward-model score (rm_weight 0: the verifier alone); the weight is
+the prompt's capability's (`rm_weights`).
 Samples whose reward is None (no verifier applies) or not finite (NaN / inf reward or RM score) take
 part in neither. A sample cut at max_tokens (finish_reason "length") is never the SFT example or the DPO
 chosen unless `keep_truncated`; it may be the rejected (SelectConfig says why). The stage's results count
@@ -64,17 +65,19 @@ def counts(scored: list[dict]) -> dict[str, int]:
 
 
 def select(scored: list[dict], prompts: dict[str, dict], cfg: SelectConfig, seed: int, round_: int,
-           rm_weight: float = 0.0) -> tuple[list[dict], list[dict]]:
-    """scored rows + prompts by id -> (sft records, pair records), both sorted by prompt id."""
+           rm_weights: dict[str, float] | None = None) -> tuple[list[dict], list[dict]]:
+    """scored rows + prompts by id -> (sft records, pair records), both sorted by prompt id.
+    rm_weights: the RM score's weight per capability (RewardModelConfig.weights(); a capability left out: 0)."""
     groups: dict[str, list[dict]] = defaultdict(list)
     for s in scored:
         groups[s["prompt_id"]].append(s)
     sft, pairs = [], []
     for prompt_id in sorted(groups):
+        prompt = prompts[prompt_id]
+        rm_weight = (rm_weights or {}).get(prompt["capability"], 0.0)
         ranked = rank(groups[prompt_id], seed, rm_weight, cfg.pass_threshold)
         if not ranked:
             continue
-        prompt = prompts[prompt_id]
         # The chosen (and the SFT example) is the best sample that may be one; the rejected is the worst of
         # all, truncated or not: a reply cut at max_tokens is a fine negative.
         candidates = ranked if cfg.keep_truncated else [x for x in ranked if not truncated(x)]
@@ -103,10 +106,10 @@ def _assistant(sample: dict) -> dict:
 
 
 def run(out: Path, scored: pa.Table, prompts: pa.Table, cfg: SelectConfig, seed: int, round_: int,
-        rm_weight: float = 0.0) -> dict:
+        rm_weights: dict[str, float] | None = None) -> dict:
     by_id = {p["id"]: p for p in prompts.to_pylist()}
     rows = scored.to_pylist()
-    sft, pairs = select(rows, by_id, cfg, seed, round_, rm_weight)
+    sft, pairs = select(rows, by_id, cfg, seed, round_, rm_weights)
     return {
         "sft": schema.write(schema.from_records(sft, "sft"), "sft", out / "sft.parquet"),
         "pairs": schema.write(schema.from_records(pairs, "pairs"), "pairs", out / "pairs.parquet"),

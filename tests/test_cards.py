@@ -66,6 +66,9 @@ def test_model_card_gives_the_reward_models_held_out_accuracy():
     text = cards.model_card(recipe, summary, 2, "base").text
     assert "weight 0.5; ranks 55.4% of 56 held-out pairs right (50% = chance)" in text
     assert "held-out pairs" not in cards.model_card(recipe, summary, 1, "base").text  # round 1 held none out
+    recipe["reward_model"]["weight"] = {"math": 0.0, "code": 0.1}
+    assert ("- reward model: trained each round, weight code 0.1, math 0 (other capabilities 0)\n"
+            in cards.model_card(recipe, summary, 1, "base").text)
 
 
 def test_model_card_counts_the_prompts_execution_feedback_rescued():

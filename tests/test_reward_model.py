@@ -321,5 +321,16 @@ def test_reward_model_section_defaults_and_validation():
                           ("reward_model.nope=1", "reward_model.nope")]:
         assert key in error(TINY, [override]), override
     assert "reward_model.weight" in error(TINY, ["reward_model.enabled=false", "reward_model.weight=0.5"])
+    # per capability: those left out weigh 0
+    r = load_recipe(TINY, ["reward_model.weight={code: 0.1, tools: 1}"])
+    assert r.reward_model.weights() == {"math": 0.0, "code": 0.1, "tools": 1.0, "multilingual": 0.0}
+    assert load_recipe(TINY, ["reward_model.weight=0.2"]).reward_model.weights() == dict.fromkeys(
+        ("math", "code", "tools", "multilingual"), 0.2)
+    for override, message in [("reward_model.weight={coding: 0.1}", "reward_model.weight.coding is not a capability"),
+                              ("reward_model.weight={code: -0.1}", "reward_model.weight.code must be >= 0"),
+                              ("reward_model.weight={code: high}", "reward_model.weight")]:
+        assert message in error(TINY, [override]), override
+    assert "reward_model.weight.code has no effect" in error(
+        TINY, ["reward_model.enabled=false", "reward_model.weight={code: 0.5}"])
     with pytest.raises(RecipeError, match="reward_model.score_batch_size must be int"):
         load_recipe(TINY, ["reward_model.score_batch_size=1.5"])

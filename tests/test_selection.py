@@ -2,7 +2,7 @@
 
 import pytest
 
-from posttrain.config import SelectConfig
+from posttrain.config import RewardModelConfig, SelectConfig
 from posttrain.selection import rank, select
 
 PROMPTS = {
@@ -10,6 +10,11 @@ PROMPTS = {
     "p2": {"capability": "math", "messages": [{"role": "user", "content": "2+2?"}]},
     "p3": {"capability": "code", "messages": [{"role": "user", "content": "f"}]},
 }
+
+
+def weights(weight) -> dict[str, float]:
+    """The RM weight per capability, as the round passes it from the recipe's `reward_model.weight`."""
+    return RewardModelConfig(enabled=True, weight=weight).weights()
 
 
 def s(pid, i, reward, text=None):
@@ -38,7 +43,7 @@ def test_no_passing_sample_gives_no_sft_example_and_no_pair_unless_allowed():
 
 def test_reward_model_never_makes_a_pair_of_two_failures():
     scored = [{**s("p1", 0, 0.0), "rm_score": 5.0}, {**s("p1", 1, 0.0), "rm_score": -5.0}]
-    _, pairs = select(scored, PROMPTS, SelectConfig(), seed=0, round_=1, rm_weight=0.5)
+    _, pairs = select(scored, PROMPTS, SelectConfig(), seed=0, round_=1, rm_weights=weights(0.5))
     assert pairs == []
 
 
@@ -100,22 +105,34 @@ def test_not_applicable_rewards_are_left_out():
 def test_reward_model_score_ranks_among_equal_verifier_rewards_only_when_weighted():
     scored = [{**s("p1", 0, 1.0), "rm_score": -2.0}, {**s("p1", 1, 1.0), "rm_score": 3.0},
               {**s("p1", 2, 0.0), "rm_score": 9.0}]
-    sft, pairs = select(scored, PROMPTS, SelectConfig(), seed=0, round_=1, rm_weight=0.1)
+    sft, pairs = select(scored, PROMPTS, SelectConfig(), seed=0, round_=1, rm_weights=weights(0.1))
     # 1.0 + 0.3 beats 1.0 - 0.2 and 0.0 + 0.9; the pass test stays on the verifier reward
     assert sft[0]["messages"][-1]["content"] == "p1-1"
     # Passing samples rank first, so the worst is the failing p1-2 although its score 0.0 + 0.9 beats p1-0's
     # 0.8; the scores differ by 1.3 - 0.9 = 0.4 < min_margin, but the verifier separates them by 1.0 >= 0.5.
     assert [(p["chosen"][0]["content"], p["rejected"][0]["content"]) for p in pairs] == [("p1-1", "p1-2")]
     # unweighted, p1-0 and p1-1 tie at 1.0; at seed 0 the hash ranks sample 0 before 1 (worked out once)
-    sft, _ = select(scored, PROMPTS, SelectConfig(), seed=0, round_=1, rm_weight=0.0)
+    sft, _ = select(scored, PROMPTS, SelectConfig(), seed=0, round_=1, rm_weights=weights(0.0))
     assert sft[0]["messages"][-1]["content"] == "p1-0"
+
+
+def test_the_reward_model_weight_may_differ_per_capability():
+    # p1 (math) and p3 (code): the same samples; the RM ranks code's two passes and leaves math's to the tiebreak
+    same = lambda pid: [{**s(pid, 0, 1.0), "rm_score": -2.0}, {**s(pid, 1, 1.0), "rm_score": 3.0}]  # noqa: E731
+    per_capability = weights({"code": 0.1})
+    assert per_capability == {"math": 0.0, "code": 0.1, "tools": 0.0, "multilingual": 0.0}
+    sft, pairs = select(same("p1") + same("p3"), PROMPTS, SelectConfig(), seed=0, round_=1, rm_weights=per_capability)
+    assert {x["prompt_id"]: x["messages"][-1]["content"] for x in sft} == {"p1": "p1-0", "p3": "p3-1"}
+    assert [(p["prompt_id"], p["chosen"][0]["content"]) for p in pairs] == [("p3", "p3-1")]  # 0.5 apart: a pair
+    everywhere, _ = select(same("p1") + same("p3"), PROMPTS, SelectConfig(), seed=0, round_=1, rm_weights=weights(0.1))
+    assert {x["prompt_id"]: x["messages"][-1]["content"] for x in everywhere} == {"p1": "p1-1", "p3": "p3-1"}
 
 
 def test_two_passing_samples_pair_only_when_the_reward_model_separates_them_by_the_margin():
     scored = [{**s("p1", 0, 1.0), "rm_score": -2.0}, {**s("p1", 1, 1.0), "rm_score": 3.0}]
-    _, pairs = select(scored, PROMPTS, SelectConfig(), seed=0, round_=1, rm_weight=0.1)
+    _, pairs = select(scored, PROMPTS, SelectConfig(), seed=0, round_=1, rm_weights=weights(0.1))
     assert [(p["chosen"][0]["content"], p["rejected"][0]["content"]) for p in pairs] == [("p1-1", "p1-0")]  # 0.5
-    _, pairs = select(scored, PROMPTS, SelectConfig(min_margin=0.6), seed=0, round_=1, rm_weight=0.1)
+    _, pairs = select(scored, PROMPTS, SelectConfig(min_margin=0.6), seed=0, round_=1, rm_weights=weights(0.1))
     assert pairs == []
 
 
@@ -123,7 +140,7 @@ def test_non_finite_rewards_and_rm_scores_are_left_out():
     nan, inf = float("nan"), float("inf")
     scored = [s("p1", 0, nan), s("p1", 1, 1.0), s("p1", 2, 0.0), s("p2", 0, inf), s("p2", 1, 0.0),
               {**s("p3", 0, 1.0), "rm_score": nan}, {**s("p3", 1, 0.0), "rm_score": 0.0}]
-    sft, pairs = select(scored, PROMPTS, SelectConfig(), seed=0, round_=1, rm_weight=0.5)
+    sft, pairs = select(scored, PROMPTS, SelectConfig(), seed=0, round_=1, rm_weights=weights(0.5))
     assert [x["id"] for x in sft] == ["p1/round1"]  # p2's "inf" and p3's NaN-scored pass are not selected
     assert [p["prompt_id"] for p in pairs] == ["p1"]
 
@@ -150,11 +167,11 @@ def test_a_truncated_pass_is_never_the_sft_example_or_the_chosen_but_may_be_the_
 
 def test_a_truncated_pass_is_rejected_against_a_whole_pass_the_reward_model_prefers():
     scored = [t("p1", 0, 1.0, "stop", rm_score=3.0), t("p1", 1, 1.0, rm_score=-2.0)]  # combined 1.3 vs 0.8
-    _, pairs = select(scored, PROMPTS, SelectConfig(), seed=0, round_=1, rm_weight=0.1)
+    _, pairs = select(scored, PROMPTS, SelectConfig(), seed=0, round_=1, rm_weights=weights(0.1))
     assert [(p["chosen"][0]["content"], p["rejected"][0]["content"]) for p in pairs] == [("p1-0", "p1-1")]
     # the RM preferring the truncated one: it ranks first but is not chosen, and the whole pass is the worst
     scored = [t("p1", 0, 1.0, "stop", rm_score=-2.0), t("p1", 1, 1.0, rm_score=3.0)]
-    sft, pairs = select(scored, PROMPTS, SelectConfig(), seed=0, round_=1, rm_weight=0.1)
+    sft, pairs = select(scored, PROMPTS, SelectConfig(), seed=0, round_=1, rm_weights=weights(0.1))
     assert sft[0]["messages"][-1]["content"] == "p1-0" and pairs == []
 
 
