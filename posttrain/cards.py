@@ -163,7 +163,10 @@ def _rm_accuracy(summary: dict, round_: int) -> str:
     rm = next((r.get("reward_model") for r in summary["rounds"] if r["round"] == round_), None) or {}
     if not rm.get("eval_pairs"):
         return ""
-    return f"; ranks {rm['eval_accuracy']:.1%} of {rm['eval_pairs']} held-out pairs right (50% = chance)"
+    from posttrain.report import by_capability
+
+    return (f"; ranks {rm['eval_accuracy']:.1%} of {rm['eval_pairs']} held-out pairs right (50% = chance)"
+            f"{by_capability(rm.get('eval_by_capability'))}")
 
 
 def _eval_section(summary: dict, round_: int) -> list[str]:

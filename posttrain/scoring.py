@@ -119,17 +119,21 @@ def train_rm(out: Path, base_model: str, pairs: list[dict], cfg, seed: int, trai
 
     The pairs of a `cfg.eval_fraction` of the prompts are held out of training; the final model's accuracy
     on them (`eval_accuracy`, main process) says whether its ranking is worth its `weight`."""
+    from posttrain.report import by_capability
     from posttrain.variants import train_variants
-    from reward.model import pairwise_accuracy, split_held_out, train_reward_model
+    from reward.model import accuracy_by_capability, pairwise_wins, split_held_out, train_reward_model
 
     train, held = split_held_out(pairs, cfg.eval_fraction, seed)
     info = train_variants(out, cfg, seed,
                           lambda o, c, s: train_reward_model(o, base_model, train, c, s, init_seed=seed,
                                                              trainer_args=trainer_args))
     if held and world().is_main:
-        accuracy = pairwise_accuracy(out / "model", held, cfg.score_batch_size, cfg.max_length)
-        info = {**info, "eval_pairs": len(held), "eval_accuracy": round(accuracy, 4)}
-        log.info("reward model: %.1f%% of %d held-out pairs ranked right (50%% = chance)", 100 * accuracy, len(held))
+        wins = pairwise_wins(out / "model", held, cfg.score_batch_size, cfg.max_length)
+        accuracy = sum(wins) / len(wins)
+        info = {**info, "eval_pairs": len(held), "eval_accuracy": round(accuracy, 4),
+                "eval_by_capability": accuracy_by_capability(held, wins)}
+        log.info("reward model: %.1f%% of %d held-out pairs ranked right (50%% = chance)%s", 100 * accuracy, len(held),
+                 by_capability(info["eval_by_capability"]))
     return info
 
 

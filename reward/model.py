@@ -8,7 +8,9 @@
   base (`num_labels=1`), loss -log sigmoid(r_chosen - r_rejected) with no margin term; optional LoRA
   (`reward_model.lora`, `lora_config`), merged before saving, so `out/model` is always a plain model folder.
 - `split_held_out` / `pairwise_accuracy`: the RM's usual yardstick, the fraction of held-out pairs whose
-  chosen response it scores above the rejected one, on prompts it was not trained on.
+  chosen response it scores above the rejected one, on prompts it was not trained on; `accuracy_by_capability`
+  splits it by the pairs' capability (preference-file pairs: PREFERENCE_FILES), the number to read before
+  giving the RM a capability's `reward_model.weight`.
 - `score_with_reward_model`: every (prompt, completion) rendered with the chat template exactly as in
   training, sorted by token length, padded per batch, one forward per batch; scores in input order.
 """
@@ -24,6 +26,9 @@ import pyarrow as pa
 import torch
 
 log = logging.getLogger("posttrain")
+
+
+PREFERENCE_FILES = "preference_files"  # the capability of pairs from reward_model.preference_sources
 
 
 def expand_ranking(responses: list[str]) -> list[tuple[int, int]]:
@@ -45,9 +50,10 @@ def preference_pairs(scored: pa.Table, prompts: pa.Table, pass_threshold: float)
     Per prompt: chosen = the first passing sample (reward >= pass_threshold) by sample_index, rejected =
     the first failing one (reward < pass_threshold) with a different completion. Samples with no reward
     (no verifier applies) take part in neither; a prompt with no pass or no failure gives no pair.
-    Records: {"prompt_id", "prompt": messages, "chosen": [assistant msg], "rejected": [assistant msg]}.
+    Records: {"prompt_id", "capability", "prompt": messages, "chosen": [assistant msg], "rejected": [assistant msg]}.
     """
     messages = dict(zip(prompts.column("id").to_pylist(), prompts.column("messages").to_pylist()))
+    capability = dict(zip(prompts.column("id").to_pylist(), prompts.column("capability").to_pylist()))
     rows = scored.select(["prompt_id", "sample_index", "completion", "reward"]).to_pylist()
     missing = {r["prompt_id"] for r in rows} - messages.keys()
     if missing:
@@ -66,7 +72,7 @@ def preference_pairs(scored: pa.Table, prompts: pa.Table, pass_threshold: float)
                          and r["completion"] != chosen["completion"]), None)
         if rejected is None:
             continue
-        pairs.append({"prompt_id": prompt_id, "prompt": messages[prompt_id],
+        pairs.append({"prompt_id": prompt_id, "capability": capability[prompt_id], "prompt": messages[prompt_id],
                       "chosen": [{"role": "assistant", "content": chosen["completion"]}],
                       "rejected": [{"role": "assistant", "content": rejected["completion"]}]})
     return pairs
@@ -101,7 +107,8 @@ def read_preference_file(path: Path) -> list[dict]:
         if not (isinstance(ranking, list) and len(ranking) >= 2 and all(isinstance(x, str) for x in ranking)):
             raise SchemaError(f"{where}: a ranking is a list of at least 2 response texts, best first")
         for i, j in expand_ranking(ranking):
-            pairs.append({"prompt_id": f"{Path(path).name}:{where.rsplit(':', 1)[1]}/{i}>{j}", "prompt": prompt,
+            pairs.append({"prompt_id": f"{Path(path).name}:{where.rsplit(':', 1)[1]}/{i}>{j}",
+                          "capability": PREFERENCE_FILES, "prompt": prompt,
                           "chosen": [{"role": "assistant", "content": ranking[i]}],
                           "rejected": [{"role": "assistant", "content": ranking[j]}]})
     return pairs
@@ -185,14 +192,29 @@ def split_held_out(pairs: list[dict], fraction: float, seed: int) -> tuple[list[
 
 def pairwise_accuracy(model_dir: str | Path, pairs: list[dict], batch_size: int = 64, max_length: int = 512) -> float:
     """Fraction of `pairs` whose chosen response the RM scores above the rejected one; a tie counts
-    half (a constant RM scores 0.5, chance). Chosen and rejected are scored in one batched pass."""
+    half (a constant RM scores 0.5, chance)."""
+    wins = pairwise_wins(model_dir, pairs, batch_size, max_length)
+    return sum(wins) / max(1, len(wins))
+
+
+def accuracy_by_capability(pairs: list[dict], wins: list[float]) -> dict[str, dict]:
+    """{capability: {"pairs": n, "accuracy": fraction}} of `pairwise_wins` over `pairs`, by name."""
+    groups: dict[str, list[float]] = defaultdict(list)
+    for pair, win in zip(pairs, wins, strict=True):
+        groups[pair.get("capability") or PREFERENCE_FILES].append(win)
+    return {c: {"pairs": len(w), "accuracy": round(sum(w) / len(w), 4)} for c, w in sorted(groups.items())}
+
+
+def pairwise_wins(model_dir: str | Path, pairs: list[dict], batch_size: int = 64, max_length: int = 512) -> list[float]:
+    """Per pair: 1 when the RM scores its chosen response above its rejected one, 0.5 on a tie, else 0.
+    Chosen and rejected are scored in one batched pass."""
     prompts = [p["prompt"] for p in pairs]
     scores = score_with_reward_model(model_dir, prompts + prompts,
                                      [p["chosen"][-1]["content"] for p in pairs]
                                      + [p["rejected"][-1]["content"] for p in pairs],
                                      batch_size=batch_size, max_length=max_length, progress=False)
     chosen, rejected = scores[:len(pairs)], scores[len(pairs):]
-    return sum(1.0 if c > r else 0.5 if c == r else 0.0 for c, r in zip(chosen, rejected)) / max(1, len(pairs))
+    return [1.0 if c > r else 0.5 if c == r else 0.0 for c, r in zip(chosen, rejected)]
 
 
 def _save_constant(model, tokenizer, out: Path) -> dict:

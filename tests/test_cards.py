@@ -62,9 +62,10 @@ def test_model_card_gives_the_reward_models_held_out_accuracy():
     recipe["reward_model"] = {**recipe.get("reward_model", {}), "enabled": True, "weight": 0.5}
     summary = copy.deepcopy(SUMMARY)
     assert "- reward model: trained each round, weight 0.5\n" in cards.model_card(recipe, summary, 2, "base").text
-    summary["rounds"][2]["reward_model"] = {"pairs": 477, "eval_pairs": 56, "eval_accuracy": 0.5536}
+    summary["rounds"][2]["reward_model"] = {"pairs": 477, "eval_pairs": 56, "eval_accuracy": 0.5536,
+                                            "eval_by_capability": {"code": {"pairs": 56, "accuracy": 0.5536}}}
     text = cards.model_card(recipe, summary, 2, "base").text
-    assert "weight 0.5; ranks 55.4% of 56 held-out pairs right (50% = chance)" in text
+    assert "weight 0.5; ranks 55.4% of 56 held-out pairs right (50% = chance) (code 55% of 56)\n" in text
     assert "held-out pairs" not in cards.model_card(recipe, summary, 1, "base").text  # round 1 held none out
     recipe["reward_model"]["weight"] = {"math": 0.0, "code": 0.1}
     assert ("- reward model: trained each round, weight code 0.1, math 0 (other capabilities 0)\n"

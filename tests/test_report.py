@@ -42,7 +42,7 @@ def test_summarize_reads_every_round_and_only_the_optional_stages_a_round_used(t
     assert set(base["wall_s"]) == {"eval"}
     assert (r1["samples"], r1["too_long"], r1["pass_rate"], r1["prompts"], r1["sft_examples"], r1["dpo_pairs"],
             r1["sft_mix"], r1["mix"]) == (40, 2, 0.375, 10, 6, 4, None, None)
-    assert r1["reward_model"] == {"pairs": 12, "eval_pairs": 4, "eval_accuracy": 0.75}
+    assert r1["reward_model"] == {"pairs": 12, "eval_pairs": 4, "eval_accuracy": 0.75, "eval_by_capability": None}
     # variants: the first variant's numbers (its None left out), their count, and the steps of all of them
     assert r1["training"] == {"reward_model": {"steps": 3, "final_loss": 0.5},
                               "sft": {"steps": 6, "train_loss": 0.9, "variants": 2}}
@@ -78,7 +78,9 @@ SUMMARY = {"run": "/runs/demo", "rounds": [
      "dpo_pairs": None, "wall_s": {"eval": 3.0}, "reward_model": None, "training": {}},
     {"round": 1, "eval": {"heldout": {"accuracy": {"math": 0.5, "overall": 0.5}}, "gsm8k": {"pass@1": 0.125}},
      "samples": 40, "pass_rate": 0.375, "sft_examples": 6, "sft_mix": 5, "dpo_pairs": 4,
-     "wall_s": {"generate": 12.4, "score": 3.6}, "reward_model": {"pairs": 12, "eval_pairs": 4, "eval_accuracy": 0.75},
+     "wall_s": {"generate": 12.4, "score": 3.6}, "reward_model": {
+         "pairs": 12, "eval_pairs": 4, "eval_accuracy": 0.75,
+         "eval_by_capability": {"code": {"pairs": 1, "accuracy": 0.0}, "math": {"pairs": 3, "accuracy": 1.0}}},
      "training": {"reward_model": {"steps": 0}, "sft": {"steps": 8, "final_loss": 1.25, "token_accuracy": 0.5},
                   "dpo": {"steps": 4, "final_loss": 0.6931, "reward_accuracy": 0.75, "reward_margin": 0.0123}}},
     {"round": 2, "eval": {}, "samples": None, "pass_rate": None, "sft_examples": None, "sft_mix": None,
@@ -101,7 +103,7 @@ def test_table_renders_eval_columns_per_round_then_the_round_numbers():
         "    2        -          -        -        -          -  ",
         "",
         "round  rm_pairs  reward model accuracy (50% = chance)",
-        "    1        12  75.0% of 4 held-out pairs ranked right",
+        "    1        12  75.0% of 4 held-out pairs ranked right (code 0% of 1, math 100% of 3)",
         "    2         3  no held-out pairs",
     ]
 

@@ -16,8 +16,8 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, Llam
 from posttrain import schema
 from posttrain.config import LoRAConfig, RecipeError, RewardModelConfig, load_recipe
 from posttrain.tiny.base import train_tokenizer
-from reward.model import (expand_ranking, pairwise_accuracy, preference_pairs, read_preference_file,
-                          score_with_reward_model, split_held_out, train_reward_model)
+from reward.model import (accuracy_by_capability, expand_ranking, pairwise_accuracy, preference_pairs,
+                          read_preference_file, score_with_reward_model, split_held_out, train_reward_model)
 
 # --------------------------------------------------------------------------- expand_ranking
 
@@ -53,6 +53,7 @@ def test_preference_file_rankings_expand_into_every_pair(tmp_path):
                                                "prefs.jsonl:3/0>1"]
     assert pairs[3]["chosen"] == [{"role": "assistant", "content": "It is 4."}]  # edited beats chosen
     assert pairs[0]["prompt"] == [{"role": "user", "content": "Say hi."}]
+    assert {p["capability"] for p in pairs} == {"preference_files"}  # the RM's accuracy is also given per source
 
 
 @pytest.mark.parametrize("line,message", [
@@ -114,10 +115,10 @@ def test_preference_pairs_pass_vs_fail_per_prompt_in_sample_order():
     ])
     pairs = preference_pairs(scored, PROMPTS, pass_threshold=1.0)
     assert pairs == [
-        {"prompt_id": "p1", "prompt": _msgs("1+1?"), "chosen": [{"role": "assistant", "content": "2"}],
-         "rejected": [{"role": "assistant", "content": "11"}]},
-        {"prompt_id": "p2", "prompt": _msgs("2+2?"), "chosen": [{"role": "assistant", "content": "4"}],
-         "rejected": [{"role": "assistant", "content": "5"}]},
+        {"prompt_id": "p1", "capability": "math", "prompt": _msgs("1+1?"),
+         "chosen": [{"role": "assistant", "content": "2"}], "rejected": [{"role": "assistant", "content": "11"}]},
+        {"prompt_id": "p2", "capability": "math", "prompt": _msgs("2+2?"),
+         "chosen": [{"role": "assistant", "content": "4"}], "rejected": [{"role": "assistant", "content": "5"}]},
     ]
     # same answer whatever the row order
     assert preference_pairs(scored.take(list(range(scored.num_rows))[::-1]), PROMPTS, 1.0) == pairs
@@ -289,6 +290,17 @@ def test_trained_reward_model_reports_its_held_out_accuracy(tiny_lm, trained_rm,
     held = split_held_out(_pairs(range(64)), 0.25, seed=0)[1]
     assert info["eval_pairs"] == len(held) > 0 and info["pairs"] == 64 - len(held)
     assert info["eval_accuracy"] >= 0.9
+    assert info["eval_by_capability"] == {"preference_files": {"pairs": len(held), "accuracy": info["eval_accuracy"]}}
+
+
+def test_held_out_accuracy_splits_by_capability():
+    pairs = [{"capability": "math"}, {"capability": "code"}, {"capability": "math"}, {}, {"capability": "math"}]
+    wins = [1.0, 0.0, 0.5, 1.0, 0.0]
+    assert accuracy_by_capability(pairs, wins) == {  # by name; a pair without one counts with the files'
+        "code": {"pairs": 1, "accuracy": 0.0}, "math": {"pairs": 3, "accuracy": 0.5},
+        "preference_files": {"pairs": 1, "accuracy": 1.0}}
+    with pytest.raises(ValueError):
+        accuracy_by_capability(pairs, wins[:-1])  # one outcome per pair, or an error
 
 
 # --------------------------------------------------------------------------- config
