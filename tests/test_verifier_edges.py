@@ -223,7 +223,8 @@ def test_the_round_ranks_only_replies_that_pass_the_gate():
         (1.0, "correct language (no answer to check)"), (0.0, "wrong language: got en, expected fr")]
     for r, rm in zip(scored, [0.0, 5.0]):  # the RM prefers the English reply: 0.0 + 0.3 x 5 > 1.0
         r["rm_score"] = rm
-    sft, pairs = select(scored, {"p": prompts.to_pylist()[0]}, SelectConfig(), seed=0, round_=1, rm_weight=0.3)
+    sft, pairs = select(scored, {"p": prompts.to_pylist()[0]}, SelectConfig(), seed=0, round_=1,
+                       rm_weights={"multilingual": 0.3})
     assert [x["messages"][-1]["content"] for x in sft] == [FRENCH]
     # Passing replies rank first whatever the RM says: the French one is chosen, the English one rejected.
     assert [(p["chosen"][0]["content"], p["rejected"][0]["content"]) for p in pairs] == [(FRENCH, ENGLISH)]
