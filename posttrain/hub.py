@@ -9,8 +9,9 @@ Why it is shaped this way:
   a push that cannot succeed fails in seconds, before it has changed anything on the Hub.
 - One `upload_folder` (one commit) per repo and revision: the model, its card and the report land together,
   so no revision ever shows a model beside the card of another round. The folder uploaded is a staging
-  folder of symlinks in the system temp dir, removed afterwards: nothing is written into the run directory,
-  and stage outputs (which are immutable once their manifest exists) are never touched.
+  folder of symlinks in the system temp dir, removed afterwards (a killed push's, by the next push): nothing is
+  written into the run directory, and stage outputs (which are immutable once their manifest exists) are never
+  touched.
 - every_round pushes round r to the branch `round-<r>` (revision_per_round) and the last round to main too;
   final pushes the last round to main only. Files are added or overwritten, never deleted, as
   transformers' own `push_to_hub` does: a repo shared with other work is not silently emptied.
@@ -40,6 +41,7 @@ log = logging.getLogger("posttrain")
 # Trainer leftovers that are not part of the model: a pickle (unsafe to load, and TrainingArguments can hold
 # a hub token), checkpoints, our own bookkeeping, and any card a trainer wrote (ours replaces it).
 MODEL_IGNORE = ["training_args.bin", "checkpoint-*", "checkpoint-*/*", ".fingerprint", "*.tmp", "README.md", ".git/*"]
+STAGING_PREFIX = "posttrain-hub-"  # + "<pid>-": the push's staging folder in the system temp dir
 LOGIN_HINT = "run `hf auth login` (older huggingface_hub: `huggingface-cli login`) or set HF_TOKEN"
 _TOKEN_SHAPE = re.compile(r"hf_[A-Za-z0-9]{20,}")
 
@@ -84,7 +86,8 @@ def push(run_dir: Path, recipe: dict, summary: dict, round_: int, model_dir: Pat
     _require_token(api, hub.repo_id)
     uploads = _plan(Path(run_dir), recipe, summary, round_, Path(model_dir), Path(mix_dir), hub)
     _preflight(api, hub.repo_id)
-    staging = Path(tempfile.mkdtemp(prefix="posttrain-hub-"))
+    _remove_stale_staging()
+    staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-"))
     commits, message = [], _message(recipe, round_, final)
     try:
         for repo_id, repo_type, files in uploads:  # the model repo first, then the dataset repo
@@ -158,6 +161,25 @@ def _stage(folder: Path, files: dict[str, Path | str]) -> Path:
             shutil.copy2(src, dest)
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+def _remove_stale_staging() -> None:
+    """Removes the staging folders of pushes whose process is gone (killed mid-push: its `finally` never ran).
+    A folder names its process id; one whose process still runs (another push, or a reused pid) stays."""
+    for folder in Path(tempfile.gettempdir()).glob(f"{STAGING_PREFIX}*-*"):
+        pid = folder.name.removeprefix(STAGING_PREFIX).split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def _tree(root: Path, ignore: list[str]) -> dict[str, Path]:

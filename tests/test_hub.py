@@ -57,7 +57,8 @@ def token(monkeypatch):
 
 @pytest.fixture
 def staging_tmp(monkeypatch, tmp_path):
-    """tempfile's folder, so a test can see that the staging folder is gone afterwards."""
+    """tempfile's folder, so a test can see that the staging folder is gone afterwards (others may write there too:
+    torch's inductor cache appears when the first test of a process imports it)."""
     import tempfile
 
     folder = tmp_path / "systmp"
@@ -389,7 +390,7 @@ def test_hub_failures_become_hub_errors(run, token, staging_tmp, fail, needle):
     if "whoami" in fail:
         assert api.calls == [("whoami",)]  # a refused token stops everything before a repo is created
     assert not [c for c in api.calls[api.calls.index(next(c for c in api.calls if c[0] in fail)) + 1:]]
-    assert snapshot(run.root) == before and list(staging_tmp.iterdir()) == []
+    assert snapshot(run.root) == before and list(staging_tmp.glob("posttrain-hub-*")) == []
 
 
 def test_read_only_token_fails_before_creating_repos(run, token):
@@ -406,6 +407,23 @@ def test_an_unresponsive_hub_times_out(run, token, monkeypatch):
     with pytest.raises(hub.HubError, match=r"no answer from http://fake-hub.invalid within 0.3 s"):
         do_push(run, recipe_dict(repo_id="me/m", push="final"), api=api)
     assert time.monotonic() - start < 2
+
+
+def test_the_next_push_removes_a_killed_pushs_staging_folder(run, token, staging_tmp):
+    """A push killed mid-way (SIGKILL: its `finally` never runs) leaves its staging folder in the temp dir; the next
+    push removes it, but not the folder of a push whose process still runs, nor a folder it did not name."""
+    exited = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = staging_tmp / f"posttrain-hub-{int(exited.stdout)}-k1ll3d"
+    (stale / "model").mkdir(parents=True)
+    (stale / "model" / "config.json").symlink_to(run.model / "config.json")  # staged files are links to the run's
+    running = staging_tmp / f"posttrain-hub-{os.getppid()}-st1ll"  # pytest's parent: alive
+    running.mkdir()
+    unrelated = staging_tmp / "posttrain-hub-notes"
+    unrelated.mkdir()
+    do_push(run, recipe_dict(repo_id="me/m", push="final"), api=FakeApi())
+    assert not stale.exists() and running.is_dir() and unrelated.is_dir()
+    assert (run.model / "config.json").read_text() == '{"model_type": "llama"}'  # the link went, not its target
+    assert sorted(p.name for p in staging_tmp.glob("posttrain-hub-*")) == sorted([running.name, unrelated.name])
 
 
 def test_token_appears_nowhere(run, token, staging_tmp, caplog):
@@ -439,7 +457,7 @@ def test_real_hfapi_against_a_dead_endpoint_fails_fast(run, token, staging_tmp, 
     msg = str(e.value)
     assert "me/m" in msg and f"cannot reach {DEAD}" in msg and SECRET not in msg
     assert SECRET not in caplog.text
-    assert snapshot(run.root) == before and list(staging_tmp.iterdir()) == []
+    assert snapshot(run.root) == before and list(staging_tmp.glob("posttrain-hub-*")) == []
 
 
 SCRIPT = """
