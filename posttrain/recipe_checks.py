@@ -164,12 +164,10 @@ def _check_reward_model(rm: RewardModelConfig, need: Need) -> None:
     need(0 <= lora.dropout < 1, "reward_model.lora.dropout", f"must be in [0, 1), got {lora.dropout}")
     need(not lora.quantize_4bit, "reward_model.lora.quantize_4bit",
          "is not supported for the reward model (QLoRA: sft.lora / dpo.lora only)")
-    per_capability = rm.weight if isinstance(rm.weight, dict) else {}
-    for capability in per_capability:
-        need(capability in CAPABILITIES, f"reward_model.weight.{capability}",
+    for capability, w in (rm.weight if isinstance(rm.weight, dict) else {None: rm.weight}).items():
+        key = "reward_model.weight" if capability is None else f"reward_model.weight.{capability}"
+        need(capability is None or capability in CAPABILITIES, key,
              f"is not a capability (known: {', '.join(CAPABILITIES)})")
-    for capability, w in (per_capability or {"": rm.weight}).items():
-        key = f"reward_model.weight.{capability}" if capability else "reward_model.weight"
         need(w >= 0, key, f"must be >= 0, got {w}")
         need(rm.enabled or w == 0, key, "has no effect unless reward_model.enabled is true")
     for i, src in enumerate(rm.preference_sources):

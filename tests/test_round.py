@@ -47,6 +47,16 @@ def manifest(run: Path, stage: str, round_: int = 1) -> dict:
     return json.loads((run / f"round_{round_}" / stage / "manifest.json").read_text())
 
 
+def copied_run(recipe_file: Path, dest: Path) -> Path:
+    """A copy of `recipe_file`'s run directory as dest/runs, and of the recipe, pointed at it, as dest/recipe.yaml."""
+    import yaml
+
+    recipe = yaml.safe_load(recipe_file.read_text())
+    shutil.copytree(recipe["output_dir"], dest / "runs", symlinks=True)
+    (dest / "recipe.yaml").write_text(yaml.safe_dump({**recipe, "output_dir": str(dest / "runs")}))
+    return dest / "recipe.yaml"
+
+
 @pytest.fixture(scope="module")
 def full_run(tmp_path_factory, tiny_base) -> Path:
     """One uninterrupted round, run through `round.py` as a script (the accelerate entry point)."""
@@ -239,15 +249,10 @@ def test_push_killed_between_its_repos_is_pushed_whole_by_the_rerun(full_run, tm
     """The push stage killed after the model repo's commit, before the dataset repo's: the rerun reruns only the
     push (every other stage reused, no engine started) and lands both repos; a third run pushes nothing. The
     pushes go through huggingface_hub to tests/test_hub_offline.py's local stand-in for the Hub's HTTP API."""
-    import yaml
-
     from tests.test_hub_offline import TOKEN, HubStandIn
 
+    recipe_file = copied_run(full_run.parents[1] / "recipe.yaml", tmp_path)  # full_run's other tests stay as they were
     run = tmp_path / "runs" / "test"
-    shutil.copytree(full_run, run, symlinks=True)  # a copy: full_run's other tests stay as they were
-    recipe = yaml.safe_load((full_run.parents[1] / "recipe.yaml").read_text())
-    recipe_file = tmp_path / "recipe.yaml"
-    recipe_file.write_text(yaml.safe_dump({**recipe, "output_dir": str(tmp_path / "runs")}))
     before = {s: manifest(run, s)["output_id"] for s in STAGE_TABLES}
     push = ["hub.push=final", "hub.repo_id=me/killed-push"]
     with HubStandIn(TOKEN) as server:
@@ -317,10 +322,9 @@ def test_round_with_a_reward_model_scores_every_sample(recipe_file):
     assert list((run / "round_1" / "reward_model.tmp" / "checkpoints").glob("checkpoint-*"))
     # Its uninterrupted twin: the same run directory without the killed stage's checkpoint, trained from scratch.
     twin = recipe_file.parent / "twin"
-    shutil.copytree(run.parent, twin / "runs", symlinks=True)
+    twin_recipe = copied_run(recipe_file, twin)
     shutil.rmtree(twin / "runs" / "test" / "round_1" / "reward_model.tmp")
-    (twin / "recipe.yaml").write_text(recipe_file.read_text().replace(str(run.parent), str(twin / "runs")))
-    proc = run_cli("mix", "--recipe", str(twin / "recipe.yaml"), *overrides)
+    proc = run_cli("mix", "--recipe", str(twin_recipe), *overrides)
     assert proc.returncode == 0, proc.stderr[-4000:]
     proc = run_cli("mix", "--recipe", str(recipe_file), *overrides)
     assert proc.returncode == 0, proc.stderr[-4000:]
