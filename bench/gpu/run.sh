@@ -40,7 +40,7 @@ baseline() {  # the team's script (../shared/gpu/trl_baseline.py, copied by fetc
 
 timeout "$(cap 225 200)" python3 bench/train_throughput.py --device cuda --timeout 100 --workdir /tmp/throughput \
   --out "$OUT/throughput.jsonl" --profile "$OUT/profiles" \
-  --variants ${VARIANTS:-sft_trl sft_fast_liger dpo_trl dpo_padding_free dpo_shared_prefix dpo_shared_prefix_liger dpo_padding_free_liger dpo_fast sft_fast_liger_b16} \
+  --variants ${VARIANTS:-sft_trl sft_fast_liger dpo_trl dpo_padding_free dpo_padding_free_liger dpo_shared_prefix dpo_shared_prefix_liger dpo_fast sft_fast_liger_b16} \
   2>&1 | tee "$OUT/throughput.log"
 echo "bench: exit ${PIPESTATUS[0]}"
 
