@@ -36,6 +36,9 @@ class RecipeError(ValueError):
 # --------------------------------------------------------------------------- sections
 
 
+TINY_BASE_MARKER = "posttrain_base.json"  # in a tiny base's folder: how it was built (a folder without one is not ours)
+
+
 @dataclass(kw_only=True)
 class BaseBuildConfig:
     """How to build the tiny base when `base_model` is a missing local path (tiny world only)."""

@@ -19,6 +19,7 @@ from pathlib import Path
 from posttrain.config import (
     CAPABILITIES,
     JUDGMENTS,
+    TINY_BASE_MARKER,
     EvalConfig,
     GenerateConfig,
     HubConfig,
@@ -311,12 +312,40 @@ def _check_eval(e: EvalConfig, need: Need) -> None:
 
 
 def _check_base_model(r: Recipe, need: Need) -> None:
+    if r.base is not None:
+        _check_tiny_base_target(r.base_model, need)
     if r.base is None and _is_path(r.base_model):  # "owner/name" that is no local folder: a hub id
         need(Path(r.base_model).expanduser().exists(), "base_model",
              f"does not exist: {r.base_model} (and no `base` section builds it)")
     need(r.base is not None or _has_chat_template(Path(r.base_model)) is not False, "base_model",
          f"{r.base_model}: its tokenizer has no chat template, which every stage uses to render prompts; use a "
          f"model (or tokenizer_config.json) that has one, e.g. the -Instruct tokenizer of the same family")
+
+
+def _check_tiny_base_target(name: str, need: Need) -> None:
+    """With a `base` section, `base_model` is the folder the tiny base is built in, and replaced when it was
+    built with other settings: it must not be a model of the user's, nor a hub id that would silently name
+    a local tiny model (every shipped recipe has a `base` section, so `base_model=<your model>` alone hits this)."""
+    path = Path(name).expanduser()
+    drop = "to post-train it, drop the `base` section (on the command line: base=null)"
+    if path.exists():
+        ours = path.is_dir() and ((path / TINY_BASE_MARKER).is_file() or not any(path.iterdir()))
+        need(ours, "base_model", f"{name} holds files posttrain did not build (no {TINY_BASE_MARKER}), and the "
+                                 f"`base` section would replace them with the tiny base; {drop}")
+    else:
+        need(_is_path(name) or not _is_hub_id(name), "base_model",
+             f"{name!r} reads as a hub id, but the `base` section builds the tiny base in a local folder of that "
+             f"name; {drop}, or write the folder as a path (./{name}) to build the tiny base there")
+
+
+def _is_hub_id(name: str) -> bool:
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return False
+    return True
 
 
 def _is_path(name: str) -> bool:

@@ -313,6 +313,25 @@ def test_an_owner_name_base_model_may_be_a_hub_id(tmp_path):
     assert r.base_model == "meta-llama/Llama-3.2-1B"
 
 
+def test_the_base_section_never_replaces_a_model_it_did_not_build(tmp_path):
+    """`base_model=<your model>` on a recipe with a `base` section: the section would build the tiny base
+    over that folder (or, for a hub id, in a local folder of that name and train it silently)."""
+    model = tmp_path / "my-model"
+    model.mkdir()
+    (model / "model.safetensors").write_text("weights")
+    msg = error(variant(tmp_path, lambda d: None), [f"base_model={model}"])
+    assert "base_model" in msg and "did not build" in msg and "base=null" in msg
+    assert (model / "model.safetensors").read_text() == "weights"
+    msg = error(variant(tmp_path, lambda d: None), ["base_model=meta-llama/Llama-3.1-8B"])
+    assert "reads as a hub id" in msg and "base=null" in msg and "./meta-llama/Llama-3.1-8B" in msg
+    r = load_recipe(variant(tmp_path, lambda d: None), ["base_model=meta-llama/Llama-3.1-8B", "base=null"])
+    assert r.base is None and r.base_model == "meta-llama/Llama-3.1-8B"
+    for ours in (tmp_path / "empty", tmp_path / "new" / "tiny-base", "./tiny-base"):  # an empty or new folder
+        if ours == tmp_path / "empty":
+            ours.mkdir()
+        assert load_recipe(variant(tmp_path, lambda d: None), [f"base_model={ours}"]).base is not None
+
+
 def test_tracking_names_known_and_installed_trackers(tmp_path):
     msg = error(variant(tmp_path, lambda d: d.update(tracking={"report_to": ["tensorbored"]})))
     assert "tracking.report_to[0] names unknown tracker 'tensorbored'" in msg

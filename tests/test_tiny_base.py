@@ -49,6 +49,15 @@ def test_another_config_or_seed_rebuilds_in_place(tmp_path, builds, cfg, seed):
     assert len(builds) == 2  # and the new build is reused in turn
 
 
+def test_a_folder_it_did_not_build_is_never_replaced(tmp_path, builds):
+    path = tmp_path / "someone-elses-model"
+    path.mkdir()
+    (path / "model.safetensors").write_text("theirs")
+    with pytest.raises(FileExistsError, match="did not build"):
+        base.ensure_base(path, BaseBuildConfig(), 0)
+    assert builds == [] and weights(path) == "theirs"
+
+
 def test_a_new_world_version_rebuilds(tmp_path, builds, monkeypatch):
     path = tmp_path / "tiny-base"
     base.ensure_base(path, BaseBuildConfig(), 0)

@@ -21,7 +21,7 @@ import torch
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from posttrain.config import CAPABILITIES, BaseBuildConfig
+from posttrain.config import CAPABILITIES, TINY_BASE_MARKER, BaseBuildConfig
 from posttrain.tiny import world
 
 log = logging.getLogger("posttrain")
@@ -41,7 +41,7 @@ CHAT_TEMPLATE = (
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}"
 )
-BUILD_INFO = "posttrain_base.json"
+BUILD_INFO = TINY_BASE_MARKER
 # Llama 3's split pattern with one change: digits are single tokens (arithmetic is learnable only if
 # numbers are spelled digit by digit). Its `\s*[\r\n]+` keeps the header's "\n\n" one piece whatever
 # follows, so a prompt ending in the generation header tokenizes as a prefix of prompt + reply.
@@ -58,7 +58,9 @@ def ensure_base(path: Path, cfg: BaseBuildConfig, seed: int) -> Path:
             return path
         log.info("tiny base: %s was built with other settings; rebuilding", path)
     except FileNotFoundError:
-        pass
+        if path.exists() and (not path.is_dir() or any(path.iterdir())):  # load_recipe refuses this first
+            raise FileExistsError(f"{path} holds files posttrain did not build (no {BUILD_INFO}); "
+                                  f"refusing to replace it with the tiny base") from None
     tmp = path.with_name(path.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
