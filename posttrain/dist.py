@@ -94,8 +94,9 @@ def engine_world(w: World, tensor_parallel: int) -> World | None:
     """The launch as vLLM engines of `tensor_parallel` devices each see it: on every node, each group of that
     many consecutive local ranks shares one engine, run by its first rank over the group's shard of the
     prompts. -> this rank's place among the engines (rank = group, size = number of groups), or None for
-    a rank that lends its device to its group's engine and handles no prompts."""
-    if tensor_parallel == 1:
+    a rank that lends its device to its group's engine and handles no prompts. One process (no launch) runs
+    one engine over as many of the machine's devices as it needs."""
+    if tensor_parallel == 1 or w.size == 1:
         return w
     if w.local_size % tensor_parallel:
         raise ValueError(f"generate.tensor_parallel_size={tensor_parallel} must divide the {w.local_size} "

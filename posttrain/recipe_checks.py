@@ -116,6 +116,11 @@ def _check_training(r: Recipe, need: Need) -> None:
              f"not dpo.attn_implementation {r.dpo.attn_implementation!r}")
     need(0 <= r.sft.warmup_ratio < 1, "sft.warmup_ratio", f"must be in [0, 1), got {r.sft.warmup_ratio}")
     need(r.sft.weight_decay >= 0, "sft.weight_decay", f"must be >= 0, got {r.sft.weight_decay}")
+    from transformers import SchedulerType  # else a typo fails only when SFT starts, after generation
+
+    schedulers = [s.value for s in SchedulerType]
+    need(r.sft.lr_scheduler_type in schedulers, "sft.lr_scheduler_type",
+         f"must be one of {', '.join(schedulers)}; got {r.sft.lr_scheduler_type!r}")
     for stage in ("sft", "dpo"):
         cfg = getattr(r, stage)
         need(cfg.num_epochs > 0, f"{stage}.num_epochs", f"must be > 0, got {cfg.num_epochs}")

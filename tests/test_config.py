@@ -293,6 +293,7 @@ def test_malformed_override():
     ("generate.max_model_len", 50, "generate.max_model_len must leave room for a prompt"),
     ("score.num_workers", 0, "score.num_workers must be >= 1, got 0"),
     ("score.code_timeout_s", -1.0, "score.code_timeout_s must be > 0 seconds, got -1.0"),
+    ("sft.lr_scheduler_type", "cosine_warmup", "sft.lr_scheduler_type must be one of linear, cosine,"),
     ("dpo.attn_implementation", "flash", "dpo.attn_implementation must be one of ['eager', 'flash_attention_2'"),
     ("reward_model.attn_implementation", "flash_attention_2",  # this machine has no flash-attn
      "reward_model.attn_implementation flash_attention_2 needs the flash_attn package"),

@@ -19,6 +19,8 @@ def test_engine_groups_span_consecutive_local_ranks_on_every_node():
     assert engine_world(World(rank=3, size=4, local_rank=3, local_size=4), 1) == World(3, 4, 3, 4)
     with pytest.raises(ValueError, match="tensor_parallel_size=3 must divide the 4 processes"):
         engine_world(World(rank=0, size=4, local_rank=0, local_size=4), 3)
+    # no launch: the one process runs one engine over T of the machine's devices, every prompt its own
+    assert engine_world(World(rank=0, size=1, local_rank=0, local_size=1), 2) == World(0, 1, 0, 1)
 
 
 def test_every_prompt_has_exactly_one_engine_and_idle_ranks_get_none():
