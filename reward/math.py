@@ -39,6 +39,7 @@ ANSWER_IS = re.compile(
     r"(?:answer\s+is|réponse\s+est|respuesta\s+es|antwort\s+(?:ist|lautet)|resposta\s+é"
     r"|ответ\s*(?:[:：]|—|равен)|答案(?:是|为|為|[:：])|答えは)"
     r"\s*[:：]?\s*(.+?)(?:[.。](?!\d)|\n|$)", re.IGNORECASE)
+CURRENCY = re.compile(r"(?<![\\\w])[$£€¥₹](?=\d)")  # a sign opening an amount ($8), not TeX's \$
 INLINE_MATH = re.compile(r"(?<!\\)\$\$?((?:\\.|[^$\\])+)\$\$?|\\\((.+?)\\\)")  # $..$ (\$ inside), \(..\)
 WORD = re.compile(r"(?<![\\])(?<![^\W\d_])[^\W\d_]{2,}")  # 2+ letters, not a \command's tail
 # What may stand between "the answer is" and the answer itself.
@@ -100,9 +101,9 @@ def _from_phrase(phrase: str) -> str | None:
     phrase = FILLER.sub("", _strip(phrase))
     if phrase.startswith("\\boxed{") and (boxed := _boxed(phrase)):
         return boxed[0].strip()
-    if m := INLINE_MATH.match(phrase):
+    if (m := INLINE_MATH.match(phrase)) and not _dollar_amounts(phrase, m):
         return (m.group(1) or m.group(2)).strip()
-    phrase = phrase.lstrip("$£€¥₹").strip()  # a currency sign
+    phrase = CURRENCY.sub("", phrase.lstrip("$£€¥₹")).strip()  # currency signs: "$20 - $8 = $12"
     if not re.search(r"[^\W_]|\\", phrase):  # "", "?", "...": nothing to read
         return None
     word = WORD.search(phrase)
@@ -115,6 +116,16 @@ def _from_phrase(phrase: str) -> str | None:
         return _clean(head) if NUMBER.fullmatch(head) else head
     number = NUMBER.match(phrase)  # "12 (twelve)", "12 \\text{ cm}": a head cut mid-group
     return _clean(number.group()) if number else None
+
+
+def _dollar_amounts(phrase: str, m: re.Match) -> bool:
+    """Whether a `$...$` span is two dollar amounts, not inline math: "$20 - $8", "$12, and she gets $5".
+    Its closing `$` opens an amount (a digit follows), or the span's text ends in a space, which TeX
+    writers do not leave before a closing `$`."""
+    if not m.group(0).startswith("$"):
+        return False
+    after = phrase[m.end():m.end() + 1]
+    return after.isdigit() or (m.group(1) or "")[-1:].isspace()
 
 
 def _strip(phrase: str) -> str:

@@ -74,6 +74,8 @@ def test_reasoning_gym_answers_verify_and_perturbed_fail(draw):
     ("**The answer is 42**", "42"),
     ("The answer is £2,340.", "2340"), ("The answer is $28,080.", "28080"),  # currency, not math
     ("The answer is $\\$12$.", "12"), ("The answer is 25%.", "25"),
+    ("The answer is $20 - $8 = $12.", "12"), ("The answer is $12, and she gets $5 back.", "12"),  # dollar amounts
+    ("The answer is $x = 12$ dollars.", "12"), ("The answer is $12$, she pays $5 less.", "12"),
     ("The answer is 5 - 3 = 2.", "2"), ("\\boxed{5+3=8}", "8"),  # a worked equation's result
     ("La réponse est 12.", "12"), ("La respuesta es 12.", "12"), ("Die Antwort ist 12.", "12"),
     ("A resposta é 12.", "12"), ("Ответ: 12.", "12"), ("答案是12。", "12"), ("答えは12です。", "12"),
