@@ -29,7 +29,8 @@ from posttrain.faults import kill_if, stage_point
 
 log = logging.getLogger("posttrain")
 MANIFEST = "manifest.json"
-STORAGE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+PERMISSION_ERRORS = {errno.EACCES, errno.EPERM}
+STORAGE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, *PERMISSION_ERRORS}
 
 
 class RunDirError(FileExistsError):
@@ -39,14 +40,24 @@ class RunDirError(FileExistsError):
 @contextlib.contextmanager
 def storage(where: Path, doing: str):
     """Turns a full disk or an unwritable folder met while `doing` into a RunDirError naming `where`
-    (other OSErrors pass through): every write goes to a temp name first, so earlier outputs are intact."""
+    (other OSErrors pass through): every write goes to a temp name first, so earlier outputs are intact.
+    A permission error on a file outside the run directory (a model folder, a cache) is not the run
+    directory's: it passes through as raised."""
     try:
         yield
     except OSError as e:
-        if e.errno not in STORAGE_ERRORS:
+        if e.errno not in STORAGE_ERRORS or (e.errno in PERMISSION_ERRORS and not _near(e.filename, where)):
             raise
         raise RunDirError(f"{where}: cannot {doing}: {os.strerror(e.errno)} ({e}); earlier outputs are intact, "
                           f"rerun the same command once it is writable or has space") from e
+
+
+def _near(filename, where: Path) -> bool:
+    """Whether an error's file is `where` or beside it (a stage's temp folder and its final name are
+    siblings); True when the error names no file."""
+    if not isinstance(filename, (str, os.PathLike)):
+        return True
+    return Path(os.path.abspath(filename)).is_relative_to(Path(os.path.abspath(where)).parent)
 
 
 @dataclass(frozen=True)

@@ -289,12 +289,18 @@ def test_disk_full_or_unwritable_is_a_clear_error_and_keeps_earlier_outputs(rd, 
     complete(new)
 
 
-def test_other_os_errors_are_not_disguised_as_storage_errors(rd):
+def test_other_os_errors_are_not_disguised_as_storage_errors(rd, tmp_path):
     def missing(tmp: Path) -> dict:
         raise FileNotFoundError(2, "No such file", "/nope")
 
     with pytest.raises(FileNotFoundError):
         rd.stage(1, "generate", {}, [], missing)
+
+    def unreadable_model(tmp: Path) -> dict:  # a model folder or cache elsewhere: not the run directory's
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(tmp_path / "elsewhere" / "config.json"))
+
+    with pytest.raises(PermissionError):
+        rd.stage(1, "generate", {}, [], unreadable_model)
 
 
 # --------------------------------------------------------------------------- dry run
