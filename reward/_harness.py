@@ -5,8 +5,8 @@ Never imported by posttrain itself: reward/code.py reads this file and ships its
 candidate code in a child process and the tests in this one; reward/code.py's docstring has the protocol
 and the guarantee."""
 
-import builtins, collections, ctypes, datetime, decimal, fractions, gc, io, linecache, os, pickle, signal
-import sys, traceback, types
+import builtins, collections, ctypes, datetime, decimal, fractions, gc, io, itertools, linecache, os, pickle
+import signal, sys, traceback, types
 
 SOLUTION, TESTS, ENTRY_MISSING = "solution.py", "tests.py", "sandbox: entry point not defined"
 MAX_MESSAGE = 256 << 20
@@ -19,6 +19,8 @@ NAMED = {(t.__module__, t.__qualname__): t for t in PLAIN_TYPES}
 NAMED[("builtins", "Ellipsis")] = ...
 CONVERTED = (int, float, str, bytes, tuple, list, dict, set, frozenset)  # subclasses -> their plain value
 REMOTE_DUNDERS = {"__name__", "__qualname__", "__doc__", "__module__"}
+VIEWS = {type({}.keys()): "keys", type({}.values()): "values", type({}.items()): "items"}
+MAX_ITEMS = 100000  # an iterator passed between the processes is consumed first: longer ones are refused
 libc = ctypes.CDLL(None, use_errno=True)
 ROLE = "parent"
 LINK = CODEC = None
@@ -60,6 +62,37 @@ def ref(handle, name="object"):
     return Remote(handle, name)
 
 
+def iterated(kind, items):
+    """Unpickled on either side: a dict view or an iterator of the other side, rebuilt from its items (plain
+    data, or handles) -- so `list(gen(3))`, `sorted(d.keys())` and `next(it)` work on what a solution returns."""
+    if type(items) is not list or kind not in ("iter", "keys", "values", "items"):
+        raise pickle.UnpicklingError("bad iterable")
+    if kind == "iter":
+        return iter(items)
+    if kind == "keys":
+        return dict.fromkeys(items).keys()
+    if kind == "values":
+        return dict(enumerate(items)).values()
+    return dict(items).items()
+
+
+def lazy(obj):
+    """How to pass a dict view or a builtin iterator (a generator, map, filter, zip, itertools...): its items,
+    consumed here, rebuilt there by `iterated`; None for anything else. The candidate's generator body runs
+    in the child as it is consumed; an iterator longer than MAX_ITEMS (itertools.count()) is refused."""
+    kind = type(obj)
+    if kind in VIEWS:
+        return iterated, (VIEWS[kind], list(obj))
+    if isinstance(obj, types.GeneratorType) or (
+            kind.__module__ in ("builtins", "itertools") and hasattr(kind, "__next__")):
+        items = list(itertools.islice(obj, MAX_ITEMS + 1))
+        if len(items) > MAX_ITEMS:
+            raise ValueError("an iterator of more than %d items cannot be passed between the solution and "
+                             "the tests" % MAX_ITEMS)
+        return iterated, ("iter", items)
+    return None
+
+
 def cb(cid):
     """Unpickled in C: a function of P's tests, called back there."""
     if ROLE != "child":
@@ -68,7 +101,7 @@ def cb(cid):
 
 
 HARNESS_MODULE = types.ModuleType("__harness__")
-for _fn in (ref, cb):
+for _fn in (ref, cb, iterated):
     _fn.__module__ = "__harness__"
     setattr(HARNESS_MODULE, _fn.__name__, _fn)
 sys.modules["__harness__"] = HARNESS_MODULE
@@ -133,7 +166,7 @@ class Callback:
 class ChildUnpickler(pickle.Unpickler):
     def find_class(self, module, name):
         if module == "__harness__":
-            return {"ref": ref, "cb": cb}[name]
+            return {"ref": ref, "cb": cb, "iterated": iterated}[name]
         return super().find_class(module, name)
 
 
@@ -143,13 +176,16 @@ class Codec:
 
     def reducer(self, obj):
         kind = type(obj)
-        if kind in PLAIN_TYPES or (kind is type and obj in PLAIN_TYPES) or obj is ref or obj is cb:
+        if kind in PLAIN_TYPES or (kind is type and obj in PLAIN_TYPES) or obj is ref or obj is cb \
+                or obj is iterated:
             return NotImplemented
         for base in CONVERTED:  # an int/str/tuple/... subclass (IntEnum, namedtuple): its plain value
             if isinstance(obj, base):
                 plain = base(base.__iter__(obj)) if base in (tuple, list, set, frozenset) else (
                     dict(dict.items(obj)) if base is dict else base.__new__(base, obj))
                 return base, (plain,)
+        if (passed := lazy(obj)) is not None:
+            return passed
         if kind.__module__.split(".")[0] == "numpy" and hasattr(obj, "tolist"):  # numpy scalars and arrays
             try:
                 plain = obj.tolist()
@@ -321,6 +357,8 @@ class RestrictedUnpickler(pickle.Unpickler):
     def find_class(self, module, name):
         if (module, name) == ("__harness__", "ref"):
             return ref
+        if (module, name) == ("__harness__", "iterated"):
+            return iterated
         if (module, name) in NAMED:
             return NAMED[module, name]
         raise pickle.UnpicklingError("not plain data: %s.%s" % (module, name))
@@ -337,8 +375,11 @@ class Link:
         if isinstance(obj, Remote):
             return ref, (obj._handle,)
         kind = type(obj)
-        if kind in PLAIN_TYPES or (kind is type and obj in PLAIN_TYPES) or obj is ref or obj is cb:
+        if kind in PLAIN_TYPES or (kind is type and obj in PLAIN_TYPES) or obj is ref or obj is cb \
+                or obj is iterated:
             return NotImplemented
+        if (passed := lazy(obj)) is not None:  # the tests' own iterator, passed to the solution
+            return passed
         if kind.__module__ == "__main__" or isinstance(obj, (types.FunctionType, types.MethodType)):
             if not callable(obj) or isinstance(obj, type):
                 raise TypeError("cannot pass the tests' %s to the solution" % kind.__name__)

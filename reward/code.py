@@ -18,7 +18,9 @@ per-program nonce reach it on stdin (a memfd), never in the program's text. The 
   3. the parent runs the tests itself. The candidate's functions are proxies there: each call pickles the
      arguments to the child, which runs the real function and answers with the result. The parent reads
      answers with a restricted unpickler: plain data only (numbers, strings, bytes, lists, tuples, dicts,
-     sets, and a few stdlib value types); anything else the child returns stays in the child as an opaque
+     sets, and a few stdlib value types; a dict view or a builtin iterator -- generator, map, filter, zip --
+     is consumed in the child, up to 100,000 items, and rebuilt from its items, so `list(gen(3))` and
+     `sorted(d.keys())` work); anything else the child returns stays in the child as an opaque
      handle (no ==, no truth value, no iteration: only attribute access and calls, which go back to the
      child). So every value a test compares or checks was rebuilt by the parent from plain data: a
      candidate cannot make an assert pass with a crafted __eq__ or __bool__, nor read expected values;

@@ -131,6 +131,28 @@ def test_code_main_block_is_a_usage_example_not_run():
         assert run_code(reply) == Verdict(1.0, "passed"), example
 
 
+@pytest.mark.parametrize("solution, tests", [
+    ("def f(n):\n    return (i * i for i in range(n))\n", "assert list(f(3)) == [0, 1, 4]\nassert next(f(2)) == 0"),
+    ("def f(d):\n    return d.keys()\n", "assert sorted(f({'b': 1, 'a': 2})) == ['a', 'b'] and f({'a': 1}) == {'a'}"),
+    ("def f(d):\n    return d.items()\n", "assert dict(f({'a': [1]})) == {'a': [1]}"),
+    ("def f(xs):\n    return map(lambda x: x * x, xs)\n",  # and the tests' own iterators, passed to it
+     "assert set(f([1, 2])) == {1, 4} and list(f(iter([3]))) == [9] and list(f(x for x in [2])) == [4]"),
+])
+def test_code_lazy_results_reach_the_tests_as_their_items(solution, tests):
+    """A generator, map object or dict view a solution returns is consumed in its process and rebuilt
+    from its items in the tests' (an opaque handle there would fail `list(f(3))`, which passes natively)."""
+    assert code.score([solution], tests=[tests], entry_point=["f"]) == [Verdict(1.0, "passed")]
+
+
+def test_code_endless_or_failing_iterators_fail_clearly():
+    endless = "import itertools\ndef f():\n    return itertools.count()\n"
+    assert "more than 100000 items" in code.score([endless], tests=["assert next(f()) == 0"],
+                                                   entry_point=["f"])[0].reason
+    failing = "def f():\n    yield 1\n    raise ValueError('boom')\n"
+    assert code.score([failing], tests=["assert list(f()) == [1]"], entry_point=["f"]) == \
+        [Verdict(0.0, "ValueError: boom")]
+
+
 def test_code_cannot_exit_early_to_pass():
     for cheat in ("import sys\nsys.exit(0)", "import os\nos._exit(0)", "def step(x): return x - 3\nexit()"):
         assert run_code(cheat) == Verdict(0.0, "exited before the tests finished"), cheat

@@ -571,8 +571,11 @@ def test_the_stdin_the_sandbox_init_still_holds_is_empty(warm):
      "assert f() == (3, [1, 2])\n", 1.0),
     ("import collections\ndef f(s):\n    return collections.Counter(s)\n",
      "assert f('aab') == {'a': 2, 'b': 1}\n", 1.0),
-    # a generator is not data: the test cannot iterate it
-    ("def f():\n    yield 1\n", "assert list(f()) == [1]\n", 0.0),
+    # a generator reaches the tests as its items (consumed in the child); an iterator class of the
+    # solution's own stays opaque: the tests cannot iterate it
+    ("def f():\n    yield 1\n", "assert list(f()) == [1]\n", 1.0),
+    ("class It:\n    def __iter__(self):\n        return self\n    def __next__(self):\n        raise StopIteration\n"
+     "def f():\n    return It()\n", "assert list(f()) == []\n", 0.0),
     # the candidate's helper, and its constant
     ("K = 3\ndef helper(x):\n    return x * K\ndef f(x):\n    return helper(x)\n",
      "assert f(2) == helper(2) == 2 * K\n", 1.0),
