@@ -36,10 +36,11 @@ class KillAtStep(TrainerCallback):
 
 class LogLastStep(TrainerCallback):
     """Logs the last optimizer step too (transformers logs every `logging_steps` only), so a stage's
-    results and curves always end with its final window, however few steps it has."""
+    results and curves always end with its final window, however few steps it has; and every checkpoint's
+    step, so a checkpoint's history holds the loss of every step before it (`run_loss`)."""
 
     def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step >= state.max_steps:
+        if state.global_step >= state.max_steps or control.should_save:  # DefaultFlowCallback ran first
             control.should_log = True
 
 
@@ -153,7 +154,9 @@ def train_and_save(trainer, tokenizer, out: Path, extra: Callable[[Any], dict] |
         trainer.save_model(str(out / "model"))
     release_deepspeed_config()
     history = trainer.state.log_history  # restored from the checkpoint on resume: the whole run's
-    info = {"steps": result.global_step, "train_loss": round(result.training_loss, 4), "resumed": resume is not None,
+    # resumed, the trainer's own mean covers only the steps after the checkpoint
+    loss = run_loss(history, result.training_loss) if resume is not None else result.training_loss
+    info = {"steps": result.global_step, "train_loss": round(loss, 4), "resumed": resume is not None,
             **last_logged(history), **(extra(trainer) if extra else {})}
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(out / "model")
@@ -233,6 +236,16 @@ def _keep_tensorboard(checkpoints: Path, dst: Path) -> None:
 # TRL's token accuracy (SFT, DPO) and reward accuracy / margin (DPO: chosen's implicit reward above rejected's).
 LAST_LOGGED = {"loss": "final_loss", "mean_token_accuracy": "token_accuracy", "rewards/accuracies": "reward_accuracy",
                "rewards/margins": "reward_margin", "accuracy": "train_accuracy"}  # accuracy: the RM's pairs
+
+
+def run_loss(history: list[dict], fallback: float) -> float:
+    """The mean loss over every step of the run, from its logged windows (each logged loss is the mean
+    over the steps since the previous log, and weighs that many steps); `fallback` without any."""
+    losses = {e["step"]: e["loss"] for e in history if "loss" in e and "step" in e}
+    total, previous = 0.0, 0
+    for step in sorted(losses):
+        total, previous = total + losses[step] * (step - previous), step
+    return total / previous if previous else fallback
 
 
 def last_logged(history: list[dict]) -> dict:

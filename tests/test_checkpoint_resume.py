@@ -19,11 +19,12 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+import pytest
 import torch
 
 from posttrain.config import DPOConfig
 from posttrain.dpo import EpochSeededLengthGroupedSampler, _SamplerEpoch, dpo_trainer
-from posttrain.training import resume_checkpoint, train_and_save
+from posttrain.training import LogLastStep, resume_checkpoint, run_loss, train_and_save
 from tests._fast_paths import FP32
 from tests.conftest import ROOT
 
@@ -79,6 +80,12 @@ def _order(epoch: int, seed: int = 0, lengths: list[int] | None = None) -> list[
     return list(sampler)
 
 
+def test_run_loss_weighs_each_logged_window_by_its_steps():
+    history = [{"step": 2, "loss": 1.0}, {"step": 3, "epoch": 1.0}, {"step": 6, "loss": 0.5}, {"step": 8, "loss": 0.2}]
+    assert run_loss(history, fallback=9.0) == pytest.approx((2 * 1.0 + 4 * 0.5 + 2 * 0.2) / 8)
+    assert run_loss([{"step": 3, "epoch": 1.0}], fallback=9.0) == 9.0
+
+
 def test_length_grouped_order_is_a_function_of_seed_and_epoch():
     torch.manual_seed(123)  # the global RNG plays no part
     first = [_order(e) for e in range(3)]
@@ -127,8 +134,10 @@ def test_a_stage_resumes_from_its_last_complete_checkpoint_in_the_same_order(tmp
     batches an uninterrupted run does to the same weights."""
     cfg = DPOConfig(**TWO_EPOCHS)
     full, _ = dpo_trainer(tmp_path / "full", model_dir, pairs, cfg, 0, save_total_limit=None, **FP32)
+    full.add_callback(LogLastStep())  # as train_and_save does: checkpoints log their step
     full_batches = _recording(full)
-    assert full.train().global_step == 8 and len(full_batches) == 8
+    full_result = full.train()
+    assert full_result.global_step == 8 and len(full_batches) == 8
 
     out = tmp_path / "resumed"
     _killed_copy(tmp_path / "full" / "checkpoints", out)
@@ -141,6 +150,10 @@ def test_a_stage_resumes_from_its_last_complete_checkpoint_in_the_same_order(tmp
 
     assert resumed_from == [str(out / "checkpoints" / "checkpoint-6")]
     assert info["steps"] == 8 and info["resumed"] is True
+    # every checkpoint logged its step, so the resumed history holds the loss of steps 1-6 too (this tiny
+    # run's loss barely moves: run_loss's own test is the one that tells a whole run's mean from 7-8's)
+    assert [e["step"] for e in trainer.state.log_history if "loss" in e] == [1, 2, 4, 6, 8]
+    assert info["train_loss"] == pytest.approx(full_result.training_loss, abs=2e-4)
     assert batches == full_batches[6:]  # the rest of epoch 2, in the uninterrupted run's order
     assert full_batches[4:] != full_batches[:4]  # epoch 2 has an order of its own
     from transformers import AutoModelForCausalLM
