@@ -12,6 +12,7 @@ a pair's shared prompt; each tested to train like the plain path.
 
 from __future__ import annotations
 
+import logging
 import shutil
 from pathlib import Path
 
@@ -31,6 +32,7 @@ from posttrain.training import common_args, copy_model, lora_args, model_init_ar
 # Formatting tokens of the chat templates we know (Llama 3, ChatML); any that exist in a vocabulary count.
 FORMATTING_TOKENS = ("<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>", "<|eom_id|>",
                      "<|end_of_text|>", "<|im_start|>", "<|im_end|>")
+log = logging.getLogger("posttrain")
 PAIRS_ON_DISK = "pairs_dataset"  # under the stage's directory while it trains with precomputed reference log-probs
 
 
@@ -65,10 +67,23 @@ def dpo(out: Path, sft_model: str | Path, pairs: pa.Table, cfg: DPOConfig, seed:
         return {"pairs": pairs.num_rows if cfg.enabled else 0, "steps": 0}
     if (done := trained(out)) is None:
         trainer, tokenizer = dpo_trainer(out, sft_model, pairs, cfg, seed, **(trainer_args or {}))
-        done = train_and_save(trainer, tokenizer, out)
+        done = train_and_save(trainer, tokenizer, out, extra=lambda t: too_long(pairs.num_rows, t.train_dataset, cfg))
     if world().is_main:
         shutil.rmtree(out / PAIRS_ON_DISK, ignore_errors=True)
     return {"pairs": pairs.num_rows, **done}
+
+
+def too_long(num_pairs: int, dataset, cfg: DPOConfig) -> dict:
+    """How many pairs do not fit `cfg.max_length` whole: `dropped` (TRL leaves out a pair whose prompt alone
+    fills it) and `truncated` (TRL cuts the longer reply, or both: the pair then compares their starts)."""
+    cut = sum(len(p) + max(len(c), len(r)) > cfg.max_length
+              for p, c, r in zip(dataset["prompt_ids"], dataset["chosen_ids"], dataset["rejected_ids"], strict=True))
+    counts = {"pairs_dropped_too_long": num_pairs - len(dataset), "pairs_truncated": cut}
+    if any(counts.values()):
+        log.warning("dpo: of %d pairs, %d dropped (the prompt fills dpo.max_length=%d) and %d truncated; "
+                    "raise dpo.max_length to train on them whole", num_pairs, counts["pairs_dropped_too_long"],
+                    cfg.max_length, cut)
+    return counts
 
 
 def dpo_trainer(out: Path, sft_model: str | Path, pairs: pa.Table, cfg: DPOConfig, seed: int, **overrides):

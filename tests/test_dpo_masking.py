@@ -77,3 +77,19 @@ def test_no_gradient_flows_from_formatting_positions(tokenizer, tmp_path):
         grads[mask] = captured["hidden"].grad[:, :-1][predicts_eot].abs().sum().item()
     assert grads[True] == 0.0
     assert grads[False] > 0.0
+
+
+def test_pairs_that_do_not_fit_max_length_are_counted(caplog):
+    """TRL drops a pair whose prompt fills max_length and cuts one whose longer reply overflows it: the
+    stage counts both (results and a warning), since a cut pair compares two replies' starts."""
+    from posttrain.config import DPOConfig as StageDPOConfig
+    from posttrain.dpo import too_long
+
+    kept = Dataset.from_dict({"prompt_ids": [[1] * 4, [1] * 4, [1] * 9],
+                              "chosen_ids": [[2] * 4, [2] * 8, [2]], "rejected_ids": [[3] * 2, [3], [3] * 2]})
+    with caplog.at_level("WARNING", logger="posttrain"):
+        assert too_long(4, kept, StageDPOConfig(max_length=10)) == {"pairs_dropped_too_long": 1, "pairs_truncated": 2}
+    assert "1 dropped" in caplog.text and "2 truncated" in caplog.text
+    caplog.clear()
+    assert too_long(3, kept, StageDPOConfig(max_length=12)) == {"pairs_dropped_too_long": 0, "pairs_truncated": 0}
+    assert not caplog.text
