@@ -49,7 +49,11 @@ class Engine:
         self._proc.start()
         child.close()
         # The context length vLLM settled on (the recipe's, or the model's own when the recipe gives none).
-        self.max_model_len: int = self._recv()["max_model_len"]
+        try:
+            self.max_model_len: int = self._recv()["max_model_len"]
+        except BaseException:  # a model vLLM cannot load: end the child and close our end before raising
+            self.close()
+            raise
         log.info("vLLM engine for %s ready in %.1f s", self.model, time.time() - start)
 
     def generate(self, requests: list[dict]) -> list[dict]:

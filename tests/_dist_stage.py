@@ -30,9 +30,9 @@ def main(stage: str, base: str, out: Path, options: list[str]) -> None:
     module = posttrain.sft if stage == "sft" else posttrain.dpo
     train_and_save = module.train_and_save
 
-    def spy(trainer, tokenizer, stage_out):
+    def spy(trainer, tokenizer, stage_out, **kwargs):
         """The stage's own train_and_save, then what the trainer ran under."""
-        info = train_and_save(trainer, tokenizer, stage_out)
+        info = train_and_save(trainer, tokenizer, stage_out, **kwargs)
         engine = trainer.model_wrapped
         seen.update(distributed_type=str(trainer.accelerator.state.distributed_type),
                     num_processes=trainer.accelerator.num_processes, process_index=trainer.accelerator.process_index,

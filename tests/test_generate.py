@@ -3,6 +3,10 @@ prompts too long for the context (dropped and counted)."""
 
 from __future__ import annotations
 
+import multiprocessing as mp
+
+import pytest
+
 from posttrain import schema
 from posttrain.config import GenerateConfig
 from posttrain.generate import prompt_temperature, requests_for, with_system_prompt
@@ -52,8 +56,6 @@ def test_temperature_schedule_draws_per_prompt_early_and_is_fixed_in_the_last_ro
 
 
 def test_too_long_prompts_stop_the_round_when_the_recipe_says_so(tmp_path):
-    import pytest
-
     from posttrain.generate import PromptTooLong, generate
 
     class NoEngine:
@@ -85,3 +87,13 @@ def test_too_long_error_stops_the_round_before_any_engine_starts(recipe_file):
     assert sorted(p.name for p in (run / "round_0").iterdir()) == ["base", "prompts"]  # both complete
     assert not (run / "round_1").exists() and not list(run.rglob("*.tmp"))
     assert time.monotonic() - start < 60  # no engine started (one takes ~20 s here)
+
+
+def test_an_engine_that_cannot_load_its_model_raises_and_leaves_no_process(tmp_path):
+    """vLLM's own error reaches the caller, and the spawned engine process is ended, its pipe closed."""
+    from posttrain.engine import Engine
+
+    (tmp_path / "not-a-model").mkdir()
+    with pytest.raises(RuntimeError, match="not-a-model"):
+        Engine(tmp_path / "not-a-model", GenerateConfig(dtype="float32"), 0, 256)
+    assert mp.active_children() == []
