@@ -39,6 +39,14 @@ class RecipeError(ValueError):
 TINY_BASE_MARKER = "posttrain_base.json"  # in a tiny base's folder: how it was built (a folder without one is not ours)
 
 
+def may_build_tiny_base_in(path: Path) -> bool:
+    """Whether the tiny base may be built at `path` (replacing what is there): nothing there yet, an empty
+    folder, or a tiny base built before (it holds TINY_BASE_MARKER). Never a model of the user's."""
+    if not path.exists():
+        return True
+    return path.is_dir() and ((path / TINY_BASE_MARKER).is_file() or not any(path.iterdir()))
+
+
 @dataclass(kw_only=True)
 class BaseBuildConfig:
     """How to build the tiny base when `base_model` is a missing local path (tiny world only)."""

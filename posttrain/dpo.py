@@ -73,11 +73,16 @@ def dpo(out: Path, sft_model: str | Path, pairs: pa.Table, cfg: DPOConfig, seed:
     return {"pairs": pairs.num_rows, **done}
 
 
+def pair_lengths(dataset) -> list[int]:
+    """Each tokenized pair's length as training sees it: its prompt and the longer of its two replies."""
+    return [len(p) + max(len(c), len(r))
+            for p, c, r in zip(dataset["prompt_ids"], dataset["chosen_ids"], dataset["rejected_ids"], strict=True)]
+
+
 def too_long(num_pairs: int, dataset, cfg: DPOConfig) -> dict:
     """How many pairs do not fit `cfg.max_length` whole: `dropped` (TRL leaves out a pair whose prompt alone
     fills it) and `truncated` (TRL cuts the longer reply, or both: the pair then compares their starts)."""
-    cut = sum(len(p) + max(len(c), len(r)) > cfg.max_length
-              for p, c, r in zip(dataset["prompt_ids"], dataset["chosen_ids"], dataset["rejected_ids"], strict=True))
+    cut = sum(length > cfg.max_length for length in pair_lengths(dataset))
     counts = {"pairs_dropped_too_long": num_pairs - len(dataset), "pairs_truncated": cut}
     if any(counts.values()):
         log.warning("dpo: of %d pairs, %d dropped (the prompt fills dpo.max_length=%d) and %d truncated; "
@@ -158,8 +163,7 @@ class StageDPOTrainer(DPOTrainer):
             return super()._get_train_sampler(train_dataset)
         ds = self.train_dataset if train_dataset is None else train_dataset
         limit = self.args.max_length or float("inf")
-        lengths = [min(limit, len(p) + max(len(c), len(r)))
-                   for p, c, r in zip(ds["prompt_ids"], ds["chosen_ids"], ds["rejected_ids"], strict=True)]
+        lengths = [min(limit, length) for length in pair_lengths(ds)]
         seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
         sampler = EpochSeededLengthGroupedSampler(self.args.train_batch_size * self.args.gradient_accumulation_steps,
                                                   lengths=lengths, seed=seed)

@@ -32,6 +32,7 @@ from posttrain.config import (
     RewardModelConfig,
     ScoreConfig,
     TrackingConfig,
+    may_build_tiny_base_in,
 )
 
 Need = Callable[[bool, str, str], None]  # need(ok, key, msg): raises "<where>: <key> <msg>" unless ok
@@ -319,7 +320,7 @@ def _check_eval(e: EvalConfig, need: Need) -> None:
 def _check_base_model(r: Recipe, need: Need) -> None:
     if r.base is not None:
         _check_tiny_base_target(r.base_model, need)
-    if r.base is None and _is_path(r.base_model):  # "owner/name" that is no local folder: a hub id
+    elif _is_path(r.base_model):  # "owner/name" that is no local folder: a hub id
         need(Path(r.base_model).expanduser().exists(), "base_model",
              f"does not exist: {r.base_model} (and no `base` section builds it)")
     need(r.base is not None or _has_chat_template(Path(r.base_model)) is not False, "base_model",
@@ -334,9 +335,9 @@ def _check_tiny_base_target(name: str, need: Need) -> None:
     path = Path(name).expanduser()
     drop = "to post-train it, drop the `base` section (on the command line: base=null)"
     if path.exists():
-        ours = path.is_dir() and ((path / TINY_BASE_MARKER).is_file() or not any(path.iterdir()))
-        need(ours, "base_model", f"{name} holds files posttrain did not build (no {TINY_BASE_MARKER}), and the "
-                                 f"`base` section would replace them with the tiny base; {drop}")
+        need(may_build_tiny_base_in(path), "base_model",
+             f"{name} holds files posttrain did not build (no {TINY_BASE_MARKER}), and the `base` section would "
+             f"replace them with the tiny base; {drop}")
     else:
         need(_is_path(name) or not _is_hub_id(name), "base_model",
              f"{name!r} reads as a hub id, but the `base` section builds the tiny base in a local folder of that "

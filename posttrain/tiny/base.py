@@ -21,7 +21,7 @@ import torch
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from posttrain.config import CAPABILITIES, TINY_BASE_MARKER, BaseBuildConfig
+from posttrain.config import CAPABILITIES, TINY_BASE_MARKER, BaseBuildConfig, may_build_tiny_base_in
 from posttrain.tiny import world
 
 log = logging.getLogger("posttrain")
@@ -58,7 +58,7 @@ def ensure_base(path: Path, cfg: BaseBuildConfig, seed: int) -> Path:
             return path
         log.info("tiny base: %s was built with other settings; rebuilding", path)
     except FileNotFoundError:
-        if path.exists() and (not path.is_dir() or any(path.iterdir())):  # load_recipe refuses this first
+        if not may_build_tiny_base_in(path):  # load_recipe refuses this first
             raise FileExistsError(f"{path} holds files posttrain did not build (no {BUILD_INFO}); "
                                   f"refusing to replace it with the tiny base") from None
     tmp = path.with_name(path.name + ".tmp")
