@@ -48,7 +48,7 @@ def test_tiny_recipe_loads_with_expected_values():
     r = load_recipe(TINY)
     assert isinstance(r, Recipe)
     assert (r.name, r.rounds, r.seed, r.base_model) == ("tiny", 2, 0, ".cache/tiny-base")
-    assert r.base is not None and r.base.num_steps == 200 and r.base.hidden_size == 128  # given / default
+    assert r.base is not None and r.base.num_steps == 250 and r.base.hidden_size == 128  # given / default
     [src] = r.prompts.sources
     assert (src.kind, src.capabilities, src.num_train, src.num_heldout) == ("tiny", list(CAPABILITIES), 400, 100)
     assert (r.generate.num_samples, r.generate.max_tokens, r.generate.max_model_len) == (8, 64, 256)

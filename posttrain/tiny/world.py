@@ -2,8 +2,8 @@
 
 Each family draws a prompt record (the `prompts` schema: id, capability, messages and the metadata
 its verifier needs) together with the reference reply used only to pretrain the tiny base.
-Held-out and training prompts come from disjoint halves of each family's prompt space (split by a
-hash of the prompt text), so evaluation never sees a training prompt.
+Held-out and training prompts come from disjoint parts of each family's prompt space (a fifth held out,
+split by a hash of the question), so evaluation never sees a training prompt.
 """
 
 from __future__ import annotations
@@ -59,6 +59,10 @@ def code_task(rng: random.Random) -> tuple[dict, str]:
 
 # --------------------------------------------------------------------------- tools
 
+# Argument values come from large spaces (made-up places and people from syllables, beside real ones) and
+# each request has several phrasings, so a held-out request is a new combination: the model must copy the
+# value from the question. With 95 distinct requests (the first version) every held-out value was one the
+# training half never asked for, and SFT taught the model to answer with a training value instead.
 CITIES = ["Paris", "Lima", "Oslo", "Tokyo", "Cairo", "Quito", "Rome", "Delhi", "Accra", "Seoul", "Bern", "Dakar",
           "Hanoi", "Kiev", "Riga", "Sofia", "Tunis", "Baku", "Doha", "Male"]
 TOOLS = {
@@ -67,7 +71,25 @@ TOOLS = {
     "play_song": {"title": "string"},
     "call_contact": {"name": "string"},
 }
-SONGS = [f"{a} {b}" for a in ("Blue", "Night", "Sun", "Old", "Red") for b in ("Sky", "Train", "Dance", "Road", "River")]
+SONG_WORDS = (["Blue", "Night", "Sun", "Old", "Red", "Wild", "Slow", "Gold"],
+              ["Sky", "Train", "Dance", "Road", "River", "Moon", "Fire", "Song"])
+REQUESTS = {  # tool -> phrasings of the request, {v} = the argument's value
+    "get_weather": ["What is the weather in {v}?", "How is the weather in {v} today?", "Weather in {v}, please."],
+    "set_timer": ["Set a timer for {v} minutes.", "Start a timer of {v} minutes.", "Timer for {v} minutes, please."],
+    "play_song": ["Play the song {v}.", "Put on the song {v}.", "I want to hear the song {v}."],
+    "call_contact": ["Call {v}.", "Please phone {v}.", "Make a call to {v}."],
+}
+
+
+def _tool_value(tool: str, rng: random.Random) -> str | int:
+    made_up = _word(rng).capitalize()  # drawn every time, so each tool's draws stay independent of the others
+    if tool == "get_weather":
+        return rng.choice(CITIES) if rng.random() < 0.5 else made_up
+    if tool == "set_timer":
+        return rng.randint(1, 90)
+    if tool == "play_song":
+        return f"{rng.choice(SONG_WORDS[0])} {rng.choice(SONG_WORDS[1])}"
+    return rng.choice(NAMES) if rng.random() < 0.5 else made_up
 
 
 def _tool_schema(name: str) -> dict:
@@ -78,14 +100,9 @@ def _tool_schema(name: str) -> dict:
 def tools_task(rng: random.Random) -> tuple[dict, str]:
     target = rng.choice(list(TOOLS))
     offered = sorted({target, *rng.sample(list(TOOLS), 2)})
-    if target == "get_weather":
-        args, q = {"city": (c := rng.choice(CITIES))}, f"What is the weather in {c}?"
-    elif target == "set_timer":
-        args, q = {"minutes": (m := rng.randint(1, 30))}, f"Set a timer for {m} minutes."
-    elif target == "play_song":
-        args, q = {"title": (s := rng.choice(SONGS))}, f"Play the song {s}."
-    else:
-        args, q = {"name": (n := rng.choice(NAMES))}, f"Call {n}."
+    value = _tool_value(target, rng)
+    q = rng.choice(REQUESTS[target]).format(v=value)
+    args = {next(iter(TOOLS[target])): value}
     system = "Tools: " + "; ".join(f"{t}({', '.join(TOOLS[t])})" for t in offered)
     call = {"name": target, "arguments": args}
     record = {"capability": "tools", "messages": [{"role": "system", "content": system}, _user(q)],
@@ -124,7 +141,7 @@ def _user(text: str) -> dict:
     return {"role": "user", "content": text}
 
 
-WORLD_VERSION = 2  # bump when what a family draws or how it splits changes: cached bases are rebuilt
+WORLD_VERSION = 3  # bump when what a family draws or how it splits changes: cached bases are rebuilt
 
 
 def is_heldout(record: dict) -> bool:
