@@ -82,7 +82,7 @@ REQUESTS = {  # tool -> phrasings of the request, {v} = the argument's value
 
 
 def _tool_value(tool: str, rng: random.Random) -> str | int:
-    made_up = _word(rng).capitalize()  # drawn every time, so each tool's draws stay independent of the others
+    made_up = _word(rng).capitalize()  # a place or a person no list names: only copying gets it right
     if tool == "get_weather":
         return rng.choice(CITIES) if rng.random() < 0.5 else made_up
     if tool == "set_timer":
