@@ -45,7 +45,9 @@ def test_general_recipe_round_on_the_tiny_base(tmp_path, tiny_base):
     del recipe["base"]  # the test's base is already built
     for src in recipe["prompts"]["sources"]:  # CI-sized
         src.update(num_train=8, num_heldout=4)
-    recipe["generate"].update(num_samples=2, max_tokens=32)
+    # The test base saw system messages only above tool lists: a steering prompt makes it answer every family
+    # with a tool call, and the round would keep no sample at all (nothing to mix, tag or judge).
+    recipe["generate"].update(num_samples=4, max_tokens=32, system_prompts={})
     recipe["eval"].update(limit=2, max_tokens=16)
     recipe["sft"].update(num_epochs=1, batch_size=8)
     # The LLM judge tags the mix with the round's policy, on the engine that generated its samples. The
@@ -66,7 +68,7 @@ def test_general_recipe_round_on_the_tiny_base(tmp_path, tiny_base):
     scores = json.loads((run / "round_1" / "eval" / "eval.json").read_text())
     assert set(scores) == {"heldout", "gsm_symbolic", "math500", "humaneval", "bfcl_simple", "bfcl_multiple", "mmath"}
     mix = json.loads((run / "round_1" / "mix" / "manifest.json").read_text())["results"]
-    assert set(mix["by_capability"]) <= {"math", "code", "tools", "multilingual"}
+    assert set(mix["by_capability"]) <= {"math", "code", "tools", "multilingual"} and mix["input"] > 0
     assert (run / "report" / "mix.png").exists() and (run / "report" / "tags.png").exists()
     assert mix["composition"]["after"]["topic"]  # tagged: topic counts of the final mix
     # The tiny base is no judge: whatever it answers is either a checked value or counted as unknown.
