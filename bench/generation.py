@@ -4,12 +4,14 @@
 
 Same random-init Llama (~100M parameters: hidden 768, 12 layers), same prompts, fp32, on this
 machine's cores; prints new tokens/s for both and the ratio per K, measured in one run. Engine start
-is timed separately (a round starts one engine and reuses it for generation and eval).
+is timed separately: `--starts N` engines started (and closed) as spawned children, then N forked from
+the fork server that imports vLLM once per process (its first start pays that import), and the ratio.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -56,11 +58,29 @@ def vllm_generate(engine, prompts: list[list[int]], k: int, new_tokens: int) -> 
     return produced / (time.time() - start)
 
 
+def engine_starts(path: Path, n: int, method: str) -> list[float]:
+    """Seconds to a ready engine, `n` times in turn (each closed before the next), by start method."""
+    from posttrain.config import GenerateConfig
+    from posttrain.engine import Engine
+
+    os.environ["POSTTRAIN_ENGINE_START"] = method
+    times = []
+    for _ in range(n):
+        start = time.time()
+        engine = Engine(path, GenerateConfig(dtype="float32"), seed=0, max_model_len=512)
+        times.append(time.time() - start)
+        assert engine.start_method == method, engine.start_method
+        engine.close()
+    del os.environ["POSTTRAIN_ENGINE_START"]
+    return times
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--prompts", type=int, default=8)
     p.add_argument("--new-tokens", type=int, default=64)
     p.add_argument("--ks", type=int, nargs="+", default=[1, 4, 8])
+    p.add_argument("--starts", type=int, default=3, help="engine starts per start method (0: skip)")
     args = p.parse_args()
     from posttrain.config import GenerateConfig
     from posttrain.engine import Engine
@@ -69,6 +89,11 @@ def main() -> None:
         path = Path(tmp) / "model"
         build_model(path)
         prompts = [[1] + [(7 * i + j) % 500 + 5 for j in range(32)] for i in range(args.prompts)]
+        if args.starts:
+            spawned, forked = (engine_starts(path, args.starts, m) for m in ("spawn", "forkserver"))
+            print("engine start, s: spawned " + " ".join(f"{t:.1f}" for t in spawned) + ", fork server "
+                  + " ".join(f"{t:.1f}" for t in forked) + f" (first pays vLLM's import); {args.starts} starts "
+                  f"{sum(spawned) / sum(forked):.1f}x faster from the fork server")
         start = time.time()
         # ignore_eos is not exposed: random weights rarely hit EOS, and tokens/s counts what was produced.
         engine = Engine(path, GenerateConfig(dtype="float32"), seed=0, max_model_len=512)

@@ -4,6 +4,12 @@ Why a child: in-process vLLM initialises torch.distributed and rebinds torch's t
 collide with accelerate/TRL in the same process; and when the child exits, all of its memory (KV cache
 included) is returned before training starts. One engine serves every request for one model: a round's
 eval and the next round's generation use the same policy, so they share an engine (see `Engines`).
+
+Why a fork server: importing vLLM takes ~11 s on 2 cores, and a spawned child paid it (and more) at every
+engine start (~25 s for the tiny base). multiprocessing's fork server imports vLLM once per process and
+forks each engine from it (~3 s; measured in tests/test_generate.py). The server holds imported modules
+only (~0.7 GB of host memory, no device memory: importing vLLM initialises no CUDA context); an engine
+falls back to a spawned child where forking is unsafe (see `_start_method`).
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import logging
 import multiprocessing as mp
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -21,6 +28,48 @@ log = logging.getLogger("posttrain")
 # Launcher variables that would make the child's vLLM believe it is part of the parent's process group.
 _DIST_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
               "GROUP_RANK", "ROLE_RANK", "TORCHELASTIC_RUN_ID")
+# What the fork server imports once; posttrain.engine itself, so a fork finds `_serve` already loaded.
+_PRELOAD = ["vllm.entrypoints.llm", "posttrain.engine"]
+
+
+class _ForkServer:
+    """When engines fork from the fork server, and when they are spawned instead."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.env: dict | None = None  # the environment the server started with (its modules read some at import)
+        self.live = 0  # engines forked from it and not closed yet
+        self.broken = False  # a fork found CUDA initialised in the server: every later engine is spawned
+
+    def start_method(self) -> str:
+        """"forkserver", or "spawn" when asked to (POSTTRAIN_ENGINE_START=spawn), when forking is unsafe,
+        or when the environment changed under a server that still has engines alive."""
+        from multiprocessing import forkserver
+
+        with self.lock:
+            if self.broken or os.environ.get("POSTTRAIN_ENGINE_START") == "spawn":
+                return "spawn"
+            env = dict(os.environ)
+            if self.env is not None and env != self.env:
+                # The server's modules read some variables (e.g. HF_HOME) when they were imported: a server
+                # started under the old environment must not fork this engine. Restart it when it is idle.
+                stop = getattr(forkserver._forkserver, "_stop", None)  # CPython 3.8+
+                if self.live or stop is None:
+                    return "spawn"
+                stop()
+                self.env = None
+            if self.env is None:
+                mp.set_forkserver_preload(_PRELOAD)
+                self.env = env
+            self.live += 1
+            return "forkserver"
+
+    def closed(self) -> None:
+        with self.lock:
+            self.live -= 1
+
+
+_FORK_SERVER = _ForkServer()
 
 
 class Engine:
@@ -32,7 +81,23 @@ class Engine:
 
     def __init__(self, model: str | Path, cfg: GenerateConfig, seed: int, max_model_len: int):
         self.model = str(model)
-        ctx = mp.get_context("spawn")
+        start = time.time()
+        self.start_method = _FORK_SERVER.start_method()
+        self._counted = self.start_method == "forkserver"  # among the server's live engines
+        try:
+            self._start(cfg, seed, max_model_len)
+        except _BadFork:
+            log.warning("vLLM engine: the fork server has CUDA initialised; spawning engines from now on")
+            _FORK_SERVER.broken = True
+            self.start_method = "spawn"
+            self._start(cfg, seed, max_model_len)
+        except BaseException:
+            self._release()
+            raise
+        log.info("vLLM engine for %s ready in %.1f s (%s)", self.model, time.time() - start, self.start_method)
+
+    def _start(self, cfg: GenerateConfig, seed: int, max_model_len: int) -> None:
+        ctx = mp.get_context(self.start_method)
         self._conn, child = ctx.Pipe()
         kwargs = dict(model=self.model, seed=seed, dtype=cfg.dtype, max_model_len=max_model_len,
                       enforce_eager=cfg.enforce_eager, gpu_memory_utilization=cfg.gpu_memory_utilization,
@@ -40,12 +105,12 @@ class Engine:
                       enable_chunked_prefill=False, tensor_parallel_size=cfg.tensor_parallel_size,
                       # tensor-parallel workers: processes of this child, which die with it
                       **({"distributed_executor_backend": "mp"} if cfg.tensor_parallel_size > 1 else {}))
+        # A forked child starts with the server's environment: it takes ours (the spawned one has it already).
         self._proc = ctx.Process(target=_serve, args=(child, kwargs, cfg.kv_cache_gib, cfg.tensor_parallel_size,
-                                                       os.getpid()),
+                                                       os.getpid(), dict(os.environ)),
                                  # A daemonic process may not start the tensor-parallel workers; without it,
                                  # PR_SET_PDEATHSIG (_die_with_parent) still ends the child with its parent.
                                  daemon=cfg.tensor_parallel_size == 1)
-        start = time.time()
         self._proc.start()
         child.close()
         # The context length vLLM settled on (the recipe's, or the model's own when the recipe gives none).
@@ -54,7 +119,6 @@ class Engine:
         except BaseException:  # a model vLLM cannot load: end the child and close our end before raising
             self.close()
             raise
-        log.info("vLLM engine for %s ready in %.1f s", self.model, time.time() - start)
 
     def generate(self, requests: list[dict]) -> list[dict]:
         self._conn.send(("generate", requests))
@@ -71,15 +135,34 @@ class Engine:
             self._proc.kill()
             self._proc.join()
         self._conn.close()
+        self._release()
+
+    def _release(self) -> None:
+        if self._counted:
+            self._counted = False
+            _FORK_SERVER.closed()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
     def _recv(self):
         try:
             status, payload = self._conn.recv()
         except EOFError:
             raise RuntimeError(f"vLLM engine process for {self.model} died (exit code {self._proc.exitcode})") from None
+        if status == "bad_fork":
+            self.close()
+            raise _BadFork()
         if status == "error":
             raise RuntimeError(f"vLLM engine for {self.model} failed:\n{payload}")
         return payload
+
+
+class _BadFork(Exception):
+    """The forked engine found CUDA initialised in the fork server, where CUDA cannot be used again."""
 
 
 class NoEngine:
@@ -154,8 +237,10 @@ def _child_env(kv_cache_gib: int, tensor_parallel: int = 1) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-def _die_with_parent(parent_pid: int) -> None:
-    """An engine whose parent was killed must not live on holding cores and memory (Linux only)."""
+def _die_with_parent(owner_pid: int) -> None:
+    """An engine whose owner was killed must not live on holding cores and memory (Linux only).
+
+    The child's parent is the owner (spawned) or the fork server, which exits when the owner does."""
     try:
         import ctypes
         import signal
@@ -163,16 +248,25 @@ def _die_with_parent(parent_pid: int) -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass
-    if os.getppid() != parent_pid:  # the parent died before the line above took effect
+    try:
+        os.kill(owner_pid, 0)
+    except ProcessLookupError:  # the owner died before the lines above took effect
         os._exit(1)
 
 
-def _serve(conn, kwargs: dict, kv_cache_gib: int, tensor_parallel: int, parent_pid: int) -> None:
+def _serve(conn, kwargs: dict, kv_cache_gib: int, tensor_parallel: int, owner_pid: int, env: dict) -> None:
     import traceback
 
-    _die_with_parent(parent_pid)
+    _die_with_parent(owner_pid)
     try:
+        os.environ.clear()
+        os.environ.update(env)
         _child_env(kv_cache_gib, tensor_parallel)
+        import torch
+
+        if getattr(torch.cuda, "_is_in_bad_fork", lambda: False)():  # CUDA was initialised in the fork server
+            conn.send(("bad_fork", None))
+            return
         from vllm import LLM, SamplingParams
 
         llm = LLM(**kwargs)
@@ -186,6 +280,15 @@ def _serve(conn, kwargs: dict, kv_cache_gib: int, tensor_parallel: int, parent_p
         except EOFError:
             return
         if op == "close":
+            if tensor_parallel == 1:  # nothing to shut down but this process: skip vLLM's ~3 s of teardown
+                import sys
+                from multiprocessing import util
+
+                util._run_finalizers()  # what a normal exit would: e.g. unlink its semaphores (no "leaked" warning)
+                sys.stdout.flush()
+                sys.stderr.flush()
+                conn.close()
+                os._exit(0)
             return
         try:
             conn.send(("ok", _generate(llm, SamplingParams, payload)))

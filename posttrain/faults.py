@@ -8,7 +8,7 @@ stage's model repo committed, its dataset repo not yet). SIGKILL, not an excepti
 nothing gets to clean up, exactly as when a machine dies.
 
 `POSTTRAIN_PROCESSES_AT_KILL=<file>`: first writes the run's live descendant processes there (one JSON
-list of {pid, cmdline}), so a test can see what was running at that point (e.g. no vLLM engine in SFT).
+list of {pid, ppid, cmdline}), so a test can see what was running at that point (e.g. no vLLM engine in SFT).
 """
 
 from __future__ import annotations
@@ -30,8 +30,9 @@ def kill_if(point: str) -> None:
 
 
 def descendants(pid: int) -> list[dict]:
-    """Live descendants of `pid` (Linux /proc): [{pid, cmdline}], parents before children."""
+    """Live descendants of `pid` (Linux /proc): [{pid, ppid, cmdline}], parents before children."""
     children: dict[int, list[int]] = {}
+    parent: dict[int, int] = {}
     for entry in filter(str.isdigit, os.listdir("/proc")):
         try:
             stat = Path(f"/proc/{entry}/stat").read_text()
@@ -39,6 +40,7 @@ def descendants(pid: int) -> list[dict]:
             continue
         ppid = int(stat.rsplit(")", 1)[1].split()[1])  # the field after the state, past a name with spaces
         children.setdefault(ppid, []).append(int(entry))
+        parent[int(entry)] = ppid
     out, todo = [], list(children.get(pid, []))
     while todo:
         p = todo.pop(0)
@@ -46,7 +48,7 @@ def descendants(pid: int) -> list[dict]:
             cmd = Path(f"/proc/{p}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
         except OSError:
             continue
-        out.append({"pid": p, "cmdline": cmd})
+        out.append({"pid": p, "ppid": parent[p], "cmdline": cmd})
         todo.extend(children.get(p, []))
     return out
 

@@ -97,3 +97,28 @@ def test_an_engine_that_cannot_load_its_model_raises_and_leaves_no_process(tmp_p
     with pytest.raises(RuntimeError, match="not-a-model"):
         Engine(tmp_path / "not-a-model", GenerateConfig(dtype="float32"), 0, 256)
     assert mp.active_children() == []
+
+
+def test_engines_fork_from_one_server_sample_like_spawned_ones_and_follow_the_environment(tiny_base, monkeypatch):
+    """Forked engines sample what a spawned one does; a changed environment never reaches a fork of a server
+    started under the old one (spawned while a fork is alive, a restarted server once none is)."""
+    from posttrain.engine import Engine
+
+    cfg = GenerateConfig(dtype="float32")
+    request = [{"prompt_token_ids": [1, 5, 9, 12, 40], "n": 3, "temperature": 1.0, "top_p": 1.0, "max_tokens": 16,
+                "seed": 7}]
+
+    def sample(engine: Engine) -> list[str]:
+        return [c["text"] for c in engine.generate(request)[0]["completions"]]
+
+    first = Engine(tiny_base, cfg, 0, 256)
+    texts = sample(first)
+    assert first.start_method == "forkserver" and len(set(texts)) > 1
+    with Engine(tiny_base, cfg, 0, 256) as second:  # a second engine beside the first: same server
+        assert second.start_method == "forkserver" and sample(second) == texts
+    monkeypatch.setenv("POSTTRAIN_TEST_ENGINE_ENV", "changed")
+    with Engine(tiny_base, cfg, 0, 256) as spawned:  # `first` still holds the old server
+        assert spawned.start_method == "spawn" and sample(spawned) == texts
+    first.close()
+    with Engine(tiny_base, cfg, 0, 256) as restarted:  # idle now: restarted under the new environment
+        assert restarted.start_method == "forkserver" and sample(restarted) == texts
