@@ -79,7 +79,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--prompts", type=int, default=8)
     p.add_argument("--new-tokens", type=int, default=64)
-    p.add_argument("--ks", type=int, nargs="+", default=[1, 4, 8])
+    p.add_argument("--ks", type=int, nargs="*", default=[1, 4, 8], help="K values (none: engine starts only)")
     p.add_argument("--starts", type=int, default=3, help="engine starts per start method (0: skip)")
     args = p.parse_args()
     from posttrain.config import GenerateConfig
