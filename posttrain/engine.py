@@ -30,6 +30,9 @@ _DIST_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_AD
               "GROUP_RANK", "ROLE_RANK", "TORCHELASTIC_RUN_ID")
 # What the fork server imports once; posttrain.engine itself, so a fork finds `_serve` already loaded.
 _PRELOAD = ["vllm.entrypoints.llm", "posttrain.engine"]
+# Set by importing vLLM (vllm/env_override.py): in the server already, and in this process once anything
+# here imports vLLM (TRL does, when training). Not a change the server missed.
+_SET_BY_VLLM = ("PYTORCH_NVML_BASED_CUDA_CHECK", "TORCHINDUCTOR_COMPILE_THREADS", "LD_LIBRARY_PATH")
 
 
 class _ForkServer:
@@ -49,10 +52,12 @@ class _ForkServer:
         with self.lock:
             if self.broken or os.environ.get("POSTTRAIN_ENGINE_START") == "spawn":
                 return "spawn"
-            env = dict(os.environ)
+            env = {k: v for k, v in os.environ.items() if k not in _SET_BY_VLLM}
             if self.env is not None and env != self.env:
                 # The server's modules read some variables (e.g. HF_HOME) when they were imported: a server
                 # started under the old environment must not fork this engine. Restart it when it is idle.
+                changed = sorted(k for k in env.keys() | self.env.keys() if env.get(k) != self.env.get(k))
+                log.debug("vLLM fork server: environment changed since it started (%s)", ", ".join(changed))
                 stop = getattr(forkserver._forkserver, "_stop", None)  # CPython 3.8+
                 if self.live or stop is None:
                     return "spawn"
