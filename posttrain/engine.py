@@ -7,9 +7,10 @@ eval and the next round's generation use the same policy, so they share an engin
 
 Why a fork server: importing vLLM takes ~11 s on 2 cores, and a spawned child paid it (and more) at every
 engine start (~25 s for the tiny base). multiprocessing's fork server imports vLLM once per process and
-forks each engine from it (~3 s; measured in tests/test_generate.py). The server holds imported modules
-only (~0.7 GB of host memory, no device memory: importing vLLM initialises no CUDA context); an engine
-falls back to a spawned child where forking is unsafe (see `_start_method`).
+forks each engine from it (~3 s; bench/generation.py measures both). The server holds imported modules
+only (~0.7 GB of host memory; importing vLLM initialises no CUDA context, so no device memory either).
+Where a fork would be unsafe (CUDA initialised in the server: the first fork finds out, not yet seen on a
+GPU machine) or the environment changed, engines are spawned instead (see `_ForkServer.start_method`).
 """
 
 from __future__ import annotations
