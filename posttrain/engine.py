@@ -9,8 +9,10 @@ Why a fork server: importing vLLM takes ~11 s on 2 cores, and a spawned child pa
 engine start (~25 s for the tiny base). multiprocessing's fork server imports vLLM once per process and
 forks each engine from it (~3 s; bench/generation.py measures both). The server holds imported modules
 only (~0.7 GB of host memory; importing vLLM initialises no CUDA context, so no device memory either).
-Where a fork would be unsafe (CUDA initialised in the server: the first fork finds out, not yet seen on a
-GPU machine) or the environment changed, engines are spawned instead (see `_ForkServer.start_method`).
+Machines with a CUDA device spawn their engines unless POSTTRAIN_ENGINE_START=forkserver: there the
+import is a small part of an engine's start, and forked engines are not yet checked on a GPU (a server
+that initialised CUDA is caught at the first fork, but e.g. torch's cached device count would not be).
+A changed environment also spawns (see `_ForkServer.start_method`).
 """
 
 from __future__ import annotations
@@ -46,12 +48,18 @@ class _ForkServer:
         self.broken = False  # a fork found CUDA initialised in the server: every later engine is spawned
 
     def start_method(self) -> str:
-        """"forkserver", or "spawn" when asked to (POSTTRAIN_ENGINE_START=spawn), when forking is unsafe,
-        or when the environment changed under a server that still has engines alive."""
+        """"forkserver" on a machine without CUDA devices (or when POSTTRAIN_ENGINE_START=forkserver),
+        "spawn" otherwise, when forking proved unsafe, or when the environment changed under a server that
+        still has engines alive."""
         from multiprocessing import forkserver
 
+        import torch
+
+        wanted = os.environ.get("POSTTRAIN_ENGINE_START") or ("spawn" if torch.cuda.is_available() else "forkserver")
+        if wanted not in ("spawn", "forkserver"):
+            raise ValueError(f"POSTTRAIN_ENGINE_START={wanted!r}: expected 'spawn' or 'forkserver'")
         with self.lock:
-            if self.broken or os.environ.get("POSTTRAIN_ENGINE_START") == "spawn":
+            if self.broken or wanted != "forkserver":
                 return "spawn"
             env = {k: v for k, v in os.environ.items() if k not in _SET_BY_VLLM}
             if self.env is not None and env != self.env:

@@ -122,3 +122,15 @@ def test_engines_fork_from_one_server_sample_like_spawned_ones_and_follow_the_en
     first.close()
     with Engine(tiny_base, cfg, 0, 256) as restarted:  # idle now: restarted under the new environment
         assert restarted.start_method == "forkserver" and sample(restarted) == texts
+
+
+def test_machines_with_a_cuda_device_spawn_their_engines_and_a_bad_start_method_is_named(monkeypatch):
+    import torch
+
+    from posttrain.engine import _FORK_SERVER
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert _FORK_SERVER.start_method() == "spawn"  # forked engines are unchecked on GPUs: opt-in only
+    monkeypatch.setenv("POSTTRAIN_ENGINE_START", "fork")
+    with pytest.raises(ValueError, match="POSTTRAIN_ENGINE_START='fork'"):
+        _FORK_SERVER.start_method()
