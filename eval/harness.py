@@ -10,6 +10,7 @@ Writes evals.parquet (one row per set/item/sample) and eval.json ({set: {metric:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -113,7 +114,8 @@ def set_rows(name: str, engine: Engine, tokenizer, prompts: pa.Table, verifiers:
                                       top_p=1.0, max_tokens=cfg.max_tokens, seed=seed,
                                       max_model_len=engine.max_model_len)
     samples = completion_rows(requests, engine.generate(list(requests.values())) if requests else [])
-    scored = score_samples(schema.from_records(samples, "samples"), prompts, score_cfg, verifiers).to_pylist()
+    answers_only = dataclasses.replace(score_cfg, check_steps=[])  # eval grades answers, as benchmarks do
+    scored = score_samples(schema.from_records(samples, "samples"), prompts, answers_only, verifiers).to_pylist()
     capability = dict(zip(prompts["id"].to_pylist(), prompts["capability"].to_pylist()))
     scored += [{"prompt_id": pid, "sample_index": i, "capability": capability[pid], "completion": "",
                 "reward": 0.0, "reason": TOO_LONG} for pid in too_long for i in range(cfg.num_samples)]

@@ -126,6 +126,10 @@ class ScoreConfig:
     """Which verifier scores each capability, and the code sandbox's limits."""
 
     verifiers: dict[str, str] = field(default_factory=lambda: {c: c for c in CAPABILITIES})
+    # Capabilities whose passing samples fail when an arithmetic equation they state is false ("5 + 8 = 14.
+    # The answer is 13."): Llama 3 §4.3.3 filters training traces with wrong steps. Training data only: eval
+    # grades final answers, as the benchmarks do.
+    check_steps: list[str] = field(default_factory=list)
     code_timeout_s: float = 5.0
     num_workers: int = 2
 

@@ -377,6 +377,8 @@ def _has_chat_template(model_dir: Path) -> bool | None:
 def _check_score(s: ScoreConfig, need: Need) -> None:
     need(s.code_timeout_s > 0, "score.code_timeout_s", f"must be > 0 seconds, got {s.code_timeout_s}")
     need(s.num_workers >= 1, "score.num_workers", f"must be >= 1, got {s.num_workers}")
+    for i, cap in enumerate(s.check_steps):
+        need(cap in CAPABILITIES, f"score.check_steps[{i}]", f"is not a known capability {CAPABILITIES}")
     for cap, name in s.verifiers.items():
         from reward import VERIFIERS
 

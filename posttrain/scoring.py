@@ -15,6 +15,7 @@ from posttrain import schema
 from posttrain.dist import barrier, shard, world
 from posttrain.config import ScoreConfig
 from reward import VERIFIERS
+from reward.steps import wrong_step
 
 META_COLUMNS = [f.name for f in schema.META]
 log = logging.getLogger("posttrain")
@@ -47,6 +48,9 @@ def score_samples(samples: pa.Table, prompts: pa.Table, cfg: ScoreConfig,
                                    num_workers=cfg.num_workers, **columns)
         for r, v in zip(group, verdicts, strict=True):
             r.update(verifier=name, reward=v.reward, reason=v.reason)
+    for r in rows:
+        if r["capability"] in cfg.check_steps and r["reward"] and (step := wrong_step(r["completion"])):
+            r.update(reward=0.0, reason=f"right answer, wrong step: {step}")
     return schema.from_records(rows, "scored")
 
 

@@ -191,6 +191,11 @@ def test_unknown_capability_as_verifier_key(tmp_path):
     assert "score.verifiers.poetry" in msg
 
 
+def test_unknown_capability_in_check_steps(tmp_path):
+    msg = error(variant(tmp_path, lambda d: d["score"].update(check_steps=["math", "poetry"])))
+    assert "score.check_steps[1]" in msg and "not a known capability" in msg
+
+
 def test_tiny_source_needs_counts(tmp_path):
     msg = error(variant(tmp_path, lambda d: d["prompts"]["sources"][0].update(num_heldout=0)))
     assert "prompts.sources[0]" in msg and "num_heldout" in msg

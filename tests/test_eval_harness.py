@@ -368,3 +368,16 @@ def test_all_shipped_benchmarks_in_one_eval_keep_their_own_scores(benchmarks_dir
         (name, pid) for name, (prompts, _) in sets.items() for pid in prompts["id"].to_pylist()]
     assert all(r["completion"] == replies[r["prompt_id"]][0] for r in evals)
     assert scores["mmath"]["language_match"] == 1.0 and scores["mmath"]["acc_en"] == float("mmath" in right)
+
+
+def test_eval_grades_answers_even_when_training_checks_steps(tmp_path):
+    # score.check_steps filters training samples; a held-out answer reached through a false step still counts
+    prompts, _ = tiny_heldout()
+    math = prompts.filter(pa.compute.equal(prompts["capability"], "math")).slice(0, 1)
+    row = math.to_pylist()[0]
+    reply = f"{row['answer']} + 0 = 999. The answer is {row['answer']}."
+    score = ScoreConfig(check_steps=["math"])
+    sets = harness.eval_sets(["heldout"], math, None, score)
+    got = harness.evaluate(tmp_path, ScriptedEngine([[reply]]), CharTokenizer(), sets, EvalConfig(max_tokens=8),
+                           score, 0)
+    assert got["scores"]["heldout"]["accuracy"]["math"] == 1.0

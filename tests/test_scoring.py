@@ -79,3 +79,15 @@ def test_pass_rate_with_nothing_scored_is_zero(tmp_path):
 def test_pass_rate_counts_passes_at_the_recipes_threshold(tmp_path):
     # select.pass_threshold 0.5: partial credit of 0.5 now passes (3 of 6), as rejection sampling counts it
     assert score_results(scored([1.0, 0.0, None, 1.0, 0.5, 0.0, 0.0]), tmp_path, 0.5)["pass_rate"] == 0.5
+
+
+def test_check_steps_fails_a_right_answer_reached_through_a_false_equation():
+    rows = samples(("m", 0, "1 + 1 = 3. The answer is 2."), ("m", 1, "1 + 1 = 2. The answer is 2."),
+                   ("m", 2, "1 + 1 = 3. The answer is 3."))
+    got = score_samples(rows, PROMPTS, ScoreConfig(verifiers={"math": "math"}, check_steps=["math"]))
+    assert outcome(got) == [("m", 0, "math", "math", 0.0, "right answer, wrong step: 1 + 1 = 3"),
+                            ("m", 1, "math", "math", 1.0, "correct"),
+                            ("m", 2, "math", "math", 0.0, "wrong answer: got 3, expected 2")]
+    # off by default, and for capabilities not listed
+    plain = score_samples(rows, PROMPTS, ScoreConfig(verifiers={"math": "math"}, check_steps=["code"]))
+    assert [r["reward"] for r in plain.to_pylist()] == [1.0, 1.0, 0.0]
