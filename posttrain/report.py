@@ -62,6 +62,7 @@ def summarize(run: RunDir, rounds: int) -> dict:
             "too_long": res("generate", "too_long"),
             "pass_rate": res("score", "pass_rate"),
             "pass_threshold": res("score", "pass_threshold"),
+            "wrong_steps": res("score", "wrong_steps"),  # right answers that score.check_steps failed
             "revise": ({k: res("revise", k) for k in ("failed_prompts", "revisions", "rescued_prompts")}
                        if m["revise"] else None),
             "prompts": res("select", "prompts"),
@@ -113,7 +114,14 @@ def table(summary: dict) -> str:
         wall = " ".join(f"{s}={t:.0f}" for s, t in r["wall_s"].items())
         lines.append(f"{r['round']:>5}  {fmt(r['samples']):>7}  {fmt(r['pass_rate']):>9}  {fmt(r['sft_examples']):>7}  "
                      f"{fmt(r['sft_mix']):>7}  {fmt(r['dpo_pairs']):>9}  {wall}")
-    return "\n".join(lines + revise_lines(summary) + rm_lines(summary))
+    return "\n".join(lines + steps_lines(summary) + revise_lines(summary) + rm_lines(summary))
+
+
+def steps_lines(summary: dict) -> list[str]:
+    """Per round with `score.check_steps`: the right answers it failed because a stated equation is false."""
+    lines = [f"{r['round']:>5}  {r['wrong_steps']:>11}" for r in summary["rounds"] if r.get("wrong_steps")]
+    return ["", "round  wrong_steps  (right answers failed for a false equation: score.check_steps)", *lines] \
+        if lines else []
 
 
 def revise_lines(summary: dict) -> list[str]:

@@ -15,7 +15,7 @@ from posttrain import schema
 from posttrain.dist import barrier, shard, world
 from posttrain.config import ScoreConfig
 from reward import VERIFIERS
-from reward.steps import wrong_step
+from reward import steps
 
 META_COLUMNS = [f.name for f in schema.META]
 log = logging.getLogger("posttrain")
@@ -49,8 +49,8 @@ def score_samples(samples: pa.Table, prompts: pa.Table, cfg: ScoreConfig,
         for r, v in zip(group, verdicts, strict=True):
             r.update(verifier=name, reward=v.reward, reason=v.reason)
     for r in rows:
-        if r["capability"] in cfg.check_steps and r["reward"] and (step := wrong_step(r["completion"])):
-            r.update(reward=0.0, reason=f"right answer, wrong step: {step}")
+        if r["capability"] in cfg.check_steps and r["reward"] and (step := steps.wrong_step(r["completion"])):
+            r.update(reward=0.0, reason=f"{steps.REASON}: {step}")
     return schema.from_records(rows, "scored")
 
 
@@ -60,11 +60,13 @@ def score(out: Path, samples: pa.Table, prompts: pa.Table, cfg: ScoreConfig, pas
 
 def score_results(table: pa.Table, out: Path, pass_threshold: float = 1.0) -> dict:
     """Writes the scored table; its row count and the fraction of scored samples that pass, at the
-    threshold rejection sampling uses (select.pass_threshold), recorded beside it for the report."""
+    threshold rejection sampling uses (select.pass_threshold), recorded beside it for the report, and how
+    many right answers `score.check_steps` failed for a false equation (`wrong_steps`), when any."""
     rewards = [x for x in table.column("reward").to_pylist() if x is not None]
+    wrong_steps = sum((r or "").startswith(steps.REASON) for r in table.column("reason").to_pylist())
     return {"scored": schema.write(table, "scored", out / "scored.parquet"),
             "pass_rate": round(sum(x >= pass_threshold for x in rewards) / max(1, len(rewards)), 4),
-            "pass_threshold": pass_threshold}
+            "pass_threshold": pass_threshold, **({"wrong_steps": wrong_steps} if wrong_steps else {})}
 
 
 def merge_scored(out: Path, shard_dirs: list[Path], _results: list[dict], prompts: pa.Table,

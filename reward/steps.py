@@ -27,6 +27,7 @@ _LATEX = [(re.compile(r"\\frac\{\s*(\d+(?:\.\d+)?)\s*\}\{\s*(\d+(?:\.\d+)?)\s*\}
           (re.compile(r"[−–]"), "-"), (re.compile(r"<<|>>"), " ")]
 _THOUSANDS = re.compile(r"(?<![\d.])(\d{1,3}(?:,\d{3})+)(?![\d,])")  # 1,000 -> 1000 (a list "1, 2" stays)
 _OPERATOR = re.compile(r"[\d)]\s*[-+*/]\s*[$£€]?[\d(]")
+REASON = "right answer, wrong step"  # the score stage's reason prefix for such a sample
 _MAX_SIDE = 200  # characters: a side longer than any hand-written step is not judged (and never recursed into)
 
 

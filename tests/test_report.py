@@ -89,6 +89,14 @@ SUMMARY = {"run": "/runs/demo", "rounds": [
 ]}
 
 
+def test_table_counts_right_answers_failed_for_a_wrong_step_in_rounds_that_had_any():
+    rounds = [{**r, "wrong_steps": n} for r, n in zip(SUMMARY["rounds"], (None, 253, 0))]
+    lines = table({**SUMMARY, "rounds": rounds}).splitlines()
+    at = lines.index("round  wrong_steps  (right answers failed for a false equation: score.check_steps)")
+    assert lines[at + 1:at + 3] == ["    1          253", ""]
+    assert not any("wrong_steps" in line for line in table(SUMMARY).splitlines())
+
+
 def test_table_renders_eval_columns_per_round_then_the_round_numbers():
     # columns 12 wide (the minimum; "heldout/math" is 12); a number missing in a round is "-"
     assert table(SUMMARY).splitlines() == [
