@@ -131,3 +131,19 @@ def test_benchmark_references_pass_the_math_verifier(load):
     answers = [r["answer"] for r in records]
     verdicts = VERIFIERS["math"]([f"\\boxed{{{a.strip('$')}}}" for a in answers], answer=answers)
     assert {v.reward for v in verdicts} == {1.0}
+
+
+def test_items_whose_reference_solution_states_a_false_equation_are_left_out():
+    # reasoning-gym cuts float results: at our seed 0, raw item 698 of gsm_symbolic says 532.4 / 1.1 = 483
+    # (it is 484) and keeps 483 as its answer; every other train item of the first 1,024 is drawn, in order
+    import reasoning_gym
+
+    from posttrain.sources.math import rg_seed, split_key
+    from reward.steps import wrong_step
+
+    raw = reasoning_gym.create_dataset("gsm_symbolic", seed=rg_seed("gsm_symbolic", 0), size=1024)
+    assert (wrong_step(raw[698]["metadata"]["answer_cot"]), raw[698]["answer"]) == ("532.4 / 1.1 = 483", "483")
+    train = [raw[i]["question"] for i in range(1024) if partition(*split_key("gsm_symbolic", raw, i)) == "train"]
+    drawn = [item["question"] for item in islice(items("gsm_symbolic", "train", 0), len(set(train)) - 1)]
+    assert raw[698]["question"] in train and raw[698]["question"] not in drawn
+    assert drawn == list(dict.fromkeys(q for q in train if q != raw[698]["question"]))

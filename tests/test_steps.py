@@ -18,17 +18,20 @@ from reward.steps import wrong_step
     # how larger models write steps
     ("Step 1: 2 + 3 = 5, then 5 * 2 = 11.", "5 * 2 = 11"),  # the first false one, after a true one
     ("$20 - $8 = $13", "$20 - $8 = $13"),
-    ("<<48/2=25>>", "48/2 = 25"),  # GSM8K's calculator annotation
+    ("<<48/2=25>>", "(48/2) = 25"),  # GSM8K's calculator annotation
     ("3 \\times 4 = 13", "3 * 4 = 13"),
-    ("\\frac{1}{2} + 1 = 2", "(1/2) + 1 = 2"),
+    ("\\frac{1}{2} + 1 = 3", "(1/2) + 1 = 3"),
+    ("14 ÷ 1/2 = 7", "14 / (1/2) = 7"),  # a fraction is one number
+    ("$470000 x 1/100 = $4800", "$470000 * (1/100) = $4800"),
     ("1,000 + 200 = 1,300", "1000 + 200 = 1300"),
     ("(2 + 3) * 4 = 21", "(2 + 3) * 4 = 21"),
     ("x = 2 + 3 = 6", "2 + 3 = 6"),
     ("9 = 4 + 6", "9 = 4 + 6"),
     ("4 * 3 = 13 km", "4 * 3 = 13"),
     ("5 - 2 = 4 (apples)", "5 - 2 = 4"),
-    ("10 / 3 = 3", "10 / 3 = 3"),  # an integer result is exact
     ("2 + 2 = 4.5", "2 + 2 = 4.5"),
+    ("2 / 3 = 0.65", "2 / 3 = 0.65"),
+    ("Step 2 = 5 + 3 = 9", "5 + 3 = 9"),  # a label's number is not a side, the rest is judged
 ])
 def test_false_equations_are_named(text, wrong):
     assert wrong_step(text) == wrong
@@ -36,7 +39,8 @@ def test_false_equations_are_named(text, wrong):
 
 @pytest.mark.parametrize("text", [
     "5 + 8 = 13. The answer is 13.", "3 + 5 = 8 = 8", "$20 - $8 = $12", "She has <<48/2=24>>24 left.",
-    "10 / 3 = 3.33", "1 / 3 = 0.333", "0.1 + 0.2 = 0.3", "3 \\times 4 = 12", "1,000 + 200 = 1,200",
+    "10 / 3 = 3.33", "1 / 3 = 0.333", "2 / 3 = 0.67", "2 / 3 = 0.66", "10 / 3 = 3", "17 * 0.5 = 8", "Step 2 = 5 + 3 = 8", "Box 1 = 3 + 4",
+    "0.1 + 0.2 = 0.3", "3 \\times 4 = 12", "1,000 + 200 = 1,200",
     "−3 + 5 = 2", "9 = 4 + 5", "(2 + 3) * 4 = 20", "2 + 3 = 5.",
     # not plain arithmetic, or not all of it in view: never judged
     "x + 2 = 5", "2x + 3 = 7", "5 = 2x + 3", "2^3 = 8", "2^3 + 1 = 9", "3 + 4 = 2^3", "0 + 9 = 9parameters",

@@ -16,6 +16,8 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator
 
+from reward.steps import wrong_step
+
 INSTRUCTION = 'Solve the problem step by step. Finish with "The answer is <number>."'
 BUCKETS = {0: "eval", 1: "heldout"}  # of 10; every other bucket is "train"
 SPLITS = ("train", "heldout")
@@ -46,7 +48,11 @@ def rg_seed(dataset: str, seed: int) -> int:
 def items(dataset: str, split: str, seed: int) -> Iterator[dict]:
     """reasoning-gym items of `dataset` at our `seed` whose split key falls in `split`, in index order,
     each question once, with their `split_key`. Endless: the dataset is rebuilt twice as large when
-    exhausted (item i depends only on the seed and i, so a larger dataset extends a smaller one)."""
+    exhausted (item i depends only on the seed and i, so a larger dataset extends a smaller one).
+
+    An item whose reference solution (gsm_symbolic's `answer_cot`) states a false equation is left out:
+    reasoning-gym cuts float results to integers, so "£39.24 - £30.24 = £8" leaves it the answer 8 for 9
+    (6 of 2,000 items at one seed); a model that answers 9 is right, and must not be graded wrong."""
     import reasoning_gym
 
     seen: set[str] = set()
@@ -57,6 +63,8 @@ def items(dataset: str, split: str, seed: int) -> Iterator[dict]:
             item = data[i]
             question = item["question"]
             key, buckets = split_key(dataset, data, i)
+            if wrong_step(item["metadata"].get("answer_cot") or ""):
+                continue  # its reference solution states a false equation, so its answer is wrong (below)
             if question not in seen and partition(key, buckets) == split:
                 seen.add(question)
                 yield {**item, "split_key": key}
