@@ -50,3 +50,13 @@ def test_false_equations_are_named(text, wrong):
 ])
 def test_true_or_unjudged_equations_pass(text):
     assert wrong_step(text) is None
+
+
+def test_the_tiny_worlds_reference_replies_hold_and_their_slips_are_caught():
+    from posttrain.tiny import world
+
+    replies = [reply for _, reply in world.draw("math", "train", 300, 0)]
+    assert replies and all(wrong_step(r) is None for r in replies)
+    # the same replies with a wrong result ("7 - 3 = 14. The answer is 4.")
+    slipped = [r.replace(" = ", " = 1", 1) for r in replies if " = " in r]
+    assert slipped and all(wrong_step(r) is not None for r in slipped)
