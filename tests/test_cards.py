@@ -26,7 +26,7 @@ def test_model_card_has_the_numbers_and_round_trips():
                  "eval set): 2", "DPO pairs removed as contaminated: 1"):
         assert line in text, line
     assert "K = 8 samples per prompt" in text and "rounds: 2 (this is round 2)" in text
-    assert "learning_rate: 0.001" in text and "nll_weight: 0.2" in text  # SFT / DPO hyperparameters
+    assert "learning_rate: 0.0002" in text and "nll_weight: 0.2" in text  # SFT / DPO hyperparameters
     assert 'revision="round-2"' in text
     back = ModelCard(text)
     assert back.data.to_dict() == card.data.to_dict()

@@ -54,7 +54,8 @@ def test_tiny_recipe_loads_with_expected_values():
     assert (r.generate.num_samples, r.generate.max_tokens, r.generate.max_model_len) == (8, 64, 256)
     assert r.score.code_timeout_s == 5.0 and type(r.score.code_timeout_s) is float  # YAML int -> float field
     assert r.score.verifiers == {c: c for c in CAPABILITIES}  # default: each capability's own verifier
-    assert r.sft.learning_rate == 1e-3 and r.sft.num_epochs == 3.0 and type(r.sft.num_epochs) is float
+    assert r.score.check_steps == ["math"]
+    assert r.sft.learning_rate == 2e-4 and r.sft.num_epochs == 3.0 and type(r.sft.num_epochs) is float
     assert r.dpo.learning_rate == 1e-5 and r.dpo.nll_weight == 0.2
     assert r.hub.push == "never"
     assert r.run_dir == Path("runs") / "tiny"
@@ -143,10 +144,10 @@ def test_int_accepted_for_float_and_converted(tmp_path):
 
 def test_exponent_without_dot_in_file_is_a_float(tmp_path):
     path = tmp_path / "exp.yaml"
-    path.write_text(TINY.read_text().replace("learning_rate: 1.0e-3", "learning_rate: 1e-3"))
-    assert "learning_rate: 1e-3" in path.read_text()
+    path.write_text(TINY.read_text().replace("learning_rate: 2.0e-4", "learning_rate: 2e-4"))
+    assert "learning_rate: 2e-4" in path.read_text()
     r = load_recipe(path)
-    assert r.sft.learning_rate == 1e-3 and type(r.sft.learning_rate) is float
+    assert r.sft.learning_rate == 2e-4 and type(r.sft.learning_rate) is float
 
 
 def test_literal_field_rejects_other_values(tmp_path):
@@ -249,7 +250,7 @@ def test_overrides_applied_with_types():
     r = load_recipe(TINY, ["sft.learning_rate=2e-5", "rounds=1"])
     assert r.sft.learning_rate == 2e-5 and type(r.sft.learning_rate) is float
     assert r.rounds == 1 and type(r.rounds) is int
-    assert load_recipe(TINY).sft.learning_rate == 1e-3  # the file itself is untouched
+    assert load_recipe(TINY).sft.learning_rate == 2e-4  # the file itself is untouched
 
 
 def test_override_int_into_float_field_and_strings_and_null():
