@@ -4,8 +4,9 @@ Llama 3 (§4.3.3) filters out training traces whose intermediate reasoning is wr
 answer reached through a wrong step teaches the wrong step. The paper uses stepwise reward models; this is
 the rule-based part of that filter: every equation written with plain numbers ("5 + 8 = 13",
 "$20 - $8 = $12", "48 / 2 = 24 = 24", GSM8K's "<<48/2=24>>", "3 \\times 4 = 12") is evaluated exactly and
-the first false one is returned. On the tiny base's round-1 math samples, 30% of those with a right
-answer stated a false equation ("5 + 8 = 14. The answer is 13." style copy and sum slips).
+the first false one is returned. On the tiny base, a quarter of round 1's math SFT examples (97 of 360)
+had a right answer after a false equation: "7 - 4 = 2. The answer is 2." for 6 - 4, an operand copied
+wrong and a sum slipped to match.
 
 Conservative by design: only runs of numbers, + - * / × ÷ · and brackets joined by "=" count, and an
 end of a run that touches a letter ("x + 2 = 5", "= 2x + 3", "4 = 12 km" is fine: a space) is not read,
