@@ -14,8 +14,7 @@ import pyarrow.parquet as pq
 from posttrain import schema
 from posttrain.dist import barrier, shard, world
 from posttrain.config import ScoreConfig
-from reward import VERIFIERS
-from reward import steps
+from reward import VERIFIERS, steps
 
 META_COLUMNS = [f.name for f in schema.META]
 log = logging.getLogger("posttrain")

@@ -93,7 +93,6 @@ def test_check_steps_fails_a_right_answer_reached_through_a_false_equation():
     assert [r["reward"] for r in plain.to_pylist()] == [1.0, 1.0, 0.0]
 
 
-
 def test_the_score_stage_counts_right_answers_failed_for_a_wrong_step(tmp_path):
     rows = samples(("m", 0, "1 + 1 = 3. The answer is 2."), ("m", 1, "1 + 1 = 2. The answer is 2."))
     got = score_samples(rows, PROMPTS, ScoreConfig(verifiers={"math": "math"}, check_steps=["math"]))

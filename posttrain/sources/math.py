@@ -63,11 +63,12 @@ def items(dataset: str, split: str, seed: int) -> Iterator[dict]:
             item = data[i]
             question = item["question"]
             key, buckets = split_key(dataset, data, i)
+            if question in seen or partition(key, buckets) != split:
+                continue
             if wrong_step(item["metadata"].get("answer_cot") or ""):
-                continue  # its reference solution states a false equation, so its answer is wrong (below)
-            if question not in seen and partition(key, buckets) == split:
-                seen.add(question)
-                yield {**item, "split_key": key}
+                continue  # its reference solution states a false equation, so its answer is wrong (see above)
+            seen.add(question)
+            yield {**item, "split_key": key}
         i, size = size, size * 2
 
 
