@@ -98,6 +98,7 @@ def _reward_train(args) -> int:
 
     from posttrain import schema
     from posttrain.config import load_recipe
+    from posttrain.prompts import known_prompts
     from posttrain.round import resolve_base
     from posttrain.rundir import RunDir
     from posttrain.scoring import preference_data, train_rm
@@ -112,7 +113,7 @@ def _reward_train(args) -> int:
         scored.append(schema.read(stage.path / "scored.parquet", "scored"))
         r += 1
     prompts = run.completed(0, "prompts")
-    train = schema.read(prompts.path / "train.parquet", "prompts") if prompts else schema.PROMPTS.empty_table()
+    train = known_prompts(prompts.path, list(range(1, r))) if prompts else schema.PROMPTS.empty_table()
     pairs = preference_data(scored, train, recipe.reward_model.preference_sources, recipe.select.pass_threshold)
     if not pairs:
         print(f"posttrain: no preference data: {args.recipe} has no reward_model.preference_sources and "

@@ -86,6 +86,9 @@ class PromptSource:
     capabilities: list[str] = field(default_factory=lambda: list(CAPABILITIES))  # tiny / file / hf: kept ones
     num_train: int = 0  # tiny: prompts per capability; generator: prompts in all
     num_heldout: int = 0  # tiny: prompts per capability; generator: prompts in all
+    # tiny / generator: num_train new training prompts in every round (Llama 3 §4.1.6 collects new prompts each
+    # round) instead of the same ones asked again; the held-out prompts stay the same
+    per_round: bool = False
 
 
 @dataclass(kw_only=True)

@@ -1,4 +1,6 @@
-"""Prompts stage: loads every prompt source of the recipe into `train.parquet` and `heldout.parquet`."""
+"""Prompts stage: loads every prompt source of the recipe into `train.parquet` (asked every round) and
+`heldout.parquet`, and, when a source draws new prompts each round (`per_round`), `train_round_<r>.parquet`:
+the prompts asked in round r only. Round r's training prompts are `train.parquet` plus its own file."""
 
 from __future__ import annotations
 
@@ -12,19 +14,36 @@ from posttrain.config import PromptsConfig
 from posttrain.tiny import world
 
 
-def load_source(src, seed: int) -> dict[str, pa.Table]:
-    """One source -> {"train": table, "heldout": table} (a file or hf source feeds the split it names)."""
-    if src.kind == "tiny":
+def round_split(r: int) -> str:
+    """The split (file stem) of the prompts asked in round r only: the per_round sources' draws for it."""
+    return f"train_round_{r}"
+
+
+def load_source(src, seed: int, rounds: int = 1) -> dict[str, pa.Table]:
+    """One source -> {"train": table, "heldout": table} (a file or hf source feeds the split it names).
+
+    A tiny or generator source with `per_round` gives `round_split(r)` tables for r = 1..rounds instead of
+    "train": one draw of rounds x num_train, cut in order (draws are prefix-stable, so adding a round keeps
+    the earlier rounds' prompts)."""
+    if src.kind in ("tiny", "generator"):
+        if src.kind == "tiny":
+            def draw(split: str, n: int) -> list[list[dict]]:  # one list per capability
+                return [[rec for rec, _reply in world.draw(cap, split, n, seed)] for cap in src.capabilities]
+        else:
+            def draw(split: str, n: int) -> list[list[dict]]:
+                return [[schema.check_prompt_record(r, f"generator {src.name}")
+                         for r in sources.get(src.name)(split, n, seed)]]
+        where = f"{src.kind} {src.name or ''}".strip()
         tables = {}
-        for split, n in (("train", src.num_train), ("heldout", src.num_heldout)):
-            records = [rec for cap in src.capabilities for rec, _reply in world.draw(cap, split, n, seed)]
-            tables[split] = schema.from_records(records, "prompts", f"tiny/{split}")
-        return tables
-    if src.kind == "generator":
-        draw = sources.get(src.name)
-        return {split: schema.from_records([schema.check_prompt_record(r, f"generator {src.name}") for r in
-                                            draw(split, n, seed)], "prompts", f"generator {src.name}/{split}")
-                for split, n in (("train", src.num_train), ("heldout", src.num_heldout)) if n > 0}
+        if src.num_train > 0 and not src.per_round:
+            tables["train"] = draw("train", src.num_train)
+        elif src.num_train > 0:
+            n, drawn = src.num_train, draw("train", src.num_train * rounds)
+            tables |= {round_split(r): [part[n * (r - 1):n * r] for part in drawn] for r in range(1, rounds + 1)}
+        if src.num_heldout > 0:
+            tables["heldout"] = draw("heldout", src.num_heldout)
+        return {split: schema.from_records([rec for part in parts for rec in part], "prompts", f"{where}/{split}")
+                for split, parts in tables.items()}
     table = (schema.read_prompt_file(Path(src.path)) if src.kind == "file"
              else read_hf(src.name, src.hf_split, src.hf_revision))
     return {src.split: table.filter(pc.is_in(table["capability"], pa.array(src.capabilities)))}
@@ -50,11 +69,15 @@ def read_hf(name: str, split: str, revision: str | None = None) -> pa.Table:
     return schema.from_records(records, "prompts", where)
 
 
-def load_prompts(out: Path, cfg: PromptsConfig, seed: int) -> dict:
+def load_prompts(out: Path, cfg: PromptsConfig, seed: int, rounds: int = 1) -> dict:
+    """Every source's prompts -> out/train.parquet, out/heldout.parquet (and the per_round sources'
+    round files); returns the row count of each file, by its name without .parquet."""
     splits: dict[str, list[pa.Table]] = {"train": [], "heldout": []}
+    if any(src.per_round for src in cfg.sources):
+        splits |= {round_split(r): [] for r in range(1, rounds + 1)}
     first_seen: dict[str, str] = {}  # prompt id -> the source (and split) that gave it first
     for i, src in enumerate(cfg.sources):
-        for split, table in load_source(src, seed).items():
+        for split, table in load_source(src, seed, rounds).items():
             where = f"prompts.sources[{i}] ({src.kind} {src.path or src.name or ''}, {split})".replace(" ,", ",")
             for pid in table.column("id").to_pylist():
                 if (other := first_seen.setdefault(pid, where)) is not where:
@@ -66,3 +89,14 @@ def load_prompts(out: Path, cfg: PromptsConfig, seed: int) -> dict:
         table = pa.concat_tables(tables) if tables else schema.PROMPTS.empty_table()
         rows[split] = schema.write(table, "prompts", out / f"{split}.parquet")  # validates id uniqueness
     return rows
+
+
+def round_prompts(folder: Path, r: int) -> pa.Table:
+    """Round r's training prompts from the prompts stage's folder: those asked every round, then its own."""
+    return known_prompts(folder, [r])
+
+
+def known_prompts(folder: Path, rounds: list[int]) -> pa.Table:
+    """The training prompts of `rounds` (e.g. every round so far, for the reward model's lookups by id)."""
+    files = [folder / f"{split}.parquet" for split in ("train", *map(round_split, rounds))]
+    return pa.concat_tables([schema.read(f, "prompts") for f in files if f.exists()])

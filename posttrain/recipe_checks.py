@@ -284,6 +284,8 @@ def _check_sources(p: PromptsConfig, need: Need) -> None:
         key = f"prompts.sources[{i}]"
         for cap in src.capabilities:
             need(cap in CAPABILITIES, f"{key}.capabilities", f"has unknown capability {cap!r} (known: {CAPABILITIES})")
+        need(not src.per_round or src.kind in ("tiny", "generator"), f"{key}.per_round",
+             f"draws new prompts each round, which only tiny and generator sources can (this one is {src.kind})")
         if src.kind == "file":
             need(src.path is not None, f"{key}.path", "is required for kind: file")
             need(Path(src.path).exists(), f"{key}.path", f"does not exist: {src.path}")

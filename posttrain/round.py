@@ -52,7 +52,7 @@ def run_rounds(recipe: Recipe, stop_after: tuple[int, str] | None = None, dry_ru
     from posttrain.dpo import dpo
     from posttrain.engine import Engines
     from posttrain.generate import fitting_requests, generate, merge_samples
-    from posttrain.prompts import load_prompts
+    from posttrain.prompts import known_prompts, load_prompts, round_prompts
     from posttrain.revise import merge_revised, revise
     from posttrain.scoring import merge_scored, reward_model, score
     from posttrain.selection import run as select
@@ -75,13 +75,17 @@ def run_rounds(recipe: Recipe, stop_after: tuple[int, str] | None = None, dry_ru
     # The seed draws the generated prompts and splits; the world version is what the tiny families draw.
     prompts_cfg = {"prompts": recipe.prompts, "files": file_digests(recipe), "seed": seed,
                    "world_version": WORLD_VERSION}
-    prompts = run.stage(0, "prompts", prompts_cfg, [], lambda out: load_prompts(out, recipe.prompts, seed))
-    train, heldout = (schema.read(prompts.path / f"{s}.parquet", "prompts") for s in ("train", "heldout"))
+    if any(src.per_round for src in recipe.prompts.sources):  # one more round draws more: earlier rounds' stay
+        prompts_cfg["rounds"] = recipe.rounds
+    prompts = run.stage(0, "prompts", prompts_cfg, [],
+                        lambda out: load_prompts(out, recipe.prompts, seed, recipe.rounds))
+    heldout = schema.read(prompts.path / "heldout.parquet", "prompts")
     if recipe.generate.too_long == "error" and not dry_run:  # before any engine starts, not in round 1's generate
-        fitting_requests(train, _tokenizer(base), recipe.generate, seed, _context(recipe, base.model))
-    # Stages read one of the two tables, as an input by content: a prompts rerun that leaves it unchanged
-    # (e.g. a new eval-only source) reruns none of them.
-    train_in, heldout_in = prompts.part("train.parquet"), prompts.part("heldout.parquet")
+        every_round = known_prompts(prompts.path, list(range(1, recipe.rounds + 1)))
+        fitting_requests(every_round, _tokenizer(base), recipe.generate, seed, _context(recipe, base.model))
+    # Stages read the prompts stage's tables as inputs by content: a prompts rerun that leaves them unchanged
+    # (e.g. a new eval-only source, or one more round's draw) reruns none of them.
+    heldout_in = prompts.part("heldout.parquet")
     ev = recipe.eval
     benchmarks = run.stage(0, "benchmarks", {"benchmarks": ev.benchmarks, "limit": ev.limit, "seed": seed,
                                              "decontaminate": sorted(BENCHMARKS)}, [],
@@ -123,23 +127,24 @@ def run_rounds(recipe: Recipe, stop_after: tuple[int, str] | None = None, dry_ru
         judged: list[StageOutput] = []  # per round, with mix.judge.model: that round's SFT examples judged
         for r in range(1, recipe.rounds + 1):
             round_seed = seed * 1000 + r  # new samples each round, reproducible per prompt
+            train, train_in = round_prompts(prompts.path, r), train_parts(prompts, [r])  # this round's prompts
             # With a temperature schedule, whether this is the last round changes what is sampled.
             gen_cfg = outputs(recipe.generate) if recipe.generate.temperature_range is None else {
                 "generate": outputs(recipe.generate), "last_round": r == recipe.rounds}
-            samples = run.stage(r, "generate", gen_cfg, [policy, train_in], lambda out: generate(
+            samples = run.stage(r, "generate", gen_cfg, [policy, *train_in], lambda out: generate(
                 out, engines.get(policy.model), shard(train, engines.world), _tokenizer(policy), recipe.generate,
                 round_seed, last_round=r == recipe.rounds),
                 mode="shards", merge=lambda out, dirs, res: merge_samples(out, dirs, res, train))
             threshold = recipe.select.pass_threshold  # what counts as a pass in the stage's pass_rate
             tried = run.stage(r, "score", {"score": outputs(recipe.score), "pass_threshold": threshold},
-                              [samples, train_in], lambda out: score(
+                              [samples, *train_in], lambda out: score(
                 out, shard(_read(samples, "samples"), w, "prompt_id"), train, recipe.score, threshold),
                 mode="shards", merge=lambda out, dirs, res: merge_scored(out, dirs, res, train, threshold))
             scored = tried
             if recipe.revise.enabled:  # failed code gets its error back and more tries (Llama 3 §4.3.1)
                 revise_cfg = {"revise": recipe.revise, "generate": outputs(recipe.generate),
                               "score": outputs(recipe.score), "pass_threshold": threshold}
-                scored = run.stage(r, "revise", revise_cfg, [policy, tried, train_in], lambda out: revise(
+                scored = run.stage(r, "revise", revise_cfg, [policy, tried, *train_in], lambda out: revise(
                     out, engines.get(policy.model), shard(_read(tried, "scored"), engines.world, "prompt_id"), train,
                     _tokenizer(policy), recipe.revise, recipe.generate, recipe.score, threshold, round_seed),
                     mode="shards", merge=lambda out, dirs, res: merge_revised(out, dirs, res, train))
@@ -149,13 +154,16 @@ def run_rounds(recipe: Recipe, stop_after: tuple[int, str] | None = None, dry_ru
                 rm_cfg = {"rm": outputs(recipe.reward_model, "weight"),  # the weight only ranks, in select
                           "pass_threshold": recipe.select.pass_threshold,
                           "files": digests(recipe.reward_model.preference_sources)}
-                scored = run.stage(r, "reward_model", rm_cfg, [base, *score_stages, train_in], lambda out: reward_model(
-                    out, base.model, [_read(s, "scored") for s in score_stages], train, recipe.reward_model,
+                so_far = list(range(1, r + 1))  # the RM learns from every round's samples: their prompts by id
+                asked = known_prompts(prompts.path, so_far)
+                scored = run.stage(r, "reward_model", rm_cfg, [base, *score_stages, *train_parts(prompts, so_far)],
+                                   lambda out: reward_model(
+                    out, base.model, [_read(s, "scored") for s in score_stages], asked, recipe.reward_model,
                     recipe.select.pass_threshold, seed, tracked(r, "reward_model")), resumable=True, mode="all")
             ranked.append(scored)  # what selection ranked: the RM stage's table when an RM is trained
             rm_weight = recipe.reward_model.weight  # one number, or one per capability
             selected.append(run.stage(r, "select", {"select": recipe.select, "rm_weight": rm_weight},
-                                      [scored, train_in], lambda out: select(
+                                      [scored, *train_in], lambda out: select(
                 out, _read(scored, "scored"), train, recipe.select, seed, r, recipe.reward_model.weights())))
             # The paper re-fine-tunes the base on all SFT data so far; `previous` continues on this round's.
             first = 1 if recipe.sft.start_from == "base" else r
@@ -200,6 +208,14 @@ def run_rounds(recipe: Recipe, stop_after: tuple[int, str] | None = None, dry_ru
             report.write_report(run.root, summary, recipe.mix.targets)
     barrier()  # every rank here (cli.main then ends the process group)
     return summary
+
+
+def train_parts(prompts: StageOutput, rounds: list[int]) -> list:
+    """The prompts stage's tables that hold `rounds`' training prompts, as stage inputs (rundir.Part)."""
+    from posttrain.prompts import round_split
+
+    names = [f"{split}.parquet" for split in ("train", *map(round_split, rounds))]
+    return [prompts.part(name) for name in names if (prompts.path / name).exists()]
 
 
 def resolve_base(recipe: Recipe) -> str:

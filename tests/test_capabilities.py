@@ -64,7 +64,7 @@ def test_general_recipe_round_on_the_tiny_base(tmp_path, tiny_base):
     assert proc.returncode == 0, proc.stderr[-4000:]
     run = tmp_path / "runs" / "general"
     prompts = json.loads((run / "round_0" / "prompts" / "manifest.json").read_text())["results"]
-    assert prompts == {"train": 4 * 8 + 4 * 8, "heldout": 4 * 4 + 4 * 4}
+    assert prompts == {"train": 0, "train_round_1": 4 * 8 + 4 * 8, "heldout": 4 * 4 + 4 * 4}  # per_round sources
     scores = json.loads((run / "round_1" / "eval" / "eval.json").read_text())
     assert set(scores) == {"heldout", "gsm_symbolic", "math500", "humaneval", "bfcl_simple", "bfcl_multiple", "mmath"}
     mix = json.loads((run / "round_1" / "mix" / "manifest.json").read_text())["results"]

@@ -51,6 +51,7 @@ def test_tiny_recipe_loads_with_expected_values():
     assert r.base is not None and r.base.num_steps == 250 and r.base.hidden_size == 128  # given / default
     [src] = r.prompts.sources
     assert (src.kind, src.capabilities, src.num_train, src.num_heldout) == ("tiny", list(CAPABILITIES), 400, 100)
+    assert src.per_round  # new prompts every round
     assert (r.generate.num_samples, r.generate.max_tokens, r.generate.max_model_len) == (8, 64, 256)
     assert r.score.code_timeout_s == 5.0 and type(r.score.code_timeout_s) is float  # YAML int -> float field
     assert r.score.verifiers == {c: c for c in CAPABILITIES}  # default: each capability's own verifier
@@ -209,6 +210,15 @@ def test_empty_sources(tmp_path):
 
 def file_source(path) -> dict:
     return {"kind": "file", "path": path, "split": "heldout", "capabilities": ["math"]}
+
+
+def test_only_drawn_sources_take_new_prompts_each_round(tmp_path):
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('{"id": "m1", "capability": "math", "messages": [{"role": "user", "content": "1+1?"}], '
+                       '"answer": "2"}\n')
+    src = {**file_source(str(prompts)), "per_round": True}
+    msg = error(variant(tmp_path, lambda d: d["prompts"]["sources"].append(src)))
+    assert "prompts.sources[1].per_round" in msg and "only tiny and generator sources" in msg
 
 
 def test_file_source_with_missing_path(tmp_path):

@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from posttrain.config import PromptsConfig, PromptSource
-from posttrain.prompts import load_prompts, load_source, read_hf
+from posttrain.prompts import known_prompts, load_prompts, load_source, read_hf, round_prompts
 from posttrain.schema import META, SchemaError
 
 MATH = {"id": "m1", "capability": "math", "messages": [{"role": "user", "content": "1+1?"}], "answer": "2"}
@@ -126,3 +126,41 @@ def test_the_capability_filter_applies_before_the_uniqueness_check(tmp_path):
     cfg = PromptsConfig(sources=[PromptSource(kind="file", path=str(path), capabilities=["math"]),
                                  PromptSource(kind="file", path=str(path), split="heldout", capabilities=["code"])])
     assert load_prompts(out(tmp_path), cfg, 0) == {"train": 1, "heldout": 1}
+
+
+# --------------------------------------------------------------------------- new prompts each round
+
+
+def ids(table) -> list[str]:
+    return table.column("id").to_pylist()
+
+
+def test_a_per_round_source_gives_each_round_its_own_prompts(tmp_path):
+    """Round r asks the every-round prompts plus its own slice of one prefix-stable draw: another round
+    leaves the earlier rounds' files as they were, and no prompt is asked in two rounds."""
+    fixed = PromptSource(kind="generator", name="code", num_train=2, num_heldout=1)
+    fresh = PromptSource(kind="tiny", capabilities=["math", "tools"], num_train=3, num_heldout=2, per_round=True)
+    cfg = PromptsConfig(sources=[fixed, fresh])
+    two, three = tmp_path / "two", tmp_path / "three"
+    for folder, rounds in ((two, 2), (three, 3)):
+        folder.mkdir()
+        counts = load_prompts(folder, cfg, 0, rounds)
+        assert counts == {"train": 2, "heldout": 1 + 2 * 2, **{f"train_round_{r}": 2 * 3 for r in range(1, rounds + 1)}}
+    for r in (1, 2):  # byte-equal: a run extended by a round reruns nothing of its earlier rounds
+        assert (two / f"train_round_{r}.parquet").read_bytes() == (three / f"train_round_{r}.parquet").read_bytes()
+    asked = {r: ids(round_prompts(three, r)) for r in (1, 2, 3)}
+    every = ids(pq.read_table(three / "train.parquet"))
+    assert all(a[:2] == every for a in asked.values())  # the fixed source's prompts come first, every round
+    own = [set(a[2:]) for a in asked.values()]
+    assert all(len(o) == 6 for o in own) and not (own[0] & own[1] or own[0] & own[2] or own[1] & own[2])
+    # round r's slice of the tiny draw, per capability: prompts 3(r-1) .. 3r-1
+    assert sorted(asked[2][2:]) == sorted(f"{cap}-train-0-{i:05d}" for cap in ("math", "tools") for i in (3, 4, 5))
+    assert set(ids(known_prompts(three, [1, 3]))) == set(every) | own[0] | own[2]
+    assert not set(ids(known_prompts(three, [1, 2, 3]))) & set(ids(pq.read_table(three / "heldout.parquet")))
+
+
+def test_without_per_round_sources_every_round_asks_the_same_prompts(tmp_path):
+    cfg = PromptsConfig(sources=[PromptSource(kind="tiny", capabilities=["code"], num_train=4, num_heldout=1)])
+    assert load_prompts(out(tmp_path), cfg, 0, rounds=3) == {"train": 4, "heldout": 1}
+    assert not list((tmp_path / "out").glob("train_round_*"))
+    assert ids(round_prompts(tmp_path / "out", 1)) == ids(round_prompts(tmp_path / "out", 3))

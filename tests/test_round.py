@@ -310,6 +310,35 @@ def test_changed_section_reruns_that_stage_and_after(full_run):
     assert manifest(full_run, "dpo")["config"]["beta"] == 0.2
 
 
+def test_a_run_extended_by_a_round_asks_new_prompts_of_the_last_policy(recipe_file):
+    """Two rounds, the second added later (rounds=2 on a finished one-round run), with a source that draws
+    new prompts each round: round 1 is reused whole; round 2 samples its own prompts from round 1's model,
+    and its mix holds both rounds' SFT examples."""
+    source = "prompts.sources=[{kind: tiny, num_train: 12, num_heldout: 6, per_round: true}]"
+    first = run_cli("round", "--recipe", str(recipe_file), source)
+    assert first.returncode == 0, first.stderr[-4000:]
+    run = recipe_file.parent / "runs" / "test"
+    stages = ("generate", "score", "select", "mix", "sft", "dpo", "eval")
+    before = {s: manifest(run, s)["output_id"] for s in stages}
+    second = run_cli("round", "--recipe", str(recipe_file), source, "rounds=2")
+    assert second.returncode == 0, second.stderr[-4000:]
+    assert {s: manifest(run, s)["output_id"] for s in stages} == before  # the prompts stage reran, round 1 did not
+    prompts = run / "round_0" / "prompts"
+    asked = {r: set(pq.read_table(prompts / f"train_round_{r}.parquet")["id"].to_pylist()) for r in (1, 2)}
+    assert schema.read(prompts / "train.parquet", "prompts").num_rows == 0 and len(asked[2]) == 4 * 12
+    for r in (1, 2):
+        sampled = pq.read_table(run / f"round_{r}" / "generate" / "samples.parquet")["prompt_id"].to_pylist()
+        assert set(sampled) == asked[r] and len(sampled) == 4 * 12 * 4
+    assert not asked[1] & asked[2]
+    inputs = {Path(k).resolve() for k in manifest(run, "generate", 2)["inputs"]}
+    assert inputs == {(run / "round_1" / "dpo").resolve(), (prompts / "train.parquet").resolve(),
+                      (prompts / "train_round_2.parquet").resolve()}  # round 1's model, round 2's prompts
+    sft = [pq.read_table(run / f"round_{r}" / "select" / "sft.parquet").num_rows for r in (1, 2)]
+    assert manifest(run, "mix", 2)["results"]["input"] == sum(sft) and min(sft) > 0
+    summary = json.loads((run / "summary.json").read_text())
+    assert [r["round"] for r in summary["rounds"]] == [0, 1, 2]
+
+
 def test_round_with_a_reward_model_scores_every_sample(recipe_file):
     prefs = recipe_file.parent / "prefs.jsonl"  # human-style rankings beside the verifier pairs: 3 pairs each
     prefs.write_text("".join(f'{{"prompt": "Greet guest {i}.", "ranking": ["Hello, guest {i}!", "hi", "go away"]}}\n'
