@@ -98,5 +98,11 @@ def round_prompts(folder: Path, r: int) -> pa.Table:
 
 def known_prompts(folder: Path, rounds: list[int]) -> pa.Table:
     """The training prompts of `rounds` (e.g. every round so far, for the reward model's lookups by id)."""
+    return pa.concat_tables([schema.read(f, "prompts") for f in train_files(folder, rounds)])
+
+
+def train_files(folder: Path, rounds: list[int]) -> list[Path]:
+    """The prompts stage's files that hold `rounds`' training prompts: train.parquet, then the round files
+    that exist (none without per_round sources)."""
     files = [folder / f"{split}.parquet" for split in ("train", *map(round_split, rounds))]
-    return pa.concat_tables([schema.read(f, "prompts") for f in files if f.exists()])
+    return [f for f in files if f.exists()]

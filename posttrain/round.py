@@ -212,10 +212,9 @@ def run_rounds(recipe: Recipe, stop_after: tuple[int, str] | None = None, dry_ru
 
 def train_parts(prompts: StageOutput, rounds: list[int]) -> list:
     """The prompts stage's tables that hold `rounds`' training prompts, as stage inputs (rundir.Part)."""
-    from posttrain.prompts import round_split
+    from posttrain.prompts import train_files
 
-    names = [f"{split}.parquet" for split in ("train", *map(round_split, rounds))]
-    return [prompts.part(name) for name in names if (prompts.path / name).exists()]
+    return [prompts.part(f.name) for f in train_files(prompts.path, rounds)]
 
 
 def resolve_base(recipe: Recipe) -> str:
