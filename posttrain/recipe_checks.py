@@ -1,6 +1,6 @@
 """Value checks of a built recipe, run by `config.load_recipe` before any work starts.
 
-Types are checked by `config.build` as the YAML is converted into dataclasses; this module checks what
+Types are checked by `strict_yaml.build` as the YAML is converted into dataclasses; this module checks what
 types alone cannot express (ranges, keys that need other keys, names that must exist, files that must
 parse), raising a `RecipeError` that names the recipe file and the dotted recipe key.
 

@@ -24,6 +24,7 @@ from typing import Any
 
 from posttrain.dist import barrier, world
 from posttrain.rundir import write_json
+from posttrain.strict_yaml import RecipeError, build
 
 log = logging.getLogger("posttrain")
 
@@ -34,8 +35,6 @@ NOT_VARIED = ("variants", "variant_weights", "enabled", "start_from", "checkpoin
 def variant(cfg: Any, overrides: dict, seed: int) -> tuple[Any, int]:
     """(the section with `overrides` applied and no variants of its own, the variant's training seed).
     Raises RecipeError (naming the key inside the variant) for a key that is unknown or not variable."""
-    from posttrain.config import RecipeError, build
-
     fields = {f.name for f in dataclasses.fields(cfg)}
     for key in overrides:
         if key != "seed" and (key not in fields or key in NOT_VARIED):
