@@ -234,21 +234,10 @@ class LoRAConfig:
 
 
 @dataclass(kw_only=True)
-class SFTConfig:
-    start_from: Literal["base", "previous"] = "base"
-    learning_rate: float = 1e-5
-    num_epochs: float = 1.0
-    batch_size: int = 16
-    gradient_accumulation_steps: int = 1
-    max_length: int = 256
-    warmup_ratio: float = 0.0
-    lr_scheduler_type: str = "cosine"
-    weight_decay: float = 0.0
-    # Padding-free packing (TRL's best-fit-decreasing): conversations are packed into rows of max_length
-    # tokens with position ids restarting per conversation, so none attends to another (posttrain.sft:
-    # rows kept apart under sdpa/eager, one flattened row under flash attention; tests/test_fast_paths.py).
-    # batch_size then counts packed rows, so a step sees more conversations than without packing.
-    packing: bool = False
+class TrainerConfig:
+    """How a training stage (sft, dpo, reward_model) runs its trainer, beside what it trains on: kernels,
+    activation checkpointing, checkpoints, LoRA, and the variants it averages."""
+
     gradient_checkpointing: bool = True  # TRL's default: recompute activations in backward (less memory, slower)
     use_liger_kernel: bool = False  # Liger's Triton kernels (RMSNorm, RoPE, SwiGLU); needs liger-kernel and a GPU
     torch_compile: bool = False  # torch.compile the model (the first steps pay the compile time)
@@ -263,7 +252,25 @@ class SFTConfig:
 
 
 @dataclass(kw_only=True)
-class DPOConfig:
+class SFTConfig(TrainerConfig):
+    start_from: Literal["base", "previous"] = "base"
+    learning_rate: float = 1e-5
+    num_epochs: float = 1.0
+    batch_size: int = 16
+    gradient_accumulation_steps: int = 1
+    max_length: int = 256
+    warmup_ratio: float = 0.0
+    lr_scheduler_type: str = "cosine"
+    weight_decay: float = 0.0
+    # Padding-free packing (TRL's best-fit-decreasing): conversations are packed into rows of max_length
+    # tokens with position ids restarting per conversation, so none attends to another (posttrain.sft:
+    # rows kept apart under sdpa/eager, one flattened row under flash attention; tests/test_fast_paths.py).
+    # batch_size then counts packed rows, so a step sees more conversations than without packing.
+    packing: bool = False
+
+
+@dataclass(kw_only=True)
+class DPOConfig(TrainerConfig):
     enabled: bool = True
     learning_rate: float = 1e-6
     beta: float = 0.1
@@ -284,27 +291,18 @@ class DPOConfig:
     # With padding_free: a pair's rejected sequence attends to the prompt (and any further tokens) it shares
     # with its chosen one in the chosen's row instead of recomputing them; needs sdpa or eager attention.
     share_prefix: bool = False
-    gradient_checkpointing: bool = True  # TRL's default: recompute activations in backward (less memory, slower)
-    use_liger_kernel: bool = False  # Liger's Triton kernels (RMSNorm, RoPE, SwiGLU); needs liger-kernel and a GPU
-    torch_compile: bool = False  # torch.compile the model (the first steps pay the compile time)
-    # The model's attention kernel: None keeps its default (sdpa); "flash_attention_2" needs flash-attn on a GPU
-    attn_implementation: str | None = None
-    checkpoint_every_steps: int = 50
-    lora: LoRAConfig = field(default_factory=LoRAConfig)
-    # Llama 3 §4.1.5: one model per entry (this section's keys to change, and/or `seed`), each trained
-    # from the same input, then parameter-averaged into the stage's model (posttrain/variants.py).
-    variants: list[dict[str, Any]] = field(default_factory=list)
-    variant_weights: list[float] | None = None  # one per variant; None = uniform
 
 
 @dataclass(kw_only=True)
-class RewardModelConfig:
+class RewardModelConfig(TrainerConfig):
     """A Bradley-Terry reward model (TRL RewardTrainer) trained each round on verifier outcomes.
 
     Initialised from the pretrained base, as the paper does; pairs are a passing vs a failing sample of
     the same prompt. `weight` is how much the RM score adds to a verifier reward when ranking samples: one
     number for every capability, or per capability ({code: 0.1, math: 0}; a capability left out: 0), since
-    an RM that ranks one capability's answers well may only add noise to another's.
+    an RM that ranks one capability's answers well may only add noise to another's. `lora` puts adapters on
+    the sequence classifier, its new score head trained in full beside them (no quantize_4bit: QLoRA is not
+    supported for the RM).
     """
 
     enabled: bool = False
@@ -313,26 +311,14 @@ class RewardModelConfig:
     batch_size: int = 16
     gradient_accumulation_steps: int = 1
     max_length: int = 256  # pairs with a longer chosen or rejected sequence are dropped from training
-    checkpoint_every_steps: int = 50
-    # LoRA adapters (r > 0) on the sequence classifier, its new score head trained in full beside them; merged
-    # into the saved model. As sft.lora / dpo.lora, except quantize_4bit (QLoRA), not supported for the RM.
-    lora: LoRAConfig = field(default_factory=LoRAConfig)
     score_batch_size: int = 64
     weight: float | dict[str, float] = 0.0  # 0 = RM score recorded only
     # Pairs of this fraction of the prompts are held out of training; the model's pairwise accuracy on them
     # (chosen scored above rejected; 50% = chance) is in the stage's results and the report. 0: train on all.
     eval_fraction: float = 0.1
-    gradient_checkpointing: bool = True  # as SFT / DPO: recompute activations in backward
-    use_liger_kernel: bool = False
-    torch_compile: bool = False
-    attn_implementation: str | None = None  # as SFT / DPO
     # JSONL preference files ({"prompt", "ranking": [best, ..., worst]} or {"prompt", "chosen", "rejected",
     # "edited"?}) trained on beside the verifier pairs of every round so far (the paper's accumulated data).
     preference_sources: list[str] = field(default_factory=list)
-    # Llama 3 §4.1.5: one model per entry (this section's keys to change, and/or `seed`), each trained
-    # from the same input, then parameter-averaged into the stage's model (posttrain/variants.py).
-    variants: list[dict[str, Any]] = field(default_factory=list)
-    variant_weights: list[float] | None = None  # one per variant; None = uniform
 
     def weights(self) -> dict[str, float]:
         """The RM's weight in ranking each capability's samples."""
