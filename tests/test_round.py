@@ -252,8 +252,9 @@ def test_killed_at_every_stage_in_turn_resumes_to_the_same_result(full_run, reci
 def test_push_killed_between_its_repos_is_pushed_whole_by_the_rerun(full_run, tmp_path):
     """The push stage killed after the model repo's commit, before the dataset repo's: the rerun reruns only the
     push (every other stage reused, no engine started) and lands both repos; a third run pushes nothing. The
-    pushes go through huggingface_hub to tests/test_hub_offline.py's local stand-in for the Hub's HTTP API."""
-    from tests.test_hub_offline import TOKEN, HubStandIn
+    pushes go through huggingface_hub to tests/_hub_stand_in.py's local stand-in for the Hub's HTTP API."""
+    from tests._hub_stand_in import HubStandIn
+    from tests.test_hub_offline import TOKEN
 
     recipe_file = copied_run(full_run.parents[1] / "recipe.yaml", tmp_path)  # full_run's other tests stay as they were
     run = tmp_path / "runs" / "test"
