@@ -60,6 +60,19 @@ def _report(args) -> int:
     return 0
 
 
+def _show(args) -> int:
+    from pathlib import Path
+
+    from posttrain.show import journeys, render
+
+    r, found = journeys(Path(args.run_dir), args.round, args.prompt, args.capability, args.failed, args.num)
+    if not found:
+        print(f"posttrain: {args.run_dir}: no prompt of round {r} matches", file=sys.stderr)
+        return 1
+    print("\n\n".join(render(r, j, args.width) for j in found))
+    return 0
+
+
 def _score(args) -> int:
     from pathlib import Path
 
@@ -192,6 +205,16 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="write RUN_DIR/report/report.md (tables and plots) and print the summary table")
     rep.add_argument("run_dir")
     rep.set_defaults(func=_report)
+    sh = sub.add_parser("show", help="what a round did with some prompts: every sample with its reward and reason, "
+                                     "which became the SFT example and the DPO pair, and whether the mix kept them")
+    sh.add_argument("run_dir")
+    sh.add_argument("--round", type=int, help="which round (default: the newest that finished its select stage)")
+    sh.add_argument("--prompt", action="append", default=[], metavar="ID", help="a prompt id (repeatable)")
+    sh.add_argument("--capability", help="without --prompt: prompts of this capability only")
+    sh.add_argument("--failed", action="store_true", help="without --prompt: only prompts that got no SFT example")
+    sh.add_argument("-n", "--num", type=int, default=3, help="without --prompt: how many prompts (default 3)")
+    sh.add_argument("--width", type=int, default=160, help="characters of each completion shown (0: all)")
+    sh.set_defaults(func=_show)
     return p
 
 

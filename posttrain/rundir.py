@@ -278,7 +278,7 @@ def why(done: StageOutput | None, config: Any, inputs: list[StageOutput | Part],
     was, now = done.manifest.get("inputs", {}), _input_ids(inputs)
     moved = sorted(p for p in was.keys() | now.keys() if was.get(p) != now.get(p))
     if moved:
-        return "new inputs from " + ", ".join(_in_run(p) for p in moved)
+        return "new inputs from " + ", ".join(in_run(p) for p in moved)
     return "its fingerprint changed (an older posttrain version wrote it)"
 
 
@@ -292,7 +292,7 @@ def _input_ids(inputs: list[StageOutput | Part]) -> dict[str, str]:
     return {str(i.path): i.output_id for i in inputs}
 
 
-def _in_run(path: str) -> str:
+def in_run(path: str) -> str:
     """A stage (or stage table) path from its round folder on: round_1/mix/sft.parquet."""
     parts = Path(path).parts
     at = max((i for i, p in enumerate(parts) if p.startswith("round_")), default=max(0, len(parts) - 2))

@@ -126,6 +126,36 @@ def test_round_writes_a_report_with_plots(full_run):
     assert f"{dpo['reward_accuracy']:.1%}" in rows[1]
 
 
+def test_show_marks_what_the_real_round_selected_and_mixed(full_run):
+    """`posttrain show` on the real round: every train prompt with its 4 samples; the SFT mark on a passing sample
+    of exactly the prompts with an SFT example, the chosen at the top and the rejected at the bottom of the
+    ranking for the prompts with a pair, and the mix's verdict agreeing with the mix's own tables."""
+    from posttrain.show import journeys
+
+    train = pq.read_table(full_run / "round_0" / "prompts" / "train.parquet", columns=["id"])["id"].to_pylist()
+    r, found = journeys(full_run, num=len(train))
+    assert r == 1 and [j["prompt"]["id"] for j in found] == sorted(train)
+    select = {t: {row["prompt_id"]: row for row in pq.read_table(full_run / "round_1" / "select" / f"{t}.parquet")
+                  .to_pylist()} for t in ("sft", "pairs")}
+    mixed = {t: {i.split("#")[0] for i in pq.read_table(full_run / "round_1" / "mix" / f"{t}.parquet")["id"]
+                 .to_pylist()} for t in ("sft", "pairs")}
+    for j in found:
+        pid, samples = j["prompt"]["id"], j["samples"]
+        assert len(samples) == 4
+        marked = {m: s for s in samples for m in s["went"]}
+        assert ("SFT" in marked) == (pid in select["sft"]) == j["sft"]
+        if "SFT" in marked:
+            assert marked["SFT"]["reward"] >= 1.0
+            assert marked["SFT"]["completion"] == select["sft"][pid]["messages"][-1]["content"]
+        assert ("chosen" in marked) == ("rejected" in marked) == (pid in select["pairs"]) == j["pair"]
+        if "chosen" in marked:
+            # selection's best of the samples not cut at max_tokens (those may not be chosen)
+            assert marked["chosen"] is next(s for s in samples if s["finish_reason"] != "length")
+            assert marked["rejected"]["completion"] == select["pairs"][pid]["rejected"][0]["content"]
+        for t in ("sft", "pairs"):
+            assert (j["mix"][t] is not None and j["mix"][t].startswith("kept")) == (f"{pid}/round1" in mixed[t])
+
+
 def log_history(run: Path, stage: str) -> list[dict]:
     return json.loads((run / "round_1" / stage / "log_history.json").read_text())
 

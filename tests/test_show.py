@@ -1,0 +1,134 @@
+"""`posttrain show`: a round's samples of a prompt, ranked as selection ranked them, marked with where each went.
+
+The run directory is made by the real stage machinery (RunDir.stage, selection.run), with hand-written scored
+samples whose outcome is known: the marks, the order and the mix's verdicts are derived by hand below."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from posttrain import schema, selection
+from posttrain.cli import main
+from posttrain.config import SelectConfig
+from posttrain.rundir import RunDir, RunDirError
+from posttrain.show import journeys, render
+
+SEED = 0
+PROMPTS = [
+    {"id": "math-1", "capability": "math", "messages": [{"role": "user", "content": "2 + 2?"}], "answer": "4"},
+    {"id": "math-2", "capability": "math", "messages": [{"role": "user", "content": "3 + 3?"}], "answer": "6"},
+    {"id": "math-3", "capability": "math", "messages": [{"role": "user", "content": "1 + 1?"}], "answer": "2"},
+]
+# (prompt id, sample index, completion, reward, reason)
+SAMPLES = [
+    ("math-1", 0, "The answer is 5.", 0.0, "wrong answer: got 5, expected 4"),
+    ("math-1", 1, "The answer is 4.", 1.0, "correct"),
+    ("math-1", 2, "The answer is 4.", 1.0, "correct"),  # same text as #1: selection took one of them
+    ("math-1", 3, "The answer is 3.", 0.0, "wrong answer: got 3, expected 4"),
+    ("math-2", 0, "The answer is 7.", 0.0, "wrong answer: got 7, expected 6"),
+    ("math-2", 1, "The answer is 5.", 0.0, "wrong answer: got 5, expected 6"),
+    ("math-3", 0, "The answer is 2.", 1.0, "correct"),
+    ("math-3", 1, "", None, "not applicable"),  # left out of the ranking: shown last
+]
+
+
+def scored_table() -> pa.Table:
+    rows = [{"prompt_id": p, "sample_index": i, "completion": c, "num_prompt_tokens": 4, "num_completion_tokens": 5,
+             "logprob": -1.0, "finish_reason": "stop", "capability": "math", "verifier": "math", "reward": r,
+             "reason": why, "rm_score": None} for p, i, c, r, why in SAMPLES]
+    return schema.from_records(rows, "scored")
+
+
+@pytest.fixture
+def run_dir(tmp_path) -> Path:
+    """Round 1 of a run up to its mix: math-1's SFT example repeated twice by rebalancing, math-3's pair
+    decontaminated, math-3's SFT example dropped (as dedup would)."""
+    root = tmp_path / "runs" / "show"
+    run = RunDir(root)
+    (root / "recipe.json").write_text(json.dumps({"seed": SEED, "rounds": 1}))
+    prompts = run.stage(0, "prompts", {}, [], lambda out: {
+        "train": schema.write(schema.from_records(PROMPTS, "prompts"), "prompts", out / "train.parquet")})
+    scored = run.stage(1, "score", {}, [], lambda out: {
+        "scored": schema.write(scored_table(), "scored", out / "scored.parquet")})
+    cfg = SelectConfig()
+    select = run.stage(1, "select", {"select": cfg, "rm_weight": 0.0}, [scored, prompts.part("train.parquet")],
+                       lambda out: selection.run(out, pq.read_table(scored.path / "scored.parquet"),
+                                                 pq.read_table(prompts.path / "train.parquet"), cfg, SEED, 1))
+
+    def mix(out: Path) -> dict:
+        sft = pq.read_table(select.path / "sft.parquet")
+        pairs = pq.read_table(select.path / "pairs.parquet")
+        one = sft.filter(pa.compute.equal(sft["id"], "math-1/round1"))
+        again = one.set_column(0, one.schema.field("id"), pa.array(["math-1/round1#rep1"]))
+        pq.write_table(pa.concat_tables([one, again]), out / "sft.parquet")
+        pq.write_table(pairs.filter(pa.compute.equal(pairs["id"], "math-1/round1")), out / "pairs.parquet")
+        pq.write_table(pa.table({"table": ["pairs"], "id": ["math-3/round1"], "eval_id": ["heldout-9"]}),
+                       out / "decontaminated.parquet")
+        return {}
+
+    run.stage(1, "mix", {}, [select], mix)
+    return root
+
+
+def test_samples_are_ranked_and_marked_where_selection_took_them(run_dir):
+    r, found = journeys(run_dir)
+    assert r == 1 and [j["prompt"]["id"] for j in found] == ["math-1", "math-2", "math-3"]
+    one, two, three = found
+    # math-1: the two passing samples first (the seeded tiebreak orders them), then the two failing ones.
+    ranked = selection.rank([s for s in scored_table().to_pylist() if s["prompt_id"] == "math-1"], SEED, 0.0, 1.0)
+    assert [s["sample_index"] for s in one["samples"]] == [s["sample_index"] for s in ranked]
+    assert sorted(s["sample_index"] for s in one["samples"][:2]) == [1, 2]
+    marks = {s["sample_index"]: s["went"] for s in one["samples"]}
+    top, bottom = one["samples"][0]["sample_index"], one["samples"][-1]["sample_index"]
+    assert marks[top] == ["SFT", "chosen"] and marks[bottom] == ["rejected"]
+    assert sum(map(len, marks.values())) == 3  # the other sample with the SFT text is not marked
+    assert one["sft"] and one["pair"] and one["mix"] == {"sft": "kept x2", "pairs": "kept"}
+    # math-2: nothing passed, so no SFT example and (chosen must pass) no pair.
+    assert not two["sft"] and not two["pair"] and all(s["went"] == [] for s in two["samples"])
+    # math-3: one passing sample, the inapplicable one last; SFT dropped by the mix, the pair none (one ranked).
+    assert [s["sample_index"] for s in three["samples"]] == [0, 1] and three["samples"][0]["went"] == ["SFT"]
+    assert three["mix"] == {"sft": None, "pairs": "decontaminated: heldout-9"}
+
+
+def test_filters_pick_prompts_by_id_capability_and_failure(run_dir):
+    assert [j["prompt"]["id"] for j in journeys(run_dir, 1, ["math-3", "math-1"])[1]] == ["math-3", "math-1"]
+    assert [j["prompt"]["id"] for j in journeys(run_dir, failed=True)[1]] == ["math-2"]
+    assert [j["prompt"]["id"] for j in journeys(run_dir, num=1)[1]] == ["math-1"]
+    assert journeys(run_dir, capability="code")[1] == []
+
+
+def test_render_shows_reward_reason_marks_and_mix(run_dir):
+    r, found = journeys(run_dir)
+    text = render(r, found[0])
+    assert text.splitlines()[0] == "== round 1  math-1  (math)"
+    assert "   answer: 4" in text and "-- 4 samples, 2 passing (reward >= 1); best first:" in text
+    assert "correct  [SFT, chosen]" in text and "wrong answer: got 3, expected 4  [rejected]" in text
+    assert "-- SFT example: in the round's mix: kept x2" in text and "-- DPO pair: in the round's mix: kept" in text
+    assert render(r, found[2]).endswith("-- SFT example: in the round's mix: dropped (dedup or rebalancing)\n"
+                                        "-- DPO pair: none selected")
+    long = {**found[0], "samples": [{**found[0]["samples"][0], "completion": "x" * 50 + "\ny"}]}
+    assert "x" * 17 + "..." in render(r, long, width=20) and "x" * 50 + "\\ny" in render(r, long, width=0)
+
+
+def test_cli_prints_and_bad_input_is_a_clear_error(run_dir, tmp_path, capsys):
+    assert main(["show", str(run_dir), "--prompt", "math-2"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("== round 1  math-2  (math)") and "-- DPO pair: none selected" in out
+    assert main(["show", str(run_dir), "--prompt", "nope"]) == 2
+    assert "no prompt 'nope' among round 1's 3 prompts" in capsys.readouterr().err
+    assert main(["show", str(run_dir), "--round", "2"]) == 2
+    assert "round 2 has not finished its select stage" in capsys.readouterr().err
+    assert main(["show", str(tmp_path)]) == 2
+    assert "not a run directory (no run.json)" in capsys.readouterr().err
+    assert main(["show", str(run_dir), "--capability", "code"]) == 1
+
+
+def test_a_run_without_a_finished_select_says_so(tmp_path):
+    RunDir(tmp_path / "run")
+    with pytest.raises(RunDirError, match="no round has finished its select stage"):
+        journeys(tmp_path / "run")
