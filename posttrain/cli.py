@@ -63,13 +63,20 @@ def _report(args) -> int:
 def _show(args) -> int:
     from pathlib import Path
 
-    from posttrain.show import journeys, render
+    from posttrain.show import eval_journeys, journeys, render, render_eval
 
-    r, found = journeys(Path(args.run_dir), args.round, args.prompt, args.capability, args.failed, args.num)
+    if args.regressed and args.eval is None:
+        print("posttrain: show: --regressed compares eval results: add --eval [SET]", file=sys.stderr)
+        return 2
+    if args.eval is None:
+        r, found = journeys(Path(args.run_dir), args.round, args.prompt, args.capability, args.failed, args.num)
+    else:
+        r, found = eval_journeys(Path(args.run_dir), args.round, args.eval, args.prompt, args.capability, args.failed,
+                                 args.regressed, args.num)
     if not found:
         print(f"posttrain: {args.run_dir}: no prompt of round {r} matches", file=sys.stderr)
         return 1
-    print("\n\n".join(render(r, j, args.width) for j in found))
+    print("\n\n".join((render if args.eval is None else render_eval)(r, j, args.width) for j in found))
     return 0
 
 
@@ -208,10 +215,16 @@ def build_parser() -> argparse.ArgumentParser:
     sh = sub.add_parser("show", help="what a round did with some prompts: every sample with its reward and reason, "
                                      "which became the SFT example and the DPO pair, and whether the mix kept them")
     sh.add_argument("run_dir")
-    sh.add_argument("--round", type=int, help="which round (default: the newest that finished its select stage)")
+    sh.add_argument("--round", type=int, help="which round (default: the newest that finished its select stage, "
+                                              "or with --eval its eval)")
     sh.add_argument("--prompt", action="append", default=[], metavar="ID", help="a prompt id (repeatable)")
     sh.add_argument("--capability", help="without --prompt: prompts of this capability only")
-    sh.add_argument("--failed", action="store_true", help="without --prompt: only prompts that got no SFT example")
+    sh.add_argument("--failed", action="store_true", help="without --prompt: only prompts that got no SFT example "
+                                                          "(with --eval: no passing sample)")
+    sh.add_argument("--eval", nargs="?", const="heldout", metavar="SET",
+                    help="a round's eval items instead (round 0: the base), of SET (default heldout, or a benchmark)")
+    sh.add_argument("--regressed", action="store_true",
+                    help="with --eval, without --prompt: only items that passed in the round before and fail now")
     sh.add_argument("-n", "--num", type=int, default=3, help="without --prompt: how many prompts (default 3)")
     sh.add_argument("--width", type=int, default=160, help="characters of each completion shown (0: all)")
     sh.set_defaults(func=_show)

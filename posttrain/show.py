@@ -5,8 +5,12 @@ stage ranked them (selection.rank with the stage's config), with the verifier's 
 went: the SFT example, the DPO chosen and rejected, and whether the round's mix kept the SFT example and the
 pair (and how often the rebalancing repeats it) or dropped them (decontamination names the eval item).
 
-The tables are found by id through the select stage's manifest (the scored table it ranked, the prompt file
-it read), never by position; a sample is marked by its text, since the SFT example and the pair hold text.
+With `--eval [SET]` (held-out prompts or a benchmark): a round's eval items instead, each sample's reward and
+reason, and the item's passing samples in every round's eval (round 0: the base), to see what a round fixed
+or broke (`--regressed`: items that passed in the round before and fail now).
+
+The tables are found by id through the stages' manifests (the scored table select ranked, the prompt files),
+never by position; a sample is marked by its text, since the SFT example and the pair hold text.
 """
 
 from __future__ import annotations
@@ -18,18 +22,30 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from eval.metrics import per_item
 from posttrain.rundir import RunDir, RunDirError, StageOutput, in_run
 from posttrain.selection import rank
 
 META = ("answer", "entry_point", "tests", "expected_call", "language")  # shown under the prompt when set
 
 
-def last_round(run: RunDir) -> int:
-    """The newest round whose select stage finished."""
-    done = [int(p.parents[1].name.removeprefix("round_")) for p in run.root.glob("round_*/select/manifest.json")]
-    if not done:
-        raise RunDirError(f"{run.root}: no round has finished its select stage yet")
-    return max(done)
+def finished(run: RunDir, stage: str) -> list[int]:
+    """The rounds whose `stage` finished, in order."""
+    done = run.root.glob(f"round_*/{stage}/manifest.json")
+    return sorted(int(p.parents[1].name.removeprefix("round_")) for p in done)
+
+
+def _open(run_dir: Path, r: int | None, stage: str) -> tuple[RunDir, int]:
+    """The run (read only) and the round to show: `r`, else the newest whose `stage` finished."""
+    if not (Path(run_dir) / "run.json").is_file():
+        raise RunDirError(f"{run_dir}: not a run directory (no run.json)")
+    run = RunDir(run_dir, dry_run=True)  # reads only
+    if r is None:
+        done = finished(run, stage)
+        if not done:
+            raise RunDirError(f"{run.root}: no round has finished its {stage} stage yet")
+        r = done[-1]
+    return run, r
 
 
 def _stage(run: RunDir, r: int, name: str) -> StageOutput:
@@ -49,10 +65,6 @@ def _inputs(run: RunDir, select: StageOutput) -> tuple[Path, Path]:
     return scored, prompts
 
 
-def _where(rows: list[dict], key: str, ids: set[str]) -> list[dict]:
-    return [row for row in rows if row[key] in ids]
-
-
 def _text(messages: list[dict]) -> str:
     return messages[-1]["content"]
 
@@ -62,10 +74,7 @@ def journeys(run_dir: Path, r: int | None = None, prompt_ids: list[str] = (), ca
     """(round, one record per prompt): the prompt, its samples best first with what became of each, and
     the mix's verdict on its SFT example and pair. Without prompt_ids: the first `num` prompt ids (sorted)
     of `capability` (any if None), only those that got no SFT example when `failed`."""
-    if not (Path(run_dir) / "run.json").is_file():
-        raise RunDirError(f"{run_dir}: not a run directory (no run.json)")
-    run = RunDir(run_dir, dry_run=True)  # reads only
-    r = last_round(run) if r is None else r
+    run, r = _open(run_dir, r, "select")
     select = _stage(run, r, "select")
     scored_file, prompts_file = _inputs(run, select)
     seed = json.loads((run.root / "recipe.json").read_text())["seed"]
@@ -75,11 +84,10 @@ def journeys(run_dir: Path, r: int | None = None, prompt_ids: list[str] = (), ca
     unknown = [i for i in prompt_ids if i not in prompts]
     if unknown:
         raise RunDirError(f"{prompts_file}: no prompt {unknown[0]!r} among round {r}'s {len(prompts)} prompts")
-    ids = list(prompt_ids) or [i for i in sorted(prompts) if (capability is None or prompts[i]["capability"] ==
-                                                              capability) and not (failed and i in sft)][:num]
-    scored = _where(pq.read_table(scored_file).to_pylist(), "prompt_id", set(ids))
+    ids = list(prompt_ids) or [i for i in _matching(prompts, capability) if not (failed and i in sft)][:num]
+    scored = pq.read_table(scored_file, filters=[("prompt_id", "in", ids)]).to_pylist() if ids else []
     mix = run.completed(r, "mix")
-    kept = _mix_verdicts(mix, r) if mix else None
+    kept = _mix_verdicts(mix) if mix else None
     out = []
     for pid in ids:
         samples = _ranked([s for s in scored if s["prompt_id"] == pid], prompts[pid]["capability"], select, seed)
@@ -100,6 +108,51 @@ def journeys(run_dir: Path, r: int | None = None, prompt_ids: list[str] = (), ca
     return r, out
 
 
+def _matching(prompts: dict[str, dict], capability: str | None) -> list[str]:
+    return [i for i in sorted(prompts) if capability is None or prompts[i]["capability"] == capability]
+
+
+def eval_journeys(run_dir: Path, r: int | None = None, name: str = "heldout", prompt_ids: list[str] = (),
+                  capability: str | None = None, failed: bool = False, regressed: bool = False,
+                  num: int = 3) -> tuple[int, list[dict]]:
+    """(round, one record per item of eval set `name`): the item, the round's samples with reward and reason,
+    and {round: (samples scored, passing)} over every finished eval. Without prompt_ids: the first `num` item
+    ids (sorted) of `capability`; `failed`: only items with no passing sample; `regressed`: only items that
+    had one in the round before (and have none now)."""
+    run, r = _open(run_dir, r, "eval")
+    ev = _stage(run, r, "eval")
+    prompts_file = _eval_prompts(run, ev, name)
+    prompts = {p["id"]: p for p in pq.read_table(prompts_file).to_pylist()}
+    unknown = [i for i in prompt_ids if i not in prompts]
+    if unknown:
+        raise RunDirError(f"{prompts_file}: no item {unknown[0]!r} among the {len(prompts)} of eval set {name}")
+    rows = {k: pq.read_table(run.stage_dir(k, "eval") / "evals.parquet", filters=[("benchmark", "=", name)])
+            .to_pylist() for k in finished(run, "eval") if k <= r}
+    history = {k: per_item(v) for k, v in rows.items()}  # as eval/metrics.py counts a pass: reward >= 1
+    before = history.get(r - 1, {})
+    now = history[r]
+
+    def wanted(i: str) -> bool:
+        passes = now.get(i, (0, 0))[1]
+        return not ((failed or regressed) and passes) and not (regressed and not before.get(i, (0, 0))[1])
+
+    ids = list(prompt_ids) or [i for i in _matching(prompts, capability) if wanted(i)][:num]
+    return r, [{"prompt": prompts[i], "set": name,
+                "samples": sorted((x for x in rows[r] if x["prompt_id"] == i), key=lambda x: x["sample_index"]),
+                "history": {k: h[i] for k, h in history.items() if i in h}} for i in ids]
+
+
+def _eval_prompts(run: RunDir, ev: StageOutput, name: str) -> Path:
+    """Eval set `name`'s prompt file, from the eval stage's inputs: the held-out file or the benchmarks stage."""
+    for path in (run.root / in_run(p) for p in ev.manifest["inputs"]):
+        if name == "heldout" and path.name == "heldout.parquet":
+            return path
+        if name != "heldout" and (path / f"{name}.parquet").is_file():
+            return path / f"{name}.parquet"
+    scored = sorted(ev.manifest["results"].get("scores", {}))
+    raise RunDirError(f"{ev.path}: round {ev.manifest['round']}'s eval has no set {name!r} (it has: {scored})")
+
+
 def _ranked(samples: list[dict], capability: str, select: StageOutput, seed: int) -> list[dict]:
     """A prompt's samples best first, ranked as the select stage ranked them (its config, the run's seed);
     the samples it left out (no applicable or a non-finite score) last, in index order."""
@@ -111,7 +164,7 @@ def _ranked(samples: list[dict], capability: str, select: StageOutput, seed: int
     return ranked + sorted((s for s in samples if s["sample_index"] not in ids), key=lambda s: s["sample_index"])
 
 
-def _mix_verdicts(mix: StageOutput, r: int) -> dict[str, dict[str, str]]:
+def _mix_verdicts(mix: StageOutput) -> dict[str, dict[str, str]]:
     """{table: {example id: "kept" / "kept xN" / "decontaminated: <eval item>"}} for the mix's SFT and pairs;
     an id absent from both was dropped by dedup or rebalancing (the mix stage's results count each)."""
     verdicts: dict[str, dict[str, str]] = {"sft": {}, "pairs": {}}
@@ -128,13 +181,8 @@ def _mix_verdicts(mix: StageOutput, r: int) -> dict[str, dict[str, str]]:
 
 def render(r: int, journey: dict, width: int = 160) -> str:
     """One prompt's record as text; completions cut to `width` characters (0: whole)."""
-    p, lines = journey["prompt"], []
-    lines.append(f"== round {r}  {p['id']}  ({p['capability']})")
-    for m in p["messages"]:
-        lines += textwrap.indent(m["content"], f"   {m['role']}: ").splitlines()[:8]
-    for key in META:
-        if p.get(key):
-            lines.append(f"   {key}: {_cut(p[key], width)}")
+    p = journey["prompt"]
+    lines = [f"== round {r}  {p['id']}  ({p['capability']})", *_prompt_lines(p, width)]
     bar = journey["pass_threshold"]
     n_pass = sum(1 for s in journey["samples"] if s["reward"] is not None and s["reward"] >= bar)
     lines.append(f"-- {len(journey['samples'])} samples, {n_pass} passing (reward >= {bar:g}); best first:")
@@ -150,6 +198,27 @@ def render(r: int, journey: dict, width: int = 160) -> str:
             verdict = journey["mix"][table] or "dropped (dedup or rebalancing)"
             lines.append(f"-- {name}: " + (f"in the round's mix: {verdict}" if made else "none selected"))
     return "\n".join(lines)
+
+
+def render_eval(r: int, journey: dict, width: int = 160) -> str:
+    """One eval item's record as text: the item, its passing samples per round, this round's samples."""
+    p = journey["prompt"]
+    lines = [f"== round {r}  eval {journey['set']}  {p['id']}  ({p['capability']})", *_prompt_lines(p, width)]
+    lines.append("-- passing samples by round: " + "  ".join(
+        f"{k}: {c}/{n}" for k, (n, c) in sorted(journey["history"].items())))
+    for s in journey["samples"]:
+        reward = "n/a" if s["reward"] is None else f"{s['reward']:.2f}"
+        lines.append(f"   #{s['sample_index']:<3} reward {reward}  {s['reason'] or ''}")
+        lines.append(f"        {_cut(s['completion'], width)}")
+    return "\n".join(lines)
+
+
+def _prompt_lines(p: dict, width: int) -> list[str]:
+    """A prompt's messages (each cut to 8 lines) and the verifier metadata it carries."""
+    lines = []
+    for m in p["messages"]:
+        lines += textwrap.indent(m["content"], f"   {m['role']}: ").splitlines()[:8]
+    return lines + [f"   {key}: {_cut(p[key], width)}" for key in META if p.get(key)]
 
 
 def _cut(text: str, width: int) -> str:

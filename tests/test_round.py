@@ -156,6 +156,26 @@ def test_show_marks_what_the_real_round_selected_and_mixed(full_run):
             assert (j["mix"][t] is not None and j["mix"][t].startswith("kept")) == (f"{pid}/round1" in mixed[t])
 
 
+def test_show_eval_agrees_with_the_eval_tables(full_run):
+    """`posttrain show --eval` on the real run: every held-out item with its base and round-1 results, as many
+    passing samples as evals.parquet holds, and --failed / --regressed picking exactly the items they name."""
+    from posttrain.show import eval_journeys
+
+    heldout = pq.read_table(full_run / "round_0" / "prompts" / "heldout.parquet", columns=["id"])["id"].to_pylist()
+    passing = {r: {} for r in (0, 1)}
+    for r in (0, 1):
+        for row in pq.read_table(full_run / f"round_{r}" / "eval" / "evals.parquet").to_pylist():
+            passing[r][row["prompt_id"]] = passing[r].get(row["prompt_id"], 0) + (row["reward"] >= 1.0)
+    r, found = eval_journeys(full_run, num=len(heldout))
+    assert r == 1 and [j["prompt"]["id"] for j in found] == sorted(heldout)
+    for j in found:
+        assert {k: c for k, (n, c) in j["history"].items()} == {k: passing[k][j["prompt"]["id"]] for k in (0, 1)}
+    failed = [j["prompt"]["id"] for j in eval_journeys(full_run, failed=True, num=len(heldout))[1]]
+    assert failed == sorted(i for i in heldout if not passing[1][i])
+    regressed = [j["prompt"]["id"] for j in eval_journeys(full_run, regressed=True, num=len(heldout))[1]]
+    assert regressed == sorted(i for i in heldout if passing[0][i] and not passing[1][i])
+
+
 def log_history(run: Path, stage: str) -> list[dict]:
     return json.loads((run / "round_1" / stage / "log_history.json").read_text())
 

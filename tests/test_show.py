@@ -16,7 +16,7 @@ from posttrain import schema, selection
 from posttrain.cli import main
 from posttrain.config import SelectConfig
 from posttrain.rundir import RunDir, RunDirError
-from posttrain.show import journeys, render
+from posttrain.show import eval_journeys, journeys, render, render_eval
 
 SEED = 0
 PROMPTS = [
@@ -36,6 +36,14 @@ SAMPLES = [
     ("math-3", 1, "", None, "not applicable"),  # left out of the ranking: shown last
 ]
 
+HELDOUT = [{"id": f"h{i}", "capability": "math", "messages": [{"role": "user", "content": f"{i} + 1?"}],
+            "answer": str(i + 1)} for i in (1, 2)]
+BENCH = [{"id": "toybench/1", "capability": "math", "messages": [{"role": "user", "content": "9 + 9?"}],
+          "answer": "18"}]
+# eval round -> (set, item, passed): h1 passes at the base and fails after round 1 (a regression), h2 the reverse.
+EVALS = {0: [("heldout", "h1", True), ("heldout", "h2", False), ("toybench", "toybench/1", False)],
+         1: [("heldout", "h1", False), ("heldout", "h2", True), ("toybench", "toybench/1", True)]}
+
 
 def scored_table() -> pa.Table:
     rows = [{"prompt_id": p, "sample_index": i, "completion": c, "num_prompt_tokens": 4, "num_completion_tokens": 5,
@@ -52,7 +60,16 @@ def run_dir(tmp_path) -> Path:
     run = RunDir(root)
     (root / "recipe.json").write_text(json.dumps({"seed": SEED, "rounds": 1}))
     prompts = run.stage(0, "prompts", {}, [], lambda out: {
-        "train": schema.write(schema.from_records(PROMPTS, "prompts"), "prompts", out / "train.parquet")})
+        "train": schema.write(schema.from_records(PROMPTS, "prompts"), "prompts", out / "train.parquet"),
+        "heldout": schema.write(schema.from_records(HELDOUT, "prompts"), "prompts", out / "heldout.parquet")})
+    benchmarks = run.stage(0, "benchmarks", {}, [], lambda out: {
+        "toybench": schema.write(schema.from_records(BENCH, "prompts"), "prompts", out / "toybench.parquet")})
+    for r in (0, 1):
+        rows = [{"benchmark": b, "prompt_id": i, "sample_index": 0, "capability": "math", "completion": f"{i} in {r}",
+                 "reward": float(ok), "reason": "correct" if ok else "wrong answer"} for b, i, ok in EVALS[r]]
+        run.stage(r, "eval", {}, [prompts.part("heldout.parquet"), benchmarks], lambda out, rows=rows: {
+            "evals": schema.write(schema.from_records(rows, "evals"), "evals", out / "evals.parquet"),
+            "scores": {"heldout": {}, "toybench": {}}})
     scored = run.stage(1, "score", {}, [], lambda out: {
         "scored": schema.write(scored_table(), "scored", out / "scored.parquet")})
     cfg = SelectConfig()
@@ -132,3 +149,32 @@ def test_a_run_without_a_finished_select_says_so(tmp_path):
     RunDir(tmp_path / "run")
     with pytest.raises(RunDirError, match="no round has finished its select stage"):
         journeys(tmp_path / "run")
+
+
+def test_eval_items_carry_every_round_and_regressions_are_found(run_dir):
+    r, found = eval_journeys(run_dir)
+    assert r == 1 and [j["prompt"]["id"] for j in found] == ["h1", "h2"]
+    assert found[0]["history"] == {0: (1, 1), 1: (1, 0)} and found[1]["history"] == {0: (1, 0), 1: (1, 1)}
+    assert [s["completion"] for s in found[0]["samples"]] == ["h1 in 1"]
+    assert [j["prompt"]["id"] for j in eval_journeys(run_dir, regressed=True)[1]] == ["h1"]
+    assert [j["prompt"]["id"] for j in eval_journeys(run_dir, failed=True)[1]] == ["h1"]
+    assert [j["prompt"]["id"] for j in eval_journeys(run_dir, 0, failed=True)[1]] == ["h2"]
+    assert eval_journeys(run_dir, 0, regressed=True)[1] == []  # the base has no round before it
+    r, (bench,) = eval_journeys(run_dir, name="toybench")
+    assert bench["history"] == {0: (1, 0), 1: (1, 1)} and bench["prompt"]["answer"] == "18"
+    text = render_eval(r, bench)
+    assert text.splitlines()[0] == "== round 1  eval toybench  toybench/1  (math)"
+    assert "-- passing samples by round: 0: 0/1  1: 1/1" in text and "#0   reward 1.00  correct" in text
+    sets = r"\(it has: \['heldout', 'toybench'\]\)"
+    with pytest.raises(RunDirError, match=r"round 1's eval has no set 'humaneval' " + sets):
+        eval_journeys(run_dir, name="humaneval")
+    with pytest.raises(RunDirError, match="no item 'h9' among the 2 of eval set heldout"):
+        eval_journeys(run_dir, prompt_ids=["h9"])
+
+
+def test_cli_eval_mode(run_dir, capsys):
+    assert main(["show", str(run_dir), "--eval", "--regressed"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("== round 1  eval heldout  h1  (math)") and "h2" not in out
+    assert main(["show", str(run_dir), "--regressed"]) == 2
+    assert "--regressed compares eval results: add --eval [SET]" in capsys.readouterr().err
