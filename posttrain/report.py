@@ -9,17 +9,22 @@ after rebalancing, against the targets), tags.png (per round, by topic / quality
 when the mix tagged its data), training.png (loss and DPO reward accuracy by step, from each trained
 stage's log history) and wall_time.png (seconds per stage per round). The page also has every eval metric per
 benchmark and round (pass@k, MMATH's acc_<lang> and language_match...), each round's mix composition against the
-targets, and the first of the items decontamination removed (all of them: round_<r>/mix/decontaminated.parquet).
+targets, the first of the items decontamination removed (all of them: round_<r>/mix/decontaminated.parquet), the
+eval items each round fixed and broke, and the newest round's first DPO pair per capability with every sample
+(posttrain/show.py, as `posttrain show` prints it).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from posttrain.rundir import RunDir
+from posttrain.rundir import RunDir, RunDirError
+
+log = logging.getLogger("posttrain")
 
 STAGES = ("generate", "score", "revise", "reward_model", "select", "judge", "mix", "sft", "dpo", "eval")
 TRAINED_STAGES = ("reward_model", "sft", "dpo")
@@ -197,7 +202,9 @@ def _write_page(tmp: Path, run_dir: Path, summary: dict, targets: dict[str, floa
         "wall_time.png": plot_wall(summary, tmp / "wall_time.png"),
     }
     pngs = [name for name, made in plots.items() if made]
-    (tmp / "report.md").write_text(markdown(summary, pngs, targets, decontaminated(run_dir, summary)))
+    page = markdown(summary, pngs, targets, decontaminated(run_dir, summary))
+    page += "\n".join(churn_lines(eval_churn(run_dir, summary), summary["run"]) + example_lines(run_dir, summary))
+    (tmp / "report.md").write_text(page)
     (tmp / "summary.json").write_text(json.dumps(summary, indent=2))
 
 
@@ -332,3 +339,63 @@ def decontaminated_lines(round_: int, removed: tuple[int, list[dict]] | None) ->
     return [f"Decontamination removed {n} items (SFT examples and DPO pairs); {shown}, id -> eval item "
             f"(the full list: {where}):", "",
             *(f"- {row['table']} `{row['id']}` -> `{row['eval_id']}`" for row in rows), ""]
+
+
+def eval_churn(run_dir: Path, summary: dict) -> dict[int, dict[str, dict[str, int]]]:
+    """{round: {eval set: {items, passing, fixed, broken}}} for each evaluated round after the first: items with
+    a passing sample now and none in the round evaluated before (fixed), and the reverse (broken). A net gain
+    hides both; the broken ones are what `posttrain show --eval --regressed` lists."""
+    from eval.metrics import per_item
+
+    passed: dict[int, dict[str, dict[str, bool]]] = {}
+    for r in (r["round"] for r in summary["rounds"] if r["eval"]):
+        path = Path(run_dir) / f"round_{r}" / "eval" / "evals.parquet"
+        if path.is_file():
+            rows = pq.read_table(path, columns=["benchmark", "prompt_id", "reward"]).to_pylist()
+            for name in dict.fromkeys(row["benchmark"] for row in rows):
+                items = per_item([row for row in rows if row["benchmark"] == name])
+                passed.setdefault(r, {})[name] = {i: c > 0 for i, (n, c) in items.items()}
+    out: dict[int, dict[str, dict[str, int]]] = {}
+    for before, r in zip(sorted(passed), sorted(passed)[1:]):
+        for name, now in passed[r].items():
+            if name in passed[before]:
+                was = passed[before][name]
+                out.setdefault(r, {})[name] = {
+                    "items": len(now), "passing": sum(now.values()),
+                    "fixed": sum(1 for i, ok in now.items() if ok and was.get(i) is False),
+                    "broken": sum(1 for i, ok in now.items() if not ok and was.get(i))}
+    return out
+
+
+def churn_lines(churn: dict[int, dict[str, dict[str, int]]], run: str) -> list[str]:
+    if not churn:
+        return []
+    lines = ["## Eval items fixed and broken per round", "",
+             "Items with a passing sample now and none in the round before (fixed), and the reverse (broken): "
+             f"`posttrain show {run} --eval SET --round R --regressed` lists the broken ones.", "",
+             "| round | set | items | passing | fixed | broken |", "|---|---|---|---|---|---|"]
+    lines += [f"| {r} | {name} | {c['items']} | {c['passing']} | {c['fixed']} | {c['broken']} |"
+              for r, sets in churn.items() for name, c in sets.items()]
+    return [*lines, ""]
+
+
+def example_lines(run_dir: Path, summary: dict) -> list[str]:
+    """The newest selected round's first DPO pair of each capability, as `posttrain show` prints it."""
+    from posttrain.show import journeys, render
+
+    rounds = [r["round"] for r in summary["rounds"] if r.get("dpo_pairs")]
+    pairs = Path(run_dir) / f"round_{rounds[-1]}" / "select" / "pairs.parquet" if rounds else None
+    if pairs is None or not pairs.is_file() or not (Path(run_dir) / "run.json").is_file():
+        return []
+    first: dict[str, str] = {}
+    for row in pq.read_table(pairs, columns=["prompt_id", "capability"]).to_pylist():
+        first[row["capability"]] = min(first.get(row["capability"], row["prompt_id"]), row["prompt_id"])
+    try:
+        r, found = journeys(Path(run_dir), rounds[-1], [first[c] for c in sorted(first)])
+    except RunDirError as e:  # e.g. a run directory from before its manifests named their inputs: no examples
+        log.warning("report: no examples: %s", e)
+        return []
+    # A four-backtick fence: completions hold ``` of their own.
+    return [f"## Examples (round {r}: the first DPO pair of each capability)", "",
+            f"Every sample, best first; `posttrain show {summary['run']} --round {r}` shows others.", "", "````",
+            "\n\n".join(render(r, j) for j in found), "````", ""]

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import textwrap
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -78,14 +79,12 @@ def journeys(run_dir: Path, r: int | None = None, prompt_ids: list[str] = (), ca
     select = _stage(run, r, "select")
     scored_file, prompts_file = _inputs(run, select)
     seed = json.loads((run.root / "recipe.json").read_text())["seed"]
-    prompts = {p["id"]: p for p in pq.read_table(prompts_file).to_pylist()}
-    sft = {row["prompt_id"]: row for row in pq.read_table(select.path / "sft.parquet").to_pylist()}
-    pairs = {row["prompt_id"]: row for row in pq.read_table(select.path / "pairs.parquet").to_pylist()}
-    unknown = [i for i in prompt_ids if i not in prompts]
-    if unknown:
-        raise RunDirError(f"{prompts_file}: no prompt {unknown[0]!r} among round {r}'s {len(prompts)} prompts")
-    ids = list(prompt_ids) or [i for i in _matching(prompts, capability) if not (failed and i in sft)][:num]
-    scored = pq.read_table(scored_file, filters=[("prompt_id", "in", ids)]).to_pylist() if ids else []
+    selected = set(pq.read_table(select.path / "sft.parquet", columns=["prompt_id"])["prompt_id"].to_pylist())
+    prompts = _pick(prompts_file, prompt_ids, capability, lambda i: not (failed and i in selected), num, f"round {r}")
+    ids = list(prompts)
+    sft, pairs = ({row["prompt_id"]: row for row in _rows(select.path / f"{t}.parquet", "prompt_id", ids)}
+                  for t in ("sft", "pairs"))
+    scored = _rows(scored_file, "prompt_id", ids)
     mix = run.completed(r, "mix")
     kept = _mix_verdicts(mix) if mix else None
     out = []
@@ -108,8 +107,22 @@ def journeys(run_dir: Path, r: int | None = None, prompt_ids: list[str] = (), ca
     return r, out
 
 
-def _matching(prompts: dict[str, dict], capability: str | None) -> list[str]:
-    return [i for i in sorted(prompts) if capability is None or prompts[i]["capability"] == capability]
+def _pick(file: Path, prompt_ids: list[str], capability: str | None, keep: Callable[[str], bool], num: int,
+          what: str) -> dict[str, dict]:
+    """{id: prompt} to show from prompt file `file`: `prompt_ids` (each must be there), else the first `num` ids
+    (sorted) of `capability` (any if None) that `keep` accepts. Whole rows are read for those only."""
+    caps = dict(zip(*pq.read_table(file, columns=["id", "capability"]).to_pydict().values()))
+    unknown = [i for i in prompt_ids if i not in caps]
+    if unknown:
+        raise RunDirError(f"{file}: no prompt {unknown[0]!r} in {what} ({len(caps)} prompts)")
+    ids = list(prompt_ids) or [i for i in sorted(caps) if capability in (None, caps[i]) and keep(i)][:num]
+    by_id = {p["id"]: p for p in _rows(file, "id", ids)}
+    return {i: by_id[i] for i in ids}
+
+
+def _rows(file: Path, key: str, ids: list[str]) -> list[dict]:
+    """The rows of a table whose `key` is one of `ids`."""
+    return pq.read_table(file, filters=[(key, "in", ids)]).to_pylist() if ids else []
 
 
 def eval_journeys(run_dir: Path, r: int | None = None, name: str = "heldout", prompt_ids: list[str] = (),
@@ -122,10 +135,6 @@ def eval_journeys(run_dir: Path, r: int | None = None, name: str = "heldout", pr
     run, r = _open(run_dir, r, "eval")
     ev = _stage(run, r, "eval")
     prompts_file = _eval_prompts(run, ev, name)
-    prompts = {p["id"]: p for p in pq.read_table(prompts_file).to_pylist()}
-    unknown = [i for i in prompt_ids if i not in prompts]
-    if unknown:
-        raise RunDirError(f"{prompts_file}: no item {unknown[0]!r} among the {len(prompts)} of eval set {name}")
     rows = {k: pq.read_table(run.stage_dir(k, "eval") / "evals.parquet", filters=[("benchmark", "=", name)])
             .to_pylist() for k in finished(run, "eval") if k <= r}
     history = {k: per_item(v) for k, v in rows.items()}  # as eval/metrics.py counts a pass: reward >= 1
@@ -136,10 +145,10 @@ def eval_journeys(run_dir: Path, r: int | None = None, name: str = "heldout", pr
         passes = now.get(i, (0, 0))[1]
         return not ((failed or regressed) and passes) and not (regressed and not before.get(i, (0, 0))[1])
 
-    ids = list(prompt_ids) or [i for i in _matching(prompts, capability) if wanted(i)][:num]
-    return r, [{"prompt": prompts[i], "set": name,
+    prompts = _pick(prompts_file, prompt_ids, capability, wanted, num, f"eval set {name}")
+    return r, [{"prompt": p, "set": name,
                 "samples": sorted((x for x in rows[r] if x["prompt_id"] == i), key=lambda x: x["sample_index"]),
-                "history": {k: h[i] for k, h in history.items() if i in h}} for i in ids]
+                "history": {k: h[i] for k, h in history.items() if i in h}} for i, p in prompts.items()]
 
 
 def _eval_prompts(run: RunDir, ev: StageOutput, name: str) -> Path:

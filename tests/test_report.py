@@ -7,8 +7,8 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from posttrain.report import (composition_table, decontaminated, decontaminated_lines, eval_lines, headline, metrics,
-                              summarize, table, training_lines, write_report)
+from posttrain.report import (churn_lines, composition_table, decontaminated, decontaminated_lines, eval_churn,
+                              eval_lines, headline, metrics, summarize, table, training_lines, write_report)
 from posttrain.rundir import RunDir
 
 ONE_CAP = {"heldout": {"accuracy": {"math": 0.25, "overall": 0.25}}}
@@ -231,3 +231,25 @@ def test_report_page_has_the_eval_and_composition_tables_and_tags_of_every_round
     assert page.count("| capability | code | 6 | 4 | 4 | 40.0% | 50.0% |") == 2  # a table per round
     png = (tmp_path / "report" / "tags.png").read_bytes()
     assert int.from_bytes(png[20:24], "big") == 2 * 400  # a row of panels (4 in at 100 dpi) per tagged round
+
+
+def test_eval_churn_counts_items_fixed_and_broken_between_evaluated_rounds(tmp_path):
+    # round -> (set, item, sample rewards): a fixed, b broken, c passing throughout, d failing throughout; the
+    # benchmark is new in round 2 (nothing to compare), and round 1 has no eval (round 2 compares with round 0).
+    evals = {0: [("heldout", "a", [0.0, 0.0]), ("heldout", "b", [1.0, 0.0]), ("heldout", "c", [1.0, 1.0]),
+                 ("heldout", "d", [0.0, None])],
+             2: [("heldout", "a", [0.0, 1.0]), ("heldout", "b", [0.0, 0.0]), ("heldout", "c", [1.0, 0.0]),
+                 ("heldout", "d", [0.0, 0.0]), ("bench", "x", [1.0, 1.0])]}
+    for r, items in evals.items():
+        folder = tmp_path / f"round_{r}" / "eval"
+        folder.mkdir(parents=True)
+        rows = [{"benchmark": b, "prompt_id": i, "reward": x} for b, i, xs in items for x in xs]
+        pq.write_table(pa.Table.from_pylist(rows), folder / "evals.parquet")
+    summary = {"run": "runs/t", "rounds": [{"round": 0, "eval": ONE_CAP}, {"round": 1, "eval": {}},
+                                           {"round": 2, "eval": ONE_CAP}]}
+    churn = eval_churn(tmp_path, summary)
+    assert churn == {2: {"heldout": {"items": 4, "passing": 2, "fixed": 1, "broken": 1}}}
+    lines = churn_lines(churn, "runs/t")
+    assert lines[0] == "## Eval items fixed and broken per round" and "| 2 | heldout | 4 | 2 | 1 | 1 |" in lines
+    assert "`posttrain show runs/t --eval SET --round R --regressed`" in lines[2]
+    assert churn_lines({}, "runs/t") == []

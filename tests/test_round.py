@@ -120,10 +120,15 @@ def test_round_writes_a_report_with_plots(full_run):
         data = (full_run / "report" / png).read_bytes()
         assert data.startswith(b"\x89PNG") and len(data) > 5000, png  # a real, non-empty image
     assert "heldout/overall" in page
-    rows = [line.split(" | ") for line in page.splitlines() if line.startswith("| 1 | ")]
+    rows = [line.split(" | ") for line in page.splitlines()
+            if line.startswith("| 1 | ") and not line.startswith("| 1 | heldout")]  # not the churn table's
     assert [r[1] for r in rows] == ["sft", "dpo"]  # the training table: round 1's trained stages
     dpo = manifest(full_run, "dpo")["results"]
     assert f"{dpo['reward_accuracy']:.1%}" in rows[1]
+    churn = [line for line in page.splitlines() if line.startswith("| 1 | heldout | ")]
+    assert len(churn) == 1 and int(churn[0].split(" | ")[2]) == 4 * 6  # round 1 against the base, every item
+    assert "## Examples (round 1: the first DPO pair of each capability)" in page
+    assert page.count("[SFT, chosen]") + page.count("  [chosen]") == page.count("[rejected]") > 0  # a pair each
 
 
 def test_show_marks_what_the_real_round_selected_and_mixed(full_run):

@@ -137,7 +137,7 @@ def test_cli_prints_and_bad_input_is_a_clear_error(run_dir, tmp_path, capsys):
     out = capsys.readouterr().out
     assert out.startswith("== round 1  math-2  (math)") and "-- DPO pair: none selected" in out
     assert main(["show", str(run_dir), "--prompt", "nope"]) == 2
-    assert "no prompt 'nope' among round 1's 3 prompts" in capsys.readouterr().err
+    assert "no prompt 'nope' in round 1 (3 prompts)" in capsys.readouterr().err
     assert main(["show", str(run_dir), "--round", "2"]) == 2
     assert "round 2 has not finished its select stage" in capsys.readouterr().err
     assert main(["show", str(tmp_path)]) == 2
@@ -168,7 +168,7 @@ def test_eval_items_carry_every_round_and_regressions_are_found(run_dir):
     sets = r"\(it has: \['heldout', 'toybench'\]\)"
     with pytest.raises(RunDirError, match=r"round 1's eval has no set 'humaneval' " + sets):
         eval_journeys(run_dir, name="humaneval")
-    with pytest.raises(RunDirError, match="no item 'h9' among the 2 of eval set heldout"):
+    with pytest.raises(RunDirError, match=r"no prompt 'h9' in eval set heldout \(2 prompts\)"):
         eval_journeys(run_dir, prompt_ids=["h9"])
 
 
@@ -178,3 +178,26 @@ def test_cli_eval_mode(run_dir, capsys):
     assert out.startswith("== round 1  eval heldout  h1  (math)") and "h2" not in out
     assert main(["show", str(run_dir), "--regressed"]) == 2
     assert "--regressed compares eval results: add --eval [SET]" in capsys.readouterr().err
+
+
+def test_the_report_shows_the_first_pair_of_each_capability(run_dir):
+    from posttrain.report import example_lines
+
+    summary = {"run": str(run_dir), "rounds": [{"round": 0}, {"round": 1, "dpo_pairs": 1}]}
+    lines = example_lines(run_dir, summary)
+    assert lines[0] == "## Examples (round 1: the first DPO pair of each capability)"
+    block = "\n".join(lines[lines.index("````") + 1:-2])  # inside the fence (completions may hold ```)
+    assert block == render(1, journeys(run_dir, 1, ["math-1"])[1][0])  # math-1: the one prompt with a pair
+    assert lines[-2:] == ["````", ""]
+    assert example_lines(run_dir, {"run": str(run_dir), "rounds": [{"round": 1, "dpo_pairs": 0}]}) == []
+
+
+def test_a_select_manifest_without_its_inputs_costs_the_report_its_examples_only(run_dir, caplog):
+    from posttrain.report import example_lines
+
+    path = run_dir / "round_1" / "select" / "manifest.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "inputs": {}}))
+    with pytest.raises(RunDirError, match="names no scored table or prompt file among its inputs"):
+        journeys(run_dir)
+    assert example_lines(run_dir, {"run": str(run_dir), "rounds": [{"round": 1, "dpo_pairs": 1}]}) == []
+    assert "report: no examples:" in caplog.text
