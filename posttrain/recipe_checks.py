@@ -382,11 +382,11 @@ def _check_score(s: ScoreConfig, need: Need) -> None:
     for i, cap in enumerate(s.check_steps):
         need(cap in CAPABILITIES, f"score.check_steps[{i}]", f"is not a known capability {CAPABILITIES}")
     for cap, name in s.verifiers.items():
-        from reward import VERIFIERS
+        from reward import unknown_verifier
 
         need(cap in CAPABILITIES, f"score.verifiers.{cap}", f"is not a known capability {CAPABILITIES}")
-        need(name in VERIFIERS, f"score.verifiers.{cap}",
-             f"names unknown verifier {name!r} (known: {sorted(VERIFIERS)})")
+        why = unknown_verifier(name)
+        need(why is None, f"score.verifiers.{cap}", f"names {why}")
 
 
 def _check_revise(v: ReviseConfig, need: Need) -> None:

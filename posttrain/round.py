@@ -94,7 +94,7 @@ def run_rounds(recipe: Recipe, stop_after: tuple[int, str] | None = None, dry_ru
     # Decontamination guards training data against every shipped benchmark, not only the ones scored here.
     benchmark_prompts = schema.read(benchmarks.path / f"{ALL}.parquet", "prompts")
     # What the engine decides about an eval beside its own section: weights dtype, context (too long), eager.
-    eval_cfg = {"eval": ev, "score": outputs(recipe.score), "engine": {
+    eval_cfg = {"eval": ev, "score": scoring(recipe), "engine": {
         k: getattr(recipe.generate, k) for k in ("dtype", "max_model_len", "enforce_eager")}}
 
     def tracked(r: int, stage: str) -> dict:  # the trained stages' runs in the recipe's trackers
@@ -136,14 +136,14 @@ def run_rounds(recipe: Recipe, stop_after: tuple[int, str] | None = None, dry_ru
                 round_seed, last_round=r == recipe.rounds),
                 mode="shards", merge=lambda out, dirs, res: merge_samples(out, dirs, res, train))
             threshold = recipe.select.pass_threshold  # what counts as a pass in the stage's pass_rate
-            tried = run.stage(r, "score", {"score": outputs(recipe.score), "pass_threshold": threshold},
+            tried = run.stage(r, "score", {"score": scoring(recipe), "pass_threshold": threshold},
                               [samples, *train_in], lambda out: score(
                 out, shard(_read(samples, "samples"), w, "prompt_id"), train, recipe.score, threshold),
                 mode="shards", merge=lambda out, dirs, res: merge_scored(out, dirs, res, train, threshold))
             scored = tried
             if recipe.revise.enabled:  # failed code gets its error back and more tries (Llama 3 §4.3.1)
                 revise_cfg = {"revise": recipe.revise, "generate": outputs(recipe.generate),
-                              "score": outputs(recipe.score), "pass_threshold": threshold}
+                              "score": scoring(recipe), "pass_threshold": threshold}
                 scored = run.stage(r, "revise", revise_cfg, [policy, tried, *train_in], lambda out: revise(
                     out, engines.get(policy.model), shard(_read(tried, "scored"), engines.world, "prompt_id"), train,
                     _tokenizer(policy), recipe.revise, recipe.generate, recipe.score, threshold, round_seed),
@@ -258,6 +258,16 @@ HOW_NOT_WHAT = frozenset({"kv_cache_gib", "gpu_memory_utilization", "num_workers
 def outputs(cfg, *also: str) -> dict:
     """A config section as a stage's fingerprint sees it: without HOW_NOT_WHAT keys (nor `also`)."""
     return {k: v for k, v in dataclasses.asdict(cfg).items() if k not in HOW_NOT_WHAT and k not in also}
+
+
+def scoring(recipe: Recipe) -> dict:
+    """The score section as the stages that score see it, plus the module file digest of each verifier of the
+    user's (reward/custom.py): editing one reruns score, revise and eval."""
+    from reward import custom
+
+    refs = sorted({name for name in recipe.score.verifiers.values() if custom.is_reference(name)})
+    extra = {"verifier_sources": {ref: custom.source_digest(ref) for ref in refs}} if refs else {}
+    return {**outputs(recipe.score), **extra}
 
 
 def file_digests(recipe: Recipe) -> dict[str, str]:

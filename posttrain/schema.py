@@ -225,10 +225,10 @@ def check_prompt_record(rec: object, where: str) -> dict:
         if rec.get(f.name) is not None and not isinstance(rec[f.name], str):
             raise SchemaError(f"{where}: {f.name!r} must be a string, got {type(rec[f.name]).__name__}")
     if rec.get("verifier") is not None:
-        from reward import VERIFIERS
+        from reward import unknown_verifier
 
-        if rec["verifier"] not in VERIFIERS:
-            raise SchemaError(f"{where}: unknown verifier {rec['verifier']!r} (known: {sorted(VERIFIERS)})")
+        if why := unknown_verifier(rec["verifier"]):
+            raise SchemaError(f"{where}: {why}")
     unknown = set(rec) - set(PROMPTS.names)
     if unknown:
         raise SchemaError(f"{where}: unknown field(s) {sorted(unknown)}")

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 from posttrain import schema
 from posttrain.dist import barrier, shard, world
 from posttrain.config import ScoreConfig
-from reward import VERIFIERS, steps
+from reward import steps, verifier
 
 META_COLUMNS = [f.name for f in schema.META]
 log = logging.getLogger("posttrain")
@@ -42,9 +42,10 @@ def score_samples(samples: pa.Table, prompts: pa.Table, cfg: ScoreConfig,
             for r in group:
                 r.update(verifier="none", reward=None, reason="no verifier configured")
             continue
-        columns = {c: [by_id[r["prompt_id"]][c] for r in group] for c in META_COLUMNS}
-        verdicts = VERIFIERS[name]([r["completion"] for r in group], timeout_s=cfg.code_timeout_s,
-                                   num_workers=cfg.num_workers, **columns)
+        columns = {c: [by_id[r["prompt_id"]][c] for r in group] for c in [*META_COLUMNS, "messages"]}
+        columns["prompts"] = columns.pop("messages")  # TRL's name for them
+        verdicts = verifier(name)([r["completion"] for r in group], timeout_s=cfg.code_timeout_s,
+                                  num_workers=cfg.num_workers, **columns)
         for r, v in zip(group, verdicts, strict=True):
             r.update(verifier=name, reward=v.reward, reason=v.reason)
     for r in rows:
