@@ -16,6 +16,7 @@ never by position; a sample is marked by its text, since the SFT example and the
 from __future__ import annotations
 
 import json
+import re
 import textwrap
 from collections import Counter
 from collections.abc import Callable
@@ -28,6 +29,7 @@ from posttrain.rundir import RunDir, RunDirError, StageOutput, in_run
 from posttrain.selection import rank
 
 META = ("answer", "entry_point", "tests", "expected_call", "language")  # shown under the prompt when set
+REPEAT = re.compile(r"#rep\d+$")  # the suffix of a rebalancing copy's id (data_mix/rebalance.py)
 
 
 def finished(run: RunDir, stage: str) -> list[int]:
@@ -142,8 +144,8 @@ def eval_journeys(run_dir: Path, r: int | None = None, name: str = "heldout", pr
     now = history[r]
 
     def wanted(i: str) -> bool:
-        passes = now.get(i, (0, 0))[1]
-        return not ((failed or regressed) and passes) and not (regressed and not before.get(i, (0, 0))[1])
+        passes, passed = now.get(i, (0, 0))[1] > 0, before.get(i, (0, 0))[1] > 0
+        return passed and not passes if regressed else not (failed and passes)
 
     prompts = _pick(prompts_file, prompt_ids, capability, wanted, num, f"eval set {name}")
     return r, [{"prompt": p, "set": name,
@@ -178,7 +180,7 @@ def _mix_verdicts(mix: StageOutput) -> dict[str, dict[str, str]]:
     an id absent from both was dropped by dedup or rebalancing (the mix stage's results count each)."""
     verdicts: dict[str, dict[str, str]] = {"sft": {}, "pairs": {}}
     for table in ("sft", "pairs"):
-        copies = Counter(i.split("#")[0] for i in pq.read_table(mix.path / f"{table}.parquet", columns=["id"])
+        copies = Counter(REPEAT.sub("", i) for i in pq.read_table(mix.path / f"{table}.parquet", columns=["id"])
                          .column("id").to_pylist())
         verdicts[table] = {i: "kept" if n == 1 else f"kept x{n}" for i, n in copies.items()}
     removed = mix.path / "decontaminated.parquet"
@@ -196,11 +198,8 @@ def render(r: int, journey: dict, width: int = 160) -> str:
     n_pass = sum(1 for s in journey["samples"] if s["reward"] is not None and s["reward"] >= bar)
     lines.append(f"-- {len(journey['samples'])} samples, {n_pass} passing (reward >= {bar:g}); best first:")
     for s in journey["samples"]:
-        reward = "n/a" if s["reward"] is None else f"{s['reward']:.2f}"
         rm = "" if s["rm_score"] is None else f"  rm {s['rm_score']:+.2f}"
-        went = f"  [{', '.join(s['went'])}]" if s["went"] else ""
-        lines.append(f"   #{s['sample_index']:<3} reward {reward}{rm}  {s['reason'] or ''}{went}")
-        lines.append(f"        {_cut(s['completion'], width)}")
+        lines += _sample_lines(s, width, rm, f"  [{', '.join(s['went'])}]" if s["went"] else "")
     if journey["mix"] is not None:
         for table, made in (("sft", journey["sft"]), ("pairs", journey["pair"])):
             name = "SFT example" if table == "sft" else "DPO pair"
@@ -216,10 +215,15 @@ def render_eval(r: int, journey: dict, width: int = 160) -> str:
     lines.append("-- passing samples by round: " + "  ".join(
         f"{k}: {c}/{n}" for k, (n, c) in sorted(journey["history"].items())))
     for s in journey["samples"]:
-        reward = "n/a" if s["reward"] is None else f"{s['reward']:.2f}"
-        lines.append(f"   #{s['sample_index']:<3} reward {reward}  {s['reason'] or ''}")
-        lines.append(f"        {_cut(s['completion'], width)}")
+        lines += _sample_lines(s, width)
     return "\n".join(lines)
+
+
+def _sample_lines(s: dict, width: int, score: str = "", marks: str = "") -> list[str]:
+    """A sample's index, reward (and `score`, the RM's), the verifier's reason, `marks`; then its completion."""
+    reward = "n/a" if s["reward"] is None else f"{s['reward']:.2f}"
+    return [f"   #{s['sample_index']:<3} reward {reward}{score}  {s['reason'] or ''}{marks}",
+            f"        {_cut(s['completion'], width)}"]
 
 
 def _prompt_lines(p: dict, width: int) -> list[str]:
