@@ -202,15 +202,16 @@ def _write_page(tmp: Path, run_dir: Path, summary: dict, targets: dict[str, floa
         "wall_time.png": plot_wall(summary, tmp / "wall_time.png"),
     }
     pngs = [name for name, made in plots.items() if made]
-    page = markdown(summary, pngs, targets, decontaminated(run_dir, summary))
-    page += "\n".join(churn_lines(eval_churn(run_dir, summary), summary["run"]) + example_lines(run_dir, summary))
-    (tmp / "report.md").write_text(page)
+    (tmp / "report.md").write_text(markdown(summary, pngs, targets, decontaminated(run_dir, summary),
+                                            eval_churn(run_dir, summary), example_lines(run_dir, summary)))
     (tmp / "summary.json").write_text(json.dumps(summary, indent=2))
 
 
 def markdown(summary: dict, pngs: list[str], targets: dict[str, float] | None = None,
-             removed: dict[int, tuple[int, list[dict]]] | None = None) -> str:
-    """The page: `targets` the recipe's mix.targets; `removed` {round: (count, first rows)} of `decontaminated`."""
+             removed: dict[int, tuple[int, list[dict]]] | None = None,
+             churn: dict[int, dict[str, dict[str, int]]] | None = None, examples: list[str] = ()) -> str:
+    """The page: `targets` the recipe's mix.targets; `removed` {round: (count, first rows)} of `decontaminated`;
+    `churn` of `eval_churn`; `examples` the lines of `example_lines`."""
     captions = {"eval.png": "Eval per round", "rewards.png": "Reward distributions per capability",
                 "selection.png": "Pass rate and kept fraction", "mix.png": "SFT mix by capability",
                 "tags.png": "SFT mix by tag per round (selected, deduplicated, final)",
@@ -218,8 +219,8 @@ def markdown(summary: dict, pngs: list[str], targets: dict[str, float] | None = 
     parts = [f"# Run report: {Path(summary['run']).name}", "", "```", table(summary), "```", ""]
     for png in pngs:
         parts += [f"## {captions[png]}", "", f"![{captions[png]}]({png})", ""]
-    parts += eval_lines(summary) + mix_lines(summary) + composition_lines(summary, targets, removed)
-    parts += training_lines(summary)
+    parts += eval_lines(summary) + churn_lines(churn or {}, summary["run"]) + mix_lines(summary)
+    parts += composition_lines(summary, targets, removed) + training_lines(summary) + list(examples)
     detail = {r["round"]: r["eval"] for r in summary["rounds"] if r["eval"]}
     parts += ["## Every eval number", "", "```json", json.dumps(detail, indent=1), "```", ""]
     return "\n".join(parts)
