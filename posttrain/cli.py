@@ -268,8 +268,9 @@ def _run(args: argparse.Namespace) -> int:
     except Exception as e:  # user-fixable failures say why and what to do (a Hub error never with the token)
         from posttrain.generate import PromptTooLong
         from posttrain.hub import HubError
+        from reward.custom import VerifierError
 
-        if not isinstance(e, (HubError, PromptTooLong)):
+        if not isinstance(e, (HubError, PromptTooLong, VerifierError)):
             raise
         print(f"posttrain: {'hub push failed: ' if isinstance(e, HubError) else ''}{e}", file=sys.stderr)
         return 2

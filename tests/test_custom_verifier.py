@@ -134,3 +134,9 @@ def test_posttrain_score_runs_a_verifier_of_the_users(module, tmp_path):
                           cwd=ROOT, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert [r["reward"] for r in pq.read_table(out).to_pylist()] == [1.0, 0.0]
+    out.unlink()
+    proc = subprocess.run([*proc.args[:-1], f"score.verifiers.math={MODULE}:too_few"], cwd=ROOT, env=env,
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and not out.exists()  # a bad result: the message, no traceback, nothing written
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"posttrain: verifier {MODULE}:too_few returned 1 results for 2 completions")
