@@ -58,12 +58,13 @@ def _stage(run: RunDir, r: int, name: str) -> StageOutput:
     return out
 
 
-def _inputs(run: RunDir, select: StageOutput) -> tuple[Path, Path]:
-    """(the scored table the select stage ranked, the prompt file it read), from its manifest's inputs."""
+def _inputs(run: RunDir, select: StageOutput) -> tuple[Path, list[Path]]:
+    """(the scored table the select stage ranked, the prompt files it read: train.parquet and, with per_round
+    sources, train_round_<r>.parquet), from its manifest's inputs."""
     paths = [run.root / in_run(p) for p in select.manifest["inputs"]]
     scored = next((p / "scored.parquet" for p in paths if (p / "scored.parquet").is_file()), None)
-    prompts = next((p for p in paths if p.suffix == ".parquet" and p.parent.name == "prompts"), None)
-    if scored is None or prompts is None:
+    prompts = [p for p in paths if p.suffix == ".parquet" and p.parent.name == "prompts"]
+    if scored is None or not prompts:
         raise RunDirError(f"{select.path}/manifest.json: names no scored table or prompt file among its inputs")
     return scored, prompts
 
@@ -79,10 +80,10 @@ def journeys(run_dir: Path, r: int | None = None, prompt_ids: list[str] = (), ca
     of `capability` (any if None), only those that got no SFT example when `failed`."""
     run, r = _open(run_dir, r, "select")
     select = _stage(run, r, "select")
-    scored_file, prompts_file = _inputs(run, select)
+    scored_file, prompt_files = _inputs(run, select)
     seed = json.loads((run.root / "recipe.json").read_text())["seed"]
     selected = set(pq.read_table(select.path / "sft.parquet", columns=["prompt_id"])["prompt_id"].to_pylist())
-    prompts = _pick(prompts_file, prompt_ids, capability, lambda i: not (failed and i in selected), num, f"round {r}")
+    prompts = _pick(prompt_files, prompt_ids, capability, lambda i: not (failed and i in selected), num, f"round {r}")
     ids = list(prompts)
     sft, pairs = ({row["prompt_id"]: row for row in _rows(select.path / f"{t}.parquet", "prompt_id", ids)}
                   for t in ("sft", "pairs"))
@@ -109,16 +110,19 @@ def journeys(run_dir: Path, r: int | None = None, prompt_ids: list[str] = (), ca
     return r, out
 
 
-def _pick(file: Path, prompt_ids: list[str], capability: str | None, keep: Callable[[str], bool], num: int,
+def _pick(files: list[Path], prompt_ids: list[str], capability: str | None, keep: Callable[[str], bool], num: int,
           what: str) -> dict[str, dict]:
-    """{id: prompt} to show from prompt file `file`: `prompt_ids` (each must be there), else the first `num` ids
+    """{id: prompt} to show from prompt files `files`: `prompt_ids` (each must be there), else the first `num` ids
     (sorted) of `capability` (any if None) that `keep` accepts. Whole rows are read for those only."""
-    caps = dict(zip(*pq.read_table(file, columns=["id", "capability"]).to_pydict().values()))
+    caps = {}
+    for file in files:
+        caps.update(zip(*pq.read_table(file, columns=["id", "capability"]).to_pydict().values()))
     unknown = [i for i in prompt_ids if i not in caps]
     if unknown:
-        raise RunDirError(f"{file}: no prompt {unknown[0]!r} in {what} ({len(caps)} prompts)")
+        names = ", ".join(str(f) for f in files)
+        raise RunDirError(f"{names}: no prompt {unknown[0]!r} in {what} ({len(caps)} prompts)")
     ids = list(prompt_ids) or [i for i in sorted(caps) if capability in (None, caps[i]) and keep(i)][:num]
-    by_id = {p["id"]: p for p in _rows(file, "id", ids)}
+    by_id = {p["id"]: p for file in files for p in _rows(file, "id", ids)}
     return {i: by_id[i] for i in ids}
 
 
@@ -147,7 +151,7 @@ def eval_journeys(run_dir: Path, r: int | None = None, name: str = "heldout", pr
         passes, passed = now.get(i, (0, 0))[1] > 0, before.get(i, (0, 0))[1] > 0
         return passed and not passes if regressed else not (failed and passes)
 
-    prompts = _pick(prompts_file, prompt_ids, capability, wanted, num, f"eval set {name}")
+    prompts = _pick([prompts_file], prompt_ids, capability, wanted, num, f"eval set {name}")
     return r, [{"prompt": p, "set": name,
                 "samples": sorted((x for x in rows[r] if x["prompt_id"] == i), key=lambda x: x["sample_index"]),
                 "history": {k: h[i] for k, h in history.items() if i in h}} for i, p in prompts.items()]

@@ -393,6 +393,13 @@ def test_a_run_extended_by_a_round_asks_new_prompts_of_the_last_policy(recipe_fi
     assert manifest(run, "mix", 2)["results"]["input"] == sum(sft) and min(sft) > 0
     summary = json.loads((run / "summary.json").read_text())
     assert [r["round"] for r in summary["rounds"]] == [0, 1, 2]
+    # `posttrain show` finds round 2's prompts in its own file, and so the report's examples are round 2's
+    from posttrain.show import journeys
+
+    assert [j["prompt"]["id"] for j in journeys(run, num=3)[1]] == sorted(asked[2])[:3]
+    page = (run / "report" / "report.md").read_text()
+    assert "## Examples (round 2: the first DPO pair of each capability)" in page and "report: no examples" \
+        not in second.stderr
 
 
 def test_round_with_a_reward_model_scores_every_sample(recipe_file):

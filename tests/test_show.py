@@ -59,8 +59,10 @@ def run_dir(tmp_path) -> Path:
     root = tmp_path / "runs" / "show"
     run = RunDir(root)
     (root / "recipe.json").write_text(json.dumps({"seed": SEED, "rounds": 1}))
+    # As with a per_round source: the round's prompts in two files, train.parquet and train_round_1.parquet.
     prompts = run.stage(0, "prompts", {}, [], lambda out: {
-        "train": schema.write(schema.from_records(PROMPTS, "prompts"), "prompts", out / "train.parquet"),
+        "train": schema.write(schema.from_records(PROMPTS[:2], "prompts"), "prompts", out / "train.parquet"),
+        "round_1": schema.write(schema.from_records(PROMPTS[2:], "prompts"), "prompts", out / "train_round_1.parquet"),
         "heldout": schema.write(schema.from_records(HELDOUT, "prompts"), "prompts", out / "heldout.parquet")})
     benchmarks = run.stage(0, "benchmarks", {}, [], lambda out: {
         "toybench": schema.write(schema.from_records(BENCH, "prompts"), "prompts", out / "toybench.parquet")})
@@ -73,9 +75,10 @@ def run_dir(tmp_path) -> Path:
     scored = run.stage(1, "score", {}, [], lambda out: {
         "scored": schema.write(scored_table(), "scored", out / "scored.parquet")})
     cfg = SelectConfig()
-    select = run.stage(1, "select", {"select": cfg, "rm_weight": 0.0}, [scored, prompts.part("train.parquet")],
-                       lambda out: selection.run(out, pq.read_table(scored.path / "scored.parquet"),
-                                                 pq.read_table(prompts.path / "train.parquet"), cfg, SEED, 1))
+    parts = [prompts.part("train.parquet"), prompts.part("train_round_1.parquet")]
+    asked, samples = pa.concat_tables([pq.read_table(p.path) for p in parts]), scored.path / "scored.parquet"
+    select = run.stage(1, "select", {"select": cfg, "rm_weight": 0.0}, [scored, *parts],
+                       lambda out: selection.run(out, pq.read_table(samples), asked, cfg, SEED, 1))
 
     def mix(out: Path) -> dict:
         sft = pq.read_table(select.path / "sft.parquet")
