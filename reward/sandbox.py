@@ -41,7 +41,7 @@ run as host root (even inside a user namespace: the kernel exempts the init user
 their namespace), so in the namespaced modes the shim also counts the processes of its private /proc and
 kills the namespace past MAX_PROCS; in rlimits-only as root nothing bounds a fork bomb (the warning says so).
 
-Warm path (bwrap, the default there): a pool of long-lived bwrap sandboxes (same namespaces, mounts and
+Warm path (bwrap, the default there; reward/_warm.py): a pool of long-lived bwrap sandboxes (same namespaces, mounts and
 --cap-drop ALL), each running reward/_zygote.py as its pid-1 init, which forks one child per program: the
 child takes its own session, a fresh working directory, the limits, and runs the program in the
 already-started interpreter (~2 ms instead of ~40). One program at a time per sandbox; after each, the
@@ -58,16 +58,13 @@ does, once read), so nothing else in the sandbox can read it afterwards through 
 
 from __future__ import annotations
 
-import atexit
 import functools
 import logging
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -94,18 +91,13 @@ ENV = {"LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "PYTHONHASHSEED": "0", "PYTHONDON
        "PYTHONSAFEPATH": "1"}
 MODES = ("bwrap", "unshare-net", "rlimits-only")
 SHIM = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_shim.py")
-ZYGOTE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_zygote.py")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # never bound into a bwrap sandbox
 INNER_LIB = "/posttrain-sandbox"  # bwrap: where SHIM and ZYGOTE are bound (read-only), without the repo
 HOST_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")  # bound read-only if present
 HOST_ETC = ("/etc/ld.so.cache", "/etc/localtime")  # the dynamic linker's cache; time.localtime's zone
 DEVICES = ("null", "zero", "full", "random", "urandom", "tty")  # bwrap --dev's nodes (no pts, no console)
 WARM = True  # bwrap: run programs in warm sandboxes (the warm path above); run_python(warm=...) overrides
-POOL_MAX = max(4, os.cpu_count() or 1)  # idle warm sandboxes kept for the next call
-START_TIMEOUT_S = 30.0  # a warm sandbox not ready by then -> the cold path (and a warning)
-BACKSTOP_S = 2.0  # past the timeout, how long we wait for a warm sandbox's report before killing it
 WRAPPERS = {"bwrap": "bwrap", "unshare-net": "unshare"}  # mode -> the tool it needs
-PRELOADS: dict[str, str] = {}  # module name -> source that warm sandboxes import at start (see preload)
 
 
 class SandboxResult(NamedTuple):
@@ -125,8 +117,10 @@ def run_python(source: str, timeout_s: float = 5.0, *, stdin: bytes | None = Non
     empty); `isolation` forces a mode (tests only); `warm` (bwrap only) picks the warm or the cold path
     (default: WARM)."""
     mode = isolation or detect_isolation()
-    if mode == "bwrap" and (WARM if warm is None else warm) and not _pool.broken:
-        result = _run_warm(source, timeout_s, stdin)
+    if mode == "bwrap" and (WARM if warm is None else warm):
+        from reward import _warm  # the warm path builds on this module (imported here: no import cycle)
+
+        result = _warm.run(source, timeout_s, stdin)
         if result is not None:
             return result
     token = uuid.uuid4().hex
@@ -378,188 +372,18 @@ def _result(rc: int | None, how: str, timed_out: bool, out: str, err: str, mode:
     return SandboxResult(rc, "ok" if rc == 0 else "exit", out, err, mode)
 
 
-# ---- warm path ----------------------------------------------------------------------------------------
-
-class _Worker:
-    """One warm bwrap sandbox running _zygote.py as its init; one program at a time (see the module doc).
-    Nothing of it is on the host's disk: programs' directories are in the sandbox's private /tmp."""
-
-    def __init__(self) -> None:
-        self.pid = os.getpid()  # the process that owns it (a fork of ours must not use it)
-        self.log = tempfile.TemporaryFile()  # the zygote's own stderr, for when it fails to start
-        self.sock, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        self.proc = None
-        preloads = dict(PRELOADS)
-        data = [_memfd(f"posttrain-preload-{name}", source.encode("utf-8")) for name, source in preloads.items()]
-        try:
-            root = f"/tmp/{PREFIX}{uuid.uuid4().hex[:12]}"  # PREFIX: in every program's path, as cold
-            zygote = f"{INNER_LIB}/{os.path.basename(ZYGOTE)}"  # beside the shim it loads
-            files = [a for fd, name in zip(data, preloads)
-                     for a in ("--ro-bind-data", str(fd), f"{INNER_LIB}/preload/{name}.py")]
-            argv = [*_bwrap(ENV, files, "/", (SHIM, ZYGOTE)), sys.executable, "-s", "-B", zygote,
-                    str(theirs.fileno()), root, str(MAX_PROCS), ",".join(preloads)]
-            self.proc = _pool.spawn(argv, (theirs.fileno(), *data), self.log)
-            theirs.close()
-            self.sock.settimeout(START_TIMEOUT_S)
-            ready = self.sock.recv(16)
-            self.sock.settimeout(None)
-            if ready != b"ready":
-                raise OSError("no ready message")
-        except OSError as e:
-            theirs.close()
-            self.log.seek(0)
-            said = self.log.read()[-500:]
-            self.close()
-            raise OSError(f"warm sandbox failed to start: {e}: {said!r}") from None
-        finally:
-            for fd in data:
-                os.close(fd)
-
-    def run(self, source: str, timeout_s: float, stdin: bytes | None = None) -> tuple[SandboxResult | None, bool]:
-        """(result, still clean); result None: the program never started (the zygote is gone)."""
-        out_r, out_w = os.pipe()
-        err_r, err_w = os.pipe()
-        try:
-            fds = [out_w, err_w]  # then the source, and stdin if any
-            try:
-                fds.append(_memfd("posttrain-program", source.encode("utf-8")))
-                if stdin is not None:
-                    fds.append(_memfd("posttrain-stdin", stdin))
-                request = f"{_limits('bwrap', timeout_s)} {float(timeout_s)!r} {uuid.uuid4().hex}"
-                socket.send_fds(self.sock, [request.encode()], fds)
-            except OSError:
-                return None, False
-            finally:
-                for fd in fds:
-                    os.close(fd)
-            streams, report, timed_out = _procs.collect_report(
-                out_r, err_r, self.sock, time.monotonic() + timeout_s + BACKSTOP_S)
-        finally:
-            os.close(out_r)
-            os.close(err_r)
-        words = (report or b"").decode("ascii", "replace").split()
-        if words == ["retry"]:
-            return None, False
-        clean = bool(words) and words[-1] != "tainted"
-        return _reported(words, timed_out, streams["out"].text(), streams["err"].text()), clean
-
-    def close(self) -> None:
-        self.sock.close()  # the zygote, at EOF, kills its namespace and exits
-        if self.proc is not None:
-            _procs.kill_group(self.proc)  # bwrap; --die-with-parent takes the zygote with it
-            self.proc.wait()
-        self.log.close()
-
-
-def _reported(words: list[str], timed_out: bool, out: str, err: str) -> SandboxResult:
-    """A zygote's report -> SandboxResult (the report is trusted: no program can reach its socket)."""
-    kind, value = (words + ["", ""])[:2]
-    if kind == "exit" and value.isdigit():
-        return SandboxResult(int(value), "ok" if value == "0" else "exit", out, err, "bwrap")
-    if kind == "signal" and value.isdigit():
-        return SandboxResult(-int(value), "signal", out, err, "bwrap")
-    if kind == "procs":
-        return SandboxResult(-9, "process-limit", out, err + f"\nsandbox: {value} processes", "bwrap")
-    if kind == "timeout" or timed_out:  # timed_out: no report BACKSTOP_S past the timeout
-        return SandboxResult(-9, "timeout", out, err, "bwrap")
-    return SandboxResult(None, "error", out, err + "\nsandbox: the warm sandbox died", "bwrap")
-
-
-class _Pool:
-    """Idle warm sandboxes, shared by all threads; forgotten in a forked child (they are the parent's)."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.idle: list[_Worker] = []
-        self.broken = False  # a sandbox failed to start: the cold path from then on
-        self.spawner: ThreadPoolExecutor | None = None
-
-    def acquire(self) -> _Worker | None:
-        with self.lock:
-            while self.idle:
-                worker = self.idle.pop()
-                if worker.proc.poll() is None:
-                    return worker
-                worker.close()
-        try:
-            return _Worker()
-        except OSError as e:
-            self.broken = True
-            log.warning("sandbox: %s; running each program in a fresh (cold) bwrap sandbox instead", e)
-            return None
-
-    def release(self, worker: _Worker, clean: bool) -> None:
-        if clean and worker.pid == os.getpid():
-            with self.lock:
-                if len(self.idle) < POOL_MAX:
-                    self.idle.append(worker)
-                    return
-        worker.close()
-
-    def spawn(self, argv: list[str], fds: tuple[int, ...], stderr) -> subprocess.Popen:
-        """Popen from one long-lived thread: PR_SET_PDEATHSIG (bwrap --die-with-parent) may fire when the
-        creating *thread* exits (prctl(2)), and run_many's threads end with each call."""
-        with self.lock:
-            if self.spawner is None:
-                self.spawner = ThreadPoolExecutor(1, thread_name_prefix="sandbox-spawner")
-        return self.spawner.submit(subprocess.Popen, argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                   stderr=stderr, pass_fds=fds, start_new_session=True, env={}).result()
-
-    def close(self) -> None:
-        with self.lock:
-            idle, self.idle = self.idle, []
-        for worker in idle:
-            worker.close()
-
-
-_pool = _Pool()
-atexit.register(lambda: _pool.close())
-
-
-def _forget_pool() -> None:
-    global _pool
-    _pool = _Pool()
-
-
-os.register_at_fork(after_in_child=_forget_pool)
-
-
 def preload(name: str, source: str) -> None:
     """Have every warm sandbox import `source` -- our own trusted code, never a program's -- as module
     `name` once, at start, so that its programs find it in sys.modules already (as the PRELOAD modules of
     _zygote.py). A program must not rely on it: the cold path and the other modes have no such module.
     Idle warm sandboxes started without it are retired."""
-    if not name.isidentifier():
-        raise ValueError(f"not a module name: {name!r}")
-    with _pool.lock:
-        PRELOADS[name] = source
-        idle, _pool.idle = _pool.idle, []
-    for worker in idle:
-        worker.close()
+    from reward import _warm
+
+    _warm.preload(name, source)
 
 
 def warm_pids() -> set[int]:
     """Host pids of the idle warm sandboxes' bwrap processes (tests: they are not leftovers)."""
-    with _pool.lock:
-        return {w.proc.pid for w in _pool.idle}
+    from reward import _warm
 
-
-def _run_warm(source: str, timeout_s: float, stdin: bytes | None = None) -> SandboxResult | None:
-    """Run on a warm sandbox (a fresh one if the program could not start on the first); None: use the
-    cold path."""
-    for _ in range(2):
-        worker = _pool.acquire()
-        if worker is None:
-            return None
-        try:
-            result, clean = worker.run(source, timeout_s, stdin)
-        except BaseException:
-            worker.close()
-            raise
-        _pool.release(worker, clean)
-        if result is not None:
-            return result
-    _pool.broken = True
-    log.warning("sandbox: programs do not start in warm sandboxes; running each program in a fresh (cold) "
-                "bwrap sandbox instead")
-    return None
+    return _warm.idle_pids()

@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from reward import code, sandbox
+from reward import _warm, code, sandbox
 from reward.sandbox import PREFIX, run_many, run_python
 
 PROBES = {"bwrap": ["--unshare-all", "--ro-bind", "/", "/"], "unshare-net": ["--user", "--map-root-user", "--net"]}
@@ -468,7 +468,7 @@ def test_warm_runs_a_program_as_a_fresh_interpreter_does(source):
 
 @warm_only
 def test_warm_sandboxes_outlive_the_threads_that_started_them():
-    sandbox._pool.close()
+    _warm._pool.close()
     first = {r.stdout for r in run_many([PID_NS] * 4, max_workers=2)}  # started in run_many's threads
     time.sleep(0.2)
     assert {run_python(PID_NS).stdout for _ in range(2)} <= first
@@ -476,9 +476,9 @@ def test_warm_sandboxes_outlive_the_threads_that_started_them():
 
 @warm_only
 def test_a_stuck_warm_sandbox_is_killed_at_the_backstop(monkeypatch):
-    monkeypatch.setattr(sandbox, "BACKSTOP_S", 0.5)
+    monkeypatch.setattr(_warm, "BACKSTOP_S", 0.5)
     run_python("pass")
-    bwrap = sandbox._pool.idle[-1].proc  # the next run takes it
+    bwrap = _warm._pool.idle[-1].proc  # the next run takes it
     init = next(int(p) for p in filter(str.isdigit, os.listdir("/proc"))
                 if open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()[1] == str(bwrap.pid))
     os.kill(init, signal.SIGSTOP)  # from outside its namespace, this reaches the init
@@ -488,8 +488,8 @@ def test_a_stuck_warm_sandbox_is_killed_at_the_backstop(monkeypatch):
 
 @warm_only
 def test_a_warm_sandbox_that_cannot_start_falls_back_to_the_cold_path(monkeypatch, caplog):
-    monkeypatch.setattr(sandbox, "ZYGOTE", "/nonexistent/_zygote.py")
-    monkeypatch.setattr(sandbox, "_pool", sandbox._Pool())
+    monkeypatch.setattr(_warm, "ZYGOTE", "/nonexistent/_zygote.py")
+    monkeypatch.setattr(_warm, "_pool", _warm._Pool())
     with caplog.at_level("WARNING", logger="reward.sandbox"):
         first, second = run_python(PID_NS), run_python(PID_NS)
     assert first.status == second.status == "ok" and first.stdout != second.stdout  # a fresh sandbox each
