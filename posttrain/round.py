@@ -94,7 +94,8 @@ def run_rounds(recipe: Recipe, stop_after: tuple[int, str] | None = None, dry_ru
     # Decontamination guards training data against every shipped benchmark, not only the ones scored here.
     benchmark_prompts = schema.read(benchmarks.path / f"{ALL}.parquet", "prompts")
     # What the engine decides about an eval beside its own section: weights dtype, context (too long), eager.
-    eval_cfg = {"eval": ev, "score": scoring(recipe), "engine": {
+    score_cfg = scoring(recipe)  # the score section as score, revise and eval see it (hashes custom verifiers)
+    eval_cfg = {"eval": ev, "score": score_cfg, "engine": {
         k: getattr(recipe.generate, k) for k in ("dtype", "max_model_len", "enforce_eager")}}
 
     def tracked(r: int, stage: str) -> dict:  # the trained stages' runs in the recipe's trackers
@@ -136,14 +137,14 @@ def run_rounds(recipe: Recipe, stop_after: tuple[int, str] | None = None, dry_ru
                 round_seed, last_round=r == recipe.rounds),
                 mode="shards", merge=lambda out, dirs, res: merge_samples(out, dirs, res, train))
             threshold = recipe.select.pass_threshold  # what counts as a pass in the stage's pass_rate
-            tried = run.stage(r, "score", {"score": scoring(recipe), "pass_threshold": threshold},
+            tried = run.stage(r, "score", {"score": score_cfg, "pass_threshold": threshold},
                               [samples, *train_in], lambda out: score(
                 out, shard(_read(samples, "samples"), w, "prompt_id"), train, recipe.score, threshold),
                 mode="shards", merge=lambda out, dirs, res: merge_scored(out, dirs, res, train, threshold))
             scored = tried
             if recipe.revise.enabled:  # failed code gets its error back and more tries (Llama 3 §4.3.1)
                 revise_cfg = {"revise": recipe.revise, "generate": outputs(recipe.generate),
-                              "score": scoring(recipe), "pass_threshold": threshold}
+                              "score": score_cfg, "pass_threshold": threshold}
                 scored = run.stage(r, "revise", revise_cfg, [policy, tried, *train_in], lambda out: revise(
                     out, engines.get(policy.model), shard(_read(tried, "scored"), engines.world, "prompt_id"), train,
                     _tokenizer(policy), recipe.revise, recipe.generate, recipe.score, threshold, round_seed),

@@ -9,8 +9,9 @@ With `--eval [SET]` (held-out prompts or a benchmark): a round's eval items inst
 reason, and the item's passing samples in every round's eval (round 0: the base), to see what a round fixed
 or broke (`--regressed`: items that passed in the round before and fail now).
 
-The tables are found by id through the stages' manifests (the scored table select ranked, the prompt files),
-never by position; a sample is marked by its text, since the SFT example and the pair hold text.
+The tables are found by id (the scored table select ranked through its manifest, the round's prompt files by
+posttrain.prompts.train_files), never by position; a sample is marked by its text, since the SFT example and
+the pair hold text.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from eval.metrics import per_item
+from posttrain.prompts import train_files
 from posttrain.rundir import RunDir, RunDirError, StageOutput, in_run
 from posttrain.selection import rank
 
@@ -58,15 +60,13 @@ def _stage(run: RunDir, r: int, name: str) -> StageOutput:
     return out
 
 
-def _inputs(run: RunDir, select: StageOutput) -> tuple[Path, list[Path]]:
-    """(the scored table the select stage ranked, the prompt files it read: train.parquet and, with per_round
-    sources, train_round_<r>.parquet), from its manifest's inputs."""
+def _scored(run: RunDir, select: StageOutput) -> Path:
+    """The scored table the select stage ranked (score's, revise's or the reward model's), from its manifest."""
     paths = [run.root / in_run(p) for p in select.manifest["inputs"]]
     scored = next((p / "scored.parquet" for p in paths if (p / "scored.parquet").is_file()), None)
-    prompts = [p for p in paths if p.suffix == ".parquet" and p.parent.name == "prompts"]
-    if scored is None or not prompts:
+    if scored is None:
         raise RunDirError(f"{select.path}/manifest.json: names no scored table or prompt file among its inputs")
-    return scored, prompts
+    return scored
 
 
 def _text(messages: list[dict]) -> str:
@@ -80,7 +80,7 @@ def journeys(run_dir: Path, r: int | None = None, prompt_ids: list[str] = (), ca
     of `capability` (any if None), only those that got no SFT example when `failed`."""
     run, r = _open(run_dir, r, "select")
     select = _stage(run, r, "select")
-    scored_file, prompt_files = _inputs(run, select)
+    scored_file, prompt_files = _scored(run, select), train_files(run.stage_dir(0, "prompts"), [r])
     seed = json.loads((run.root / "recipe.json").read_text())["seed"]
     selected = set(pq.read_table(select.path / "sft.parquet", columns=["prompt_id"])["prompt_id"].to_pylist())
     prompts = _pick(prompt_files, prompt_ids, capability, lambda i: not (failed and i in selected), num, f"round {r}")
