@@ -88,7 +88,7 @@ def _score(args) -> int:
     from posttrain.scoring import RewardModelError, reward_model_for, score_file
 
     setup_logging()
-    recipe = load_recipe(args.recipe, args.overrides)
+    recipe = load_recipe(args.recipe, _isolation(args))
     try:
         rm, why = reward_model_for(args.reward_model, recipe)
         print(f"reward model: {rm or 'none'} ({why})", flush=True)
@@ -100,11 +100,16 @@ def _score(args) -> int:
     return 0
 
 
+def _isolation(args) -> list[str]:
+    """The overrides, with `--isolation MODE` as the recipe key it stands for (applied last)."""
+    return [*args.overrides, *([f"score.sandbox.isolation={args.isolation}"] if args.isolation else [])]
+
+
 def _eval(args) -> int:
     from eval.harness import run_eval
 
     setup_logging()
-    out = run_eval(args.model, args.recipe, args.overrides, args.out)
+    out = run_eval(args.model, args.recipe, _isolation(args), args.out)
     print((out / "eval.json").read_text())
     print(f"evals: {out / 'evals.parquet'}")
     return 0
@@ -192,11 +197,13 @@ def build_parser() -> argparse.ArgumentParser:
                     help="also fill rm_score with this trained reward model folder (e.g. <run dir>/round_N/"
                          "reward_model/model); default: with reward_model.enabled, the newest one trained in the "
                          "recipe's run directory, if any; 'none': verifiers only")
+    _isolation_argument(sc)
     sc.set_defaults(func=_score)
     ev = sub.add_parser("eval", help="evaluate a model on the recipe's eval benchmarks (vLLM generation)")
     add_arguments(ev)
     ev.add_argument("--model", required=True, help="model folder or hub id")
     ev.add_argument("--out", help="output folder (default: <output_dir>/<recipe name>/eval/<model folder name>)")
+    _isolation_argument(ev)
     ev.set_defaults(func=_eval)
     rw = sub.add_parser("reward", help="reward model jobs").add_subparsers(dest="reward_command", required=True,
                                                                           metavar="JOB")
@@ -229,6 +236,12 @@ def build_parser() -> argparse.ArgumentParser:
     sh.add_argument("--width", type=int, default=160, help="characters of each completion shown (0: all)")
     sh.set_defaults(func=_show)
     return p
+
+
+def _isolation_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--isolation", choices=("bwrap", "unshare-net", "rlimits-only"),
+                   help="the weakest sandbox isolation model code may run under (score.sandbox.isolation; default "
+                        "bwrap): name a weaker mode only knowingly, `posttrain doctor` says what each loses")
 
 
 def quiet_deepspeed() -> None:
@@ -269,8 +282,9 @@ def _run(args: argparse.Namespace) -> int:
         from posttrain.generate import PromptTooLong
         from posttrain.hub import HubError
         from reward.custom import VerifierError
+        from reward.sandbox import SandboxUnavailable
 
-        if not isinstance(e, (HubError, PromptTooLong, VerifierError)):
+        if not isinstance(e, (HubError, PromptTooLong, VerifierError, SandboxUnavailable)):
             raise
         print(f"posttrain: {'hub push failed: ' if isinstance(e, HubError) else ''}{e}", file=sys.stderr)
         return 2

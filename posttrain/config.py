@@ -16,6 +16,7 @@ from typing import Any, Literal
 # RecipeError is the recipe's error: callers import it from here, next to load_recipe.
 from posttrain.strict_yaml import RecipeError as RecipeError
 from posttrain.strict_yaml import apply_override, build, read_yaml
+from reward.sandbox import SandboxConfig
 
 CAPABILITIES = ("math", "code", "tools", "multilingual")
 
@@ -122,6 +123,7 @@ class ScoreConfig:
     check_steps: list[str] = field(default_factory=list)
     code_timeout_s: float = 5.0
     num_workers: int = 2
+    sandbox: SandboxConfig = field(default_factory=SandboxConfig)  # isolation: the weakest allowed (default bwrap)
 
 
 @dataclass(kw_only=True)

@@ -61,6 +61,7 @@ def check(r: Recipe, where: str) -> None:
     _check_eval(r.eval, need)
     _check_base_model(r, need)
     _check_score(r.score, need)
+    _check_sandbox(r, need)
     _check_revise(r.revise, need)
     _check_hub(r.hub, need)
     _check_tracking(r.tracking, need)
@@ -374,6 +375,29 @@ def _has_chat_template(model_dir: Path) -> bool | None:
         return bool(json.loads(config.read_text(encoding="utf-8")).get("chat_template"))
     except (ValueError, OSError):
         return None
+
+
+def runs_model_code(r: Recipe) -> bool:
+    """Whether the recipe executes model-generated code: the code verifier (training, revise or held-out
+    eval), a verifier of the user's (which may call the sandbox), or HumanEval."""
+    from reward import custom
+
+    names = r.score.verifiers.values()
+    return "code" in names or any(custom.is_reference(n) for n in names) or "humaneval" in r.eval.benchmarks
+
+
+def _check_sandbox(r: Recipe, need: Need) -> None:
+    """Sets this process's minimum isolation to the recipe's, and, when the recipe runs model code, checks
+    now that this machine gives it: fail closed before any generation, never a warning mid-run."""
+    from reward import sandbox
+
+    if not runs_model_code(r):
+        sandbox.require(r.score.sandbox.isolation, check=False)
+        return
+    try:
+        sandbox.require(r.score.sandbox.isolation)
+    except sandbox.SandboxUnavailable as e:
+        need(False, "score.sandbox.isolation", f"({r.score.sandbox.isolation}) cannot be met here: {e}")
 
 
 def _check_score(s: ScoreConfig, need: Need) -> None:

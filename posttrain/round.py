@@ -253,7 +253,7 @@ def check_chat_template(model: str) -> None:
 # what a batch holds, so they stay in.
 HOW_NOT_WHAT = frozenset({"kv_cache_gib", "gpu_memory_utilization", "num_workers", "checkpoint_every_steps",
                           "gradient_checkpointing", "padding_free", "share_prefix", "use_liger_kernel",
-                          "torch_compile", "attn_implementation"})
+                          "torch_compile", "attn_implementation", "sandbox"})
 
 
 def outputs(cfg, *also: str) -> dict:

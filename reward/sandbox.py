@@ -68,8 +68,9 @@ import tempfile
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 from reward import _procs
 from reward._procs import MAX_OUTPUT  # noqa: F401  (re-exported: the per-stream cap)
@@ -100,6 +101,15 @@ WARM = True  # bwrap: run programs in warm sandboxes (the warm path above); run_
 WRAPPERS = {"bwrap": "bwrap", "unshare-net": "unshare"}  # mode -> the tool it needs
 
 
+@dataclass(kw_only=True)
+class SandboxConfig:
+    """The recipe's `score.sandbox` section. `isolation`: the weakest mode model code may run under; the
+    strongest mode the machine gives is used, and a machine that gives less stops the run before any work
+    (`require`). unshare-net and rlimits-only lose what LOST says: choose them by name, knowingly."""
+
+    isolation: Literal["bwrap", "unshare-net", "rlimits-only"] = "bwrap"
+
+
 class SandboxResult(NamedTuple):
     """How one program ended. status: "ok" (exit 0), "exit" (non-zero exit), "signal" (killed by a
     signal; returncode = -signal), "timeout", "process-limit", or "error" (the sandbox failed)."""
@@ -116,8 +126,13 @@ def run_python(source: str, timeout_s: float = 5.0, *, stdin: bytes | None = Non
     """Run `source` as a Python program in the sandbox, with `stdin` (bytes) as its standard input (else
     empty); `isolation` forces a mode (tests only); `warm` (bwrap only) picks the warm or the cold path
     (default: WARM)."""
-    mode = isolation or detect_isolation()
-    if mode == "bwrap" and (WARM if warm is None else warm):
+    mode = _allowed(isolation) if isolation else detect_isolation()
+    return _execute(mode, source, timeout_s, stdin, WARM if warm is None else warm)
+
+
+def _execute(mode: str, source: str, timeout_s: float, stdin: bytes | None, warm: bool) -> SandboxResult:
+    """run_python once the mode is decided (and allowed)."""
+    if mode == "bwrap" and warm:
         from reward import _warm  # the warm path builds on this module (imported here: no import cycle)
 
         result = _warm.run(source, timeout_s, stdin)
@@ -152,7 +167,7 @@ def run_many(sources: list[str], timeout_s: float = 5.0, max_workers: int | None
         return []
     if stdins is not None and len(stdins) != len(sources):
         raise ValueError(f"{len(stdins)} stdins for {len(sources)} programs")
-    mode = isolation or detect_isolation()  # probe once, before the threads race to it
+    mode = _allowed(isolation) if isolation else detect_isolation()  # probe once, before the threads race to it
     workers = max(1, min(len(sources), max_workers or os.cpu_count() or 1))
     jobs = list(zip(sources, stdins or [None] * len(sources)))
     with ThreadPoolExecutor(workers, thread_name_prefix="sandbox") as pool:
@@ -192,26 +207,84 @@ LOST = {
 }
 
 
+# ---- which isolation: the strongest this machine gives, never weaker than required ---------------------------
+
+REQUIRE_KEY = "score.sandbox.isolation"  # the recipe key that lowers the requirement (named in messages)
+_required = "bwrap"  # the weakest mode model code may run under in this process; require() lowers it
+_warned: set[str] = set()
+
+
+class SandboxUnavailable(RuntimeError):
+    """The isolation required for model code is not available here; the message says why and the fix."""
+
+
+def require(minimum: str, check: bool = True) -> str | None:
+    """Let model code run in this process under `minimum` isolation or stronger (default, before any call:
+    bwrap), and check now that this machine gives it: returns the mode programs will run under, or raises
+    SandboxUnavailable naming the required mode, each stronger probe's failure and the fix (check=False:
+    set the minimum only). A recipe's
+    `score.sandbox.isolation` (or `--isolation` on score / eval) comes here before any work starts."""
+    global _required
+    if minimum not in MODES:
+        raise ValueError(f"unknown sandbox isolation {minimum!r} (known: {', '.join(MODES)})")
+    _required = minimum
+    return detect_isolation() if check else None
+
+
+def required() -> str:
+    return _required
+
+
 @functools.lru_cache(maxsize=None)
+def probe(mode: str) -> str | None:
+    """None when `mode` runs a program here; otherwise why not (the tool's absence, or the probe's stderr).
+    Probed once per process. rlimits-only needs no tool and always runs."""
+    tool = WRAPPERS.get(mode)
+    if tool is None:
+        return None
+    if not shutil.which(tool):
+        return f"{tool} not found on PATH"
+    result = _execute(mode, "print('ok')", 10.0, None, False)
+    if result.status == "ok" and result.stdout.strip() == "ok":
+        return None
+    return f"probe failed ({result.status}): {(result.stderr.strip() or '(no stderr)')[-500:]}"
+
+
 def detect_isolation() -> str:
-    """The strongest mode that actually runs a program here; probed once per process. A weaker mode than
-    bwrap logs one WARNING: why each stronger mode failed, and what the chosen one loses."""
-    failed = []
-    for mode, tool in WRAPPERS.items():
-        if not shutil.which(tool):
-            failed.append(f"{mode}: {tool} not found")
-            continue
-        probe = run_python("print('ok')", 10.0, isolation=mode, warm=False)
-        if probe.status == "ok" and probe.stdout.strip() == "ok":
-            break
-        failed.append(f"{mode}: probe failed: {probe.status} {probe.stderr[-500:].strip()!r}")
-    else:
-        mode = "rlimits-only"
-    if mode != "bwrap":
-        root = " (and RLIMIT_NPROC does not bind root: nothing bounds a fork bomb)" if (
-            mode == "rlimits-only" and os.geteuid() == 0) else ""
-        log.warning("sandbox: running model code under %s isolation (%s). %s%s.", mode, "; ".join(failed),
-                    LOST[mode], root)
+    """The strongest mode that runs a program here, if it is at least the required one (`require`); else
+    SandboxUnavailable. A mode weaker than bwrap, which the user asked for by name, logs once what it loses."""
+    allowed = MODES[:MODES.index(_required) + 1]
+    for mode in allowed:
+        if probe(mode) is None:
+            if mode != "bwrap" and mode not in _warned:
+                _warned.add(mode)
+                root = " (and RLIMIT_NPROC does not bind root: nothing bounds a fork bomb)" if (
+                    mode == "rlimits-only" and os.geteuid() == 0) else ""
+                log.warning("sandbox: running model code under %s isolation, as %s=%s allows (%s). %s%s.", mode,
+                            REQUIRE_KEY, _required, "; ".join(f"{m}: {probe(m)}" for m in MODES[:MODES.index(mode)]),
+                            LOST[mode], root)
+            return mode
+    raise SandboxUnavailable(unavailable(_required))
+
+
+def unavailable(minimum: str) -> str:
+    """The message for a machine that does not give `minimum` isolation: why each probe failed, and the fix."""
+    why = "; ".join(f"{m}: {probe(m) or 'works'}" for m in MODES[:MODES.index(minimum) + 1])
+    weaker = [m for m in MODES[MODES.index(minimum) + 1:] if probe(m) is None]
+    fix = "install bubblewrap (apt install bubblewrap)" if minimum == "bwrap" else f"make {WRAPPERS[minimum]} work"
+    accept = (f", or accept less by name: {REQUIRE_KEY}={weaker[0]} (recipe key or score/eval --isolation "
+              f"{weaker[0]}; it loses: {LOST[weaker[0]].split(':')[0]})") if weaker else ""
+    return (f"sandbox: model code must run under {minimum} isolation ({REQUIRE_KEY}={minimum}), which this machine "
+            f"does not give: {why}. Fix: {fix}{accept}.")
+
+
+def _allowed(mode: str) -> str:
+    """A mode asked for by name (tests, probes): refused when weaker than required."""
+    if mode not in MODES:
+        raise ValueError(f"unknown sandbox isolation {mode!r} (known: {', '.join(MODES)})")
+    if MODES.index(mode) > MODES.index(_required):
+        raise SandboxUnavailable(f"sandbox: {mode} is weaker than the required {_required} isolation "
+                                 f"({REQUIRE_KEY}={_required})")
     return mode
 
 
@@ -276,9 +349,12 @@ def _bwrap(env: dict, binds: list[str], chdir: str, scripts: tuple[str, ...]) ->
     for fd, name in enumerate(("stdin", "stdout", "stderr")):
         dev += ["--symlink", f"/proc/self/fd/{fd}", f"/dev/{name}"]
     lib = [a for path in scripts for a in ("--ro-bind", path, f"{INNER_LIB}/{os.path.basename(path)}")]
+    # The private /tmp is mounted before the host binds: a checkout or virtualenv under /tmp (or /dev) is then
+    # bound on top of it, where a tmpfs mounted afterwards would hide the interpreter (bwrap: execvp ... No such
+    # file or directory).
     return [shutil.which("bwrap"), "--unshare-all", "--as-pid-1", "--die-with-parent", "--new-session",
-            "--cap-drop", "ALL", "--clearenv", *setenv, *_host_binds(), *lib, "--proc", "/proc", *dev,
-            "--size", str(TMP_BYTES), "--tmpfs", "/tmp", *binds, "--remount-ro", "/", "--chdir", chdir]
+            "--cap-drop", "ALL", "--clearenv", *setenv, "--size", str(TMP_BYTES), "--tmpfs", "/tmp", "--proc",
+            "/proc", *dev, *_host_binds(), *lib, *binds, "--remount-ro", "/", "--chdir", chdir]
 
 
 def _command(mode: str, root: str | None, token: str, status_fd: int, timeout_s: float,

@@ -10,6 +10,7 @@ import pytest
 from reward import code
 from reward.sandbox import run_python
 from reward.verdict import Verdict
+from tests.test_sandbox import every_mode_allowed  # noqa: F401 (autouse: the modes are forced by name)
 from tests.test_sandbox_escapes import ACTIVE, NONCE, PATHS, TESTS, TIMEOUT_S, bwrap_only, run
 from tests.test_sandbox_escapes import sandbox_survives  # noqa: F401  (autouse: every test leaves nothing behind)
 

@@ -33,14 +33,30 @@ def works(mode: str) -> bool:
 # follow it, not whatever the sandbox settled on, so a sandbox that falls back where bwrap works fails.
 BWRAP_WORKS, UNSHARE_WORKS = works("bwrap"), works("unshare-net")
 EXPECTED = "bwrap" if BWRAP_WORKS else "unshare-net" if UNSHARE_WORKS else "rlimits-only"
+# bwrap is required (scripts/setup.sh installs it): where it is missing or its probe fails, the next line
+# raises SandboxUnavailable with the probe's reason and every sandbox test module fails to collect, instead of
+# skipping its bwrap tests. POSTTRAIN_TEST_WITHOUT_BWRAP=1 accepts a machine without bwrap (its tests skip).
+WITHOUT_BWRAP = os.environ.get("POSTTRAIN_TEST_WITHOUT_BWRAP") == "1" and not shutil.which("bwrap")
+if WITHOUT_BWRAP:
+    sandbox.require("rlimits-only", check=False)
 ACTIVE = sandbox.detect_isolation()
 NAMESPACED = EXPECTED in ("bwrap", "unshare-net")
 TIMEOUT_S = 1.5
 BUDGET_S = TIMEOUT_S + 1.5  # a timed-out run must be over by then
-FALLBACK = (["rlimits-only"] if EXPECTED == "rlimits-only" else
-            ["bwrap", "bwrap-cold", "rlimits-only"] if EXPECTED == "bwrap" else [EXPECTED, "rlimits-only"])
-# Skipped only where bwrap cannot run; where it can, a sandbox that does not use it fails these tests.
-warm_only = pytest.mark.skipif(not BWRAP_WORKS, reason="no working bwrap here: the warm path needs it")
+# Every mode a user may choose that runs here (bwrap on both its paths).
+FALLBACK = (["bwrap", "bwrap-cold"] if BWRAP_WORKS else []) + (["unshare-net"] if UNSHARE_WORKS else []) + [
+    "rlimits-only"]
+warm_only = pytest.mark.skipif(WITHOUT_BWRAP, reason="POSTTRAIN_TEST_WITHOUT_BWRAP=1: no bwrap here")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def every_mode_allowed():
+    """The tests force each mode by name (run_python(isolation=...)); a process refuses modes weaker than its
+    minimum (default bwrap), so this module lowers it, and restores it after."""
+    before = sandbox.required()
+    sandbox.require("rlimits-only", check=False)
+    yield
+    sandbox.require(before, check=False)
 
 
 def stragglers(marker: str = PREFIX) -> list[str]:
@@ -108,18 +124,32 @@ def test_isolation_is_probed_and_reported():
         assert sandbox.WARM  # the warm path is bwrap's default (the module doc); the warm tests below rely on it
 
 
-def test_rlimits_only_fallback_warns_once(monkeypatch, caplog):
+def _as_if_no_tools(monkeypatch):
     monkeypatch.setattr(sandbox.shutil, "which", lambda name: None)  # as if neither bwrap nor unshare
-    sandbox.detect_isolation.cache_clear()
+    sandbox.probe.cache_clear()
+    sandbox._warned.clear()
+
+
+def test_rlimits_only_runs_only_when_named_and_warns_once(monkeypatch, caplog):
+    _as_if_no_tools(monkeypatch)
     try:
         with caplog.at_level("WARNING", logger="reward.sandbox"):
-            assert sandbox.detect_isolation() == sandbox.detect_isolation() == "rlimits-only"
+            assert sandbox.detect_isolation() == sandbox.detect_isolation() == "rlimits-only"  # named (fixture)
         warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
         assert len(warnings) == 1 and "Network and filesystem isolation are LOST" in warnings[0]
         assert "audit hook" in warnings[0] and "does NOT stop native code" in warnings[0]
+        for minimum in ("bwrap", "unshare-net"):  # not named: refused, with each probe's reason and the fix
+            with pytest.raises(sandbox.SandboxUnavailable) as refused:
+                sandbox.require(minimum)
+            assert "bwrap: bwrap not found on PATH" in str(refused.value)
+            assert f"must run under {minimum} isolation" in str(refused.value)
+            assert "score.sandbox.isolation=rlimits-only" in str(refused.value)
+            with pytest.raises(sandbox.SandboxUnavailable):
+                run_python("print(1)")
     finally:
+        sandbox.require("rlimits-only", check=False)
         monkeypatch.undo()
-        sandbox.detect_isolation.cache_clear()
+        sandbox.probe.cache_clear()
     assert sandbox.detect_isolation() == ACTIVE
 
 

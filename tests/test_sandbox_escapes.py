@@ -14,11 +14,13 @@ import pytest
 
 from reward import code, sandbox
 from reward.sandbox import run_python
-from tests.test_sandbox import assert_nothing_left
+from tests.test_sandbox import WITHOUT_BWRAP, assert_nothing_left, every_mode_allowed  # noqa: F401 (autouse)
 
+# Where bwrap is missing or its probe fails, tests.test_sandbox's import (above) already failed with the
+# probe's reason: these tests skip only on a machine that opted out (POSTTRAIN_TEST_WITHOUT_BWRAP=1).
 ACTIVE = sandbox.detect_isolation()
 BWRAP = ACTIVE == "bwrap"
-bwrap_only = pytest.mark.skipif(not BWRAP, reason="bwrap is not the isolation mode here")
+bwrap_only = pytest.mark.skipif(WITHOUT_BWRAP, reason="POSTTRAIN_TEST_WITHOUT_BWRAP=1: no bwrap here")
 PATHS = [pytest.param(True, id="warm"), pytest.param(False, id="cold")]
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TIMEOUT_S = 5.0
@@ -235,44 +237,51 @@ def test_rlimit_nproc_does_not_bind_root_in_bwrap():
 
 # ---- 3. fallbacks say what they lose --------------------------------------------------------------------
 
-def test_a_failed_bwrap_probe_warns_what_is_lost(monkeypatch, caplog):
-    real = sandbox.run_python
+def test_a_failed_bwrap_probe_stops_unless_a_weaker_mode_is_named(monkeypatch, caplog):
+    real = sandbox._execute
 
-    def probe(source, timeout_s=5.0, *, isolation=None, **kw):
-        if isolation == "bwrap":
+    def failing(mode, source, timeout_s, stdin, warm):
+        if mode == "bwrap":
             return sandbox.SandboxResult(1, "exit", "", "bwrap: setting up uid map: Permission denied", "bwrap")
-        return real(source, timeout_s, isolation=isolation, **kw)
+        return real(mode, source, timeout_s, stdin, warm)
 
-    monkeypatch.setattr(sandbox, "run_python", probe)
-    sandbox.detect_isolation.cache_clear()
+    monkeypatch.setattr(sandbox, "_execute", failing)
+    sandbox.probe.cache_clear()
+    sandbox._warned.clear()
     try:
+        with pytest.raises(sandbox.SandboxUnavailable) as refused:
+            sandbox.require("bwrap")
+        message = str(refused.value)
+        assert "must run under bwrap isolation" in message and "bwrap: probe failed (exit)" in message
+        assert "Permission denied" in message and "apt install bubblewrap" in message
         with caplog.at_level("INFO", logger="reward.sandbox"):
-            mode = sandbox.detect_isolation()
+            mode = sandbox.require("unshare-net")  # named: runs, and says once what it loses
+            sandbox.detect_isolation()
         records = [r for r in caplog.records if r.name == "reward.sandbox"]
         assert mode in ("unshare-net", "rlimits-only") and len(records) == 1, records
         message = records[0].getMessage()
         assert records[0].levelname == "WARNING" and "bwrap: probe failed" in message
         assert "Permission denied" in message and "filesystem isolation is LOST" in message.replace("Network and ", "")
-        if mode == "rlimits-only":
-            assert "environ" in message and "HF_TOKEN" in message
     finally:
+        sandbox.require("rlimits-only", check=False)
         monkeypatch.undo()
-        sandbox.detect_isolation.cache_clear()
+        sandbox.probe.cache_clear()
     assert sandbox.detect_isolation() == ACTIVE
 
 
 def test_rlimits_only_warning_names_the_environment(monkeypatch, caplog):
     monkeypatch.setattr(sandbox.shutil, "which", lambda name: None)
-    sandbox.detect_isolation.cache_clear()
+    sandbox.probe.cache_clear()
+    sandbox._warned.clear()
     try:
         with caplog.at_level("WARNING", logger="reward.sandbox"):
-            assert sandbox.detect_isolation() == "rlimits-only"
+            assert sandbox.detect_isolation() == "rlimits-only"  # named: every_mode_allowed
         (message,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
         assert "bwrap: bwrap not found" in message and "unshare-net: unshare not found" in message
         assert "/proc/<pid>/environ" in message and "HF_TOKEN" in message
     finally:
         monkeypatch.undo()
-        sandbox.detect_isolation.cache_clear()
+        sandbox.probe.cache_clear()
     assert sandbox.detect_isolation() == ACTIVE
 
 
