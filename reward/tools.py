@@ -1,11 +1,15 @@
 """Tool-call verifier: Llama 3.1 JSON tool calls checked against the offered tools and the expected call.
 
 The call format, asked for by `render_tools_prompt` and read by the verifier, is Llama 3.1's JSON tool
-call: the first JSON object in the completion, {"name": ..., "parameters": {...}} ("arguments" is
-accepted too; a leading <|python_tag|> or prose is skipped). `call_text` writes one.
+call: one JSON object {"name": ..., "parameters": {...}} ("arguments" is accepted too; a leading
+<|python_tag|> or prose is skipped, and so is a one-element JSON list). `call_text` writes one. A completion
+holds exactly one call: a second object that names a tool, a list of two calls or calls on further lines fail
+("2 calls where 1 is expected", BFCL's "Wrong number of functions"), so a right call followed by anything else
+earns nothing in training either.
 
 A call passes when its name is an offered tool, its arguments validate against that tool's parameter
-schema (BFCL's pseudo-types such as "dict" and "float" are first mapped to JSON Schema), and it matches
+schema (BFCL's pseudo-types such as "dict" and "float" are first mapped to JSON Schema; "integer" means an
+int, as BFCL's checker types it: 10.0 fails where 10 passes, while a "float"/"number" takes 10), and it matches
 the expected call, which comes in one of two forms:
 - exact: {"name", "arguments"}: every argument the expected call lists must be given with an equal value,
   except an optional one (not in the schema's `required`) whose expected value is what leaving it out
@@ -19,21 +23,31 @@ the expected call, which comes in one of two forms:
   each given argument must equal one acceptable value, "" in the list means the argument may be left
   out, and an argument without a list must not be given. Inside an acceptable value, a dict is itself a
   pattern {key: [acceptable values]} and a list matches element-wise (BFCL's dict/list-of-dict checkers).
-Values compare by JSON type (3 == 3.0, but "3" != 3 and true != 1; key order is irrelevant) and strings
-compare the way BFCL's AST checker does (see `standardize_string`).
+  The schema is checked as far as BFCL's AST checker checks it (`bfcl_checked`): required arguments, each
+  argument's type and an array's items' type; the answer key, not an enum, lists the acceptable values.
+  tests/test_bfcl_agreement.py grades every bfcl_simple and bfcl_multiple item, and perturbations of it,
+  with bfcl-eval's own checker and this verifier: they agree but for two answer-key bugs, where BFCL accepts
+  a value because it has the key's type rather than the schema's (simple_python_307's `venue: true` for a
+  string, simple_python_149's list of lists for a list of strings) and this verifier refuses it.
+Values that pass the schema compare by JSON type (3 == 3.0, but "3" != 3 and true != 1; key order is
+irrelevant) and strings compare the way BFCL's AST checker does (see `standardize_string`).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from typing import Any
 
 import jsonschema
+from jsonschema.exceptions import best_match
+from jsonschema.protocols import Validator
 
 from reward.verdict import FAIL, PASS, Verdict, as_text, column, missing
 
 DECODER = json.JSONDecoder()
+_JSON_START = re.compile(r"[{[]")  # where a JSON object or list may start
 
 # BFCL's parameter types that are not JSON Schema types (None: no constraint).
 PSEUDO_TYPES = {"dict": "object", "float": "number", "tuple": "array", "any": None}
@@ -114,22 +128,25 @@ def _verdict(text: str, tools_json: str | None, expected_json: str | None) -> Ve
         expected = _expected(expected_json)
     except (ValueError, TypeError, KeyError, AttributeError) as e:  # broken metadata is the data's fault
         return Verdict(None, f"not applicable: unreadable tool metadata ({e})")
-    call = first_call(text)
-    if call is None:
+    calls = tool_calls(text)
+    if not calls:
         return Verdict(FAIL, "no tool call")
-    name, args = call
+    if len(calls) > 1:  # BFCL: "Wrong number of functions"; in training, a right call plus anything else
+        return Verdict(FAIL, f"{len(calls)} calls where 1 is expected")
+    [(name, args)] = calls
     if name not in offered:
         return Verdict(FAIL, f"unknown tool {name}")
-    schema = offered[name]
+    bfcl_form = "possible_arguments" in expected
+    schema = bfcl_checked(offered[name]) if bfcl_form else offered[name]
     try:
-        jsonschema.validate(args, schema)
+        validate(args, schema)
     except jsonschema.ValidationError as e:
         return Verdict(FAIL, f"schema: {e.message}")
     except jsonschema.SchemaError as e:
         return Verdict(None, f"not applicable: invalid schema for {name} ({e.message})")
     if name != expected.get("name"):
         return Verdict(FAIL, "wrong tool")
-    if "possible_arguments" in expected:
+    if bfcl_form:
         problem = possible_mismatch(args, expected["possible_arguments"])
     else:
         problem = exact_mismatch(args, _arguments(expected), schema)
@@ -152,20 +169,25 @@ def _expected(expected_json: str) -> dict:
     return expected
 
 
-def first_call(text: str) -> tuple[str, Any] | None:
-    """(name, arguments) of the first JSON object in the text that names a tool, else None."""
-    start = text.find("{")
-    while start != -1:
+def tool_calls(text: str) -> list[tuple[str, Any]]:
+    """(name, arguments) of every call in the text: each JSON object that names a tool, alone or in a JSON list,
+    read left to right (a value inside a call is part of it, not another call). Prose around the calls is
+    skipped; if the first JSON object is not a call, the text has no call."""
+    calls = []
+    start = _JSON_START.search(text)
+    while start is not None:
         try:
-            obj, _ = DECODER.raw_decode(text, start)
+            value, end = DECODER.raw_decode(text, start.start())
         except ValueError:
-            obj = None
-        if isinstance(obj, dict):
-            if isinstance(obj.get("name"), str):
-                return obj["name"], _arguments(obj)
-            return None  # the first object is not a call: no tool call
-        start = text.find("{", start + 1)
-    return None
+            start = _JSON_START.search(text, start.start() + 1)
+            continue
+        for obj in [value] if isinstance(value, dict) else value if isinstance(value, list) else []:
+            if isinstance(obj, dict) and isinstance(obj.get("name"), str):
+                calls.append((obj["name"], _arguments(obj)))
+            elif isinstance(obj, dict) and not calls:
+                return []  # the first object is not a call: no tool call
+        start = _JSON_START.search(text, end)
+    return calls
 
 
 def _arguments(call: dict) -> Any:
@@ -176,6 +198,46 @@ def _arguments(call: dict) -> Any:
         except ValueError:
             return args
     return args
+
+
+def validate(args: Any, schema: dict) -> None:
+    """jsonschema.validate, but "integer" is an int, not an integral float: BFCL's checker refuses 10.0 where an
+    integer is declared (and accepts 10 where a float is, as JSON Schema's "number" does)."""
+    if (error := best_match(_validator(json.dumps(schema, sort_keys=True)).iter_errors(args))) is not None:
+        raise error
+
+
+@functools.lru_cache(maxsize=4096)
+def _validator(schema_json: str) -> Validator:
+    """A checked schema's validator, built once per schema (checking a schema costs ~100x validating a call)."""
+    schema = json.loads(schema_json)
+    cls = jsonschema.validators.validator_for(schema)
+    cls.check_schema(schema)
+    return _strict_integers(cls)(schema)
+
+
+@functools.cache
+def _strict_integers(cls: type) -> type:
+    checker = cls.TYPE_CHECKER.redefine("integer", lambda _, v: isinstance(v, int) and not isinstance(v, bool))
+    return jsonschema.validators.extend(cls, type_checker=checker)
+
+
+def bfcl_checked(schema: dict) -> dict:
+    """The part of a tool's schema that BFCL's AST checker checks: the required arguments, each argument's type
+    and an array's items' type (one level down). BFCL compares deeper values (a dict's values, a nested list's
+    items) with the answer key only, and the answer key, not an enum, lists the acceptable values."""
+    if not isinstance(schema, dict):
+        return schema  # not a schema: validation says so
+    out = {k: v for k, v in schema.items() if k in ("type", "required", "additionalProperties")}
+    out["properties"] = {name: _shallow(prop) for name, prop in schema.get("properties", {}).items()}
+    return out
+
+
+def _shallow(prop: Any) -> dict:
+    out = {"type": prop["type"]} if isinstance(prop, dict) and "type" in prop else {}
+    if isinstance(prop, dict) and isinstance(prop.get("items"), dict) and "type" in prop["items"]:
+        out["items"] = {"type": prop["items"]["type"]}
+    return out
 
 
 # --------------------------------------------------------------------------- argument matching

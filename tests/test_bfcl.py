@@ -20,7 +20,7 @@ SIZES = {"bfcl_simple": 400, "bfcl_multiple": 200}
 # entry means either the data changed or the verifier drifted from BFCL's checker.
 EXCLUDED = {
     # "venue" is {"type": "string"} but its acceptable values are ["", true]: only leaving it out can pass
-    # (BFCL's own checker would also refuse `true` for a string; its data is inconsistent here).
+    # (BFCL's own checker accepts `true`, a value of the key's type; tests/test_bfcl_agreement.py allows it).
     "bfcl_simple/simple_python_307": "acceptable value true for a string-typed argument",
 }
 

@@ -189,6 +189,7 @@ OFFERED = json.dumps([
 ])
 SONG = json.dumps({"name": "play_song", "arguments": {"title": "Blue Sky"}})
 TIMER = json.dumps({"name": "set_timer", "arguments": {"minutes": 3}})
+BLUE = '{"name": "play_song", "parameters": {"title": "Blue Sky"}}'
 
 
 @pytest.mark.parametrize("completion,expected,verdict", [
@@ -199,7 +200,8 @@ TIMER = json.dumps({"name": "set_timer", "arguments": {"minutes": 3}})
     ('{"name": "play_song", "parameters": {"title": "Night Train"}}', SONG,
      (0.0, 'wrong arguments: title = "Night Train", expected "Blue Sky"')),
     ('{"name": "play_song", "parameters": {"title": "blue-sky"}}', SONG, (1.0, "correct")),  # BFCL's string rule
-    ('{"name": "set_timer", "parameters": {"minutes": 3.0}}', TIMER, (1.0, "correct")),  # 3 == 3.0
+    # an integer is an int, as BFCL's checker types it (3.0 == 3 only where a number is declared)
+    ('{"name": "set_timer", "parameters": {"minutes": 3.0}}', TIMER, (0.0, "schema: 3.0 is not of type 'integer'")),
     ('{"name": "set_timer", "parameters": {"minutes": "3"}}', TIMER,
      (0.0, "schema: '3' is not of type 'integer'")),  # "3" != 3
     # an optional argument the expected call leaves out
@@ -210,6 +212,13 @@ TIMER = json.dumps({"name": "set_timer", "arguments": {"minutes": 3}})
     ('{"name": "play_song", "parameters": {"title": "Blue', SONG, (0.0, "no tool call")),
     ('{"song": "Blue Sky"}', SONG, (0.0, "no tool call")),
     ("}{ garbage {{", SONG, (0.0, "no tool call")),
+    # exactly one call (BFCL: "Wrong number of functions"): a right call plus anything else is no reward hack
+    (f"[{BLUE}]", SONG, (1.0, "correct")),
+    (f'{BLUE}\n{{"name": "play_song", "parameters": {{"title": "x"}}}}', SONG, (0.0, "2 calls where 1 is expected")),
+    (f'{BLUE}; {{"name": "set_timer", "parameters": {{"minutes": 1}}}}', SONG, (0.0, "2 calls where 1 is expected")),
+    (f"[{BLUE}, {BLUE}]", SONG, (0.0, "2 calls where 1 is expected")),
+    (BLUE * 3, SONG, (0.0, "3 calls where 1 is expected")),
+    (f'{BLUE}\nThat plays it. [1] {{"note": 2}}', SONG, (1.0, "correct")),  # prose, JSON that is no call
 ])
 def test_tools(completion, expected, verdict):
     assert tools.score([completion], tools=[OFFERED], expected_call=[expected]) == [Verdict(*verdict)]
@@ -250,7 +259,10 @@ BFCL_CALL = json.dumps({"name": "area", "possible_arguments": {
 
 @pytest.mark.parametrize("arguments,reward,reason", [
     ({"base": 10, "shape": "triangle"}, 1.0, "correct"),  # an int for a float, optional ones left out
-    ({"base": 10.0, "shape": "triangle", "unit": "Centi-meters", "sides": [3.0, 4]}, 1.0, "correct"),
+    ({"base": 10.0, "shape": "triangle", "unit": "Centi-meters", "sides": [3, 4]}, 1.0, "correct"),
+    ({"base": 10.0, "shape": "triangle", "sides": [3.0, 4]}, 0.0, "schema: 3.0 is not of type 'integer'"),
+    # BFCL's checker compares a dict's values with the key, without their types: 2.0 == 2
+    ({"base": 10.0, "shape": "triangle", "extra": {"tag": "A b", "n": 2.0}}, 1.0, "correct"),
     ({"base": 10.0, "shape": "triangle", "extra": {"tag": "a_b"}, "anything": "x"}, 1.0, "correct"),
     ({"base": 10.0, "shape": "triangle", "unit": "mm"}, 0.0,
      'wrong arguments: unit = "mm", expected one of ["cm", "centimeters", ""]'),
@@ -259,7 +271,9 @@ BFCL_CALL = json.dumps({"name": "area", "possible_arguments": {
     ({"base": 10.0, "shape": "triangle", "extra": {"tag": "A b", "m": 2}}, 0.0, "wrong arguments: extra"),
     ({"base": 11.0, "shape": "triangle"}, 0.0, "wrong arguments: base = 11.0, expected one of [10.0]"),
     ({"base": 10.0, "shape": "square"}, 0.0, "wrong arguments: shape"),
-    ({"base": 10.0, "shape": "Triangle"}, 0.0, "schema: 'Triangle' is not one of ['triangle', 'square']"),
+    # the answer key, not the enum, lists the acceptable values (and strings compare as BFCL's do)
+    ({"base": 10.0, "shape": "TRIANGLE"}, 1.0, "correct"),
+    ({"base": 10.0, "shape": "circle"}, 0.0, 'wrong arguments: shape = "circle", expected one of ["triangle"]'),
     ({"base": "10", "shape": "triangle"}, 0.0, "schema: '10' is not of type 'number'"),
     ({"base": 10.0}, 0.0, "schema: 'shape' is a required property"),
     ({"base": 10.0, "shape": "triangle", "sides": "3, 4"}, 0.0, "schema: '3, 4' is not of type 'array'"),

@@ -98,7 +98,8 @@ NO_DEFAULT = offered({"type": "string"})
 @pytest.mark.parametrize("arguments,expected,tools_json,verdict", [
     # the audit's case: u optional, expected at its default -> leaving it out is the same call
     ({"a": 3}, {"a": 3, "u": "c"}, WITH_DEFAULT, (1.0, "correct")),
-    ({"a": 3.0, "u": "c"}, {"u": "c", "a": 3}, WITH_DEFAULT, (1.0, "correct")),  # 3 == 3.0, key order
+    ({"a": 3, "u": "c"}, {"u": "c", "a": 3}, WITH_DEFAULT, (1.0, "correct")),  # key order
+    ({"a": 3.0, "u": "c"}, {"a": 3, "u": "c"}, WITH_DEFAULT, (0.0, "schema: 3.0 is not of type 'integer'")),
     ({"a": 3, "u": "d"}, {"a": 3, "u": "c"}, WITH_DEFAULT, (0.0, 'wrong arguments: u = "d", expected "c"')),
     # expected away from the default: the question asked for it, so it must be given
     ({"a": 3}, {"a": 3, "u": "d"}, WITH_DEFAULT, (0.0, "wrong arguments: missing u")),

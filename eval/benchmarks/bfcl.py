@@ -4,9 +4,13 @@
 multiple (200 items: 2-4 functions offered, one call expected). Items are read from the data files the
 package ships; its Python modules are not imported (their dependencies are not installed). The prompt is
 the project's own tool prompt (`reward.tools.render_tools_prompt`, as for training), the answer a Llama 3.1
-JSON tool call, and the verifier reward.tools with BFCL's possible answers as the expected call: it
-follows BFCL's AST checker (acceptable values, "" = may be left out, BFCL's string normalisation) but
-also checks the JSON schema (enums, integer vs string), so it is a little stricter than BFCL's scorer.
+JSON tool call, and the verifier reward.tools with BFCL's possible answers as the expected call. It scores
+as BFCL's AST checker does (exactly one call, the checker's types, acceptable values, "" = may be left out,
+BFCL's string normalisation; the answer key, not an enum, says which values pass):
+tests/test_bfcl_agreement.py runs bfcl-eval's own `ast_checker` beside it on every item here and on
+mechanical perturbations of each, and the verdicts differ only on two answer-key bugs, where BFCL accepts a
+value of the key's type that the schema refuses (simple_python_307, simple_python_149) and reward.tools
+does not.
 Parallel, parallel-multiple, live, irrelevance and multi-turn categories are out of scope: the verifier
 checks one call against one expected call.
 """
