@@ -3,7 +3,8 @@
 - NLL term: sigmoid DPO loss + 0.2 x NLL on the chosen response (`loss_type=["sigmoid", "sft"]`).
 - Formatting tokens (header and termination tokens) carry no loss in chosen or rejected: both
   responses share them, and pushing their likelihood apart caused tail repetition and abrupt stops.
-  TRL has no switch for this, so `FormattingTokenMaskCollator` removes them from the completion mask.
+  TRL has no switch for this, so `FormattingTokenMaskCollator` removes them from the completion mask; which
+  tokens they are is read from the tokenizer's chat template (`posttrain.chat_format`), for any template.
 
 Speed switches (`DPOConfig`): reference log-probs precomputed once, length-grouped batches, padding-free
 forwards (`posttrain/dpo_packing.py`: TRL 1.16 turned its own `padding_free` off) and, on top, one forward over
@@ -22,40 +23,17 @@ from accelerate.utils import is_peft_model
 from transformers import TrainerCallback
 from transformers.trainer_pt_utils import LengthGroupedSampler
 from trl import DPOTrainer
-from trl.trainer.dpo_trainer import DataCollatorForPreference
 
+from posttrain.chat_format import FormattingTokenMaskCollator as FormattingTokenMaskCollator  # re-exported
+from posttrain.chat_format import dpo_collator, training_prompts
+from posttrain.chat_format import formatting_token_ids as formatting_token_ids  # re-exported
 from posttrain.config import DPOConfig
 from posttrain.dist import barrier, world
 from posttrain.dpo_packing import PackedForward
 from posttrain.training import common_args, copy_model, lora_args, model_init_args, train_and_save, trained
 
-# Formatting tokens of the chat templates we know (Llama 3, ChatML); any that exist in a vocabulary count.
-FORMATTING_TOKENS = ("<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>", "<|eom_id|>",
-                     "<|end_of_text|>", "<|im_start|>", "<|im_end|>")
 log = logging.getLogger("posttrain")
 PAIRS_ON_DISK = "pairs_dataset"  # under the stage's directory while it trains with precomputed reference log-probs
-
-
-def formatting_token_ids(tokenizer) -> list[int]:
-    vocab = tokenizer.get_vocab()
-    ids = {vocab[t] for t in FORMATTING_TOKENS if t in vocab}
-    if tokenizer.eos_token_id is not None:
-        ids.add(tokenizer.eos_token_id)
-    return sorted(ids)
-
-
-class FormattingTokenMaskCollator(DataCollatorForPreference):
-    """TRL's preference collator, with formatting tokens dropped from `completion_mask`."""
-
-    def __init__(self, *args, masked_token_ids: list[int], **kwargs):
-        super().__init__(*args, **kwargs)
-        self.masked_token_ids = torch.tensor(masked_token_ids, dtype=torch.long)
-
-    def torch_call(self, examples):
-        out = super().torch_call(examples)
-        formatting = torch.isin(out["input_ids"], self.masked_token_ids)
-        out["completion_mask"] = out["completion_mask"] * (~formatting).to(out["completion_mask"].dtype)
-        return out
 
 
 def dpo(out: Path, sft_model: str | Path, pairs: pa.Table, cfg: DPOConfig, seed: int,
@@ -103,7 +81,9 @@ def dpo_trainer(out: Path, sft_model: str | Path, pairs: pa.Table, cfg: DPOConfi
     from trl import DPOConfig as TRLDPOConfig
 
     tokenizer = AutoTokenizer.from_pretrained(sft_model)
-    dataset = Dataset.from_dict({k: pairs.column(k).to_pylist() for k in ("prompt", "chosen", "rejected")})
+    dataset = {k: pairs.column(k).to_pylist() for k in ("prompt", "chosen", "rejected")}
+    turns = training_prompts(tokenizer, sft_model)
+    dataset = Dataset.from_dict({**dataset, "prompt": [turns(p) for p in dataset["prompt"]]})
     if cfg.precompute_ref_log_probs:
         dataset = _for_reference_pass(dataset, out / PAIRS_ON_DISK)
     args = TRLDPOConfig(**{**common_args(out, cfg, seed), "beta": cfg.beta, "loss_type": ["sigmoid", "sft"],
@@ -113,9 +93,7 @@ def dpo_trainer(out: Path, sft_model: str | Path, pairs: pa.Table, cfg: DPOConfi
                            **model_init_args(cfg), **overrides})
     collator = None
     if cfg.mask_formatting_tokens:
-        collator = FormattingTokenMaskCollator(pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id,
-                                               max_length=cfg.max_length,
-                                               masked_token_ids=formatting_token_ids(tokenizer))
+        collator = dpo_collator(tokenizer, cfg.max_length)
     # With LoRA the reference is the same model with its adapters off: no second copy in memory.
     model = {"model": str(sft_model), **lora_args(cfg.lora, sft_model, cfg.attn_implementation)}
     trainer = StageDPOTrainer(**model, args=args, data_collator=collator, train_dataset=dataset,

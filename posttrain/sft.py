@@ -1,4 +1,9 @@
-"""SFT stage: TRL's SFTTrainer on the round's mix, loss on assistant tokens only."""
+"""SFT stage: TRL's SFTTrainer on the round's mix, loss on the reply only.
+
+Each example is one prompt and its reply, given to TRL in its prompt-completion layout
+(`posttrain.chat_format`): TRL trains on the tokens after the prompt (the reply and the template's end of
+turn), for any chat template, without `{% generation %}` markers.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ import pyarrow as pa
 import torch
 from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
+from posttrain.chat_format import prompt_completion, training_prompts
 from posttrain.config import SFTConfig
 from posttrain.training import common_args, copy_model, lora_args, model_init_args, train_and_save, trained
 
@@ -45,8 +51,9 @@ def sft_trainer(out: Path, start_model: str | Path, mix: pa.Table, cfg: SFTConfi
     from trl import SFTConfig as TRLSFTConfig, SFTTrainer
 
     tokenizer = AutoTokenizer.from_pretrained(start_model)
-    dataset = Dataset.from_dict({"messages": mix.column("messages").to_pylist()})
-    args = TRLSFTConfig(**{**common_args(out, cfg, seed), "assistant_only_loss": True, "packing": cfg.packing,
+    turns = training_prompts(tokenizer, start_model)
+    dataset = Dataset.from_list([prompt_completion(m, turns) for m in mix.column("messages").to_pylist()])
+    args = TRLSFTConfig(**{**common_args(out, cfg, seed), "completion_only_loss": True, "packing": cfg.packing,
                            "lr_scheduler_type": cfg.lr_scheduler_type,
                            "warmup_steps": cfg.warmup_ratio,  # < 1: a fraction
                            "weight_decay": cfg.weight_decay, **model_init_args(cfg), **overrides})

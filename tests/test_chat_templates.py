@@ -1,0 +1,246 @@
+"""Any chat model trains (issue 27): which tokens carry loss, per chat-template family, through the stages' code.
+
+Each family's tokenizer is built here: a small byte-level BPE with the family's special tokens and its real chat
+template as text (ChatML as SmolLM2 and Qwen2.5 ship it, Llama 3, Mistral v0.3, Gemma, Phi-3, and the tiny
+base's own, the only one with `{% generation %}` markers). A random 2-layer Llama over that vocabulary is saved
+beside it, and the stage's own `sft_trainer` / `dpo_trainer` tokenize a conversation:
+
+- SFT trains on the reply and the template's end of turn, exactly, and on none of the prompt;
+- DPO trains on the reply without its formatting tokens (the special tokens the template writes, and the
+  tail it writes after a reply), in chosen and rejected alike.
+
+The same conversation goes through `chat_format.untrainable` (the recipe-load check), which must accept every
+family and refuse templates that cannot train.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+from posttrain import schema
+from posttrain.chat_format import (
+    formatting_token_ids,
+    reply_tail_ids,
+    tokenize_prompt_completion,
+    untrainable,
+)
+from posttrain.config import DPOConfig, SFTConfig
+from posttrain.dpo import dpo_trainer
+from posttrain.sft import sft_trainer
+from posttrain.tiny.base import train_tokenizer
+from tests._fast_paths import FP32
+
+PROMPT = [{"role": "user", "content": "What is 12 + 30?"}]
+SYSTEM = [{"role": "system", "content": "Answer briefly."}]
+CHOSEN = "12 + 30 = 42. The answer is 42."
+REJECTED = "The answer is 40."
+
+SMOLLM2 = (  # HuggingFaceTB/SmolLM2-*-Instruct
+    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+    "{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}"
+    "{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
+QWEN = (  # Qwen2.5-*-Instruct, its branch without tools
+    "{%- if messages[0]['role'] == 'system' %}{{- '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>\\n' }}"
+    "{%- else %}{{- '<|im_start|>system\\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant."
+    "<|im_end|>\\n' }}{%- endif %}"
+    "{%- for message in messages %}{%- if (message.role == \"user\") or (message.role == \"system\" and not loop.first)"
+    " or (message.role == \"assistant\" and not message.tool_calls) %}"
+    "{{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>' + '\\n' }}{%- endif %}{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}")
+LLAMA3 = (  # meta-llama/Meta-Llama-3-8B-Instruct
+    "{% set loop_messages = messages %}{% for message in loop_messages %}"
+    "{% set content = '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n'+ message['content'] | trim"
+    " + '<|eot_id|>' %}{% if loop.index0 == 0 %}{% set content = bos_token + content %}{% endif %}{{ content }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}")
+MISTRAL = (  # mistralai/Mistral-7B-Instruct-v0.3 ([INST] and [/INST] are control tokens)
+    "{%- if messages[0][\"role\"] == \"system\" %}{%- set system_message = messages[0][\"content\"] %}"
+    "{%- set loop_messages = messages[1:] %}{%- else %}{%- set loop_messages = messages %}{%- endif %}"
+    "{{- bos_token }}{%- for message in loop_messages %}"
+    "{%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+    "{{- raise_exception('After the optional system message, conversation roles must alternate "
+    "user/assistant/user/assistant/...') }}{%- endif %}"
+    "{%- if message['role'] == 'user' %}{%- if loop.last and system_message is defined %}"
+    "{{- '[INST] ' + system_message + '\\n\\n' + message['content'] + '[/INST]' }}"
+    "{%- else %}{{- '[INST] ' + message['content'] + '[/INST]' }}{%- endif %}"
+    "{%- elif message['role'] == 'assistant' %}{{- ' ' + message['content']|trim + eos_token}}"
+    "{%- else %}{{- raise_exception('Only user and assistant roles are supported, with the exception of an "
+    "initial optional system message!') }}{%- endif %}{%- endfor %}")
+GEMMA = (  # google/gemma-2-2b-it
+    "{{ bos_token }}{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}"
+    "{% endif %}{% for message in messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+    "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}"
+    "{% if (message['role'] == 'assistant') %}{% set role = 'model' %}{% else %}{% set role = message['role'] %}"
+    "{% endif %}{{ '<start_of_turn>' + role + '\n' + message['content'] | trim + '<end_of_turn>\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{'<start_of_turn>model\n'}}{% endif %}")
+PHI3 = (  # microsoft/Phi-3-mini-4k-instruct
+    "{% for message in messages %}{% if message['role'] == 'system' %}{{'<|system|>\n' + message['content'] + "
+    "'<|end|>\n'}}{% elif message['role'] == 'user' %}{{'<|user|>\n' + message['content'] + '<|end|>\n'}}"
+    "{% elif message['role'] == 'assistant' %}{{'<|assistant|>\n' + message['content'] + '<|end|>\n'}}{% endif %}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% else %}{{ eos_token }}{% endif %}")
+
+# family: (template, special tokens, {bos, eos, pad, unk}, what SFT trains on, what DPO trains on in the chosen)
+FAMILIES = {
+    "smollm2": (SMOLLM2, ["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+                {"bos_token": "<|im_start|>", "eos_token": "<|im_end|>", "pad_token": "<|im_end|>"},
+                CHOSEN + "<|im_end|>\n", CHOSEN),
+    "qwen2.5": (QWEN, ["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+                {"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"}, CHOSEN + "<|im_end|>\n", CHOSEN),
+    "llama3": (LLAMA3, ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>",
+                        "<|eot_id|>"],
+               {"bos_token": "<|begin_of_text|>", "eos_token": "<|eot_id|>"}, CHOSEN + "<|eot_id|>", CHOSEN),
+    "mistral": (MISTRAL, ["<unk>", "<s>", "</s>", "[INST]", "[/INST]"],
+                {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}, " " + CHOSEN + "</s>", " " + CHOSEN),
+    "gemma": (GEMMA, ["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>"],
+              {"bos_token": "<bos>", "eos_token": "<eos>", "pad_token": "<pad>", "unk_token": "<unk>"},
+              CHOSEN + "<end_of_turn>\n", CHOSEN),
+    "phi3": (PHI3, ["<unk>", "<s>", "</s>", "<|endoftext|>", "<|assistant|>", "<|end|>", "<|user|>", "<|system|>"],
+             {"bos_token": "<s>", "eos_token": "<|endoftext|>", "pad_token": "<|endoftext|>", "unk_token": "<unk>"},
+             CHOSEN + "<|end|>\n<|endoftext|>", CHOSEN),
+    "tiny": (None, None, None, CHOSEN + "<|eot_id|>", CHOSEN),  # the tiny base's own (generation markers)
+}
+TEXTS = [m["content"] for m in PROMPT + SYSTEM] + [CHOSEN, REJECTED, "system user assistant model Answer briefly."]
+
+
+def family_tokenizer(name: str) -> PreTrainedTokenizerFast:
+    template, specials, named, _, _ = FAMILIES[name]
+    if template is None:
+        return train_tokenizer(TEXTS * 10, vocab_size=300)
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(TEXTS * 10, trainers.BpeTrainer(
+        vocab_size=300, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False))
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, model_max_length=4096, **named)
+    fast.chat_template = template
+    return fast
+
+
+def model_folder(tokenizer, path):
+    torch.manual_seed(0)
+    LlamaForCausalLM(LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
+        intermediate_size=32, max_position_embeddings=512, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module", params=list(FAMILIES))
+def family(request, tmp_path_factory):
+    tokenizer = family_tokenizer(request.param)
+    return request.param, tokenizer, model_folder(tokenizer, tmp_path_factory.mktemp(request.param) / "model")
+
+
+def said(tokenizer, ids) -> str:
+    return tokenizer.decode(list(ids), skip_special_tokens=False)
+
+
+def sft_table(prompt=PROMPT):
+    return schema.from_records([{"id": "a", "prompt_id": "a", "capability": "math", "round": 1, "reward": 1.0,
+                                 "messages": prompt + [{"role": "assistant", "content": CHOSEN}]}], "sft")
+
+
+@pytest.mark.parametrize("packing", [False, True])
+def test_sft_trains_on_the_reply_and_its_end_of_turn_only(family, tmp_path, packing):
+    name, tokenizer, model = family
+    trainer = sft_trainer(tmp_path, model, sft_table(), SFTConfig(packing=packing, max_length=128), 0, **FP32)[0]
+    batch = trainer.data_collator([trainer.train_dataset[0]])
+    ids, labels = batch["input_ids"][0], batch["labels"][0]
+    trained = labels != -100
+    assert said(tokenizer, ids[trained]) == FAMILIES[name][3]
+    first = int(trained.nonzero()[0])
+    assert trained[first:].all() or packing  # one run of tokens, to the end (packing pads nothing here)
+    assert "12 + 30?" in said(tokenizer, ids[:first])  # the prompt is all before it
+    # the labels are the trained tokens themselves (next-token targets are shifted inside the model)
+    assert torch.equal(labels[trained], ids[trained])
+
+
+def test_dpo_trains_on_the_reply_without_formatting_tokens(family, tmp_path):
+    name, tokenizer, model = family
+    pairs = schema.from_records([{"id": "p", "prompt_id": "p", "capability": "math", "round": 1, "prompt": PROMPT,
+                                  "chosen": [{"role": "assistant", "content": CHOSEN}],
+                                  "rejected": [{"role": "assistant", "content": REJECTED}],
+                                  "chosen_reward": 1.0, "rejected_reward": 0.0}], "pairs")
+    trainer = dpo_trainer(tmp_path, model, pairs, DPOConfig(max_length=128), 0, **FP32)[0]
+    batch = trainer.data_collator([trainer.train_dataset[0]])
+    chosen, rejected = (said(tokenizer, batch["input_ids"][i][batch["completion_mask"][i].bool()]) for i in (0, 1))
+    assert chosen == FAMILIES[name][4]
+    assert rejected == FAMILIES[name][4].replace(CHOSEN, REJECTED)
+    # what was taken out is exactly the template's formatting: its special tokens and the reply's tail
+    example = trainer.train_dataset[0]
+    reply = example["chosen_ids"]
+    formatting = set(formatting_token_ids(tokenizer))
+    tail = reply_tail_ids(tokenizer)
+    assert tail and reply[-len(tail):] == tail
+    left_out = [t for i, t in enumerate(reply) if t in formatting or i >= len(reply) - len(tail)]
+    assert said(tokenizer, left_out) == FAMILIES[name][3][len(FAMILIES[name][4]):]
+
+
+def test_the_stages_tokenize_as_the_load_check_does(family, tmp_path):
+    """The load-time check reproduces TRL's tokenization (`tokenize_prompt_completion`), so what it accepts
+    is what the stages train on; and it accepts every family."""
+    name, tokenizer, model = family
+    trainer = sft_trainer(tmp_path, model, sft_table(), SFTConfig(max_length=128), 0, **FP32)[0]
+    prompt_ids, reply_ids = tokenize_prompt_completion(tokenizer, PROMPT, [{"role": "assistant", "content": CHOSEN}])
+    row = trainer.train_dataset[0]
+    assert row["input_ids"] == prompt_ids + reply_ids
+    assert row["labels"] == [-100] * len(prompt_ids) + reply_ids
+    assert untrainable(tokenizer) is None and untrainable(tokenizer, packing=True) is None
+
+
+def test_tiny_base_trains_on_the_tokens_its_generation_markers_mark():
+    """The tiny base's template has `{% generation %}` markers: the prompt-completion layout trains on exactly
+    the tokens the markers mark (the layout the stage used before), so its runs are unchanged."""
+    tokenizer = family_tokenizer("tiny")
+    for prompt in (PROMPT, SYSTEM + PROMPT):
+        messages = prompt + [{"role": "assistant", "content": CHOSEN}]
+        marked = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True,
+                                               return_assistant_tokens_mask=True)
+        prompt_ids, reply_ids = tokenize_prompt_completion(tokenizer, prompt, messages[-1:])
+        assert prompt_ids + reply_ids == marked["input_ids"]
+        assert [0] * len(prompt_ids) + [1] * len(reply_ids) == marked["assistant_masks"]
+
+
+def test_system_turns_stay_in_the_prompt(family, tmp_path, caplog):
+    """A system turn is prompt. Mistral v0.3's template writes it only when a user turn ends the conversation
+    (into that turn): the stage folds it into the user turn, as the template renders it for generation, and
+    says so; Gemma 2's refuses system turns (as it does when generating)."""
+    name, tokenizer, model = family
+    if name == "gemma":
+        pytest.skip("Gemma 2's template refuses a system turn")
+    with caplog.at_level("WARNING", logger="posttrain"):
+        trainer = sft_trainer(tmp_path, model, sft_table(SYSTEM + PROMPT), SFTConfig(max_length=128), 0, **FP32)[0]
+    ids, labels = (torch.tensor(trainer.train_dataset[0][k]) for k in ("input_ids", "labels"))
+    assert said(tokenizer, ids[labels != -100]) == FAMILIES[name][3]
+    assert "Answer briefly." in said(tokenizer, ids[labels == -100])
+    assert ("fold system turns" in caplog.text) == (name == "mistral")
+    if name == "mistral":  # as the template writes the prompt for generation
+        generation = tokenizer.apply_chat_template(SYSTEM + PROMPT, add_generation_prompt=True, tokenize=False)
+        assert said(tokenizer, ids[labels == -100]) == generation
+
+
+@pytest.mark.parametrize("template, why", [
+    ("{% for m in messages %}{% if m['role'] != 'assistant' %}{{ m['content'] }}{% endif %}{% endfor %}",
+     "does not write the assistant's reply"),
+    ("", "does not write the assistant's reply"),
+    ("{% for m in messages %}{{ m['content'] }}{% endfor %}", "writes nothing after the assistant's reply"),
+    ("{{ raise_exception('no') }}", "does not render"),
+    ("{% if add_generation_prompt %}Q: {% endif %}{% for m in messages %}{{ m['content'] + '<|im_end|>' }}"
+     "{% endfor %}", "renders the prompt alone"),
+])
+def test_untrainable_templates_are_named(template, why):
+    tokenizer = family_tokenizer("smollm2")
+    tokenizer.chat_template = template
+    assert why in untrainable(tokenizer)
+
+
+def test_a_tokenizer_without_eos_cannot_train():
+    tokenizer = family_tokenizer("smollm2")
+    tokenizer.eos_token = None
+    assert "no eos token" in untrainable(tokenizer)
+
