@@ -68,8 +68,19 @@ def wait_watching(pid: int, max_procs: int) -> tuple:
         time.sleep(POLL_S)
 
 
+def not_dumpable() -> None:
+    """No ptrace of the shim by the program (same uid, and where Yama allows it), nor its /proc/<pid>/mem:
+    else the program could write the shim's report and exit code. The program's exec makes it dumpable again."""
+    import ctypes
+
+    if ctypes.CDLL(None, use_errno=True).prctl(4, 0, 0, 0, 0) != 0:  # PR_SET_DUMPABLE
+        sys.stderr.write("sandbox shim: prctl(PR_SET_DUMPABLE) failed\n")
+        os._exit(2)
+
+
 def main() -> None:
     status_fd, limits, max_procs, argv = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4:]
+    not_dumpable()
     # kill(-1) is only safe from the init of a private pid namespace: anywhere else it would signal
     # every process we may signal on the host. Not pid 1 -> no watchdog (and a note on stderr).
     if max_procs > 0 and os.getpid() != 1:

@@ -2,15 +2,19 @@
 
 Each run gets its own session, an empty temporary working directory (removed afterwards), a minimal
 environment (none of ours: no HF_TOKEN), resource limits, a wall-clock timeout that kills everything it
-started, and capped stdout/stderr. On top of that, the best isolation this machine offers, probed once:
+started, and capped stdout/stderr. On top of that, the best isolation this machine offers, probed once, and
+never less than the process requires (`require`: the recipe's score.sandbox.isolation, default bwrap; a
+machine that gives less raises SandboxUnavailable before any program runs -- fail closed, no fallback):
 
   bwrap         bubblewrap: all namespaces, no capabilities, no network, and a root of its own (below)
-  unshare-net   util-linux unshare: user + network + pid + mount namespaces (no network; a detached
-                grandchild dies with the sandbox) but the host filesystem is shared, with our rights
+  unshare-net   util-linux unshare (>= 2.38): user + network + pid + mount namespaces, the program as nobody
+                there (no network; a detached grandchild dies with the sandbox) but the host filesystem is
+                shared, with our rights
   rlimits-only  plain subprocess: network, filesystem and process isolation are lost; a guard (below)
                 refuses network, other programs, ctypes and other processes' /proc to plain Python code
 
-Any mode weaker than bwrap logs one WARNING saying why (which probe failed) and what it loses.
+A weaker mode runs only when asked for by name, and then logs one WARNING saying why the stronger probes
+failed and what it loses (LOST).
 
 The rlimits-only guard (reward/_guard.py, the program interpreter's sitecustomize) refuses sockets, other
 programs, ctypes and other processes' /proc to plain Python code before the program runs; its docstring says
@@ -191,7 +195,8 @@ LOST = {
     "unshare-net": "filesystem isolation is LOST: model code reads and writes the host filesystem with our "
                    "rights (e.g. /etc/shadow as root, the repository, ~/.cache/huggingface/token) and can "
                    "connect to host Unix sockets (network, pid and IPC namespaces remain; the environment "
-                   "is ours to set, and our processes' /proc/<pid>/environ is out of its pid namespace)",
+                   "is ours to set, and our processes' /proc/<pid>/environ is out of its pid namespace; the "
+                   "program runs as nobody there, but may create nested user namespaces of its own)",
     "rlimits-only": "Network and filesystem isolation are LOST (no namespaces: the host network and Unix "
                     "sockets, the host filesystem with our rights), and so is the environment's "
                     "(/proc/<pid>/environ of our processes holds HF_TOKEN, ...). An audit hook installed in "
@@ -334,6 +339,16 @@ def _host_binds() -> tuple[str, ...]:
     return tuple(args)
 
 
+@functools.lru_cache(maxsize=None)
+def _no_nested_userns() -> tuple[str, ...]:
+    """--disable-userns (bwrap >= 0.8): a program cannot create a user namespace of its own, in which it would
+    hold every capability (mount, chroot, ...) over its own namespaces; the read-only binds would stay locked,
+    but there is no need to offer that surface."""
+    bwrap = shutil.which("bwrap")
+    usage = subprocess.run([bwrap, "--help"], capture_output=True, text=True).stdout if bwrap else ""
+    return ("--unshare-user", "--disable-userns") if "--disable-userns" in usage else ()
+
+
 def _bwrap(env: dict, binds: list[str], chdir: str, scripts: tuple[str, ...]) -> list[str]:
     """bwrap's argv up to the command: the root of the module doc, then `binds`, then the root tmpfs
     remounted read-only. `scripts` (SHIM, ZYGOTE) are bound read-only under INNER_LIB.
@@ -352,9 +367,9 @@ def _bwrap(env: dict, binds: list[str], chdir: str, scripts: tuple[str, ...]) ->
     # The private /tmp is mounted before the host binds: a checkout or virtualenv under /tmp (or /dev) is then
     # bound on top of it, where a tmpfs mounted afterwards would hide the interpreter (bwrap: execvp ... No such
     # file or directory).
-    return [shutil.which("bwrap"), "--unshare-all", "--as-pid-1", "--die-with-parent", "--new-session",
-            "--cap-drop", "ALL", "--clearenv", *setenv, "--size", str(TMP_BYTES), "--tmpfs", "/tmp", "--proc",
-            "/proc", *dev, *_host_binds(), *lib, *binds, "--remount-ro", "/", "--chdir", chdir]
+    return [shutil.which("bwrap"), "--unshare-all", *_no_nested_userns(), "--as-pid-1", "--die-with-parent",
+            "--new-session", "--cap-drop", "ALL", "--clearenv", *setenv, "--size", str(TMP_BYTES), "--tmpfs", "/tmp",
+            "--proc", "/proc", *dev, *_host_binds(), *lib, *binds, "--remount-ro", "/", "--chdir", chdir]
 
 
 def _command(mode: str, root: str | None, token: str, status_fd: int, timeout_s: float,
@@ -373,8 +388,10 @@ def _command(mode: str, root: str | None, token: str, status_fd: int, timeout_s:
         files = ["--dir", f"{inner_root}/work", "--file", str(source_fd), f"{inner_root}/main.py"]
         return [*_bwrap(env, files, f"{inner_root}/work", (SHIM,)), *shim], {}
     if mode == "unshare-net":
-        return [shutil.which("unshare"), "--user", "--map-root-user", "--net", "--ipc", "--uts", "--mount",
-                "--pid", "--fork", "--kill-child", "--mount-proc", *shim], env
+        # an unprivileged uid inside: root of its own user namespace, the program could ptrace the shim (and
+        # forge its report), chroot and mount; as nobody it holds no capability there (util-linux >= 2.38)
+        return [shutil.which("unshare"), "--user", "--map-user=65534", "--map-group=65534", "--net", "--ipc", "--uts",
+                "--mount", "--pid", "--fork", "--kill-child", "--mount-proc", *shim], env
     if mode == "rlimits-only":  # the guard is the program interpreter's sitecustomize (never add -I or -S)
         return shim, {**env, "PYTHONPATH": f"{root}/{GUARD_DIR}"}
     raise ValueError(f"unknown sandbox isolation {mode!r} (known: {MODES})")

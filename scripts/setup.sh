@@ -8,14 +8,20 @@ stamp=.venv/.posttrain-setup
 want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then exit 0; fi
 
-# bubblewrap gives the code sandbox a read-only filesystem and private namespaces; without it the
-# sandbox falls back to `unshare` (shared filesystem) or rlimits only, and logs what it lost.
-if ! command -v bwrap >/dev/null 2>&1; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    { apt-get install -y -q bubblewrap || { apt-get update -q && apt-get install -y -q bubblewrap; }; } >/dev/null 2>&1 \
-      || echo "setup: could not install bubblewrap; the code sandbox will use a weaker isolation" >&2
+# bubblewrap is the code sandbox (reward/sandbox.py), which fails closed: without it every recipe that runs
+# model code stops at load. POSTTRAIN_WITHOUT_BWRAP=1 sets up anyway (such recipes then need
+# score.sandbox.isolation=unshare-net or rlimits-only, named knowingly; see `posttrain doctor`).
+if ! command -v bwrap >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  { apt-get install -y -q bubblewrap || { apt-get update -q && apt-get install -y -q bubblewrap; }; } >/dev/null 2>&1 || true
+fi
+if ! bwrap --unshare-all --die-with-parent --ro-bind / / true >/dev/null 2>&1; then
+  why=$(command -v bwrap >/dev/null 2>&1 && bwrap --unshare-all --ro-bind / / true 2>&1 | tail -1 || echo "bwrap not found")
+  if [ "${POSTTRAIN_WITHOUT_BWRAP:-}" = 1 ]; then
+    echo "setup: bubblewrap does not work here ($why); POSTTRAIN_WITHOUT_BWRAP=1: going on without it" >&2
   else
-    echo "setup: bubblewrap (bwrap) not found; install it for the strongest code sandbox" >&2
+    echo "setup: bubblewrap, the code sandbox, does not work here ($why)." >&2
+    echo "setup: install it (apt install bubblewrap) or rerun with POSTTRAIN_WITHOUT_BWRAP=1 to set up without it." >&2
+    exit 1
   fi
 fi
 

@@ -22,7 +22,9 @@ TEST_RECIPE = {
              "batch_size": 16},
     "prompts": {"sources": [{"kind": "tiny", "num_train": 12, "num_heldout": 6}]},
     "generate": {"num_samples": 4, "max_tokens": 48, "max_model_len": 256, "dtype": "float32"},
-    "score": {"code_timeout_s": 5},
+    # a machine set up without bubblewrap (POSTTRAIN_WITHOUT_BWRAP=1) names the weaker mode, as a user must
+    "score": {"code_timeout_s": 5, **({"sandbox": {"isolation": "unshare-net"}}
+                                      if os.environ.get("POSTTRAIN_WITHOUT_BWRAP") == "1" else {})},
     "mix": {"dedup_near": False},
     "sft": {"learning_rate": 1e-3, "num_epochs": 2, "batch_size": 1, "checkpoint_every_steps": 2},
     # batch 1, a checkpoint every step: the weak test base passes few prompts whole (a reply cut at max_tokens is

@@ -35,8 +35,8 @@ BWRAP_WORKS, UNSHARE_WORKS = works("bwrap"), works("unshare-net")
 EXPECTED = "bwrap" if BWRAP_WORKS else "unshare-net" if UNSHARE_WORKS else "rlimits-only"
 # bwrap is required (scripts/setup.sh installs it): where it is missing or its probe fails, the next line
 # raises SandboxUnavailable with the probe's reason and every sandbox test module fails to collect, instead of
-# skipping its bwrap tests. POSTTRAIN_TEST_WITHOUT_BWRAP=1 accepts a machine without bwrap (its tests skip).
-WITHOUT_BWRAP = os.environ.get("POSTTRAIN_TEST_WITHOUT_BWRAP") == "1" and not shutil.which("bwrap")
+# skipping its bwrap tests. POSTTRAIN_WITHOUT_BWRAP=1 accepts a machine without bwrap (its tests skip).
+WITHOUT_BWRAP = os.environ.get("POSTTRAIN_WITHOUT_BWRAP") == "1" and not shutil.which("bwrap")
 if WITHOUT_BWRAP:
     sandbox.require("rlimits-only", check=False)
 ACTIVE = sandbox.detect_isolation()
@@ -46,7 +46,7 @@ BUDGET_S = TIMEOUT_S + 1.5  # a timed-out run must be over by then
 # Every mode a user may choose that runs here (bwrap on both its paths).
 FALLBACK = (["bwrap", "bwrap-cold"] if BWRAP_WORKS else []) + (["unshare-net"] if UNSHARE_WORKS else []) + [
     "rlimits-only"]
-warm_only = pytest.mark.skipif(WITHOUT_BWRAP, reason="POSTTRAIN_TEST_WITHOUT_BWRAP=1: no bwrap here")
+warm_only = pytest.mark.skipif(WITHOUT_BWRAP, reason="POSTTRAIN_WITHOUT_BWRAP=1: no bwrap here")
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -17,10 +17,10 @@ from reward.sandbox import run_python
 from tests.test_sandbox import WITHOUT_BWRAP, assert_nothing_left, every_mode_allowed  # noqa: F401 (autouse)
 
 # Where bwrap is missing or its probe fails, tests.test_sandbox's import (above) already failed with the
-# probe's reason: these tests skip only on a machine that opted out (POSTTRAIN_TEST_WITHOUT_BWRAP=1).
+# probe's reason: these tests skip only on a machine that opted out (POSTTRAIN_WITHOUT_BWRAP=1).
 ACTIVE = sandbox.detect_isolation()
 BWRAP = ACTIVE == "bwrap"
-bwrap_only = pytest.mark.skipif(WITHOUT_BWRAP, reason="POSTTRAIN_TEST_WITHOUT_BWRAP=1: no bwrap here")
+bwrap_only = pytest.mark.skipif(WITHOUT_BWRAP, reason="POSTTRAIN_WITHOUT_BWRAP=1: no bwrap here")
 PATHS = [pytest.param(True, id="warm"), pytest.param(False, id="cold")]
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TIMEOUT_S = 5.0

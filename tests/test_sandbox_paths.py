@@ -25,8 +25,8 @@ import pytest
 from reward import sandbox
 
 ROOT = Path(__file__).resolve().parents[1]
-WITHOUT_BWRAP = shutil.which("bwrap") is None and os.environ.get("POSTTRAIN_TEST_WITHOUT_BWRAP") == "1"
-needs_bwrap = pytest.mark.skipif(WITHOUT_BWRAP, reason="POSTTRAIN_TEST_WITHOUT_BWRAP=1 and no bwrap installed")
+WITHOUT_BWRAP = shutil.which("bwrap") is None and os.environ.get("POSTTRAIN_WITHOUT_BWRAP") == "1"
+needs_bwrap = pytest.mark.skipif(WITHOUT_BWRAP, reason="POSTTRAIN_WITHOUT_BWRAP=1 and no bwrap installed")
 
 # Run by the layout's own interpreter: the sandbox module of the copied checkout, warm and cold.
 DRIVER = """
