@@ -243,12 +243,35 @@ def check_model(model: str, max_lengths: dict[str, int], packing: bool = False, 
         return f"neither a model folder here nor a hub model that could be loaded ({str(e).splitlines()[0]})"
     if (why := untrainable(tokenizer, packing)) is not None:
         return why
+    end_of_turn = reply_tail_ids(tokenizer)[0]
+    stops = stop_token_ids(model, tokenizer, config)
+    if end_of_turn not in stops:
+        return (f"generation would not stop at the end of a reply: its chat template ends one with "
+                f"{tokenizer.convert_ids_to_tokens(end_of_turn)!r}, which is none of its eos tokens "
+                f"{tokenizer.convert_ids_to_tokens(sorted(stops))} (tokenizer, config.json, generation_config.json); "
+                f"every sample would run to generate.max_tokens and none be kept. Add its id, {end_of_turn}, to "
+                f"generation_config.json's eos_token_id")
     context = model_context(config)
     too_long = {key: n for key, n in max_lengths.items() if context is not None and n > context}
     if too_long:
         return (f"its context is {context} tokens, shorter than "
                 + ", ".join(f"{key}={n}" for key, n in too_long.items()) + "; lower them to at most that")
     return None
+
+
+def stop_token_ids(model: str, tokenizer, config) -> set[int]:
+    """The token ids generation stops at, as vLLM takes them: the tokenizer's eos, and the eos ids of the
+    model's config and generation config."""
+    from transformers import GenerationConfig
+
+    try:
+        generation = GenerationConfig.from_pretrained(model).eos_token_id
+    except OSError:  # no generation_config.json
+        generation = None
+    ids = {tokenizer.eos_token_id}
+    for value in (getattr(config, "eos_token_id", None), generation):
+        ids |= set(value) if isinstance(value, list) else {value}
+    return ids - {None}
 
 
 def recipe_lengths(r) -> dict[str, int]:

@@ -60,6 +60,7 @@ def check(r: Recipe, where: str) -> None:
     _check_generate_variety(r.generate, need)
     _check_eval(r.eval, need)
     _check_base_model(r, need)
+    _check_trainable(r, need)
     _check_score(r.score, need)
     _check_sandbox(r, need)
     _check_revise(r.revise, need)
@@ -329,6 +330,31 @@ def _check_base_model(r: Recipe, need: Need) -> None:
     need(r.base is not None or _has_chat_template(Path(r.base_model)) is not False, "base_model",
          f"{r.base_model}: its tokenizer has no chat template, which every stage uses to render prompts; use a "
          f"model (or tokenizer_config.json) that has one, e.g. the -Instruct tokenizer of the same family")
+
+
+def _check_trainable(r: Recipe, need: Need) -> None:
+    """What SFT and DPO need of the model, in seconds (`chat_format.check_model`): its chat template renders one
+    example and trains it through both stages' collators, eos exists, its context holds the recipe's lengths.
+
+    A model folder is checked here. The tiny base (a `base` section) has the project's own template and is
+    checked by the round once built, before any generation, as is a hub id once downloaded or a file the round
+    imports (`round.check_chat_template`); here its context is `base.max_length`.
+    """
+    from posttrain.chat_format import recipe_lengths
+
+    lengths = recipe_lengths(r)
+    if r.base is not None:
+        for key, n in lengths.items():
+            need(n <= r.base.max_length, key,
+                 f"is {n}, longer than the tiny base's context (base.max_length={r.base.max_length})")
+        return
+    path = Path(r.base_model).expanduser()
+    if not (path / "config.json").is_file():
+        return
+    from posttrain.chat_format import check_model
+
+    why = check_model(str(path), lengths, packing=r.sft.packing)
+    need(why is None, "base_model", f"{r.base_model}: {why}")
 
 
 def _check_tiny_base_target(name: str, need: Need) -> None:

@@ -62,7 +62,7 @@ def run_rounds(recipe: Recipe, stop_after: tuple[int, str] | None = None, dry_ru
 
     w = world()
     if w.is_main and not dry_run:  # the base may have to be built: once, before the other ranks look for it
-        check_chat_template(resolve_base(recipe))  # cheap when cached; rebuilds a deleted tiny base identically
+        check_chat_template(resolve_base(recipe), recipe)  # cheap when cached; rebuilds a deleted tiny base identically
         RunDir(recipe.run_dir)  # only once the base is usable: a refused recipe leaves no run directory
         with storage(recipe.run_dir, "write recipe.json"):
             write_json(recipe.run_dir / "recipe.json", dataclasses.asdict(recipe))
@@ -228,21 +228,16 @@ def resolve_base(recipe: Recipe) -> str:
     return recipe.base_model  # a local folder or a hub id: transformers and vLLM load both the same way
 
 
-def check_chat_template(model: str) -> None:
-    """Every stage renders prompts with the tokenizer's chat template: without one, stop before any work."""
-    from transformers import AutoTokenizer
-
+def check_chat_template(model: str, recipe: Recipe | None = None) -> None:
+    """Every stage renders prompts with the tokenizer's chat template, and SFT and DPO train on it: a model whose
+    template cannot train (or whose context is shorter than the recipe's lengths) stops here, before any work
+    (`chat_format.check_model`; recipe load checks a model folder the same way)."""
+    from posttrain.chat_format import check_model, recipe_lengths
     from posttrain.config import RecipeError
 
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(model)
-    except OSError as e:  # no such folder, and no such hub model (or no network): name the recipe key
-        raise RecipeError(f"base_model {model}: neither a model folder here nor a hub model that could be "
-                          f"loaded ({str(e).splitlines()[0]})") from None
-    if tokenizer.chat_template is None:
-        raise RecipeError(f"base_model {model}: its tokenizer has no chat template, which every stage uses to "
-                          f"render prompts; use a model (or tokenizer_config.json) that has one, e.g. the "
-                          f"-Instruct tokenizer of the same family")
+    why = check_model(model, recipe_lengths(recipe) if recipe else {}, packing=bool(recipe and recipe.sft.packing))
+    if why is not None:
+        raise RecipeError(f"base_model {model}: {why}")
 
 
 # Keys that decide how a stage runs (memory, parallelism, checkpoint cadence, kernels), not what it outputs:

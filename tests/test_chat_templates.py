@@ -120,12 +120,17 @@ def family_tokenizer(name: str) -> PreTrainedTokenizerFast:
     return fast
 
 
-def model_folder(tokenizer, path):
+def model_folder(tokenizer, path, stop_at_end_of_turn: bool = True):
+    """A random Llama over `tokenizer`'s vocabulary, saved with it. Its eos ids are the tokenizer's and, with
+    `stop_at_end_of_turn`, the template's end-of-turn token (as Gemma's and Phi-3's generation configs list it)."""
+    eos = [tokenizer.eos_token_id]
+    if stop_at_end_of_turn and tokenizer.chat_template:
+        eos += reply_tail_ids(tokenizer)[:1]
     torch.manual_seed(0)
     LlamaForCausalLM(LlamaConfig(
         vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
         intermediate_size=32, max_position_embeddings=512, bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)).save_pretrained(path)
+        eos_token_id=sorted(set(eos)), pad_token_id=tokenizer.pad_token_id)).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
 
@@ -244,3 +249,72 @@ def test_a_tokenizer_without_eos_cannot_train():
     tokenizer.eos_token = None
     assert "no eos token" in untrainable(tokenizer)
 
+
+# --------------------------------------------------------------------------- refused at recipe load
+
+
+def load(*overrides):
+    from posttrain.config import load_recipe
+    from tests.conftest import ROOT
+
+    return load_recipe(ROOT / "recipes" / "tiny.yaml", list(overrides))
+
+
+@pytest.fixture(scope="module")
+def chatml_folder(tmp_path_factory):
+    return model_folder(family_tokenizer("smollm2"), tmp_path_factory.mktemp("chatml") / "model")
+
+
+def test_a_model_folder_that_trains_loads(chatml_folder):
+    assert load("base=null", f"base_model={chatml_folder}").base_model == str(chatml_folder)
+
+
+@pytest.mark.parametrize("template, why", [
+    ("{% for m in messages %}{% if m['role'] != 'assistant' %}{{ m['content'] }}{% endif %}{% endfor %}",
+     "does not write the assistant's reply"),
+    ("{% for m in messages %}{{ m['content'] }}{% endfor %}", "writes nothing after the assistant's reply"),
+])
+def test_a_model_that_cannot_train_is_refused_at_load_naming_base_model(tmp_path, template, why):
+    from posttrain.config import RecipeError
+
+    tokenizer = family_tokenizer("smollm2")
+    tokenizer.chat_template = template
+    folder = model_folder(tokenizer, tmp_path / "model")
+    with pytest.raises(RecipeError, match=r"tiny\.yaml: base_model .*model: its chat template") as e:
+        load("base=null", f"base_model={folder}")
+    assert why in str(e.value)
+
+
+def test_a_context_shorter_than_the_recipe_is_refused_at_load(chatml_folder):
+    from posttrain.config import RecipeError
+
+    with pytest.raises(RecipeError, match=r": its context is 512 tokens, shorter than sft.max_length=1024") as e:
+        load("base=null", f"base_model={chatml_folder}", "sft.max_length=1024")
+    assert f"base_model {chatml_folder}: " in str(e.value)
+    with pytest.raises(RecipeError, match=r"dpo\.max_length is 300, longer than the tiny base's context"):
+        load("dpo.max_length=300")  # the tiny base, not built yet: its context is base.max_length
+
+
+def test_a_model_that_would_not_stop_at_the_end_of_a_reply_is_refused(tmp_path):
+    """Gemma's tokenizer eos is <eos>, but its replies end on <end_of_turn>: its generation config lists both.
+    Without that, every sample would run to max_tokens (none kept for SFT): refused before generating."""
+    from posttrain.chat_format import check_model
+
+    folder = model_folder(family_tokenizer("gemma"), tmp_path / "model", stop_at_end_of_turn=False)
+    assert "would not stop at the end of a reply" in check_model(str(folder), {})
+    assert "'<end_of_turn>'" in check_model(str(folder), {})
+    assert check_model(str(model_folder(family_tokenizer("gemma"), tmp_path / "ok")), {}) is None
+
+
+def test_the_round_checks_a_model_once_resolved(tmp_path):
+    """A hub id, an imported file or the tiny base is checked when the round has it, before any generation."""
+    from posttrain.config import RecipeError
+    from posttrain.round import check_chat_template
+
+    tokenizer = family_tokenizer("smollm2")
+    tokenizer.chat_template = "{{ raise_exception('no') }}"
+    folder = model_folder(tokenizer, tmp_path / "model", stop_at_end_of_turn=False)
+    with pytest.raises(RecipeError, match=r"base_model .*model: its chat template does not render"):
+        check_chat_template(str(folder), load())
+    with pytest.raises(RecipeError, match=r"base_model .*missing: neither a model folder here"):
+        check_chat_template(str(tmp_path / "missing"))
