@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import sys
+from pathlib import Path
 
 from posttrain.config import RecipeError
 from posttrain.rundir import RunDirError
@@ -115,6 +116,12 @@ def _eval(args) -> int:
     return 0
 
 
+def _doctor(args) -> int:
+    from posttrain.doctor import run_doctor
+
+    return run_doctor(args.recipe, args.overrides)
+
+
 def _reward_train(args) -> int:
     """Trains the recipe's reward model outside a round: its preference files plus the verifier pairs of
     every round its run directory has scored so far."""
@@ -216,6 +223,12 @@ def build_parser() -> argparse.ArgumentParser:
     avg.add_argument("--weights", nargs="+", type=float, help="one weight per model (default: uniform)")
     avg.add_argument("--out", required=True, help="output model folder")
     avg.set_defaults(func=_average)
+    doc = sub.add_parser("doctor", help="what this machine gives a run (sandbox modes, versions, devices, disk); "
+                                        "exit 1 when the recipe could not run here")
+    doc.add_argument("--recipe", default=str(Path(__file__).resolve().parents[1] / "recipes" / "tiny.yaml"),
+                     help="recipe YAML (default: the embedded tiny recipe)")
+    doc.add_argument("overrides", nargs="*", help="dotted overrides, e.g. score.sandbox.isolation=unshare-net")
+    doc.set_defaults(func=_doctor)
     rep = sub.add_parser("report", help="write RUN_DIR/report/report.md (tables and plots) and print the summary table")
     rep.add_argument("run_dir")
     rep.set_defaults(func=_report)
