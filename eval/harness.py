@@ -136,17 +136,24 @@ def set_scores(name: str, rows: list[dict], prompts: pa.Table, cfg: EvalConfig) 
     return result
 
 
-def run_eval(model: str, recipe_path: str, overrides: list[str], out: str | None) -> Path:
-    """`posttrain eval`: the recipe's eval of any model, written atomically to `out`; returns `out`."""
+def run_eval(model: str | None, recipe_path: str, overrides: list[str], out: str | None) -> Path:
+    """`posttrain eval`: the recipe's eval of any model (None: the recipe's base model; a .gguf file is
+    imported first, posttrain.gguf_import), written atomically to `out`; returns `out`."""
     import shutil
     import tempfile
 
-    from posttrain.config import load_recipe
+    from posttrain.config import RecipeError, load_recipe
     from posttrain.engine import Engine
+    from posttrain.gguf_import import GGUFError, resolve
     from posttrain.prompts import load_prompts
+    from posttrain.round import resolve_base
     from transformers import AutoTokenizer
 
     recipe = load_recipe(recipe_path, overrides)
+    try:
+        model = resolve_base(recipe) if model is None else resolve(model)
+    except GGUFError as e:
+        raise RecipeError(f"--model {e}") from None
     ev = recipe.eval
     final = Path(out) if out else recipe.run_dir / "eval" / Path(model).name
     tmp = final.with_name(final.name + ".tmp")

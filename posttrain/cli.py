@@ -208,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     sc.set_defaults(func=_score)
     ev = sub.add_parser("eval", help="evaluate a model on the recipe's eval benchmarks (vLLM generation)")
     add_arguments(ev)
-    ev.add_argument("--model", required=True, help="model folder or hub id")
+    ev.add_argument("--model", help="model folder, hub id or .gguf file (default: the recipe's base_model)")
     ev.add_argument("--out", help="output folder (default: <output_dir>/<recipe name>/eval/<model folder name>)")
     _isolation_argument(ev)
     ev.set_defaults(func=_eval)

@@ -395,7 +395,7 @@ class HubConfig:
 @dataclass(kw_only=True)
 class Recipe:
     name: str
-    base_model: str  # local folder or hub id
+    base_model: str  # local folder, hub id, or .gguf file (posttrain.gguf_import; pkg://<package>/<file>)
     rounds: int
     seed: int = 0
     output_dir: str = "runs"
@@ -430,6 +430,13 @@ def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
     from posttrain.recipe_checks import check, check_preference_files, check_prompt_files  # imports this module
 
     recipe = build(Recipe, data, str(path), "")
+    if recipe.base_model.startswith("pkg://"):  # a file shipped in a package: its path, which the checks see
+        from posttrain.gguf_import import GGUFError, package_file
+
+        try:
+            recipe.base_model = str(package_file(recipe.base_model))
+        except GGUFError as e:
+            raise RecipeError(f"{path}: base_model {e}") from None
     check(recipe, str(path))
     check_prompt_files(recipe, str(path))
     check_preference_files(recipe, str(path))

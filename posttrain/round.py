@@ -219,13 +219,20 @@ def train_parts(prompts: StageOutput, rounds: list[int]) -> list:
 
 
 def resolve_base(recipe: Recipe) -> str:
-    """The base model: a local folder, a hub id, or the tiny base built on first use (then cached)."""
+    """The base model: a local folder, a hub id, the folder a .gguf file is imported into (once, then cached),
+    or the tiny base built on first use (then cached)."""
     if recipe.base is not None:
         from posttrain.tiny.base import ensure_base
 
         return str(ensure_base(Path(recipe.base_model), recipe.base, recipe.seed))
+    from posttrain.config import RecipeError
+    from posttrain.gguf_import import GGUFError, resolve
+
     # load_recipe already refused a missing absolute path; anything else may be a hub id.
-    return recipe.base_model  # a local folder or a hub id: transformers and vLLM load both the same way
+    try:  # a local folder or a hub id as it is: transformers and vLLM load both the same way
+        return resolve(recipe.base_model)
+    except GGUFError as e:
+        raise RecipeError(f"base_model {e}") from None
 
 
 def check_chat_template(model: str, recipe: Recipe | None = None) -> None:
