@@ -147,3 +147,50 @@ def test_explicit_weaker_mode_is_refused_under_the_default():
             sandbox.require("docker")
     finally:
         sandbox.require(before, check=False)
+
+
+# The hostile set, through the user's command: each program also defines a right f, so only the
+# sandbox stands between it and a passing score.
+HOSTILE = {
+    "write host /tmp": "open('/tmp/MARK-tmp', 'w').write('x')",
+    "write host dir": "open(HOST + '/MARK-dir', 'w').write('x')",
+    "delete host dir": "import shutil\nshutil.rmtree(HOST)",
+    "shell command": "import subprocess\nsubprocess.run(['sh', '-c', 'touch ' + HOST + '/MARK-sh'], check=True)",
+    "read a secret": "import os\nprint(os.environ['HF_TOKEN'])",
+    "our environ": "print(open('/proc/%d/environ' % PARENT).read())",
+    "network": "import socket\nsocket.create_connection(('127.0.0.1', 22), timeout=1)",
+    "detached child": "import os, time\nif os.fork() == 0:\n    os.setsid()\n    time.sleep(60)",
+}
+
+
+def test_hostile_programs_score_as_failing_and_reach_nothing(tmp_path, host_dir):
+    (host_dir / "keep").write_text("host")
+    secret = "hf_" + uuid.uuid4().hex
+    rows = []
+    for i, (name, action) in enumerate(HOSTILE.items()):
+        source = action.replace("HOST", repr(str(host_dir))).replace("PARENT", "os.getppid()").replace(
+            "MARK", f"mark{i}")
+        completion = f"import os\n{source}\ndef f(x):\n    return x + 1\n"
+        if name == "detached child":  # a right answer whose child must not outlive the sandbox
+            completion = f"{source}\ndef f(x):\n    return x + 1\n"
+        rows.append({**CODE_ROW, "id": f"c{i}", "completion": completion})
+    samples = tmp_path / "samples.jsonl"
+    samples.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "scored.parquet"
+    proc = subprocess.run([sys.executable, "-m", "posttrain.cli", "score", "--recipe", "recipes/code.yaml",
+                           "--input", str(samples), "--output", str(out), f"output_dir={tmp_path / 'runs'}"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300, env={**os.environ, "HF_TOKEN": secret})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    import pyarrow.parquet as pq
+
+    scored = {r["prompt_id"]: r for r in pq.read_table(out).to_pylist()}
+    for i, name in enumerate(HOSTILE):
+        # the sandbox's own /tmp and a child that dies with it harm nothing: there the right answer passes
+        expected = 1.0 if name in ("write host /tmp", "detached child") else 0.0
+        assert scored[f"c{i}"]["reward"] == expected, (name, scored[f"c{i}"])
+    assert secret not in out.read_bytes().decode("latin-1") and secret not in proc.stdout + proc.stderr
+    assert sorted(p.name for p in host_dir.iterdir()) == ["keep"]
+    assert not [p for p in Path("/tmp").glob("mark*-tmp")]
+    from tests.test_sandbox import assert_nothing_left
+
+    assert_nothing_left()
