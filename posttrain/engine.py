@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import multiprocessing as mp
 import os
+import re
 import threading
 import time
 from pathlib import Path
@@ -134,9 +135,16 @@ class Engine:
             self.close()
             raise
 
-    def generate(self, requests: list[dict]) -> list[dict]:
+    def generate(self, requests: list[dict], desc: str = "vLLM") -> list[dict]:
+        """The completions of `requests`, in order. The child reports how many samples are done and vLLM's
+        output tokens/s as it goes (`_PipeBar`); that is logged here (posttrain.progress), as `desc`."""
+        from posttrain.progress import Progress
+
         self._conn.send(("generate", requests))
-        return self._recv()
+        with Progress(desc, sum(r["n"] for r in requests), "samples") as progress:
+            results = self._recv(progress)
+            progress.set(progress.total, sum(c["num_tokens"] for r in results for c in r["completions"]))
+        return results
 
     def close(self) -> None:
         if self._proc.is_alive():
@@ -162,9 +170,14 @@ class Engine:
     def __exit__(self, *exc):
         self.close()
 
-    def _recv(self):
+    def _recv(self, progress=None):
+        """The child's answer; its ("progress", (samples done, output tokens)) messages before it go to `progress`."""
         try:
             status, payload = self._conn.recv()
+            while status == "progress":
+                if progress is not None:
+                    progress.set(*payload)
+                status, payload = self._conn.recv()
         except EOFError:
             raise RuntimeError(f"vLLM engine process for {self.model} died (exit code {self._proc.exitcode})") from None
         if status == "bad_fork":
@@ -305,20 +318,100 @@ def _serve(conn, kwargs: dict, kv_cache_gib: int, tensor_parallel: int, owner_pi
                 os._exit(0)
             return
         try:
-            conn.send(("ok", _generate(llm, SamplingParams, payload)))
+            conn.send(("ok", _generate(llm, SamplingParams, payload, conn)))
         except BaseException:  # noqa: BLE001
             conn.send(("error", traceback.format_exc()))
 
 
-def _generate(llm, SamplingParams, requests: list[dict]) -> list[dict]:
+def _generate(llm, SamplingParams, requests: list[dict], conn=None) -> list[dict]:
     prompts, params = [], []
     for r in requests:
         prompts.append({"prompt_token_ids": r["prompt_token_ids"]})
         params.append(SamplingParams(n=r["n"], temperature=r["temperature"], top_p=r["top_p"],
                                      max_tokens=r["max_tokens"], seed=r["seed"], logprobs=0))
-    outputs = llm.generate(prompts, params, use_tqdm=False)
+    if conn is None:
+        outputs = llm.generate(prompts, params, use_tqdm=False)
+    else:
+        with _Reporter(conn, llm) as reporter:
+            outputs = llm.generate(prompts, params, use_tqdm=reporter.bar)
     return [{
         "num_prompt_tokens": len(o.prompt_token_ids),
         "completions": [{"text": c.text, "num_tokens": len(c.token_ids), "logprob": c.cumulative_logprob,
                          "finish_reason": c.finish_reason} for c in sorted(o.outputs, key=lambda c: c.index)],
     } for o in outputs]
+
+
+class _PipeBar:
+    """What vLLM's `LLM.generate(use_tqdm=...)` gets in the engine process instead of a tqdm bar: it counts
+    the finished samples and their output tokens (from the output tokens/s that vLLM writes into the bar's
+    postfix, times the elapsed time it reads from the bar), and `_Reporter` sends them to the parent. vLLM
+    also wraps its prompt rendering in one (an iterable, desc "Rendering prompts"): that one only iterates."""
+
+    _SPEED = re.compile(r"output: ([0-9.]+) toks/s")
+
+    def __init__(self, iterable=None, total=None, desc: str = "", postfix: str = "", **_):
+        self.iterable, self.total, self.desc, self.postfix = iterable, total, desc, postfix
+        self.n, self.tokens, self.start = 0, 0, time.monotonic()
+
+    def __iter__(self):
+        return iter(self.iterable)
+
+    @property
+    def format_dict(self) -> dict:  # vLLM divides its token counts by the elapsed time it reads here
+        return {"elapsed": max(time.monotonic() - self.start, 1e-9)}
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+        if speed := self._SPEED.search(self.postfix or ""):
+            self.tokens = round(float(speed[1]) * (time.monotonic() - self.start))
+
+    def refresh(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class _Reporter:
+    """While `LLM.generate` runs in the engine process: once a second, ("progress", (samples done, output
+    tokens)) to the parent, whose posttrain.progress logs it (the child's stderr is the parent's, but it cannot
+    tell a terminal from a log, and a bar per call would be noise). Tokens include those of samples still being
+    generated, read from vLLM's request states: vLLM's own count waits for a prompt's K samples to finish, and
+    with every sample of a batch in flight it says ~0 tokens/s for most of the run."""
+
+    def __init__(self, conn, llm):
+        self.conn, self.llm, self.bars = conn, llm, []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="engine-progress", daemon=True)
+
+    def bar(self, *args, **kwargs) -> _PipeBar:
+        self.bars.append(b := _PipeBar(*args, **kwargs))
+        return b
+
+    def message(self) -> tuple | None:
+        counting = [b for b in self.bars if b.iterable is None]
+        if not counting:
+            return None
+        return "progress", (counting[-1].n, counting[-1].tokens + _in_flight_tokens(self.llm))
+
+    def _run(self) -> None:
+        while not self._stop.wait(1.0):
+            if (message := self.message()) is not None:
+                self.conn.send(message)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()  # before the caller sends its answer on the same pipe
+
+
+def _in_flight_tokens(llm) -> int:
+    """Output tokens so far of the sequences vLLM is still generating (its internals: 0 where they differ)."""
+    try:
+        states = list(llm.llm_engine.output_processor.request_states.values())
+        return sum(s.detokenizer.num_output_tokens() for s in states if s.detokenizer is not None)
+    except Exception:  # noqa: BLE001 - an estimate only; another vLLM version may keep them elsewhere
+        return 0

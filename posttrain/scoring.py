@@ -14,18 +14,20 @@ import pyarrow.parquet as pq
 from posttrain import schema
 from posttrain.dist import barrier, shard, world
 from posttrain.config import ScoreConfig
+from posttrain.progress import Progress
 from reward import steps, verifier
 
 META_COLUMNS = [f.name for f in schema.META]
+SCORE_CHUNK = 256  # samples per verifier call: the unit of the score progress
 log = logging.getLogger("posttrain")
 
 
 def score_samples(samples: pa.Table, prompts: pa.Table, cfg: ScoreConfig,
-                  verifiers: dict[str, str] | None = None) -> pa.Table:
+                  verifiers: dict[str, str] | None = None, desc: str = "score") -> pa.Table:
     """samples (one row per prompt_id/sample_index) -> the `scored` table, in the same row order.
 
     `verifiers` (capability -> verifier name) defaults to the recipe's `score.verifiers`; an eval
-    benchmark passes its own."""
+    benchmark passes its own. `desc` names the work in the progress log."""
     verifiers = cfg.verifiers if verifiers is None else verifiers
     by_id = {p["id"]: p for p in prompts.to_pylist()}
     rows = samples.to_pylist()
@@ -37,17 +39,23 @@ def score_samples(samples: pa.Table, prompts: pa.Table, cfg: ScoreConfig,
         prompt = by_id[r["prompt_id"]]
         r["capability"] = prompt["capability"]
         by_verifier.setdefault(prompt.get("verifier") or verifiers.get(r["capability"]), []).append(r)
-    for name, group in by_verifier.items():
-        if name is None:  # no verifier for this capability: not applicable, left to a reward model
-            for r in group:
-                r.update(verifier="none", reward=None, reason="no verifier configured")
-            continue
-        columns = {c: [by_id[r["prompt_id"]][c] for r in group] for c in [*META_COLUMNS, "messages"]}
-        columns["prompts"] = columns.pop("messages")  # TRL's name for them
-        verdicts = verifier(name)([r["completion"] for r in group], timeout_s=cfg.code_timeout_s,
-                                  num_workers=cfg.num_workers, **columns)
-        for r, v in zip(group, verdicts, strict=True):
-            r.update(verifier=name, reward=v.reward, reason=v.reason)
+    with Progress(desc, len(rows), "samples") as progress:
+        for name, group in by_verifier.items():
+            if name is None:  # no verifier for this capability: not applicable, left to a reward model
+                for r in group:
+                    r.update(verifier="none", reward=None, reason="no verifier configured")
+                progress.update(len(group))
+                continue
+            # In chunks, so that progress shows (sandboxed code takes seconds per sample that times out).
+            for i in range(0, len(group), SCORE_CHUNK):
+                chunk = group[i:i + SCORE_CHUNK]
+                columns = {c: [by_id[r["prompt_id"]][c] for r in chunk] for c in [*META_COLUMNS, "messages"]}
+                columns["prompts"] = columns.pop("messages")  # TRL's name for them
+                verdicts = verifier(name)([r["completion"] for r in chunk], timeout_s=cfg.code_timeout_s,
+                                          num_workers=cfg.num_workers, **columns)
+                for r, v in zip(chunk, verdicts, strict=True):
+                    r.update(verifier=name, reward=v.reward, reason=v.reason)
+                progress.update(len(chunk))
     for r in rows:
         if r["capability"] in cfg.check_steps and r["reward"] and (step := steps.wrong_step(r["completion"])):
             r.update(reward=0.0, reason=f"{steps.REASON}: {step}")

@@ -19,6 +19,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from posttrain.dist import world
 from posttrain.faults import kill_if, stage_point
+from posttrain.progress import progress_callback
 from posttrain.rundir import write_json
 
 log = logging.getLogger(__name__)
@@ -143,6 +144,7 @@ def train_and_save(trainer, tokenizer, out: Path, extra: Callable[[Any], dict] |
     """
     trainer.add_callback(KillAtStep(out))
     trainer.add_callback(LogLastStep())
+    trainer.add_callback(progress_callback(out.name.removesuffix(".tmp")))  # steps, rate, ETA in the log
     checkpoints = out / "checkpoints"
     resume = resume_checkpoint(checkpoints)
     result = trainer.train(resume_from_checkpoint=resume)
