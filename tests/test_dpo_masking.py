@@ -1,82 +1,72 @@
-"""Llama 3's DPO fix: header and termination tokens carry no loss in chosen or rejected."""
+"""Llama 3's DPO fix, through the stage's own trainer (`posttrain.dpo.dpo_trainer`): header and termination
+tokens carry no loss in chosen or rejected.
+
+Which tokens the stage's collator leaves in `completion_mask`, per chat-template family, is checked in
+tests/test_chat_templates.py. Here: what that mask does to the loss the stage trains on. The tiny template
+writes `<|eot_id|>` after each reply, inside TRL's completion (the header before the reply is part of the
+prompt), so the positions that predict it are the formatting positions in the loss. A logit moved there leaves
+the stage's loss unchanged to the bit and gets no gradient; moved at a reply token, it changes the loss; and
+with `dpo.mask_formatting_tokens: false` (TRL alone) it changes the loss at `<|eot_id|>` too.
+"""
 
 import pytest
 import torch
 from datasets import Dataset
-from transformers import LlamaConfig, LlamaForCausalLM
-from trl import DPOConfig, DPOTrainer
 
-from posttrain.dpo import FormattingTokenMaskCollator, formatting_token_ids
-from posttrain.tiny.base import EOT, train_tokenizer
-
-PAIRS = [
-    {"prompt": [{"role": "user", "content": "What is 2 + 3?"}],
-     "chosen": [{"role": "assistant", "content": "2 + 3 = 5. The answer is 5."}],
-     "rejected": [{"role": "assistant", "content": "The answer is 6."}]},
-    {"prompt": [{"role": "user", "content": "Say four in French."}],
-     "chosen": [{"role": "assistant", "content": "quatre"}],
-     "rejected": [{"role": "assistant", "content": "vier"}]},
-]
+from posttrain.config import DPOConfig
+from posttrain.dpo import dpo_trainer
+from posttrain.tiny.base import EOT
+from tests._fast_paths import FP32, move_policy, whole_dataset_batch
 
 
-@pytest.fixture(scope="module")
-def tokenizer():
-    texts = [f"{p['prompt'][0]['content']} {p['chosen'][0]['content']} {p['rejected'][0]['content']}" for p in PAIRS]
-    return train_tokenizer(texts * 20, vocab_size=300)
+def loss_with_moved_logits(trainer, batch, at: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(loss, d loss / d h) with the final-norm output h_t moved by a fixed random vector where `at` [2B, T] is
+    true. h_t feeds only the prediction of token t+1, so this moves the logits there alone (TRL's fused head
+    never materialises logits, so the change goes in one layer earlier)."""
+    g = torch.Generator().manual_seed(2)
+    captured = {}
 
+    def move(module, inputs, output):
+        shift = torch.randn(output.shape[-1], generator=g).to(output)
+        output = output + at[..., None].to(output) * shift
+        output.retain_grad()
+        captured["hidden"] = output
+        return output
 
-def trainer_for(tokenizer, tmp_path, mask: bool):
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2,
-                                         num_attention_heads=2, num_key_value_heads=2, intermediate_size=64,
-                                         pad_token_id=tokenizer.pad_token_id))
-    model.save_pretrained(tmp_path / "model")  # TRL builds the reference model from the policy's path
-    args = DPOConfig(output_dir=str(tmp_path / "out"), loss_type=["sigmoid", "sft"], loss_weights=[1.0, 0.2],
-                     report_to="none", per_device_train_batch_size=2, max_length=128, bf16=False)
-    collator = FormattingTokenMaskCollator(pad_token_id=tokenizer.pad_token_id, max_length=128,
-                                           masked_token_ids=formatting_token_ids(tokenizer)) if mask else None
-    return DPOTrainer(model=str(tmp_path / "model"), args=args, data_collator=collator, processing_class=tokenizer,
-                      train_dataset=Dataset.from_list(PAIRS))
-
-
-def test_collator_drops_exactly_the_formatting_tokens_from_the_completion(tokenizer, tmp_path):
-    trainer = trainer_for(tokenizer, tmp_path, mask=True)
-    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(2)])
-    plain = trainer_for(tokenizer, tmp_path, mask=False)
-    plain_batch = plain.data_collator([plain.train_dataset[i] for i in range(2)])
-    formatting = torch.isin(batch["input_ids"], torch.tensor(formatting_token_ids(tokenizer)))
-    eot = tokenizer.convert_tokens_to_ids(EOT)
-    # TRL alone trains on the termination token of every chosen and rejected completion...
-    assert (plain_batch["completion_mask"].bool() & (batch["input_ids"] == eot)).sum() == 4
-    # ...with the fix, no formatting token is in the loss, and every other completion token still is.
-    assert not (batch["completion_mask"].bool() & formatting).any()
-    assert torch.equal(batch["completion_mask"].bool(), plain_batch["completion_mask"].bool() & ~formatting)
-
-
-def test_no_gradient_flows_from_formatting_positions(tokenizer, tmp_path):
-    """d loss / d h_t is zero at every position t that predicts a formatting token, non-zero without the fix.
-
-    h_t is the final-norm output: it feeds only the prediction of token t+1 (TRL's fused head never
-    materialises logits, so the hook sits one layer earlier).
-    """
-    grads = {}
-    for mask in (True, False):
-        trainer = trainer_for(tokenizer, tmp_path, mask)
-        batch = trainer.data_collator([trainer.train_dataset[i] for i in range(2)])
-        captured = {}
-
-        def keep(module, inputs, output):
-            output.retain_grad()
-            captured["hidden"] = output
-
-        handle = trainer.model.model.norm.register_forward_hook(keep)
-        loss = trainer.compute_loss(trainer.model, batch)
+    handle = trainer.model.model.norm.register_forward_hook(move)
+    try:
+        trainer.model.zero_grad()
+        loss = trainer.compute_loss(trainer.model, dict(batch))
         loss.backward()
+    finally:
         handle.remove()
-        predicts_eot = batch["input_ids"][:, 1:] == tokenizer.convert_tokens_to_ids(EOT)  # h_t predicts token t+1
-        grads[mask] = captured["hidden"].grad[:, :-1][predicts_eot].abs().sum().item()
-    assert grads[True] == 0.0
-    assert grads[False] > 0.0
+    return loss.detach(), captured["hidden"].grad
+
+
+@pytest.mark.parametrize("mask", [True, False], ids=["stage", "without-mask"])
+def test_a_formatting_tokens_logit_changes_neither_the_loss_nor_its_gradient(tmp_path, model_dir, pairs, mask):
+    cfg = DPOConfig(max_length=512, batch_size=pairs.num_rows, mask_formatting_tokens=mask)
+    trainer, tokenizer = dpo_trainer(tmp_path, model_dir, pairs, cfg, 0, **FP32)
+    move_policy(trainer)  # the policy away from the reference: the sigmoid term is not at its flat start
+    trainer.model.train()
+    batch = whole_dataset_batch(trainer)
+    ids, nowhere = batch["input_ids"], torch.zeros_like(batch["input_ids"], dtype=torch.bool)
+    predicts = torch.zeros_like(nowhere)
+    predicts[:, :-1] = ids[:, 1:] == tokenizer.convert_tokens_to_ids(EOT)  # h_t predicts token t+1
+    in_reply = torch.zeros_like(nowhere)
+    in_reply[:, :-1] = batch["completion_mask"][:, 1:].bool() & ~predicts[:, :-1]
+    assert predicts.sum() >= 2 * len(ids) and in_reply.any()  # every row: the prompt's and the reply's <|eot_id|>
+
+    loss, _ = loss_with_moved_logits(trainer, batch, nowhere)
+    at_eot, grad = loss_with_moved_logits(trainer, batch, predicts)
+    at_reply, _ = loss_with_moved_logits(trainer, batch, in_reply)
+    assert at_reply != loss  # the check can see a moved logit
+    if mask:
+        assert torch.equal(at_eot, loss)
+        assert grad[predicts].abs().sum() == 0
+    else:  # TRL alone trains on the reply's <|eot_id|> in chosen and rejected
+        assert at_eot != loss
+        assert grad[predicts].abs().sum() > 0
 
 
 def test_pairs_that_do_not_fit_max_length_are_counted(caplog):

@@ -75,18 +75,17 @@ def test_too_long_prompts_stop_the_round_when_the_recipe_says_so(tmp_path):
 def test_too_long_error_stops_the_round_before_any_engine_starts(recipe_file):
     """`generate.too_long: error` with prompts that cannot fit: the round stops after the prompts stage, before
     benchmarks, round 0's eval or any vLLM engine, naming the key; no stage is left half-written."""
-    import time
-
     from tests.conftest import run_cli
 
-    start = time.monotonic()
     proc = run_cli("round", "--recipe", str(recipe_file), "generate.too_long=error", "generate.max_tokens=250")
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert "generate.too_long" in proc.stderr and "Traceback" not in proc.stderr
     run = recipe_file.parent / "runs" / "test"
     assert sorted(p.name for p in (run / "round_0").iterdir()) == ["base", "prompts"]  # both complete
     assert not (run / "round_1").exists() and not list(run.rglob("*.tmp"))
-    assert time.monotonic() - start < 60  # no engine started (one takes ~20 s here)
+    # no engine started: engines start inside the generate and eval stages, of which no folder exists, and an
+    # engine logs when it is ready (how long the command took is not asserted: speed lives in bench/)
+    assert "vLLM engine" not in proc.stderr
 
 
 def test_an_engine_that_cannot_load_its_model_raises_and_leaves_no_process(tmp_path):

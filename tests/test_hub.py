@@ -34,6 +34,7 @@ from posttrain.config import HubConfig, RecipeError, load_recipe
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "recipes" / "tiny.yaml"
 SECRET = "hf_secret_test_value"
+FAILS_FAST_S = 30.0  # a push to a dead endpoint fails by then (not retried); see its test
 DEAD = "http://127.0.0.1:9"  # the discard port: nothing listens, connections are refused at once
 
 
@@ -403,10 +404,9 @@ def test_read_only_token_fails_before_creating_repos(run, token):
 def test_an_unresponsive_hub_times_out(run, token, monkeypatch):
     monkeypatch.setenv("HF_HUB_ETAG_TIMEOUT", "0.3")
     api = FakeApi(whoami_delay=3)
-    start = time.monotonic()
+    # the message is raised only while the call is still unanswered at the deadline: the timeout fired
     with pytest.raises(hub.HubError, match=r"no answer from http://fake-hub.invalid within 0.3 s"):
         do_push(run, recipe_dict(repo_id="me/m", push="final"), api=api)
-    assert time.monotonic() - start < 2
 
 
 def test_the_next_push_removes_a_killed_pushs_staging_folder(run, token, staging_tmp):
@@ -453,7 +453,9 @@ def test_real_hfapi_against_a_dead_endpoint_fails_fast(run, token, staging_tmp, 
     start = time.monotonic()
     with pytest.raises(hub.HubError) as e:
         do_push(run, recipe_dict(repo_id="me/m", push="final"), api=HfApi(endpoint=DEAD))
-    assert time.monotonic() - start < 5
+    # The bound is the behaviour (a refused connection fails the push, it is not retried with backoff until
+    # someone gives up), so it stays, but generous: the push takes well under a second; speed lives in bench/.
+    assert time.monotonic() - start < FAILS_FAST_S
     msg = str(e.value)
     assert "me/m" in msg and f"cannot reach {DEAD}" in msg and SECRET not in msg
     assert SECRET not in caplog.text
@@ -483,13 +485,11 @@ def test_default_api_follows_hf_endpoint_and_fails_fast(run, tmp_path):
                HF_HUB_DISABLE_TELEMETRY="1", TMPDIR=str(tmpdir), PYTHONPATH=str(REPO))
     before = snapshot(run.root)
     recipe = recipe_dict(repo_id="me/m", push="final")
-    start = time.monotonic()
     proc = subprocess.run([sys.executable, "-c", SCRIPT, str(run.root), json.dumps(recipe), json.dumps(SUMMARY)],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("HubError after"), proc.stdout + proc.stderr
     assert f"cannot reach {DEAD}" in proc.stdout, proc.stdout
-    assert float(proc.stdout.split()[2]) < 5  # the push itself, without the interpreter's start
-    assert time.monotonic() - start < 60
+    assert float(proc.stdout.split()[2]) < FAILS_FAST_S  # the push itself, without the interpreter's start
     assert SECRET not in proc.stdout + proc.stderr
     assert snapshot(run.root) == before and list(tmpdir.iterdir()) == []

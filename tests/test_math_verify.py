@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import re
 import threading
-import time
 
 import pytest
 
@@ -96,10 +95,15 @@ def test_different_answers_fail(completion, answer):
 
 
 @pytest.mark.parametrize("huge", ["9^{9^{9}}", "9^{387420489}", "(10^{10})!", "10^{10^{10^{10}}}"])
-def test_numbers_sympy_cannot_compare_are_refused_quickly(huge):
-    start = time.monotonic()
+def test_numbers_sympy_cannot_compare_are_refused_before_comparing(huge, monkeypatch):
+    """Refused as wrong without handing them to math-verify's comparison (which may never return off the main
+    thread, where no timeout guards it); not a time bound: speed lives in bench/."""
+    math.equivalent.cache_clear()
+    compared = []
+    monkeypatch.setattr(math._math_verify(), "verify", lambda *args, **kwargs: compared.append(args) or True)
     assert math.score([f"The answer is ${huge}$."], answer=["3"])[0].reward == 0.0
-    assert time.monotonic() - start < 2.0
+    assert compared == []
+    assert math.score(["The answer is $3$."], answer=["3"])[0].reward == 1.0 and compared  # the spy sees a compare
 
 
 def test_works_outside_the_main_thread():
@@ -112,12 +116,11 @@ def test_works_outside_the_main_thread():
     assert [v.reward for v in out[0]] == [1.0, 0.0, 0.0]
 
 
-def test_a_thousand_completions_score_quickly():
-    """Measured on 2 CPU cores: ~0.5 s for 1,000 distinct gsm_symbolic completions (caches cold)."""
+def test_a_thousand_completions_score():
+    """1,000 distinct gsm_symbolic completions, caches cold, all right (~0.5 s on 2 CPU cores; not asserted:
+    speed lives in bench/)."""
     records = draw_gsm_symbolic("train", 1000, 11)
     answers = [r["answer"] for r in records]
     completions = [f"12 * 3 = 36 and 36 + {i} = {36 + i}. The answer is {a}." for i, a in enumerate(answers)]
     math.equivalent.cache_clear()
-    start = time.monotonic()
     assert all(v.reward == 1.0 for v in math.score(completions, answer=answers))
-    assert time.monotonic() - start < 5.0  # ~10x the measured time: room for a busy machine, not for a regression

@@ -119,13 +119,23 @@ def test_a_failed_final_rename_keeps_the_previous_output(tmp_path, monkeypatch):
 
 
 def test_a_json_write_that_fails_leaves_no_part_file(tmp_path, monkeypatch):
-    def full(self, *args, **kwargs):
+    """The disk fills mid-write: half the text is on disk (in the temp file) when the error comes. The temp file
+    goes and the previous file is untouched. (A write that failed before creating anything would leave nothing
+    behind whatever `write_json` did.)"""
+    write_json(tmp_path / "summary.json", {"a": 0})
+    real, written = Path.write_text, []
+
+    def half_then_full(self, data, *args, **kwargs):
+        real(self, data[:len(data) // 2], *args, **kwargs)
+        written.append(self.name)
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(Path, "write_text", full)
+    monkeypatch.setattr(Path, "write_text", half_then_full)
     with pytest.raises(OSError):
         write_json(tmp_path / "summary.json", {"a": 1})
-    assert list(tmp_path.iterdir()) == []
+    assert written == ["summary.json.part"]  # the half-written temp file existed
+    assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]
+    assert json.loads((tmp_path / "summary.json").read_text()) == {"a": 0}
 
 
 def test_an_unwritable_run_directory_is_a_clear_error(tmp_path, monkeypatch):

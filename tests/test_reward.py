@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 
@@ -158,11 +157,11 @@ def test_code_cannot_exit_early_to_pass():
         assert run_code(cheat) == Verdict(0.0, "exited before the tests finished"), cheat
 
 
-def test_code_infinite_loop_times_out_within_budget():
-    start = time.monotonic()
+def test_code_infinite_loop_times_out():
+    """The verdict is the behaviour: killed at its timeout (the loop never ends by itself). How soon after is the
+    sandbox's test (tests/test_sandbox.py, a generous bound); speed lives in bench/."""
     loop = "def step(x):\n    while True:\n        pass\n"
     assert code.score([loop], timeout_s=1.0, **{k: [v] for k, v in STEP.items()}) == [Verdict(0.0, "timeout")]
-    assert time.monotonic() - start < 3.0
 
 
 def test_code_killed_by_signal():

@@ -42,7 +42,9 @@ if WITHOUT_BWRAP:
 ACTIVE = sandbox.detect_isolation()
 NAMESPACED = EXPECTED in ("bwrap", "unshare-net")
 TIMEOUT_S = 1.5
-BUDGET_S = TIMEOUT_S + 1.5  # a timed-out run must be over by then
+# A timed-out run must be over by then: killed, not waited for (the programs below never end, or sleep 60 s).
+# The bound is the behaviour, so it stays, but generous: a busy machine may be slow, and speed lives in bench/.
+BUDGET_S = 30.0
 # Every mode a user may choose that runs here (bwrap on both its paths).
 FALLBACK = (["bwrap", "bwrap-cold"] if BWRAP_WORKS else []) + (["unshare-net"] if UNSHARE_WORKS else []) + [
     "rlimits-only"]
@@ -91,7 +93,8 @@ def stragglers(marker: str = PREFIX) -> list[str]:
             and (marker in cmdline or ppid in inits) and not foreign(pid)]
 
 
-def assert_nothing_left(marker: str = PREFIX, within_s: float = 3.0) -> None:
+def assert_nothing_left(marker: str = PREFIX, within_s: float = 30.0) -> None:
+    """Waits until no straggler is left (at once when none is; generous for a busy machine), else fails."""
     deadline = time.monotonic() + within_s
     while (left := stragglers(marker)) and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -281,7 +284,7 @@ def test_detached_grandchild_dies_with_the_sandbox(mode, then, tmp_path):
                       f"        time.sleep({wake_s})\n        open({str(marker)!r}, 'w').write('x')\n"
                       f"    os._exit(0)\n{then}\n", mode)
     assert result.status in ("exit", "timeout")
-    time.sleep(max(0.0, start + wake_s + 0.5 - time.monotonic()))
+    time.sleep(max(0.0, start + wake_s + 0.5 - time.monotonic()))  # a wait, not a bound: past its wake-up
     assert not marker.exists()
 
 
@@ -307,11 +310,15 @@ def test_forged_report_does_not_pass():
 
 
 def test_run_many_keeps_order_and_runs_concurrently():
-    sources = [f"import time\ntime.sleep({1.0 if i % 2 else 0.2})\nprint({i})\n" for i in range(6)]
-    start = time.monotonic()
+    """Each program prints when it started and ended (the wall clock, shared by every sandbox): the slow ones
+    overlap each other, which one program at a time never does, however busy the machine."""
+    sources = [f"import time\nstart = time.time()\ntime.sleep({1.0 if i % 2 else 0.2})\n"
+               f"print({i}, start, time.time())\n" for i in range(6)]
     results = run_many(sources, timeout_s=10.0, max_workers=6)
-    assert [r.stdout for r in results] == [f"{i}\n" for i in range(6)]  # slow ones first still in order
-    assert time.monotonic() - start < 3.6  # 3.6 s of sleeps, overlapped
+    lines = [r.stdout.split() for r in results]
+    assert [int(line[0]) for line in lines] == list(range(6))  # slow ones first still in order
+    slow = sorted((float(start), float(end)) for i, start, end in lines if int(i) % 2)
+    assert any(later[0] < earlier[1] for earlier, later in zip(slow, slow[1:]))  # one starts before another ends
 
 
 def test_hostile_completions_score_zero_with_a_reason(tmp_path):
@@ -513,7 +520,8 @@ def test_a_stuck_warm_sandbox_is_killed_at_the_backstop(monkeypatch):
                 if open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()[1] == str(bwrap.pid))
     os.kill(init, signal.SIGSTOP)  # from outside its namespace, this reaches the init
     result, took = timed("print('never')", timeout_s=0.5)
-    assert result.status == "timeout" and took < 0.5 + 0.5 + 1.0 and bwrap.poll() is not None
+    assert result.status == "timeout" and bwrap.poll() is not None
+    assert took < BUDGET_S  # killed at the backstop; its stopped init would never report
 
 
 @warm_only

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import pathlib
 import socket
-import time
 import uuid
 
 import pytest
@@ -219,9 +218,8 @@ def test_fork_bomb_is_bounded(warm):
     if not warm and not BWRAP:
         pytest.skip("one path only")
     for source in (BOMB, HOLD.replace("MAX", str(sandbox.MAX_PROCS))):
-        start = time.monotonic()
         result = run(source, warm, timeout_s=10.0)
-        assert result.status == "process-limit" and time.monotonic() - start < 5.0, result
+        assert result.status == "process-limit", result  # the watchdog stopped it, not the 10 s timeout
 
 
 @bwrap_only

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import time
 from collections import Counter
 
 import pytest
@@ -62,10 +61,13 @@ def test_every_template_is_drawn(monkeypatch):
     assert set(used) == set(source.TEMPLATES) and len(source.TEMPLATES) >= 12
 
 
-def test_a_thousand_prompts_well_under_a_second():
-    start = time.perf_counter()
-    source.draw("heldout", 1000, 7)  # the slower split: 4 of 5 candidates are rejected
-    assert time.perf_counter() - start < 1.0
+def test_a_thousand_held_out_prompts_are_drawn():
+    """The slower split (4 of 5 candidates are rejected) still gives as many distinct held-out prompts as asked.
+    How fast is not asserted here: speed lives in bench/."""
+    records = source.draw("heldout", 1000, 7)
+    keys = [r["messages"][0]["content"] for r in records]
+    assert len(records) == len(set(keys)) == 1000
+    assert [r["id"] for r in records] == [f"code/heldout/{i:06d}" for i in range(1000)]
 
 
 def test_unknown_split_is_refused():
