@@ -13,8 +13,8 @@ model folder in the cache: `$POSTTRAIN_CACHE/gguf/<file stem>-<key>/` (default `
 `$XDG_CACHE_HOME/posttrain`). The cache is shared by every recipe and run that names the same file; `key`
 hashes the file's resolved path, size and modification time (cheap: no read of a multi-GB file), so an
 edited or replaced file is imported again and an unchanged one is reused. The folder is written under a
-temporary name and renamed, so a killed import leaves nothing that looks finished. SmolLM2-135M: ~30-40 s
-on 2 CPU cores, ~540 MB.
+temporary name and renamed, so a killed import leaves nothing that looks finished. SmolLM2-135M: 15-19 s
+on 2 CPU cores (measured), ~540 MB.
 """
 
 from __future__ import annotations
