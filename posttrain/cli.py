@@ -31,11 +31,12 @@ def _round(args) -> int:
 
 def _base(args) -> int:
     from posttrain.config import load_recipe
+    from posttrain.gguf_import import gguf_file
     from posttrain.round import resolve_base
 
     setup_logging()
     recipe = load_recipe(args.recipe, args.overrides)
-    if recipe.base is None:
+    if recipe.base is None and gguf_file(recipe.base_model) is None:  # a .gguf file: imported (or found cached)
         raise RecipeError(f"{args.recipe}: no `base` section: base_model {recipe.base_model} is used as given")
     print(resolve_base(recipe))
     return 0
@@ -192,7 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
         add_arguments(st)
         st.add_argument("--round", type=int, default=1, help="which round (default 1)")
         st.set_defaults(func=stage_command, stage=stage)
-    b = sub.add_parser("base", help="build the recipe's tiny base model if it is missing (cached afterwards)")
+    b = sub.add_parser("base", help="build the recipe's tiny base model, or import its .gguf base_model, "
+                                 "if it is missing (cached afterwards); prints its folder")
     add_arguments(b)
     b.set_defaults(func=_base)
     sc = sub.add_parser("score", help="score a samples file (prompt fields + completion) with the recipe's verifiers "
