@@ -267,7 +267,9 @@ def _child_env(kv_cache_gib: int, tensor_parallel: int = 1) -> None:
 def _die_with_parent(owner_pid: int) -> None:
     """An engine whose owner was killed must not live on holding cores and memory (Linux only).
 
-    The child's parent is the owner (spawned) or the fork server, which exits when the owner does."""
+    The child's parent is the owner (spawned) or the fork server. The fork server exits when the owner does
+    only once no forked engine holds its alive pipe (each does), so a forked engine learns of its owner's death
+    from its own pipe: EOF when idle, a failed progress report while generating (`_Reporter.send`)."""
     try:
         import ctypes
         import signal
@@ -397,7 +399,17 @@ class _Reporter:
     def _run(self) -> None:
         while not self._stop.wait(1.0):
             if (message := self.message()) is not None:
-                self.conn.send(message)
+                self.send(message)
+
+    def send(self, message: tuple) -> None:
+        """Sends `message`; when the owner is gone (killed mid-generation: a broken pipe), ends this process
+        now. Otherwise the engine would finish the whole batch for nobody: the owner's death reaches an idle
+        engine as EOF on its pipe, and PR_SET_PDEATHSIG watches the fork server, which a forked engine keeps
+        alive itself (it holds the server's alive pipe, as multiprocessing gives every forked child)."""
+        try:
+            self.conn.send(message)
+        except OSError:
+            os._exit(1)
 
     def __enter__(self):
         self._thread.start()

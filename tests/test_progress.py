@@ -170,3 +170,22 @@ def test_engine_generate_passes_progress_messages_and_returns_the_results():
     child.send(("ok", results))
     assert engine.generate([{"prompt_token_ids": [1, 2, 3], "n": 2}]) == results
     assert child.recv()[0] == "generate"
+
+
+def test_engine_exits_when_its_owner_is_gone(monkeypatch):
+    """A broken pipe while reporting (the owner killed mid-generation) ends the engine process at once."""
+    import os
+
+    from posttrain.engine import _Reporter
+
+    class Broken:
+        def send(self, message):
+            raise BrokenPipeError(32, "Broken pipe")
+
+    exits = []
+    monkeypatch.setattr(os, "_exit", exits.append)
+    _Reporter(Broken(), None).send(("progress", (1, 2)))
+    assert exits == [1]
+    conn = Conn()
+    _Reporter(conn, None).send(("progress", (1, 2)))
+    assert conn.sent == [("progress", (1, 2))] and exits == [1]
