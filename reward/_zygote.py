@@ -44,6 +44,7 @@ import importlib.machinery
 import importlib.util
 import os
 import resource
+import stat
 import select
 import signal
 import socket
@@ -71,6 +72,25 @@ _spec.loader.exec_module(shim)
 libc = ctypes.CDLL(None, use_errno=True)
 
 
+def _tree(path: str, dev: int) -> list:
+    """Every entry under `path` on device `dev` (not inside other mounts, e.g. the read-only binds)."""
+    found = []
+    for d, dirs, files in os.walk(path):
+        kept = []
+        for name in sorted(dirs + files):
+            try:
+                st = os.lstat(os.path.join(d, name))
+            except OSError:
+                found.append((d, name, None))
+                continue
+            found.append((d, name, st.st_ino, st.st_mode, st.st_rdev, sorted(os.listxattr(os.path.join(d, name),
+                                                                                      follow_symlinks=False))))
+            if name in dirs and st.st_dev == dev:
+                kept.append(name)
+        dirs[:] = kept
+    return found
+
+
 def snapshot(root: str) -> tuple:
     """What a program could leave behind for the next one, short of a running process."""
     listings = []
@@ -87,6 +107,9 @@ def snapshot(root: str) -> tuple:
                 stats.append((name, st.st_ino, st.st_mode, st.st_rdev))
             except OSError:
                 stats.append((name, None))
+            else:  # a directory of the tmpfs itself (e.g. one bwrap made to hold a virtualenv bound under /tmp)
+                if top != root and stat.S_ISDIR(st.st_mode) and st.st_dev == os.lstat(top).st_dev:
+                    stats.append(_tree(os.path.join(top, name), st.st_dev))
         listings.append(stats)
     tables = []
     for path in IPC_TABLES:

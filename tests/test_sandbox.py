@@ -376,16 +376,24 @@ LEAVE = {  # program A leaves something here ...
     "chmod root": "import os\nos.chmod('../..', 0)\nos.chmod('/tmp', 0o500)",
     "xattr": "import os\nos.setxattr('/tmp', 'user.left', b'A')\nos.setxattr('../..', 'user.left', b'A')",
 }
+# The first path component under /tmp of what the sandbox binds there (a virtualenv under /tmp), if any.
+TMP_BINDS = sorted({a.split("/")[2] for a in sandbox._host_binds() if a.startswith("/tmp/")})
+if TMP_BINDS:  # beside the bind is the sandbox's tmpfs again (tests/test_sandbox_paths.py: from any checkout)
+    LEAVE["beside a bound venv"] = "import os, sys\nopen(os.path.join(os.path.dirname(sys.prefix), 'left'), 'w')"
 SEES_NOTHING = (  # ... and program B must not see it
-    "import os\nassert os.listdir('.') == [], os.listdir('.')\n"
+    "import os, sys\nassert os.listdir('.') == [], os.listdir('.')\n"
     "assert sorted(os.listdir('..')) == ['main.py', 'work'], os.listdir('..')\n"
     "root = os.path.dirname(os.path.dirname(os.getcwd()))\n"
     "assert os.listdir(root) == [os.path.basename(os.path.dirname(os.getcwd()))], os.listdir(root)\n"
-    "assert os.listdir('/tmp') == [os.path.basename(root)], os.listdir('/tmp')\n"
+    "assert sorted(os.listdir('/tmp')) == sorted([os.path.basename(root), *TMP_BINDS]), os.listdir('/tmp')\n"
+    "assert not os.path.exists(os.path.join(os.path.dirname(sys.prefix), 'left'))\n"
     "assert os.listdir('/dev/shm') == [] and 'left' not in os.listdir('/dev'), os.listdir('/dev')\n"
     "assert os.readlink('/dev/stdin') == '/proc/self/fd/0'\n"
     "assert os.listxattr('/tmp') == os.listxattr(root) == [], (os.listxattr('/tmp'), os.listxattr(root))\n"
 )
+
+
+SEES_NOTHING = SEES_NOTHING.replace("TMP_BINDS", repr(TMP_BINDS))
 
 
 @warm_only

@@ -44,6 +44,10 @@ program = (
     "    print('DENIED')\\n"
 ).replace("CHECKOUT", repr(os.path.dirname(os.path.dirname(sandbox.__file__)))).replace("MARKER", repr(marker))
 results = {"module": sandbox.__file__, "mode": sandbox.detect_isolation()}
+# warm: a file left beside the virtualenv bound under /tmp (the sandbox's tmpfs) must not reach the next program
+beside = "import os, sys\\npath = os.path.join(os.path.dirname(sys.prefix), 'left')\\n"
+left = sandbox.run_python(beside + "open(path, 'w').write('A')\\n", 10.0)
+results["left"] = [left.status, sandbox.run_python(beside + "print(os.path.exists(path))\\n", 10.0).stdout]
 for warm in (True, False):
     r = sandbox.run_python(program, 10.0, warm=warm)
     results["warm" if warm else "cold"] = [r.status, r.isolation, r.stdout, r.stderr[-300:]]
@@ -83,6 +87,9 @@ def test_bwrap_from_a_checkout_and_virtualenv_under(base):
         seen = json.loads(proc.stdout.strip().splitlines()[-1])
         assert seen["module"].startswith(str(checkout)), seen  # the copy's sandbox, not this checkout's
         assert seen["mode"] == "bwrap", proc.stderr[-2000:]
+        # written beside the venv in one program (under /tmp: the sandbox's tmpfs; elsewhere the read-only root
+        # refuses it), and gone for the next
+        assert seen["left"] == ["ok" if base == "/tmp" else "exit", "False\n"], seen["left"]
         for path in ("warm", "cold"):
             status, mode, out, err = seen[path]
             assert (status, mode) == ("ok", "bwrap"), (path, err)
