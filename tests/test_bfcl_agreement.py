@@ -18,6 +18,8 @@ from typing import NamedTuple
 
 import pytest
 
+from tests.test_bfcl import _concrete, _first  # the ground truth's acceptable values made concrete
+
 from eval.benchmarks import bfcl
 from reward import VERIFIERS
 from tests._bfcl_stand_in import ast_checker_module
@@ -50,19 +52,6 @@ class Case(NamedTuple):
 
 def _call(name: str, args: dict) -> dict:
     return {"name": name, "parameters": args}
-
-
-def _first(acceptable: list):
-    return next(v for v in acceptable if v != "")
-
-
-def _concrete(value):
-    """A concrete value from one acceptable value: a dict is a pattern {key: [acceptable values]}."""
-    if isinstance(value, dict):
-        return {k: _concrete(_first(alts)) for k, alts in value.items() if any(v != "" for v in alts)}
-    if isinstance(value, list):
-        return [_concrete(v) for v in value]
-    return value
 
 
 def _other_type(value):
