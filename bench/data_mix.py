@@ -57,7 +57,7 @@ NUM_EVAL = 10_000
 
 def generate(n: int, seed: int, out: Path) -> dict:
     """Writes sft.parquet (n rows), heldout.parquet and pairs.parquet under `out`; returns what was planted."""
-    from posttrain import schema
+    from posttrain.run import schema
 
     rng = np.random.default_rng(seed)
     syl = ["ka", "lo", "mi", "ra", "te", "su", "no", "vi", "da", "pe", "zu", "bo"]
@@ -140,7 +140,7 @@ def _messages(contents: list[pa.Array], roles: list[str]) -> pa.Array:
 
 def run_fast(data: Path, rows: int | None) -> dict:
     from data_mix.mix import mix
-    from posttrain.config import MixConfig
+    from posttrain.recipe.config import MixConfig
 
     start = time.perf_counter()
     sft, heldout, pairs = (pq.read_table(data / f"{t}.parquet") for t in ("sft", "heldout", "pairs"))
@@ -226,7 +226,7 @@ def run_plain(data: Path, rows: int) -> dict:
 
 def tiny_sft(rows: int, seed: int = 0) -> pa.Table:
     """`rows` SFT examples of the tiny world (a quarter per capability), the reference reply as the answer."""
-    from posttrain import schema
+    from posttrain.run import schema
     from posttrain.tiny import world
 
     records = [{"id": f"{rec['id']}/round1", "prompt_id": rec["id"], "capability": cap, "round": 1, "reward": 1.0,

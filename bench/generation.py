@@ -60,8 +60,8 @@ def vllm_generate(engine, prompts: list[list[int]], k: int, new_tokens: int) -> 
 
 def engine_starts(path: Path, n: int, method: str) -> list[float]:
     """Seconds to a ready engine, `n` times in turn (each closed before the next), by start method."""
-    from posttrain.config import GenerateConfig
-    from posttrain.engine import Engine
+    from posttrain.recipe.config import GenerateConfig
+    from posttrain.models.engine import Engine
 
     os.environ["POSTTRAIN_ENGINE_START"] = method
     times = []
@@ -82,8 +82,8 @@ def main() -> None:
     p.add_argument("--ks", type=int, nargs="*", default=[1, 4, 8], help="K values (none: engine starts only)")
     p.add_argument("--starts", type=int, default=3, help="engine starts per start method (0: skip)")
     args = p.parse_args()
-    from posttrain.config import GenerateConfig
-    from posttrain.engine import Engine
+    from posttrain.recipe.config import GenerateConfig
+    from posttrain.models.engine import Engine
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model"

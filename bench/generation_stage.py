@@ -4,7 +4,7 @@
 
 Same prompts (the tiny world's held-out math, chat-rendered), same K, temperature and max_tokens, in one run:
 
-  stage        posttrain.engine.Engine.generate: vLLM in a child process forked from the fork server, every
+  stage        posttrain.models.engine.Engine.generate: vLLM in a child process forked from the fork server, every
                request seeded per prompt (a resumed or sharded run samples the same completions) and asking
                logprobs=0 (the sampled tokens' summed logprob, kept per sample); results sent back over a pipe
   raw          vllm.LLM.generate in this process, no seed, no logprobs
@@ -34,15 +34,15 @@ def prompts(model: str, n: int) -> list[list[int]]:
 
 
 def requests(ids: list[list[int]], k: int, new_tokens: int) -> list[dict]:
-    from posttrain.generate import prompt_seed
+    from posttrain.stages.generate import prompt_seed
 
     return [{"prompt_token_ids": p, "n": k, "temperature": 0.8, "top_p": 1.0, "max_tokens": new_tokens,
              "seed": prompt_seed(0, f"bench/{i}")} for i, p in enumerate(ids)]
 
 
 def stage(model: str, reqs: list[dict], kv_cache_gib: int) -> float:
-    from posttrain.config import GenerateConfig
-    from posttrain.engine import Engine
+    from posttrain.recipe.config import GenerateConfig
+    from posttrain.models.engine import Engine
 
     cfg = GenerateConfig(dtype="float32", kv_cache_gib=kv_cache_gib, max_model_len=1024)
     with Engine(model, cfg, 0, 1024) as engine:
@@ -54,7 +54,7 @@ def stage(model: str, reqs: list[dict], kv_cache_gib: int) -> float:
 
 
 def raw(model: str, reqs: list[dict], kv_cache_gib: int) -> dict[str, float]:
-    from posttrain.engine import _child_env
+    from posttrain.models.engine import _child_env
 
     _child_env(kv_cache_gib)  # the same environment the stage's engine process sets itself
     from vllm import LLM, SamplingParams
@@ -85,7 +85,7 @@ def main() -> None:
     ap.add_argument("--kv-cache-gib", type=int, default=2)
     ap.add_argument("--model", default=SMOLLM2, help="a model folder, hub id or .gguf (default: SmolLM2-135M)")
     args = ap.parse_args()
-    from posttrain.gguf_import import resolve
+    from posttrain.models.gguf_import import resolve
 
     model = resolve(args.model)
     reqs = requests(prompts(model, args.prompts), args.k, args.new_tokens)

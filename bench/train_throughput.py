@@ -3,8 +3,8 @@
     .venv/bin/python bench/train_throughput.py --repeats 2     # CPU: 10M-parameter random Llama, ~8 min a repeat
     python3 bench/train_throughput.py --device cuda --out r.jsonl  # GPU: Llama-3.2-1B shape (bench/gpu/run.sh)
 
-Both variants of a pair build their trainer with the stage's own code (`posttrain.sft.sft_trainer`,
-`posttrain.dpo.dpo_trainer`: assistant-only SFT loss; DPO sigmoid + NLL with formatting tokens masked),
+Both variants of a pair build their trainer with the stage's own code (`posttrain.stages.sft.sft_trainer`,
+`posttrain.stages.dpo.dpo_trainer`: assistant-only SFT loss; DPO sigmoid + NLL with formatting tokens masked),
 from one saved random-init model and one synthetic data set (word-level conversations, lengths lognormal,
 sigma 0.8: CPU median 120 tokens, max 512; GPU median 600, max 2048 like ../shared/gpu's baseline; DPO prompts
 a quarter and completions half as long). Weights stay float32 as the stage loads them; on a GPU the stage's
@@ -108,7 +108,7 @@ def prepare(workdir: Path, device: str) -> None:
 
 def sft_mix(n: int, median: int, max_length: int):
     """n conversations of ~lognormal length: a user turn (a quarter) and an assistant turn."""
-    from posttrain import schema
+    from posttrain.run import schema
 
     rng = random.Random(1)
     rows = []
@@ -124,7 +124,7 @@ def sft_mix(n: int, median: int, max_length: int):
 def dpo_pairs(n: int, median: int, max_length: int, prompt_scale: float = 1.0):
     """n pairs: prompt ~median/4 tokens (times `prompt_scale`), chosen ~median/2, rejected another pair's
     chosen length."""
-    from posttrain import schema
+    from posttrain.run import schema
 
     rng = random.Random(2)
     longest = int(max_length * min(0.5, prompt_scale / 4))
@@ -146,7 +146,7 @@ def run_variant(workdir: Path, device: str, name: str, warmup: int, steps: int, 
     import torch
     from transformers import TrainerCallback
 
-    from posttrain.config import DPOConfig, SFTConfig
+    from posttrain.recipe.config import DPOConfig, SFTConfig
 
     cuda = device == "cuda"
     switches = VARIANTS[name]
@@ -163,7 +163,7 @@ def run_variant(workdir: Path, device: str, name: str, warmup: int, steps: int, 
 
     setup = time.perf_counter()
     if name.startswith("sft"):
-        from posttrain.sft import sft_trainer
+        from posttrain.stages.sft import sft_trainer
 
         trainer, _ = sft_trainer(out, workdir / "model", sft_mix(size["sft_docs"], size["median"], size["max_length"]),
                                  SFTConfig(**common), 0, **overrides)
@@ -175,7 +175,7 @@ def run_variant(workdir: Path, device: str, name: str, warmup: int, steps: int, 
     else:
         from trl import DPOTrainer
 
-        from posttrain.dpo import dpo_trainer
+        from posttrain.stages.dpo import dpo_trainer
 
         precompute = DPOTrainer._precompute_ref_logps
 

@@ -30,8 +30,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from data_mix.tagger import last_reply, user_text
-from posttrain.config import JudgeConfig
-from posttrain.generate import prompt_seed
+from posttrain.recipe.config import JudgeConfig
+from posttrain.stages.generate import prompt_seed
 
 log = logging.getLogger("posttrain")
 
@@ -55,7 +55,7 @@ def judge(sft: pa.Table, cfg: JudgeConfig, topics: dict[str, dict[str, str]], en
           ) -> tuple[pa.Table, dict[str, dict[str, int]]]:
     """sft rows -> (JUDGED: one row per sft id, in sft's order; {judgment: counts}).
 
-    engine: a posttrain.engine.Engine (or anything with `generate(requests)` and `max_model_len`);
+    engine: a posttrain.models.engine.Engine (or anything with `generate(requests)` and `max_model_len`);
     tokenizer: the judge model's, whose chat template wraps each filled-in template as a user turn.
     counts: asked, retried (the first answer did not parse), too_long (no room in the context) and
     unknown (no usable answer after the retry, too_long included)."""
@@ -117,7 +117,7 @@ def judge_stage(out: Path, sft: pa.Table, cfg: JudgeConfig, topics: dict[str, di
 
 def merge_judged(out: Path, shard_dirs: list[Path], results: list[dict], sft_ids: list[str]) -> dict:
     """Every rank's judgments in the single-process order (the sft table's); counts add up."""
-    from posttrain.dist import in_prompt_order
+    from posttrain.run.dist import in_prompt_order
 
     table = pa.concat_tables([pq.read_table(d / "judged.parquet") for d in shard_dirs])
     table = in_prompt_order(table, sft_ids, id_column="id", then=None)

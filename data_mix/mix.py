@@ -42,8 +42,8 @@ import pyarrow.parquet as pq
 from data_mix import decontam, dedup, tagger
 from data_mix.rebalance import above_floor, rebalance
 from data_mix.text import CONTEXT, USER, prompt_text, prompt_texts, sort_by
-from posttrain import schema
-from posttrain.config import MixConfig
+from posttrain.run import schema
+from posttrain.recipe.config import MixConfig
 
 DECONTAMINATED = pa.schema([pa.field("table", pa.string()), pa.field("id", pa.string()),
                             pa.field("eval_id", pa.string())])

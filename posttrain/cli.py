@@ -8,13 +8,13 @@ import os
 import sys
 from pathlib import Path
 
-from posttrain.config import RecipeError
-from posttrain.rundir import RunDirError
+from posttrain.recipe.config import RecipeError
+from posttrain.run.rundir import RunDirError
 
 
 def setup_logging() -> None:
     """INFO on the main process; the other ranks of a launch log warnings and errors only, tagged."""
-    from posttrain.dist import world
+    from posttrain.run.dist import world
 
     w = world()
     tag = f" [rank {w.rank}]" if w.size > 1 else ""
@@ -30,8 +30,8 @@ def _round(args) -> int:
 
 
 def _base(args) -> int:
-    from posttrain.config import load_recipe
-    from posttrain.gguf_import import gguf_file
+    from posttrain.recipe.config import load_recipe
+    from posttrain.models.gguf_import import gguf_file
     from posttrain.round import resolve_base
 
     setup_logging()
@@ -46,8 +46,8 @@ def _report(args) -> int:
     import json
     from pathlib import Path
 
-    from posttrain.report import summarize, table, write_report
-    from posttrain.rundir import RunDir
+    from posttrain.reporting.report import summarize, table, write_report
+    from posttrain.run.rundir import RunDir
 
     run_dir = Path(args.run_dir)
     recipe = run_dir / "recipe.json"
@@ -65,7 +65,7 @@ def _report(args) -> int:
 def _show(args) -> int:
     from pathlib import Path
 
-    from posttrain.show import eval_journeys, journeys, render, render_eval
+    from posttrain.reporting.show import eval_journeys, journeys, render, render_eval
 
     if args.regressed and args.eval is None:
         print("posttrain: show: --regressed compares eval results: add --eval [SET]", file=sys.stderr)
@@ -85,9 +85,9 @@ def _show(args) -> int:
 def _score(args) -> int:
     from pathlib import Path
 
-    from posttrain.config import load_recipe
-    from posttrain.schema import SchemaError
-    from posttrain.scoring import RewardModelError, reward_model_for, score_file
+    from posttrain.recipe.config import load_recipe
+    from posttrain.run.schema import SchemaError
+    from posttrain.stages.scoring import RewardModelError, reward_model_for, score_file
 
     setup_logging()
     recipe = load_recipe(args.recipe, _isolation(args))
@@ -108,7 +108,7 @@ def _isolation(args) -> list[str]:
 
 
 def _eval(args) -> int:
-    from eval.harness import run_eval
+    from posttrain.stages.evaluate import run_eval
 
     setup_logging()
     out = run_eval(args.model, args.recipe, _isolation(args), args.out)
@@ -129,13 +129,13 @@ def _reward_train(args) -> int:
     import shutil
     from pathlib import Path
 
-    from posttrain import schema
-    from posttrain.config import load_recipe
-    from posttrain.prompts import known_prompts
+    from posttrain.run import schema
+    from posttrain.recipe.config import load_recipe
+    from posttrain.stages.prompts import known_prompts
     from posttrain.round import resolve_base
-    from posttrain.rundir import RunDir
-    from posttrain.scoring import preference_data, train_rm
-    from posttrain.training import tracking_args
+    from posttrain.run.rundir import RunDir
+    from posttrain.stages.scoring import preference_data, train_rm
+    from posttrain.training.trainer import tracking_args
 
     setup_logging()
     recipe = load_recipe(args.recipe, args.overrides)
@@ -164,7 +164,7 @@ def _reward_train(args) -> int:
 
 
 def _average(args) -> int:
-    from posttrain.average import AverageError, average
+    from posttrain.training.average import AverageError, average
 
     setup_logging()
     try:
@@ -278,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
         rc = _run(args)
         return rc
     finally:  # every command, on every rank: the process group ends here, waiting for the others only on success
-        from posttrain.dist import shutdown
+        from posttrain.run.dist import shutdown
 
         shutdown(wait=rc == 0)
 
@@ -294,8 +294,8 @@ def _run(args: argparse.Namespace) -> int:
         print(f"posttrain: {e}", file=sys.stderr)
         return 2
     except Exception as e:  # user-fixable failures say why and what to do (a Hub error never with the token)
-        from posttrain.generate import PromptTooLong
-        from posttrain.hub import HubError
+        from posttrain.stages.generate import PromptTooLong
+        from posttrain.publish.hub import HubError
         from reward.custom import VerifierError
         from reward.sandbox import SandboxUnavailable
 

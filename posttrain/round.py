@@ -24,10 +24,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
-from posttrain import schema
-from posttrain.config import Recipe, load_recipe
-from posttrain.dist import barrier, shard, world
-from posttrain.rundir import RunDir, StageOutput, storage, write_json
+from posttrain.run import schema
+from posttrain.recipe.config import Recipe, load_recipe
+from posttrain.run.dist import barrier, shard, world
+from posttrain.run.rundir import RunDir, StageOutput, storage, write_json
 from posttrain.tiny.world import WORLD_VERSION
 
 log = logging.getLogger("posttrain")
@@ -47,18 +47,19 @@ def run_rounds(recipe: Recipe, stop_after: tuple[int, str] | None = None, dry_ru
     from data_mix.judge import judge_stage, merge_judged, templates
     from data_mix.mix import mix
     from eval.benchmarks import BENCHMARKS
-    from eval.harness import ALL, eval_sets, evaluate_shard, load_benchmarks, merge_evals
-    from posttrain import hub, report
-    from posttrain.dpo import dpo
-    from posttrain.engine import Engines
-    from posttrain.generate import fitting_requests, generate, merge_samples
-    from posttrain.prompts import known_prompts, load_prompts, round_prompts
-    from posttrain.revise import merge_revised, revise
-    from posttrain.scoring import merge_scored, reward_model, score
-    from posttrain.selection import run as select
-    from posttrain.sft import sft
-    from posttrain.training import tracking_args
-    from posttrain.variants import train_variants
+    from posttrain.stages.evaluate import ALL, eval_sets, evaluate_shard, load_benchmarks, merge_evals
+    from posttrain.publish import hub
+    from posttrain.reporting import report
+    from posttrain.stages.dpo import dpo
+    from posttrain.models.engine import Engines
+    from posttrain.stages.generate import fitting_requests, generate, merge_samples
+    from posttrain.stages.prompts import known_prompts, load_prompts, round_prompts
+    from posttrain.stages.revise import merge_revised, revise
+    from posttrain.stages.scoring import merge_scored, reward_model, score
+    from posttrain.stages.selection import run as select
+    from posttrain.stages.sft import sft
+    from posttrain.training.trainer import tracking_args
+    from posttrain.training.variants import train_variants
 
     w = world()
     if w.is_main and not dry_run:  # the base may have to be built: once, before the other ranks look for it
@@ -213,7 +214,7 @@ def run_rounds(recipe: Recipe, stop_after: tuple[int, str] | None = None, dry_ru
 
 def train_parts(prompts: StageOutput, rounds: list[int]) -> list:
     """The prompts stage's tables that hold `rounds`' training prompts, as stage inputs (rundir.Part)."""
-    from posttrain.prompts import train_files
+    from posttrain.stages.prompts import train_files
 
     return [prompts.part(f.name) for f in train_files(prompts.path, rounds)]
 
@@ -225,8 +226,8 @@ def resolve_base(recipe: Recipe) -> str:
         from posttrain.tiny.base import ensure_base
 
         return str(ensure_base(Path(recipe.base_model), recipe.base, recipe.seed))
-    from posttrain.config import RecipeError
-    from posttrain.gguf_import import GGUFError, resolve
+    from posttrain.recipe.config import RecipeError
+    from posttrain.models.gguf_import import GGUFError, resolve
 
     # load_recipe already refused a missing absolute path; anything else may be a hub id.
     try:  # a local folder or a hub id as it is: transformers and vLLM load both the same way
@@ -239,8 +240,8 @@ def check_chat_template(model: str, recipe: Recipe | None = None) -> None:
     """Every stage renders prompts with the tokenizer's chat template, and SFT and DPO train on it: a model whose
     template cannot train (or whose context is shorter than the recipe's lengths) stops here, before any work
     (`chat_format.check_model`; recipe load checks a model folder the same way)."""
-    from posttrain.chat_format import check_model, recipe_lengths
-    from posttrain.config import RecipeError
+    from posttrain.training.chat_format import check_model, recipe_lengths
+    from posttrain.recipe.config import RecipeError
 
     why = check_model(model, recipe_lengths(recipe) if recipe else {}, packing=bool(recipe and recipe.sft.packing))
     if why is not None:
@@ -341,8 +342,8 @@ def stage_command(args: argparse.Namespace) -> int:
     """`posttrain <stage> --recipe R [--round N]`: the round loop up to that stage of round N (earlier
     stages run or are reused, as in `posttrain round`), then stop; prints where its outputs are."""
     from posttrain.cli import setup_logging
-    from posttrain.config import RecipeError
-    from posttrain.rundir import StageReached
+    from posttrain.recipe.config import RecipeError
+    from posttrain.run.rundir import StageReached
 
     setup_logging()
     recipe = load_recipe(args.recipe, args.overrides)
@@ -365,7 +366,7 @@ def stage_command(args: argparse.Namespace) -> int:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    from posttrain import report
+    from posttrain.reporting import report
     from posttrain.cli import setup_logging
 
     setup_logging()
@@ -384,7 +385,7 @@ def run_command(args: argparse.Namespace) -> int:
 
 def dry_run(recipe: Recipe) -> int:
     """`posttrain round --dry-run`: what rerunning the recipe would reuse, and where it would start."""
-    from posttrain.rundir import WouldRun
+    from posttrain.run.rundir import WouldRun
 
     try:
         run_rounds(recipe, dry_run=True)

@@ -86,7 +86,7 @@ def read_preference_file(path: Path) -> list[dict]:
     are assistant texts. A ranking expands into every ordered pair (`expand_ranking`); pair ids are
     "<file name>:<line>/<better>><worse>".
     """
-    from posttrain.schema import SchemaError, jsonl_records
+    from posttrain.run.schema import SchemaError, jsonl_records
 
     pairs = []
     for where, _label, rec in jsonl_records(Path(path)):
@@ -120,7 +120,7 @@ def train_reward_model(out: Path, base_model: str | Path, pairs: list[dict], cfg
     seed orders the data; init_seed (default: seed) draws the new score head; trainer_args: TRL config
     fields set from outside the section (experiment tracking).
 
-    cfg: a `posttrain.config.RewardModelConfig`. With no pairs, the saved model is the initialised one
+    cfg: a `posttrain.recipe.config.RewardModelConfig`. With no pairs, the saved model is the initialised one
     with a zeroed score head: every score is 0, so ranking with it changes nothing.
     """
     from datasets import Dataset
@@ -128,7 +128,7 @@ def train_reward_model(out: Path, base_model: str | Path, pairs: list[dict], cfg
     from trl import RewardConfig, RewardTrainer
     from trl.trainer.reward_trainer import suppress_seqcls_warning
 
-    from posttrain.training import attention_kwargs, common_args, release_deepspeed_config, train_and_save, trained
+    from posttrain.training.trainer import attention_kwargs, common_args, release_deepspeed_config, train_and_save, trained
 
     out = Path(out)
     if pairs and (done := trained(out)) is not None:
@@ -161,7 +161,7 @@ def lora_config(lora):
     """A peft `LoraConfig` for the RM's `LoRAConfig` section (None when r = 0): the sequence-classification
     task, `target_modules` as in sft.lora / dpo.lora ("all-linear" leaves out the score head under SEQ_CLS),
     and the score head, new and randomly initialised, trained in full beside the adapters (modules_to_save).
-    `posttrain.training.lora_args` builds the causal-LM one of SFT and DPO; QLoRA is refused at recipe load."""
+    `posttrain.training.trainer.lora_args` builds the causal-LM one of SFT and DPO; QLoRA is refused at recipe load."""
     if lora.r == 0:
         return None
     from peft import LoraConfig
@@ -218,7 +218,7 @@ def pairwise_wins(model_dir: str | Path, pairs: list[dict], batch_size: int = 64
 
 
 def _save_constant(model, tokenizer, out: Path) -> dict:
-    from posttrain.dist import world
+    from posttrain.run.dist import world
 
     with torch.no_grad():
         model.score.weight.zero_()

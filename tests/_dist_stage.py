@@ -15,11 +15,11 @@ from pathlib import Path
 
 import torch.distributed as dist
 
-import posttrain.dpo
-import posttrain.sft
-from posttrain import schema
-from posttrain.config import DPOConfig, LoRAConfig, SFTConfig
-from posttrain.dist import shutdown, world
+import posttrain.stages.dpo
+import posttrain.stages.sft
+from posttrain.run import schema
+from posttrain.recipe.config import DPOConfig, LoRAConfig, SFTConfig
+from posttrain.run.dist import shutdown, world
 from posttrain.tiny import world as tiny_world
 
 NUM_EXAMPLES, BATCH_SIZE = 8, 2  # 2 ranks x 2 rows = 4 rows a step: 2 optimizer steps
@@ -27,7 +27,7 @@ NUM_EXAMPLES, BATCH_SIZE = 8, 2  # 2 ranks x 2 rows = 4 rows a step: 2 optimizer
 
 def main(stage: str, base: str, out: Path, options: list[str]) -> None:
     seen: dict = {}
-    module = posttrain.sft if stage == "sft" else posttrain.dpo
+    module = posttrain.stages.sft if stage == "sft" else posttrain.stages.dpo
     train_and_save = module.train_and_save
 
     def spy(trainer, tokenizer, stage_out, **kwargs):
@@ -55,7 +55,7 @@ def main(stage: str, base: str, out: Path, options: list[str]) -> None:
                                     "messages": r["messages"] + [{"role": "assistant", "content": reply}]}
                                    for r, reply in drawn], "sft")
         cfg = SFTConfig(learning_rate=1e-3, batch_size=BATCH_SIZE, lora=lora, checkpoint_every_steps=every)
-        info = posttrain.sft.sft(out / stage, base, mix, cfg, seed=0)
+        info = posttrain.stages.sft.sft(out / stage, base, mix, cfg, seed=0)
     else:  # each prompt's reply chosen, the next prompt's reply rejected
         pairs = schema.from_records([{"id": r["id"], "prompt_id": r["id"], "capability": "math", "round": 1,
                                       "prompt": r["messages"], "chosen": [{"role": "assistant", "content": reply}],
@@ -64,7 +64,7 @@ def main(stage: str, base: str, out: Path, options: list[str]) -> None:
                                      for i, (r, reply) in enumerate(drawn)], "pairs")
         cfg = DPOConfig(learning_rate=1e-3, batch_size=BATCH_SIZE, lora=lora, checkpoint_every_steps=every,
                         precompute_ref_log_probs="precompute" in options)
-        info = posttrain.dpo.dpo(out / stage, base, pairs, cfg, seed=0)
+        info = posttrain.stages.dpo.dpo(out / stage, base, pairs, cfg, seed=0)
     rank = world().rank
     (out / f"rank{rank}.json").write_text(json.dumps({**seen, "rank": rank, "world_size": world().size, "info": info}))
     shutdown()

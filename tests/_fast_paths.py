@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from posttrain import schema
+from posttrain.run import schema
 from posttrain.tiny import world
 from posttrain.tiny.base import CHAT_TEMPLATE, train_tokenizer
 

@@ -1,4 +1,4 @@
-"""A local stand-in for the Hub's HTTP API, enough for posttrain/hub.py's push (tests/test_hub_offline.py).
+"""A local stand-in for the Hub's HTTP API, enough for posttrain/publish/hub.py's push (tests/test_hub_offline.py).
 
 What it implements (the endpoints huggingface_hub 1.x/2.x call for whoami, create_repo, create_branch
 and upload_folder; anything else is answered 404 and recorded as unexpected, and the tests require none):

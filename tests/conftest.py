@@ -36,7 +36,7 @@ TEST_RECIPE = {
 
 @pytest.fixture(scope="session")
 def tiny_base(tmp_path_factory) -> Path:
-    from posttrain.config import BaseBuildConfig
+    from posttrain.recipe.config import BaseBuildConfig
     from posttrain.tiny.base import ensure_base
 
     return ensure_base(tmp_path_factory.mktemp("base") / "tiny-base", BaseBuildConfig(**TEST_RECIPE["base"]), 0)

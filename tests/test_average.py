@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from posttrain.average import AverageError, average
+from posttrain.training.average import AverageError, average
 from posttrain.tiny.base import train_tokenizer
 
 

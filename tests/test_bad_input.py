@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from posttrain.config import load_recipe
+from posttrain.recipe.config import load_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "recipes" / "tiny.yaml"
@@ -250,7 +250,7 @@ def parquet_wrong_schema(c: Case) -> Expect:
 
 
 def parquet_wrong_types(c: Case) -> Expect:
-    from posttrain import schema
+    from posttrain.run import schema
 
     path = c.tmp / "prompts.parquet"
     cols = {f: [None] for f in schema.PROMPTS.names}
@@ -261,7 +261,7 @@ def parquet_wrong_types(c: Case) -> Expect:
 
 
 def parquet_bad_record(c: Case) -> Expect:
-    from posttrain import schema
+    from posttrain.run import schema
 
     rows = [GOOD["math"], without(GOOD["code"], "tests")]
     rows = [{k: (json.dumps(v) if k in ("tools", "expected_call") else v) for k, v in r.items()} for r in rows]

@@ -10,7 +10,7 @@ import pytest
 
 from eval import benchmarks
 from eval.benchmarks import bfcl
-from posttrain import schema
+from posttrain.run import schema
 from reward import VERIFIERS
 from reward.tools import call_text, one_of
 

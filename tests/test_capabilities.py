@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from eval.benchmarks import BENCHMARKS
-from eval.harness import TOO_LONG
+from posttrain.stages.evaluate import TOO_LONG
 from tests.conftest import ROOT, TEST_RECIPE, run_cli
 
 pytestmark = pytest.mark.slow

@@ -1,4 +1,4 @@
-"""Model cards (posttrain/cards.py): the numbers they show, their Hub metadata, what stays out of it.
+"""Model cards (posttrain/publish/cards.py): the numbers they show, their Hub metadata, what stays out of it.
 
 Cards are built without network or token. The run summary and recipes come from tests/test_hub.py, whose
 autouse no_real_hub fixture applies here too, so a Hub call that slipped into card building would fail instead
@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 from huggingface_hub import ModelCard
 
-from posttrain import cards
+from posttrain.publish import cards
 from tests.test_hub import SUMMARY, no_real_hub, recipe_dict  # noqa: F401 - no_real_hub is autouse
 
 

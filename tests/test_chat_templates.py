@@ -20,16 +20,16 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from posttrain import schema
-from posttrain.chat_format import (
+from posttrain.run import schema
+from posttrain.training.chat_format import (
     formatting_token_ids,
     reply_tail_ids,
     tokenize_prompt_completion,
     untrainable,
 )
-from posttrain.config import DPOConfig, SFTConfig
-from posttrain.dpo import dpo_trainer
-from posttrain.sft import sft_trainer
+from posttrain.recipe.config import DPOConfig, SFTConfig
+from posttrain.stages.dpo import dpo_trainer
+from posttrain.stages.sft import sft_trainer
 from posttrain.tiny.base import train_tokenizer
 from tests._fast_paths import FP32
 
@@ -254,7 +254,7 @@ def test_a_tokenizer_without_eos_cannot_train():
 
 
 def load(*overrides):
-    from posttrain.config import load_recipe
+    from posttrain.recipe.config import load_recipe
     from tests.conftest import ROOT
 
     return load_recipe(ROOT / "recipes" / "tiny.yaml", list(overrides))
@@ -275,7 +275,7 @@ def test_a_model_folder_that_trains_loads(chatml_folder):
     ("{% for m in messages %}{{ m['content'] }}{% endfor %}", "writes nothing after the assistant's reply"),
 ])
 def test_a_model_that_cannot_train_is_refused_at_load_naming_base_model(tmp_path, template, why):
-    from posttrain.config import RecipeError
+    from posttrain.recipe.config import RecipeError
 
     tokenizer = family_tokenizer("smollm2")
     tokenizer.chat_template = template
@@ -286,7 +286,7 @@ def test_a_model_that_cannot_train_is_refused_at_load_naming_base_model(tmp_path
 
 
 def test_a_context_shorter_than_the_recipe_is_refused_at_load(chatml_folder):
-    from posttrain.config import RecipeError
+    from posttrain.recipe.config import RecipeError
 
     with pytest.raises(RecipeError, match=r": its context is 512 tokens, shorter than sft.max_length=1024") as e:
         load("base=null", f"base_model={chatml_folder}", "sft.max_length=1024")
@@ -298,7 +298,7 @@ def test_a_context_shorter_than_the_recipe_is_refused_at_load(chatml_folder):
 def test_a_model_that_would_not_stop_at_the_end_of_a_reply_is_refused(tmp_path):
     """Gemma's tokenizer eos is <eos>, but its replies end on <end_of_turn>: its generation config lists both.
     Without that, every sample would run to max_tokens (none kept for SFT): refused before generating."""
-    from posttrain.chat_format import check_model
+    from posttrain.training.chat_format import check_model
 
     folder = model_folder(family_tokenizer("gemma"), tmp_path / "model", stop_at_end_of_turn=False)
     assert "would not stop at the end of a reply" in check_model(str(folder), {})
@@ -308,7 +308,7 @@ def test_a_model_that_would_not_stop_at_the_end_of_a_reply_is_refused(tmp_path):
 
 def test_the_round_checks_a_model_once_resolved(tmp_path):
     """A hub id, an imported file or the tiny base is checked when the round has it, before any generation."""
-    from posttrain.config import RecipeError
+    from posttrain.recipe.config import RecipeError
     from posttrain.round import check_chat_template
 
     tokenizer = family_tokenizer("smollm2")

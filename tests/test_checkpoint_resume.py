@@ -22,9 +22,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from posttrain.config import DPOConfig
-from posttrain.dpo import EpochSeededLengthGroupedSampler, _SamplerEpoch, dpo_trainer
-from posttrain.training import LogLastStep, resume_checkpoint, run_loss, train_and_save
+from posttrain.recipe.config import DPOConfig
+from posttrain.stages.dpo import EpochSeededLengthGroupedSampler, _SamplerEpoch, dpo_trainer
+from posttrain.training.trainer import LogLastStep, resume_checkpoint, run_loss, train_and_save
 from tests._fast_paths import FP32
 from tests.conftest import ROOT
 
@@ -170,10 +170,10 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from posttrain.config import DPOConfig
-from posttrain.dist import barrier, shutdown, world
-from posttrain.dpo import dpo_trainer
-from posttrain.training import train_and_save
+from posttrain.recipe.config import DPOConfig
+from posttrain.run.dist import barrier, shutdown, world
+from posttrain.stages.dpo import dpo_trainer
+from posttrain.training.trainer import train_and_save
 from tests.test_checkpoint_resume import TWO_EPOCHS, _killed_copy, _recording
 
 model_dir, pairs_file, tmp = map(Path, sys.argv[1:])

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from posttrain.config import CAPABILITIES, Recipe, RecipeError, load_recipe
+from posttrain.recipe.config import CAPABILITIES, Recipe, RecipeError, load_recipe
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "recipes" / "tiny.yaml"

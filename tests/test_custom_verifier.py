@@ -13,9 +13,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from posttrain import schema
-from posttrain.config import RecipeError, ScoreConfig, load_recipe
-from posttrain.scoring import score_samples
+from posttrain.run import schema
+from posttrain.recipe.config import RecipeError, ScoreConfig, load_recipe
+from posttrain.stages.scoring import score_samples
 from reward import custom, unknown_verifier
 from reward.verdict import Verdict
 

@@ -1,5 +1,6 @@
 """Decontamination on the real benchmarks, as the round runs it: the mix stage (`data_mix.mix.mix`) against
-`benchmarks/all.parquet` (`eval.harness.load_benchmarks`: every item of every shipped benchmark, loaded offline
+`benchmarks/all.parquet`
+(`posttrain.stages.evaluate.load_benchmarks`: every item of every shipped benchmark, loaded offline
 from the installed packages) and the run's held-out prompts.
 
 - Every item of HumanEval, GSM-symbolic, MATH-500, MMATH and BFCL (simple and multiple), its user turn copied
@@ -16,9 +17,9 @@ import pytest
 
 from data_mix.mix import mix
 from data_mix.text import plain_words
-from eval.harness import ALL, load_benchmarks
-from posttrain import schema
-from posttrain.config import MixConfig
+from posttrain.stages.evaluate import ALL, load_benchmarks
+from posttrain.run import schema
+from posttrain.recipe.config import MixConfig
 from posttrain.sources import code
 from posttrain.sources import math as math_source
 

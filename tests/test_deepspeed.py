@@ -16,8 +16,8 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from posttrain.config import RewardModelConfig
-from posttrain.scoring import rm_scores
+from posttrain.recipe.config import RewardModelConfig
+from posttrain.stages.scoring import rm_scores
 from tests.conftest import ROOT
 
 pytestmark = [
@@ -29,7 +29,7 @@ pytestmark = [
 
 def _launch(config: str, stage: str, base: Path, out: Path, *options: str, kill_at: str | None = None) -> list[dict]:
     """tests/_dist_stage.py under `config` on 2 processes; what each rank's trainer ran under. With
-    `kill_at` (a posttrain.faults point), every rank is SIGKILLed there and nothing is returned."""
+    `kill_at` (a posttrain.run.faults point), every rank is SIGKILLed there and nothing is returned."""
     cmd = [sys.executable, "-m", "accelerate.commands.launch",
            "--config_file", str(ROOT / "recipes" / "accelerate" / config),
            "--main_process_port", str(random.randint(20000, 40000)),

@@ -1,4 +1,4 @@
-"""posttrain.dist's merge helpers as plain functions (no processes): the single-process row order and the
+"""posttrain.run.dist's merge helpers as plain functions (no processes): the single-process row order and the
 reading of every rank's shard. tests/test_multiprocess.py runs them under real launches."""
 
 from __future__ import annotations
@@ -7,10 +7,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from posttrain import schema
-from posttrain.dist import in_prompt_order, read_shards
-from posttrain.schema import SchemaError
-from posttrain.scoring import merge_scored
+from posttrain.run import schema
+from posttrain.run.dist import in_prompt_order, read_shards
+from posttrain.run.schema import SchemaError
+from posttrain.stages.scoring import merge_scored
 
 PROMPT_IDS = ["p2", "p1", "p3"]  # the prompt table's order: not sorted, so sorting by id would show
 

@@ -1,7 +1,7 @@
 """The DPO stage's loss is Llama 3's: sigmoid DPO plus `dpo.nll_weight` x the chosen replies' NLL.
 
 Derived by hand from the policy's and the reference model's logits, on one fixed batch of the stage's own
-trainer (`posttrain.dpo.dpo_trainer`, its collator and config), with the policy moved away from the reference
+trainer (`posttrain.stages.dpo.dpo_trainer`, its collator and config), with the policy moved away from the reference
 so that neither term is a constant. For B pairs (x, chosen c, rejected r), where the sums run over the reply
 tokens the stage's collator leaves in the loss (`completion_mask`: the reply less its formatting tokens):
 
@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoModelForCausalLM
 
-from posttrain.config import DPOConfig
-from posttrain.dpo import dpo_trainer
+from posttrain.recipe.config import DPOConfig
+from posttrain.stages.dpo import dpo_trainer
 from tests._fast_paths import FP32, RTOL, move_policy, whole_dataset_batch
 
 

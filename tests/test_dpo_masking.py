@@ -1,4 +1,4 @@
-"""Llama 3's DPO fix, through the stage's own trainer (`posttrain.dpo.dpo_trainer`): header and termination
+"""Llama 3's DPO fix, through the stage's own trainer (`posttrain.stages.dpo.dpo_trainer`): header and termination
 tokens carry no loss in chosen or rejected.
 
 Which tokens the stage's collator leaves in `completion_mask`, per chat-template family, is checked in
@@ -13,8 +13,8 @@ import pytest
 import torch
 from datasets import Dataset
 
-from posttrain.config import DPOConfig
-from posttrain.dpo import dpo_trainer
+from posttrain.recipe.config import DPOConfig
+from posttrain.stages.dpo import dpo_trainer
 from posttrain.tiny.base import EOT
 from tests._fast_paths import FP32, move_policy, whole_dataset_batch
 
@@ -72,8 +72,8 @@ def test_a_formatting_tokens_logit_changes_neither_the_loss_nor_its_gradient(tmp
 def test_pairs_that_do_not_fit_max_length_are_counted(caplog):
     """TRL drops a pair whose prompt fills max_length and cuts one whose longer reply overflows it: the
     stage counts both (results and a warning), since a cut pair compares two replies' starts."""
-    from posttrain.config import DPOConfig as StageDPOConfig
-    from posttrain.dpo import too_long
+    from posttrain.recipe.config import DPOConfig as StageDPOConfig
+    from posttrain.stages.dpo import too_long
 
     kept = Dataset.from_dict({"prompt_ids": [[1] * 4, [1] * 4, [1] * 9],
                               "chosen_ids": [[2] * 4, [2] * 8, [2]], "rejected_ids": [[3] * 2, [3], [3] * 2]})

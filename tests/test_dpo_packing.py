@@ -1,4 +1,4 @@
-"""Padding-free DPO forwards (posttrain/dpo_packing.py, issue 7): packed rows and shared prompts score,
+"""Padding-free DPO forwards (posttrain/training/dpo_packing.py, issue 7): packed rows and shared prompts score,
 lose and step exactly like TRL's padded batch.
 
 - how rows are planned: first-fit, the shared-prefix mask drawn by hand, the FLOP estimate that decides
@@ -18,9 +18,9 @@ import types
 import pytest
 import torch
 
-from posttrain.config import DPOConfig, RecipeError, load_recipe
-from posttrain.dpo import dpo_trainer
-from posttrain.dpo_packing import (PackedForward, attention_rows, first_fit_rows, flop_weights, forward_cost,
+from posttrain.recipe.config import DPOConfig, RecipeError, load_recipe
+from posttrain.stages.dpo import dpo_trainer
+from posttrain.training.dpo_packing import (PackedForward, attention_rows, first_fit_rows, flop_weights, forward_cost,
                                    plan_rows, shared_prefixes, unit_lengths)
 from tests._fast_paths import ATOL, FP32, RTOL, loss_and_grads, move_policy, whole_dataset_batch
 
@@ -159,7 +159,7 @@ def test_padding_free_dpo_scores_like_the_padded_batch_and_takes_the_same_step(t
 def test_padding_free_lora_dpo_packs_the_adapters_off_reference_too(tmp_path, model_dir, pairs, monkeypatch):
     """With LoRA and no precomputed pass, TRL's reference is the policy with its adapters off, called as
     `self.model`; the stage hands TRL a packed reference instead, and the step stays the padded one's."""
-    from posttrain.config import LoRAConfig
+    from posttrain.recipe.config import LoRAConfig
 
     cfg = DPOConfig(batch_size=pairs.num_rows, max_length=512, lora=LoRAConfig(r=4))
     padded = dpo_trainer(tmp_path / "a", model_dir, pairs, cfg, 0, **FP32)[0]

@@ -12,14 +12,15 @@ import json
 import pyarrow as pa
 import pytest
 
-from eval import harness, metrics
-from posttrain import schema
-from posttrain.config import EvalConfig, ScoreConfig
+from eval import metrics
+from posttrain.stages import evaluate as harness
+from posttrain.run import schema
+from posttrain.recipe.config import EvalConfig, ScoreConfig
 from posttrain.tiny import world
 
 
 class ScriptedEngine:
-    """Stands in for posttrain.engine.Engine: completion texts per request, in request order."""
+    """Stands in for posttrain.models.engine.Engine: completion texts per request, in request order."""
 
     def __init__(self, texts_per_request: list[list[str]], max_model_len: int | None = None):
         self.texts, self.max_model_len, self.requests = texts_per_request, max_model_len, []
@@ -159,8 +160,8 @@ class CodePointTokenizer:
 
 
 class ReplyingEngine:
-    """Stands in for posttrain.engine.Engine: finds each request's item by its prompt (decoded from the token ids,
-    no assumption about request order) and returns replies[item id][:n], in request order."""
+    """Stands in for posttrain.models.engine.Engine: finds each request's item by its prompt (decoded from the
+    token ids, no assumption about request order) and returns replies[item id][:n], in request order."""
 
     max_model_len = 1_000_000
 

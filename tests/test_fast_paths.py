@@ -29,9 +29,9 @@ import pytest
 import torch
 from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
-from posttrain.config import DPOConfig, RecipeError, SFTConfig, load_recipe
-from posttrain.dpo import PAIRS_ON_DISK, dpo, dpo_trainer, formatting_token_ids
-from posttrain.sft import PackedRowsCollator, sft, sft_trainer
+from posttrain.recipe.config import DPOConfig, RecipeError, SFTConfig, load_recipe
+from posttrain.stages.dpo import PAIRS_ON_DISK, dpo, dpo_trainer, formatting_token_ids
+from posttrain.stages.sft import PackedRowsCollator, sft, sft_trainer
 from tests._fast_paths import ATOL, FP32, RTOL, loss_and_grads, move_policy, whole_dataset_batch
 from tests.conftest import ROOT
 
@@ -148,7 +148,7 @@ def test_a_resumed_stage_reuses_its_reference_pass_until_pairs_or_model_change(t
     """A DPO stage killed after its reference pass is built again on resume: the pass is not redone."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from posttrain.dpo import StageDPOTrainer
+    from posttrain.stages.dpo import StageDPOTrainer
 
     passes = []
     compute = StageDPOTrainer.compute_ref_log_probs
@@ -240,9 +240,9 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from posttrain.config import DPOConfig
-from posttrain.dist import shutdown
-from posttrain.dpo import dpo
+from posttrain.recipe.config import DPOConfig
+from posttrain.run.dist import shutdown
+from posttrain.stages.dpo import dpo
 
 model_dir, pairs_file, out = map(Path, sys.argv[1:])
 cfg = DPOConfig(batch_size=2, precompute_ref_log_probs=True, group_by_length=True, padding_free=True,
@@ -273,7 +273,7 @@ def test_precomputed_reference_log_probs_under_two_ranks(tmp_path, model_dir, pa
 
 
 def test_liger_kernel_without_the_package_fails_clearly(monkeypatch, tmp_path):
-    from posttrain.training import common_args
+    from posttrain.training.trainer import common_args
 
     find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
@@ -288,8 +288,8 @@ def test_liger_kernel_without_the_package_fails_clearly(monkeypatch, tmp_path):
 def test_tracked_stages_report_to_tensorboard_and_keep_its_events(tmp_path, model_dir, mix):
     import json
 
-    from posttrain.config import TrackingConfig
-    from posttrain.training import tracking_args
+    from posttrain.recipe.config import TrackingConfig
+    from posttrain.training.trainer import tracking_args
 
     args = tracking_args(TrackingConfig(report_to=["tensorboard"]), "demo", "sft", 2)
     assert args == {"report_to": ["tensorboard"], "run_name": "demo/round_2/sft", "project": "demo"}

@@ -7,9 +7,9 @@ import multiprocessing as mp
 
 import pytest
 
-from posttrain import schema
-from posttrain.config import GenerateConfig
-from posttrain.generate import prompt_temperature, requests_for, with_system_prompt
+from posttrain.run import schema
+from posttrain.recipe.config import GenerateConfig
+from posttrain.stages.generate import prompt_temperature, requests_for, with_system_prompt
 
 
 class CharTokenizer:
@@ -56,7 +56,7 @@ def test_temperature_schedule_draws_per_prompt_early_and_is_fixed_in_the_last_ro
 
 
 def test_too_long_prompts_stop_the_round_when_the_recipe_says_so(tmp_path):
-    from posttrain.generate import PromptTooLong, generate
+    from posttrain.stages.generate import PromptTooLong, generate
 
     class NoEngine:
         max_model_len = 50
@@ -90,7 +90,7 @@ def test_too_long_error_stops_the_round_before_any_engine_starts(recipe_file):
 
 def test_an_engine_that_cannot_load_its_model_raises_and_leaves_no_process(tmp_path):
     """vLLM's own error reaches the caller, and the spawned engine process is ended, its pipe closed."""
-    from posttrain.engine import Engine
+    from posttrain.models.engine import Engine
 
     (tmp_path / "not-a-model").mkdir()
     with pytest.raises(RuntimeError, match="not-a-model"):
@@ -101,7 +101,7 @@ def test_an_engine_that_cannot_load_its_model_raises_and_leaves_no_process(tmp_p
 def test_engines_fork_from_one_server_sample_like_spawned_ones_and_follow_the_environment(tiny_base, monkeypatch):
     """Forked engines sample what a spawned one does; a changed environment never reaches a fork of a server
     started under the old one (spawned while a fork is alive, a restarted server once none is)."""
-    from posttrain.engine import Engine
+    from posttrain.models.engine import Engine
 
     cfg = GenerateConfig(dtype="float32")
     request = [{"prompt_token_ids": [1, 5, 9, 12, 40], "n": 3, "temperature": 1.0, "top_p": 1.0, "max_tokens": 16,
@@ -126,7 +126,7 @@ def test_engines_fork_from_one_server_sample_like_spawned_ones_and_follow_the_en
 def test_machines_with_a_cuda_device_spawn_their_engines_and_a_bad_start_method_is_named(monkeypatch):
     import torch
 
-    from posttrain.engine import _FORK_SERVER
+    from posttrain.models.engine import _FORK_SERVER
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert _FORK_SERVER.start_method() == "spawn"  # forked engines are unchecked on GPUs: opt-in only

@@ -1,4 +1,4 @@
-"""posttrain.gguf_import: a .gguf base model becomes a cached float32 model folder with its tokenizer and chat
+"""posttrain.models.gguf_import: a .gguf base model becomes a cached float32 model folder with its tokenizer and chat
 template. The GGUF is written here (a 2-layer llama with a byte-level BPE tokenizer, F32 tensors, in
 llama.cpp's layout) from a transformers model, so the import must give back that model's logits."""
 
@@ -14,8 +14,8 @@ import torch
 
 gguf = pytest.importorskip("gguf")
 
-from posttrain.config import RecipeError, load_recipe  # noqa: E402
-from posttrain.gguf_import import MARKER, GGUFError, cache_key, gguf_file, package_file, resolve  # noqa: E402
+from posttrain.recipe.config import RecipeError, load_recipe  # noqa: E402
+from posttrain.models.gguf_import import MARKER, GGUFError, cache_key, gguf_file, package_file, resolve  # noqa: E402
 
 CHATML = ("{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + "
           "'<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
@@ -161,7 +161,8 @@ def test_names_that_are_not_gguf_pass_through(tmp_path):
 
 
 def test_pkg_names_a_file_inside_an_installed_package():
-    assert package_file("pkg://posttrain/gguf_import.py") == Path(__file__).parents[1] / "posttrain" / "gguf_import.py"
+    here = Path(__file__).parents[1] / "posttrain" / "models" / "gguf_import.py"
+    assert package_file("pkg://posttrain/models/gguf_import.py") == here
     with pytest.raises(GGUFError, match="no installed Python package 'no_such_pkg'"):
         package_file("pkg://no_such_pkg/model.gguf")
     with pytest.raises(GGUFError, match="has no missing.gguf"):

@@ -1,4 +1,4 @@
-"""Hub pushes (posttrain/hub.py): what goes where, config checks, token secrecy, failing fast offline.
+"""Hub pushes (posttrain/publish/hub.py): what goes where, config checks, token secrecy, failing fast offline.
 
 What the model card says is tested in tests/test_cards.py (with this file's run summary and recipes); here,
 that a push uploads the cards it built, and the dataset card's tables, built from the run's parquet files.
@@ -28,8 +28,10 @@ import yaml
 from huggingface_hub import DatasetCard, constants
 from huggingface_hub.errors import HfHubHTTPError
 
-from posttrain import cards, hub, schema
-from posttrain.config import HubConfig, RecipeError, load_recipe
+from posttrain.publish import cards, hub
+
+from posttrain.run import schema
+from posttrain.recipe.config import HubConfig, RecipeError, load_recipe
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "recipes" / "tiny.yaml"
@@ -465,7 +467,7 @@ def test_real_hfapi_against_a_dead_endpoint_fails_fast(run, token, staging_tmp, 
 SCRIPT = """
 import json, sys, time
 from pathlib import Path
-from posttrain import hub
+from posttrain.publish import hub
 run, recipe, summary = Path(sys.argv[1]), json.loads(sys.argv[2]), json.loads(sys.argv[3])
 start = time.monotonic()
 try:

@@ -1,6 +1,6 @@
 """Hub pushes end to end, offline: the real push path against a local stand-in for the Hub's HTTP API.
 
-tests/test_hub.py checks what posttrain/hub.py asks of HfApi with a fake HfApi object. Here nothing is faked on
+tests/test_hub.py checks what posttrain/publish/hub.py asks of HfApi with a fake HfApi object. Here nothing is faked on
 the client side: a fresh `python` process runs `hub.push(...)` exactly as the round's push stage does (api=None,
 so huggingface_hub's own HfApi, with the token from HF_TOKEN and the endpoint from HF_ENDPOINT), and its HTTP
 requests go to `HubStandIn`, a ThreadingHTTPServer on 127.0.0.1 (port 0) in a background thread. The tests then
@@ -30,7 +30,7 @@ from types import SimpleNamespace
 import pyarrow.parquet as pq
 import pytest
 
-from posttrain import cards, hub
+from posttrain.publish import cards, hub
 from tests._fast_paths import build_model, dpo_pairs, sft_mix
 from tests._hub_stand_in import HubStandIn, check_card
 from tests.test_hub import SUMMARY, recipe_dict, snapshot
@@ -94,7 +94,7 @@ socket.socket.connect, socket.socket.connect_ex, socket.getaddrinfo = connect, c
 
 from pathlib import Path
 from huggingface_hub.utils import logging as hf_logging
-from posttrain import hub
+from posttrain.publish import hub
 from posttrain.cli import setup_logging
 setup_logging()
 hf_logging.set_verbosity_debug()

@@ -5,7 +5,7 @@ The two graded tests run 328 sandboxed programs, 2 at a time: about 4 s each on 
 
 from __future__ import annotations
 
-from posttrain import schema
+from posttrain.run import schema
 from eval.benchmarks import get
 from eval.benchmarks.humaneval import HUMANEVAL, canonical_completion, load, problems
 from reward import VERIFIERS

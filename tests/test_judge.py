@@ -16,7 +16,7 @@ from data_mix import judge as J
 from data_mix import tagger
 from data_mix.embed import embed
 from data_mix.topics import DEFAULT_TOPICS
-from posttrain.config import JudgeConfig, RecipeError, load_recipe
+from posttrain.recipe.config import JudgeConfig, RecipeError, load_recipe
 from tests.test_config import TINY
 from tests.test_tagger import sft_rows
 
@@ -194,7 +194,7 @@ def test_the_judge_lifts_quality_above_the_rm_quartile_but_never_a_failed_reply(
 
 def test_the_mix_counts_the_judge_and_weights_unknown_difficulty_as_middle(tmp_path, tokenizer):
     from data_mix.mix import mix
-    from posttrain import schema
+    from posttrain.run import schema
 
     sft = sft_rows(ROWS)
     heldout = schema.from_records([{"id": "h", "capability": "math", "messages": [
@@ -264,7 +264,7 @@ def test_a_template_without_its_placeholders_is_named(tmp_path):
 def test_the_sharded_judge_stage_merges_to_the_single_process_table(tmp_path, tokenizer):
     """Two ranks judge their shards (by id) into their own folders; the merge equals one process judging all,
     row for row in the sft order, with the counts added up (a rank with no rows adds zeros)."""
-    from posttrain.dist import World, shard
+    from posttrain.run.dist import World, shard
 
     sft = sft_rows(ROWS)
     cfg = load_recipe(TINY, ["mix.judge.model=policy"]).mix

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from posttrain import schema
-from posttrain.config import DPOConfig, LoRAConfig, SFTConfig, load_recipe
+from posttrain.run import schema
+from posttrain.recipe.config import DPOConfig, LoRAConfig, SFTConfig, load_recipe
 from posttrain.tiny import world
 
 
@@ -22,8 +22,8 @@ def _changed(before: dict, after: dict) -> set[str]:
 
 
 def test_sft_and_dpo_with_lora_save_merged_plain_models(tmp_path, tiny_base):
-    from posttrain.dpo import dpo
-    from posttrain.sft import sft
+    from posttrain.stages.dpo import dpo
+    from posttrain.stages.sft import sft
 
     drawn = world.draw("math", "train", 8, 0)
     mix = schema.from_records([{"id": r["id"], "prompt_id": r["id"], "capability": "math", "round": 1, "reward": 1.0,
@@ -49,7 +49,7 @@ def test_sft_and_dpo_with_lora_save_merged_plain_models(tmp_path, tiny_base):
 def test_lora_recipe_validation():
     r = load_recipe("recipes/tiny.yaml", ["sft.lora.r=16", "dpo.lora.target_modules=[q_proj]"])
     assert r.sft.lora.r == 16 and r.dpo.lora.target_modules == ["q_proj"]
-    from posttrain.config import RecipeError
+    from posttrain.recipe.config import RecipeError
 
     with pytest.raises(RecipeError, match="sft.lora.r"):
         load_recipe("recipes/tiny.yaml", ["sft.lora.r=-1"])
@@ -64,7 +64,7 @@ def test_a_4bit_base_is_merged_in_bfloat16_not_4bit(tiny_base):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from posttrain.training import merged
+    from posttrain.training.trainer import merged
 
     def lora_model():
         torch.manual_seed(0)

@@ -15,8 +15,8 @@ from data_mix import decontam, dedup, text
 from data_mix.mix import mix
 from data_mix.rebalance import quotas, rebalance, topic_shares
 from data_mix.text import CONTEXT, PROMPT, USER, plain_words, prompt_texts
-from posttrain import schema
-from posttrain.config import MixConfig
+from posttrain.run import schema
+from posttrain.recipe.config import MixConfig
 from tests.test_data_mix import heldout, long_prompt, sft_table, tags_for, view
 
 TARGETS = {"math": 0.5, "code": 0.25, "tools": 0.25}

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from eval.benchmarks.math import MMATH_LANGUAGES, mmath_items, mmath_metrics
-from posttrain import schema, sources
+from posttrain.run import schema
+from posttrain import sources
 from posttrain.sources import multilingual as source
 from reward import VERIFIERS, Verdict, multilingual
 from reward.multilingual import detect_language

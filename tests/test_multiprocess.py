@@ -112,12 +112,12 @@ def test_two_ranks_merge_to_the_single_process_tables_and_resume(tmp_path, tiny_
 def test_fsdp_without_a_gpu_warns_that_it_trains_ddp(monkeypatch, caplog, tmp_path):
     import torch
 
-    from posttrain.config import SFTConfig
-    from posttrain.training import common_args
+    from posttrain.recipe.config import SFTConfig
+    from posttrain.training.trainer import common_args
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
-    with caplog.at_level("WARNING", logger="posttrain.training"):
+    with caplog.at_level("WARNING", logger="posttrain.training.trainer"):
         assert common_args(tmp_path, SFTConfig(), 0)["use_cpu"] is True
     assert "FSDP needs GPUs" in caplog.text and "cpu_zero3.yaml" in caplog.text
     monkeypatch.setenv("ACCELERATE_USE_FSDP", "false")

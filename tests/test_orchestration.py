@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from posttrain import report
-from posttrain.config import DPOConfig, GenerateConfig, RewardModelConfig, SFTConfig, load_recipe
-from posttrain.prompts import load_prompts
+from posttrain.reporting import report
+from posttrain.recipe.config import DPOConfig, GenerateConfig, RewardModelConfig, SFTConfig, load_recipe
+from posttrain.stages.prompts import load_prompts
 from posttrain.round import HOW_NOT_WHAT, outputs, run_rounds
-from posttrain.rundir import MANIFEST, RunDir, RunDirError, StageReached, write_json
-from posttrain.selection import rank
+from posttrain.run.rundir import MANIFEST, RunDir, RunDirError, StageReached, write_json
+from posttrain.stages.selection import rank
 from tests.conftest import TEST_RECIPE
 
 
@@ -59,7 +59,7 @@ def test_the_prompts_stage_reruns_when_the_seed_changes(no_build_recipe):
 
 
 def test_a_prompt_id_in_two_sources_names_both(tmp_path):
-    from posttrain.config import PromptsConfig, PromptSource
+    from posttrain.recipe.config import PromptsConfig, PromptSource
 
     rec = {"id": "dup", "capability": "math", "messages": [{"role": "user", "content": "1+1?"}], "answer": "2"}
     files = []

@@ -1,8 +1,8 @@
-"""posttrain.progress: when lines are logged and what they say, on a fake clock (no wall-clock asserts)."""
+"""posttrain.run.progress: when lines are logged and what they say, on a fake clock (no wall-clock asserts)."""
 
 from __future__ import annotations
 
-from posttrain.progress import Progress, duration, progress_callback
+from posttrain.run.progress import Progress, duration, progress_callback
 
 
 class Clock:
@@ -90,7 +90,7 @@ def test_heartbeat_thread_stops_on_close():
 
 
 def test_training_callback_reports_steps(monkeypatch):
-    import posttrain.progress as progress
+    import posttrain.run.progress as progress
 
     lines, clock = [], Clock()
     real = progress.Progress
@@ -124,7 +124,7 @@ def test_engine_reports_finished_samples_and_tokens_in_flight(monkeypatch):
     import time
     from types import SimpleNamespace
 
-    from posttrain.engine import _Reporter
+    from posttrain.models.engine import _Reporter
 
     clock = Clock()
     monkeypatch.setattr(time, "monotonic", clock)
@@ -149,7 +149,7 @@ def test_engine_reports_finished_samples_and_tokens_in_flight(monkeypatch):
 
 
 def _in_flight(llm):
-    from posttrain.engine import _in_flight_tokens
+    from posttrain.models.engine import _in_flight_tokens
 
     return _in_flight_tokens(llm)
 
@@ -158,7 +158,7 @@ def test_engine_generate_passes_progress_messages_and_returns_the_results():
     """Engine.generate reads the child's progress messages until its answer (a real pipe, no vLLM)."""
     import multiprocessing as mp
 
-    from posttrain.engine import Engine
+    from posttrain.models.engine import Engine
 
     engine = object.__new__(Engine)
     engine.model = "m"
@@ -176,7 +176,7 @@ def test_engine_exits_when_its_owner_is_gone(monkeypatch):
     """A broken pipe while reporting (the owner killed mid-generation) ends the engine process at once."""
     import os
 
-    from posttrain.engine import _Reporter
+    from posttrain.models.engine import _Reporter
 
     class Broken:
         def send(self, message):

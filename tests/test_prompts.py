@@ -9,9 +9,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from posttrain.config import PromptsConfig, PromptSource
-from posttrain.prompts import known_prompts, load_prompts, load_source, read_hf, round_prompts
-from posttrain.schema import META, SchemaError
+from posttrain.recipe.config import PromptsConfig, PromptSource
+from posttrain.stages.prompts import known_prompts, load_prompts, load_source, read_hf, round_prompts
+from posttrain.run.schema import META, SchemaError
 
 MATH = {"id": "m1", "capability": "math", "messages": [{"role": "user", "content": "1+1?"}], "answer": "2"}
 CODE = {"id": "c1", "capability": "code", "messages": [{"role": "user", "content": "Write f."}],

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from posttrain.config import CAPABILITIES, load_recipe
+from posttrain.recipe.config import CAPABILITIES, load_recipe
 
 ROOT = Path(__file__).resolve().parents[1] / "recipes"
 ACCELERATE = ROOT / "accelerate"

@@ -7,9 +7,10 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from posttrain.report import (churn_lines, composition_table, decontaminated, decontaminated_lines, eval_churn,
-                              eval_lines, headline, metrics, summarize, table, training_lines, write_report)
-from posttrain.rundir import RunDir
+from posttrain.reporting.report import (churn_lines, composition_table, decontaminated, decontaminated_lines,
+                                        eval_churn, eval_lines, headline, metrics, summarize, table, training_lines,
+                                        write_report)
+from posttrain.run.rundir import RunDir
 
 ONE_CAP = {"heldout": {"accuracy": {"math": 0.25, "overall": 0.25}}}
 

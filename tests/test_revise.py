@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from posttrain import schema
-from posttrain.config import GenerateConfig, ReviseConfig, ScoreConfig, SelectConfig
-from posttrain.revise import failed_first_tries, revise
-from posttrain.selection import select
+from posttrain.run import schema
+from posttrain.recipe.config import GenerateConfig, ReviseConfig, ScoreConfig, SelectConfig
+from posttrain.stages.revise import failed_first_tries, revise
+from posttrain.stages.selection import select
 
 GOOD, BAD = "```python\ndef f():\n    return 1\n```", "```python\ndef f():\n    return 2\n```"
 PROMPTS = schema.from_records([
@@ -106,7 +106,7 @@ def test_nothing_failed_means_no_engine_call(tmp_path):
                                            ("revise.capabilities=[poetry]", "revise.capabilities"),
                                            ("revise.feedback='{why}'", "revise.feedback")])
 def test_bad_revise_settings_name_their_key(override, key):
-    from posttrain.config import RecipeError, load_recipe
+    from posttrain.recipe.config import RecipeError, load_recipe
 
     with pytest.raises(RecipeError, match=key.replace(".", r"\.")):
         load_recipe(Path(__file__).resolve().parents[1] / "recipes" / "tiny.yaml", [override])

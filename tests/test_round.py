@@ -14,7 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from posttrain import schema
+from posttrain.run import schema
 from tests.conftest import run_cli
 
 pytestmark = pytest.mark.slow
@@ -135,7 +135,7 @@ def test_show_marks_what_the_real_round_selected_and_mixed(full_run):
     """`posttrain show` on the real round: every train prompt with its 4 samples; the SFT mark on a passing sample
     of exactly the prompts with an SFT example, the chosen at the top and the rejected at the bottom of the
     ranking for the prompts with a pair, and the mix's verdict agreeing with the mix's own tables."""
-    from posttrain.show import journeys
+    from posttrain.reporting.show import journeys
 
     train = pq.read_table(full_run / "round_0" / "prompts" / "train.parquet", columns=["id"])["id"].to_pylist()
     r, found = journeys(full_run, num=len(train))
@@ -164,7 +164,7 @@ def test_show_marks_what_the_real_round_selected_and_mixed(full_run):
 def test_show_eval_agrees_with_the_eval_tables(full_run):
     """`posttrain show --eval` on the real run: every held-out item with its base and round-1 results, as many
     passing samples as evals.parquet holds, and --failed / --regressed picking exactly the items they name."""
-    from posttrain.show import eval_journeys
+    from posttrain.reporting.show import eval_journeys
 
     heldout = pq.read_table(full_run / "round_0" / "prompts" / "heldout.parquet", columns=["id"])["id"].to_pylist()
     passing = {r: {} for r in (0, 1)}
@@ -394,7 +394,7 @@ def test_a_run_extended_by_a_round_asks_new_prompts_of_the_last_policy(recipe_fi
     summary = json.loads((run / "summary.json").read_text())
     assert [r["round"] for r in summary["rounds"]] == [0, 1, 2]
     # `posttrain show` finds round 2's prompts in its own file, and so the report's examples are round 2's
-    from posttrain.show import journeys
+    from posttrain.reporting.show import journeys
 
     assert [j["prompt"]["id"] for j in journeys(run, num=3)[1]] == sorted(asked[2])[:3]
     page = (run / "report" / "report.md").read_text()

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from posttrain.config import SFTConfig
-from posttrain.rundir import MANIFEST, RunDir, RunDirError, StageOutput, fingerprint
+from posttrain.recipe.config import SFTConfig
+from posttrain.run.rundir import MANIFEST, RunDir, RunDirError, StageOutput, fingerprint
 
 
 class Stage:
@@ -311,7 +311,7 @@ def listing(root: Path) -> dict[str, float]:
 
 
 def test_dry_run_names_the_first_stage_to_run_and_why_and_writes_nothing(rd):
-    from posttrain.rundir import WouldRun
+    from posttrain.run.rundir import WouldRun
 
     gen, score = Stage(), Stage()
     up = rd.stage(1, "generate", {"k": 8, "sampling": {"temperature": 1.0}}, [], gen)
@@ -339,7 +339,7 @@ def test_dry_run_names_the_first_stage_to_run_and_why_and_writes_nothing(rd):
 
 
 def test_dry_run_sees_new_inputs_and_partial_outputs(rd):
-    from posttrain.rundir import WouldRun
+    from posttrain.run.rundir import WouldRun
 
     up = rd.stage(1, "generate", {"k": 8}, [], Stage())
     rd.stage(1, "score", {"v": 1}, [up], Stage())
@@ -354,7 +354,7 @@ def test_dry_run_sees_new_inputs_and_partial_outputs(rd):
 
 
 def test_dry_run_of_a_missing_run_dir_creates_nothing(tmp_path):
-    from posttrain.rundir import WouldRun
+    from posttrain.run.rundir import WouldRun
 
     with pytest.raises(WouldRun, match="round 0 base: not run yet"):
         RunDir(tmp_path / "new", dry_run=True).stage(0, "base", {}, [], Stage())
@@ -384,7 +384,7 @@ def test_a_stage_reading_one_table_is_reused_when_its_upstream_reran_but_wrote_t
     assert (sft.calls, dpo.calls) == (1, 2)  # same SFT table: reused; new pairs: DPO trains again
     assert sft_again.manifest["inputs"] == {str(remixed.path / "sft.parquet"): remixed.part("sft.parquet").output_id}
     dry = RunDir(rd.root, dry_run=True)
-    from posttrain.rundir import WouldRun
+    from posttrain.run.rundir import WouldRun
 
     with pytest.raises(WouldRun, match=r"new inputs from round_1/mix/pairs\.parquet"):
         dry.stage(1, "dpo", {}, [mixed.part("pairs.parquet")], Stage())

@@ -9,8 +9,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from posttrain import schema
-from posttrain.schema import SchemaError, from_records, read, read_prompt_file, validate, write
+from posttrain.run import schema
+from posttrain.run.schema import SchemaError, from_records, read, read_prompt_file, validate, write
 
 U = [{"role": "user", "content": "hi"}]
 A = [{"role": "assistant", "content": "ok"}]

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pyarrow.parquet as pq
 import pytest
 
-from posttrain import schema
-from posttrain.config import ScoreConfig
-from posttrain.scoring import score_results, score_samples
+from posttrain.run import schema
+from posttrain.recipe.config import ScoreConfig
+from posttrain.stages.scoring import score_results, score_samples
 
 PROMPTS = schema.from_records([
     {"id": "m", "capability": "math", "messages": [{"role": "user", "content": "1+1?"}], "answer": "2"},

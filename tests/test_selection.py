@@ -2,8 +2,8 @@
 
 import pytest
 
-from posttrain.config import RewardModelConfig, SelectConfig
-from posttrain.selection import rank, select
+from posttrain.recipe.config import RewardModelConfig, SelectConfig
+from posttrain.stages.selection import rank, select
 
 PROMPTS = {
     "p1": {"capability": "math", "messages": [{"role": "user", "content": "1+1?"}]},
@@ -187,8 +187,8 @@ def test_keep_truncated_restores_the_old_choice():
 def test_the_stage_counts_truncated_and_non_finite_samples(tmp_path):
     import pyarrow as pa
 
-    from posttrain import schema
-    from posttrain.selection import counts, run
+    from posttrain.run import schema
+    from posttrain.stages.selection import counts, run
 
     nan, inf = float("nan"), float("inf")
     rows = [t("p1", 0, 1.0), t("p1", 1, 0.0, "stop"), t("p1", 2, nan, "stop"),  # 1 truncated, 1 NaN reward

@@ -12,11 +12,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from posttrain import schema, selection
+from posttrain.run import schema
+
+from posttrain.stages import selection
 from posttrain.cli import main
-from posttrain.config import SelectConfig
-from posttrain.rundir import RunDir, RunDirError
-from posttrain.show import eval_journeys, journeys, render, render_eval
+from posttrain.recipe.config import SelectConfig
+from posttrain.run.rundir import RunDir, RunDirError
+from posttrain.reporting.show import eval_journeys, journeys, render, render_eval
 
 SEED = 0
 PROMPTS = [
@@ -184,7 +186,7 @@ def test_cli_eval_mode(run_dir, capsys):
 
 
 def test_the_report_shows_the_first_pair_of_each_capability(run_dir):
-    from posttrain.report import example_lines
+    from posttrain.reporting.report import example_lines
 
     summary = {"run": str(run_dir), "rounds": [{"round": 0}, {"round": 1, "dpo_pairs": 1}]}
     lines = example_lines(run_dir, summary)
@@ -196,7 +198,7 @@ def test_the_report_shows_the_first_pair_of_each_capability(run_dir):
 
 
 def test_a_select_manifest_without_its_inputs_costs_the_report_its_examples_only(run_dir, caplog):
-    from posttrain.report import example_lines
+    from posttrain.reporting.report import example_lines
 
     path = run_dir / "round_1" / "select" / "manifest.json"
     path.write_text(json.dumps({**json.loads(path.read_text()), "inputs": {}}))

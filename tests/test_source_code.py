@@ -7,7 +7,9 @@ from collections import Counter
 
 import pytest
 
-from posttrain import schema, sources
+from posttrain.run import schema
+
+from posttrain import sources
 from posttrain.sources import code as source
 from reward import VERIFIERS
 

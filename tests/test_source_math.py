@@ -10,7 +10,8 @@ import pytest
 
 from eval.benchmarks import get as get_benchmark
 from eval.benchmarks.math import GSM_SIZE, load_gsm_symbolic, load_math500, load_mmath
-from posttrain import schema, sources
+from posttrain.run import schema
+from posttrain import sources
 from posttrain.sources.math import items, partition
 from reward import VERIFIERS
 

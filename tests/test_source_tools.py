@@ -6,7 +6,9 @@ import json
 
 import pytest
 
-from posttrain import schema, sources
+from posttrain.run import schema
+
+from posttrain import sources
 from posttrain.sources import tools as source
 from reward import VERIFIERS
 from reward.tools import call_text, render_tools_prompt

@@ -9,7 +9,7 @@ import pytest
 from data_mix import tagger
 from data_mix.embed import embed, model_path
 from data_mix.topics import DEFAULT_TOPICS
-from posttrain import schema
+from posttrain.run import schema
 
 
 def sft_rows(rows: list[dict]) -> pa.Table:

@@ -8,7 +8,7 @@ import os
 import pyarrow as pa
 import pytest
 
-from posttrain.dist import World, engine_world, shard
+from posttrain.run.dist import World, engine_world, shard
 
 
 def test_engine_groups_span_consecutive_local_ranks_on_every_node():
@@ -32,7 +32,7 @@ def test_every_prompt_has_exactly_one_engine_and_idle_ranks_get_none():
 
 
 def test_a_groups_engine_takes_the_groups_devices_and_core_sets(monkeypatch):
-    from posttrain.engine import _child_env
+    from posttrain.models.engine import _child_env
 
     # _child_env writes the environment (it runs in the engine's own process): give it a copy, so nothing
     # it sets (an 8-core binding this machine lacks) leaks into later tests' engines.
@@ -50,8 +50,8 @@ def test_a_groups_engine_takes_the_groups_devices_and_core_sets(monkeypatch):
 def test_two_way_tensor_parallel_engine_samples_like_one_way(tiny_base):
     from transformers import AutoTokenizer
 
-    from posttrain.config import GenerateConfig
-    from posttrain.engine import Engine
+    from posttrain.recipe.config import GenerateConfig
+    from posttrain.models.engine import Engine
     from posttrain.tiny import world
 
     tok = AutoTokenizer.from_pretrained(tiny_base)
@@ -71,8 +71,8 @@ def test_two_way_tensor_parallel_engine_samples_like_one_way(tiny_base):
 
 
 def test_a_rank_that_lends_its_device_starts_no_engine(monkeypatch):
-    from posttrain.config import GenerateConfig
-    from posttrain.engine import Engines, NoEngine
+    from posttrain.recipe.config import GenerateConfig
+    from posttrain.models.engine import Engines, NoEngine
 
     for var, value in {"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2"}.items():
         monkeypatch.setenv(var, value)

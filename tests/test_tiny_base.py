@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from posttrain.config import BaseBuildConfig
+from posttrain.recipe.config import BaseBuildConfig
 from posttrain.tiny import base, world
 
 

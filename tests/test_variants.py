@@ -10,10 +10,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from posttrain import schema
-from posttrain.config import RecipeError, RewardModelConfig, SFTConfig, load_recipe
+from posttrain.run import schema
+from posttrain.recipe.config import RecipeError, RewardModelConfig, SFTConfig, load_recipe
 from posttrain.tiny import world
-from posttrain.variants import train_variants, variant
+from posttrain.training.variants import train_variants, variant
 
 
 def math_mix(n: int = 8):
@@ -32,7 +32,7 @@ class Killed(Exception):
 
 
 def test_sft_variants_average_to_the_mean_of_each_trained_alone_and_resume(tmp_path, tiny_base):
-    from posttrain.sft import sft
+    from posttrain.stages.sft import sft
 
     mix = math_mix()
     cfg = SFTConfig(learning_rate=1e-2, batch_size=4, variants=[{"learning_rate": 3e-2}, {"seed": 7}],
@@ -89,7 +89,7 @@ def test_reward_model_variants_share_the_head_init_and_average_as_classifiers(tm
     from transformers import LlamaForSequenceClassification
 
     import reward.model
-    from posttrain.scoring import train_rm
+    from posttrain.stages.scoring import train_rm
     from reward.model import score_with_reward_model
 
     real, calls, heads = reward.model.train_reward_model, [], []
@@ -124,7 +124,7 @@ def test_reward_model_variants_share_the_head_init_and_average_as_classifiers(tm
 
 
 def test_variant_overrides_keep_unnamed_nested_keys():
-    from posttrain.config import LoRAConfig
+    from posttrain.recipe.config import LoRAConfig
 
     cfg = SFTConfig(lora=LoRAConfig(r=8, alpha=32), variants=[{"lora": {"r": 4}}, {"seed": 2}])
     v, seed = variant(cfg, {"lora": {"r": 4}}, 0)

@@ -9,10 +9,10 @@ import json
 
 import pytest
 
-from posttrain import schema
-from posttrain.config import ScoreConfig, SelectConfig
-from posttrain.scoring import score_samples
-from posttrain.selection import select
+from posttrain.run import schema
+from posttrain.recipe.config import ScoreConfig, SelectConfig
+from posttrain.stages.scoring import score_samples
+from posttrain.stages.selection import select
 from reward import VERIFIERS, Verdict, math, tools
 from reward.multilingual import language_script
 

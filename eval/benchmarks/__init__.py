@@ -2,7 +2,7 @@
 
 A benchmark is a `Benchmark`: its capability, the verifier (a `reward.VERIFIERS` name) that scores a
 completion, `load(limit, seed) -> list[dict]` giving prompt records (the fields of
-`posttrain.schema.PROMPTS`: `id` prefixed with the benchmark name, `capability`, `messages`, verifier
+`posttrain.run.schema.PROMPTS`: `id` prefixed with the benchmark name, `capability`, `messages`, verifier
 metadata; `limit` = at most that many items, chosen deterministically at `seed`, None = all), and an
 optional `metrics(rows) -> dict[str, float]` adding benchmark-specific numbers (e.g. accuracy per
 language) computed from scored rows: each row is the prompt record plus `sample_index`, `completion`,

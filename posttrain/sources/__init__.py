@@ -2,7 +2,7 @@
 
 A generator is a function `draw(split: str, n: int, seed: int) -> list[dict]`:
 - `split` is "train" or "heldout"; the two never share an item (and never share an id);
-- it returns `n` prompt records: the fields of `posttrain.schema.PROMPTS` — `id` (unique, stable at a
+- it returns `n` prompt records: the fields of `posttrain.run.schema.PROMPTS` — `id` (unique, stable at a
   seed, prefixed with the generator's name, e.g. "gsm_symbolic/train/000017"), `capability`,
   `messages` (a list of {"role", "content"}), and the metadata its verifier needs (schema.VERIFIER_FIELDS);
 - the same (split, n, seed) gives the same records; a larger n extends a smaller one's list.

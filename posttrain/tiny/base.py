@@ -21,7 +21,7 @@ import torch
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from posttrain.config import CAPABILITIES, TINY_BASE_MARKER, BaseBuildConfig, may_build_tiny_base_in
+from posttrain.recipe.config import CAPABILITIES, TINY_BASE_MARKER, BaseBuildConfig, may_build_tiny_base_in
 from posttrain.tiny import world
 
 log = logging.getLogger("posttrain")

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from posttrain import schema
-from posttrain.config import GenerateConfig
-from posttrain.engine import Engine
+from posttrain.run import schema
+from posttrain.recipe.config import GenerateConfig
+from posttrain.models.engine import Engine
 
 log = logging.getLogger("posttrain")
 
@@ -105,7 +105,7 @@ def generate(out: Path, engine: Engine, prompts: pa.Table, tokenizer, cfg: Gener
 def merge_samples(out: Path, shard_dirs: list[Path], results: list[dict], prompts: pa.Table) -> dict:
     """Sharded generate stage: every rank's samples, in the single-process order (prompt table order,
     then sample index); counts add up."""
-    from posttrain.dist import in_prompt_order, read_shards
+    from posttrain.run.dist import in_prompt_order, read_shards
 
     table = read_shards(shard_dirs, "samples")
     table = in_prompt_order(table, prompts.column("id").to_pylist())

@@ -16,11 +16,11 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from posttrain import schema
-from posttrain.config import GenerateConfig, ReviseConfig, ScoreConfig
-from posttrain.engine import Engine
-from posttrain.generate import completion_rows, prompt_seed, requests_for
-from posttrain.scoring import score_samples
+from posttrain.run import schema
+from posttrain.recipe.config import GenerateConfig, ReviseConfig, ScoreConfig
+from posttrain.models.engine import Engine
+from posttrain.stages.generate import completion_rows, prompt_seed, requests_for
+from posttrain.stages.scoring import score_samples
 
 log = logging.getLogger("posttrain")
 
@@ -82,7 +82,7 @@ def revise(out: Path, engine: Engine, scored: pa.Table, prompts: pa.Table, token
 
 def merge_revised(out: Path, shard_dirs: list[Path], results: list[dict], prompts: pa.Table) -> dict:
     """Sharded revise stage: every rank's table in the single-process order; counts add up."""
-    from posttrain.dist import in_prompt_order, read_shards
+    from posttrain.run.dist import in_prompt_order, read_shards
 
     table = in_prompt_order(read_shards(shard_dirs, "scored"), prompts.column("id").to_pylist())
     counts = {k: sum(r[k] for r in results) for k in ("failed_prompts", "revisions", "rescued_prompts", "too_long")}

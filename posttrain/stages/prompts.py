@@ -9,8 +9,10 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from posttrain import schema, sources
-from posttrain.config import PromptsConfig
+from posttrain.run import schema
+
+from posttrain import sources
+from posttrain.recipe.config import PromptsConfig
 from posttrain.tiny import world
 
 

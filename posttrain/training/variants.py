@@ -7,7 +7,7 @@ every variant starts from the stage's same input model, and the stage's model is
 average, weighted by `variant_weights` (uniform by default).
 
 Each variant trains into `<stage>.tmp/variants/<i>/`; a training that saved its model is never redone
-(posttrain.training.trained), so a killed stage resumes at the first unfinished variant (from its last
+(posttrain.training.trainer.trained), so a killed stage resumes at the first unfinished variant (from its last
 checkpoint). The average is marked done (`done.json`, the stage's results) before the variant models are
 deleted (their results stay in the manifest), so a kill at any point trains nothing twice.
 """
@@ -22,9 +22,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from posttrain.dist import barrier, world
-from posttrain.rundir import write_json
-from posttrain.strict_yaml import RecipeError, build
+from posttrain.run.dist import barrier, world
+from posttrain.run.rundir import write_json
+from posttrain.recipe.strict_yaml import RecipeError, build
 
 log = logging.getLogger("posttrain")
 
@@ -72,7 +72,7 @@ def train_variants(out: Path, cfg: Any, seed: int, train: Callable[[Path, Any, i
                "steps": sum(r.get("steps", 0) for r in results)}
     barrier()  # every rank has trained every variant (and the main one saved them)
     if world().is_main:
-        from posttrain.average import average
+        from posttrain.training.average import average
 
         average(models, out / "model", cfg.variant_weights)
         write_json(done, summary)

@@ -25,15 +25,15 @@ import threading
 import time
 from pathlib import Path
 
-from posttrain.config import GenerateConfig
+from posttrain.recipe.config import GenerateConfig
 
 log = logging.getLogger("posttrain")
 
 # Launcher variables that would make the child's vLLM believe it is part of the parent's process group.
 _DIST_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
               "GROUP_RANK", "ROLE_RANK", "TORCHELASTIC_RUN_ID")
-# What the fork server imports once; posttrain.engine itself, so a fork finds `_serve` already loaded.
-_PRELOAD = ["vllm.entrypoints.llm", "posttrain.engine"]
+# What the fork server imports once; posttrain.models.engine itself, so a fork finds `_serve` already loaded.
+_PRELOAD = ["vllm.entrypoints.llm", "posttrain.models.engine"]
 # Set by importing vLLM (vllm/env_override.py): in the server already, and in this process once anything
 # here imports vLLM (TRL does, when training). Not a change the server missed.
 _SET_BY_VLLM = ("PYTORCH_NVML_BASED_CUDA_CHECK", "TORCHINDUCTOR_COMPILE_THREADS", "LD_LIBRARY_PATH")
@@ -137,8 +137,8 @@ class Engine:
 
     def generate(self, requests: list[dict], desc: str = "vLLM") -> list[dict]:
         """The completions of `requests`, in order. The child reports how many samples are done and vLLM's
-        output tokens/s as it goes (`_PipeBar`); that is logged here (posttrain.progress), as `desc`."""
-        from posttrain.progress import Progress
+        output tokens/s as it goes (`_PipeBar`); that is logged here (posttrain.run.progress), as `desc`."""
+        from posttrain.run.progress import Progress
 
         self._conn.send(("generate", requests))
         with Progress(desc, sum(r["n"] for r in requests), "samples") as progress:
@@ -207,11 +207,11 @@ class NoEngine:
 class Engines:
     """Keeps at most one engine alive, for the most recently requested model.
 
-    world: this rank's place among the launch's engines (posttrain.dist.engine_world), which is how
+    world: this rank's place among the launch's engines (posttrain.run.dist.engine_world), which is how
     generation and eval shard their prompts; None on a rank whose device serves a neighbour's engine."""
 
     def __init__(self, cfg: GenerateConfig, seed: int, max_model_len: int):
-        from posttrain.dist import engine_world, world
+        from posttrain.run.dist import engine_world, world
 
         self.cfg, self.seed, self.max_model_len = cfg, seed, max_model_len
         self.world = engine_world(world(), cfg.tensor_parallel_size)
@@ -376,7 +376,7 @@ class _PipeBar:
 
 class _Reporter:
     """While `LLM.generate` runs in the engine process: once a second, ("progress", (samples done, output
-    tokens)) to the parent, whose posttrain.progress logs it (the child's stderr is the parent's, but it cannot
+    tokens)) to the parent, whose posttrain.run.progress logs it (the child's stderr is the parent's, but it cannot
     tell a terminal from a log, and a bar per call would be noise). Tokens include those of samples still being
     generated, read from vLLM's request states: vLLM's own count waits for a prompt's K samples to finish, and
     with every sample of a batch in flight it says ~0 tokens/s for most of the run."""

@@ -4,10 +4,10 @@
 - Formatting tokens (header and termination tokens) carry no loss in chosen or rejected: both
   responses share them, and pushing their likelihood apart caused tail repetition and abrupt stops.
   TRL has no switch for this, so `FormattingTokenMaskCollator` removes them from the completion mask; which
-  tokens they are is read from the tokenizer's chat template (`posttrain.chat_format`), for any template.
+  tokens they are is read from the tokenizer's chat template (`posttrain.training.chat_format`), for any template.
 
 Speed switches (`DPOConfig`): reference log-probs precomputed once, length-grouped batches, padding-free
-forwards (`posttrain/dpo_packing.py`: TRL 1.16 turned its own `padding_free` off) and, on top, one forward over
+forwards (`posttrain/training/dpo_packing.py`: TRL 1.16 turned its own `padding_free` off) and, on top, one forward over
 a pair's shared prompt; each tested to train like the plain path.
 """
 
@@ -24,13 +24,13 @@ from transformers import TrainerCallback
 from transformers.trainer_pt_utils import LengthGroupedSampler
 from trl import DPOTrainer
 
-from posttrain.chat_format import FormattingTokenMaskCollator as FormattingTokenMaskCollator  # re-exported
-from posttrain.chat_format import dpo_collator, training_prompts
-from posttrain.chat_format import formatting_token_ids as formatting_token_ids  # re-exported
-from posttrain.config import DPOConfig
-from posttrain.dist import barrier, world
-from posttrain.dpo_packing import PackedForward
-from posttrain.training import common_args, copy_model, lora_args, model_init_args, train_and_save, trained
+from posttrain.training.chat_format import FormattingTokenMaskCollator as FormattingTokenMaskCollator  # re-exported
+from posttrain.training.chat_format import dpo_collator, training_prompts
+from posttrain.training.chat_format import formatting_token_ids as formatting_token_ids  # re-exported
+from posttrain.recipe.config import DPOConfig
+from posttrain.run.dist import barrier, world
+from posttrain.training.dpo_packing import PackedForward
+from posttrain.training.trainer import common_args, copy_model, lora_args, model_init_args, train_and_save, trained
 
 log = logging.getLogger("posttrain")
 PAIRS_ON_DISK = "pairs_dataset"  # under the stage's directory while it trains with precomputed reference log-probs

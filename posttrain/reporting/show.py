@@ -10,7 +10,7 @@ reason, and the item's passing samples in every round's eval (round 0: the base)
 or broke (`--regressed`: items that passed in the round before and fail now).
 
 The tables are found by id (the scored table select ranked through its manifest, the round's prompt files by
-posttrain.prompts.train_files), never by position; a sample is marked by its text, since the SFT example and
+posttrain.stages.prompts.train_files), never by position; a sample is marked by its text, since the SFT example and
 the pair hold text.
 """
 
@@ -26,9 +26,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from eval.metrics import per_item
-from posttrain.prompts import train_files
-from posttrain.rundir import RunDir, RunDirError, StageOutput, in_run
-from posttrain.selection import rank
+from posttrain.stages.prompts import train_files
+from posttrain.run.rundir import RunDir, RunDirError, StageOutput, in_run
+from posttrain.stages.selection import rank
 
 META = ("answer", "entry_point", "tests", "expected_call", "language")  # shown under the prompt when set
 REPEAT = re.compile(r"#rep\d+$")  # the suffix of a rebalancing copy's id (data_mix/rebalance.py)

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from posttrain import schema
-from posttrain.config import SelectConfig
+from posttrain.run import schema
+from posttrain.recipe.config import SelectConfig
 
 
 def tiebreak(seed: int, prompt_id: str, sample_index: int) -> int:

@@ -7,7 +7,7 @@ recipe and how to load the model. The dataset card holds one config per table (s
 its rows per capability, how to load it, the same training-data counts and the recipe.
 
 Cards are written without any network call or token, only from local files, so they can be tested and previewed
-offline; posttrain/hub.py builds them before it contacts the Hub and uploads them beside the model and data.
+offline; posttrain/publish/hub.py builds them before it contacts the Hub and uploads them beside the model and data.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from posttrain.config import HubConfig
+from posttrain.recipe.config import HubConfig
 
 if TYPE_CHECKING:
     from huggingface_hub import DatasetCard, ModelCard
@@ -163,14 +163,14 @@ def _rm_accuracy(summary: dict, round_: int) -> str:
     rm = next((r.get("reward_model") for r in summary["rounds"] if r["round"] == round_), None) or {}
     if not rm.get("eval_pairs"):
         return ""
-    from posttrain.report import by_capability
+    from posttrain.reporting.report import by_capability
 
     return (f"; ranks {rm['eval_accuracy']:.1%} of {rm['eval_pairs']} held-out pairs right (50% = chance)"
             f"{by_capability(rm.get('eval_by_capability'))}")
 
 
 def _eval_section(summary: dict, round_: int) -> list[str]:
-    from posttrain.report import headline
+    from posttrain.reporting.report import headline
 
     rows = [r for r in summary["rounds"] if r["round"] <= round_ and r.get("eval")]
     if not rows:
@@ -254,7 +254,7 @@ def _round(summary: dict, round_: int) -> dict:
     for entry in summary["rounds"]:
         if entry["round"] == round_:
             return entry
-    from posttrain.hub import HubError  # imported late: hub imports this module
+    from posttrain.publish.hub import HubError  # imported late: hub imports this module
 
     raise HubError(f"the run summary has no round {round_} (rounds: {[r['round'] for r in summary['rounds']]})")
 

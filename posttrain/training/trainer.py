@@ -17,16 +17,16 @@ from accelerate.utils import is_peft_model
 from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from posttrain.dist import world
-from posttrain.faults import kill_if, stage_point
-from posttrain.progress import progress_callback
-from posttrain.rundir import write_json
+from posttrain.run.dist import world
+from posttrain.run.faults import kill_if, stage_point
+from posttrain.run.progress import progress_callback
+from posttrain.run.rundir import write_json
 
 log = logging.getLogger(__name__)
 
 
 class KillAtStep(TrainerCallback):
-    """Fault injection (see posttrain.faults): dies right after checkpoint N is written."""
+    """Fault injection (see posttrain.run.faults): dies right after checkpoint N is written."""
 
     def __init__(self, stage_dir: Path):
         self.stage_dir = stage_dir

@@ -1,6 +1,6 @@
 """Pushing a round to the Hugging Face Hub: the model with its card, the round's data with its card, the report.
 
-The cards themselves are written by posttrain/cards.py; this module checks, stages and uploads.
+The cards themselves are written by posttrain/publish/cards.py; this module checks, stages and uploads.
 
 Why it is shaped this way:
 
@@ -32,9 +32,9 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from posttrain.cards import DATA_FILES, dataset_card, hub_config, model_card
-from posttrain.config import HubConfig
-from posttrain.faults import kill_if
+from posttrain.publish.cards import DATA_FILES, dataset_card, hub_config, model_card
+from posttrain.recipe.config import HubConfig
+from posttrain.run.faults import kill_if
 
 log = logging.getLogger("posttrain")
 

@@ -3,7 +3,7 @@
 A recipe says *what* to train; how to distribute it lives in an accelerate config. Every section is a
 `kw_only` dataclass; unknown keys, wrong types and missing required fields are errors that name the
 dotted key (and the recipe file), raised before any work starts. Value checks (ranges, keys that need
-other keys, names and files that must exist) live in posttrain/recipe_checks.py.
+other keys, names and files that must exist) live in posttrain/recipe/checks.py.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 # RecipeError is the recipe's error: callers import it from here, next to load_recipe.
-from posttrain.strict_yaml import RecipeError as RecipeError
-from posttrain.strict_yaml import apply_override, build, read_yaml
+from posttrain.recipe.strict_yaml import RecipeError as RecipeError
+from posttrain.recipe.strict_yaml import apply_override, build, read_yaml
 from reward.sandbox import SandboxConfig
 
 CAPABILITIES = ("math", "code", "tools", "multilingual")
@@ -248,7 +248,7 @@ class TrainerConfig:
     checkpoint_every_steps: int = 50
     lora: LoRAConfig = field(default_factory=LoRAConfig)
     # Llama 3 §4.1.5: one model per entry (this section's keys to change, and/or `seed`), each trained
-    # from the same input, then parameter-averaged into the stage's model (posttrain/variants.py).
+    # from the same input, then parameter-averaged into the stage's model (posttrain/training/variants.py).
     variants: list[dict[str, Any]] = field(default_factory=list)
     variant_weights: list[float] | None = None  # one per variant; None = uniform
 
@@ -265,7 +265,7 @@ class SFTConfig(TrainerConfig):
     lr_scheduler_type: str = "cosine"
     weight_decay: float = 0.0
     # Padding-free packing (TRL's best-fit-decreasing): conversations are packed into rows of max_length
-    # tokens with position ids restarting per conversation, so none attends to another (posttrain.sft:
+    # tokens with position ids restarting per conversation, so none attends to another (posttrain.stages.sft:
     # rows kept apart under sdpa/eager, one flattened row under flash attention; tests/test_fast_paths.py).
     # batch_size then counts packed rows, so a step sees more conversations than without packing.
     packing: bool = False
@@ -288,7 +288,7 @@ class DPOConfig(TrainerConfig):
     group_by_length: bool = False  # batches of pairs of similar length (less padding); every pair still once per epoch
     # The batch's chosen and rejected sequences packed into as few rows as fit (rows as wide as its longest
     # sequence, position ids restarting per sequence so none attends to another): no compute on padding.
-    # Loss and gradients equal the padded batch's (posttrain/dpo_packing.py, tests/test_dpo_packing.py).
+    # Loss and gradients equal the padded batch's (posttrain/training/dpo_packing.py, tests/test_dpo_packing.py).
     padding_free: bool = False
     # With padding_free: a pair's rejected sequence attends to the prompt (and any further tokens) it shares
     # with its chosen one in the chosen's row instead of recomputing them; needs sdpa or eager attention.
@@ -362,7 +362,7 @@ class TrackingConfig:
 
 @dataclass(kw_only=True)
 class HubConfig:
-    """Pushing to the Hugging Face Hub (posttrain/hub.py); the token comes from `hf auth login` or HF_TOKEN.
+    """Pushing to the Hugging Face Hub (posttrain/publish/hub.py); the token comes from `hf auth login` or HF_TOKEN.
 
     every_round: round r goes to branch `round-<r>` (with revision_per_round; else to main) and the last
     round also to main; final: only the last round, to main. The model repo holds the model, its card and
@@ -395,7 +395,7 @@ class HubConfig:
 @dataclass(kw_only=True)
 class Recipe:
     name: str
-    base_model: str  # local folder, hub id, or .gguf file (posttrain.gguf_import; pkg://<package>/<file>)
+    base_model: str  # local folder, hub id, or .gguf file (posttrain.models.gguf_import; pkg://<package>/<file>)
     rounds: int
     seed: int = 0
     output_dir: str = "runs"
@@ -427,11 +427,11 @@ def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
     data = read_yaml(path)
     for item in overrides:
         apply_override(data, item, path)
-    from posttrain.recipe_checks import check, check_preference_files, check_prompt_files  # imports this module
+    from posttrain.recipe.checks import check, check_preference_files, check_prompt_files  # imports this module
 
     recipe = build(Recipe, data, str(path), "")
     if recipe.base_model.startswith("pkg://"):  # a file shipped in a package: its path, which the checks see
-        from posttrain.gguf_import import GGUFError, package_file
+        from posttrain.models.gguf_import import GGUFError, package_file
 
         try:
             recipe.base_model = str(package_file(recipe.base_model))

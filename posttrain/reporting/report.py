@@ -1,7 +1,8 @@
 """The run report: a summary (JSON and a terminal table) and a Markdown page with matplotlib plots.
 
 `summarize` reads only stage manifests; `write_report` also reads each round's scored samples (for
-reward distributions) and writes `<run>/report/report.md` with its PNGs (drawn by posttrain/report_plots.py) beside it:
+reward distributions) and writes `<run>/report/report.md` with its PNGs (drawn by
+posttrain/reporting/plots.py) beside it:
 eval.png (every benchmark's headline number per round), rewards.png (per capability, the distribution
 of each prompt's pass rate over its K samples, and of reward-model scores when an RM was trained),
 selection.png (pass rate and kept fraction per round), mix.png (SFT mix by capability before and
@@ -11,7 +12,7 @@ stage's log history) and wall_time.png (seconds per stage per round). The page a
 benchmark and round (pass@k, MMATH's acc_<lang> and language_match...), each round's mix composition against the
 targets, the first of the items decontamination removed (all of them: round_<r>/mix/decontaminated.parquet), the
 eval items each round fixed and broke, and the newest round's first DPO pair per capability with every sample
-(posttrain/show.py, as `posttrain show` prints it).
+(posttrain/reporting/show.py, as `posttrain show` prints it).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from posttrain.rundir import RunDir, RunDirError
+from posttrain.run.rundir import RunDir, RunDirError
 
 log = logging.getLogger("posttrain")
 
@@ -189,7 +190,7 @@ def write_report(run_dir: Path, summary: dict, targets: dict[str, float] | None 
 
 
 def _write_page(tmp: Path, run_dir: Path, summary: dict, targets: dict[str, float] | None) -> None:
-    from posttrain.report_plots import (plot_eval, plot_mix, plot_rewards, plot_selection, plot_tags, plot_training,
+    from posttrain.reporting.plots import (plot_eval, plot_mix, plot_rewards, plot_selection, plot_tags, plot_training,
                                         plot_wall, reward_distributions, training_curves)
 
     plots = {
@@ -382,7 +383,7 @@ def churn_lines(churn: dict[int, dict[str, dict[str, int]]], run: str) -> list[s
 
 def example_lines(run_dir: Path, summary: dict) -> list[str]:
     """The newest selected round's first DPO pair of each capability, as `posttrain show` prints it."""
-    from posttrain.show import journeys, render
+    from posttrain.reporting.show import journeys, render
 
     rounds = [r["round"] for r in summary["rounds"] if r.get("dpo_pairs")]
     pairs = Path(run_dir) / f"round_{rounds[-1]}" / "select" / "pairs.parquet" if rounds else None

@@ -11,10 +11,10 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from posttrain import schema
-from posttrain.dist import barrier, shard, world
-from posttrain.config import ScoreConfig
-from posttrain.progress import Progress
+from posttrain.run import schema
+from posttrain.run.dist import barrier, shard, world
+from posttrain.recipe.config import ScoreConfig
+from posttrain.run.progress import Progress
 from reward import steps, verifier
 
 META_COLUMNS = [f.name for f in schema.META]
@@ -80,7 +80,7 @@ def score_results(table: pa.Table, out: Path, pass_threshold: float = 1.0) -> di
 def merge_scored(out: Path, shard_dirs: list[Path], _results: list[dict], prompts: pa.Table,
                  pass_threshold: float = 1.0) -> dict:
     """Sharded score stage: every rank's scored samples, in the single-process order."""
-    from posttrain.dist import in_prompt_order, read_shards
+    from posttrain.run.dist import in_prompt_order, read_shards
 
     table = read_shards(shard_dirs, "scored")
     return score_results(in_prompt_order(table, prompts.column("id").to_pylist()), out, pass_threshold)
@@ -133,8 +133,8 @@ def train_rm(out: Path, base_model: str, pairs: list[dict], cfg, seed: int, trai
 
     The pairs of a `cfg.eval_fraction` of the prompts are held out of training; the final model's accuracy
     on them (`eval_accuracy`, main process) says whether its ranking is worth its `weight`."""
-    from posttrain.report import by_capability
-    from posttrain.variants import train_variants
+    from posttrain.reporting.report import by_capability
+    from posttrain.training.variants import train_variants
     from reward.model import accuracy_by_capability, pairwise_wins, split_held_out, train_reward_model
 
     train, held = split_held_out(pairs, cfg.eval_fraction, seed)
@@ -240,7 +240,7 @@ def reward_model_for(flag: str | None, recipe) -> tuple[Path | None, str]:
 def newest_reward_model(run_dir: Path) -> Path | None:
     """The most recently trained reward model in a run directory, or None: a completed round's reward-model
     stage (round_<r>/reward_model/model) or `posttrain reward train`'s default output (reward_model/model)."""
-    from posttrain.rundir import MANIFEST
+    from posttrain.run.rundir import MANIFEST
 
     found = [stage / "model" for stage in run_dir.glob("round_*/reward_model") if (stage / MANIFEST).is_file()]
     found += [run_dir / "reward_model" / "model"]

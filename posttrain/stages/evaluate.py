@@ -19,12 +19,12 @@ import pyarrow.compute as pc
 
 from eval import metrics
 from eval.benchmarks import get as get_benchmark
-from posttrain import schema
-from posttrain.config import EvalConfig, ScoreConfig
-from posttrain.dist import in_prompt_order, read_shards, shard
-from posttrain.engine import Engine
-from posttrain.generate import completion_rows, requests_for
-from posttrain.scoring import score_samples
+from posttrain.run import schema
+from posttrain.recipe.config import EvalConfig, ScoreConfig
+from posttrain.run.dist import in_prompt_order, read_shards, shard
+from posttrain.models.engine import Engine
+from posttrain.stages.generate import completion_rows, requests_for
+from posttrain.stages.scoring import score_samples
 
 TOO_LONG = "prompt too long for the context"
 
@@ -138,14 +138,14 @@ def set_scores(name: str, rows: list[dict], prompts: pa.Table, cfg: EvalConfig) 
 
 def run_eval(model: str | None, recipe_path: str, overrides: list[str], out: str | None) -> Path:
     """`posttrain eval`: the recipe's eval of any model (None: the recipe's base model; a .gguf file is
-    imported first, posttrain.gguf_import), written atomically to `out`; returns `out`."""
+    imported first, posttrain.models.gguf_import), written atomically to `out`; returns `out`."""
     import shutil
     import tempfile
 
-    from posttrain.config import RecipeError, load_recipe
-    from posttrain.engine import Engine
-    from posttrain.gguf_import import GGUFError, resolve
-    from posttrain.prompts import load_prompts
+    from posttrain.recipe.config import RecipeError, load_recipe
+    from posttrain.models.engine import Engine
+    from posttrain.models.gguf_import import GGUFError, resolve
+    from posttrain.stages.prompts import load_prompts
     from posttrain.round import resolve_base
     from transformers import AutoTokenizer
 

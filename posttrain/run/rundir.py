@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from posttrain.dist import barrier, world
-from posttrain.faults import kill_if, stage_point
+from posttrain.run.dist import barrier, world
+from posttrain.run.faults import kill_if, stage_point
 
 log = logging.getLogger("posttrain")
 MANIFEST = "manifest.json"

@@ -16,7 +16,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from posttrain.config import (
+from posttrain.recipe.config import (
     CAPABILITIES,
     JUDGMENTS,
     TINY_BASE_MARKER,
@@ -111,7 +111,7 @@ def _check_training(r: Recipe, need: Need) -> None:
     need(r.dpo.learning_rate > 0, "dpo.learning_rate", f"must be > 0, got {r.dpo.learning_rate}")
     need(r.dpo.nll_weight >= 0, "dpo.nll_weight", f"must be >= 0 (0 = no NLL term), got {r.dpo.nll_weight}")
     if r.dpo.share_prefix:
-        from posttrain.dpo_packing import DENSE_MASK_ATTENTION  # torch: only for recipes that turn it on
+        from posttrain.training.dpo_packing import DENSE_MASK_ATTENTION  # torch: only for recipes that turn it on
 
         need(r.dpo.padding_free, "dpo.share_prefix", "needs dpo.padding_free: true")
         need(r.dpo.attn_implementation in (None, *DENSE_MASK_ATTENTION), "dpo.share_prefix",
@@ -255,7 +255,7 @@ def _check_judge(j: JudgeConfig, need: Need) -> None:
 
 def _check_variants(r: Recipe, where: str, need: Need) -> None:
     """Every variant builds (known, variable keys of the right type) and passes the section's own checks."""
-    from posttrain.variants import variant
+    from posttrain.training.variants import variant
 
     for stage in ("sft", "dpo", "reward_model"):
         cfg = getattr(r, stage)
@@ -340,7 +340,7 @@ def _check_trainable(r: Recipe, need: Need) -> None:
     checked by the round once built, before any generation, as is a hub id once downloaded or a file the round
     imports (`round.check_chat_template`); here its context is `base.max_length`.
     """
-    from posttrain.chat_format import recipe_lengths
+    from posttrain.training.chat_format import recipe_lengths
 
     lengths = recipe_lengths(r)
     if r.base is not None:
@@ -351,7 +351,7 @@ def _check_trainable(r: Recipe, need: Need) -> None:
     path = Path(r.base_model).expanduser()
     if not (path / "config.json").is_file():
         return
-    from posttrain.chat_format import check_model
+    from posttrain.training.chat_format import check_model
 
     why = check_model(str(path), lengths, packing=r.sft.packing)
     need(why is None, "base_model", f"{r.base_model}: {why}")
@@ -465,8 +465,8 @@ def _check_hub(h: HubConfig, need: Need) -> None:
 
 def check_prompt_files(r: Recipe, where: str) -> None:
     """Reads every file source now, so a bad prompt file fails (naming file and line) before any work starts."""
-    from posttrain.prompts import load_source
-    from posttrain.schema import SchemaError
+    from posttrain.stages.prompts import load_source
+    from posttrain.run.schema import SchemaError
 
     owner: dict[str, str] = {}  # prompt id -> the file source that holds it
     for i, src in enumerate(r.prompts.sources):
@@ -486,7 +486,7 @@ def check_prompt_files(r: Recipe, where: str) -> None:
 
 def check_preference_files(r: Recipe, where: str) -> None:
     """Reads every preference file now, so a bad line fails (naming file and line) before any work starts."""
-    from posttrain.schema import SchemaError
+    from posttrain.run.schema import SchemaError
     from reward.model import read_preference_file
 
     for i, src in enumerate(r.reward_model.preference_sources):

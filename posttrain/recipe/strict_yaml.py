@@ -1,4 +1,4 @@
-"""Strict YAML into typed dataclasses: the machinery behind the recipe (posttrain/config.py).
+"""Strict YAML into typed dataclasses: the machinery behind the recipe (posttrain/recipe/config.py).
 
 Every error names the file and the dotted key (`sft.learning_rate`, `prompts.sources[1].path`), so a user
 fixes a recipe from the message alone. Unknown keys, wrong types and missing required keys are errors.

@@ -187,7 +187,7 @@ def untrainable(tokenizer, packing: bool = False) -> str | None:
     stage's packed-rows collator instead of TRL's padding one."""
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
-    from posttrain.sft import PackedRowsCollator
+    from posttrain.stages.sft import PackedRowsCollator
 
     if tokenizer.chat_template is None:
         return ("its tokenizer has no chat template, which every stage uses to render prompts; use a model (or "

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from posttrain.sft import MASKED_ATTENTION
+from posttrain.stages.sft import MASKED_ATTENTION
 
 # Attention implementations that take a dense 4D mask as it is, which a shared prefix needs (a suffix
 # attends to tokens of another segment: position ids alone cannot say so)

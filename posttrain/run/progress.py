@@ -142,7 +142,7 @@ class Progress:
 
 
 def _terminal() -> bool:
-    from posttrain.dist import world
+    from posttrain.run.dist import world
 
     try:
         return sys.stderr.isatty() and world().is_main

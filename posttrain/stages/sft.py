@@ -1,7 +1,7 @@
 """SFT stage: TRL's SFTTrainer on the round's mix, loss on the reply only.
 
 Each example is one prompt and its reply, given to TRL in its prompt-completion layout
-(`posttrain.chat_format`): TRL trains on the tokens after the prompt (the reply and the template's end of
+(`posttrain.training.chat_format`): TRL trains on the tokens after the prompt (the reply and the template's end of
 turn), for any chat template, without `{% generation %}` markers.
 """
 
@@ -13,9 +13,9 @@ import pyarrow as pa
 import torch
 from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
-from posttrain.chat_format import prompt_completion, training_prompts
-from posttrain.config import SFTConfig
-from posttrain.training import common_args, copy_model, lora_args, model_init_args, train_and_save, trained
+from posttrain.training.chat_format import prompt_completion, training_prompts
+from posttrain.recipe.config import SFTConfig
+from posttrain.training.trainer import common_args, copy_model, lora_args, model_init_args, train_and_save, trained
 
 
 def sft(out: Path, start_model: str | Path, mix: pa.Table, cfg: SFTConfig, seed: int,

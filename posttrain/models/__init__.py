@@ -1,0 +1,1 @@
+"""Loading and serving models: vLLM engines, .gguf import."""

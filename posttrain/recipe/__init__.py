@@ -1,0 +1,1 @@
+"""The recipe: typed sections (config), strict YAML reading, value checks, loading."""

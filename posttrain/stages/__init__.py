@@ -1,0 +1,1 @@
+"""One module per stage of a round; posttrain/pipeline.py runs them in order."""

@@ -1,0 +1,1 @@
+"""Training shared by the trained stages: the Trainer glue, chat formatting, DPO packing, variants."""
