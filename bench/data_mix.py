@@ -139,7 +139,7 @@ def _messages(contents: list[pa.Array], roles: list[str]) -> pa.Array:
 
 
 def run_fast(data: Path, rows: int | None) -> dict:
-    from data_mix.mix import mix
+    from posttrain.stages.mix import mix
     from posttrain.recipe.config import MixConfig
 
     start = time.perf_counter()

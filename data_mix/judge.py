@@ -13,7 +13,7 @@ known topic, a non-empty list of intentions, a score on the template's scale). A
 once more, sampled at `retry_temperature` with a new seed; if that fails too, the value is null (unknown)
 and the judgment is listed in the row's `judge_unknown`. Rows are joined by id, never by position.
 
-In the round the judge is its own stage (`judge_stage`, between select and mix): each round's new SFT
+In the round the judge is its own stage (posttrain/stages/judge.py, between select and mix): each round's new SFT
 examples are judged once, sharded by id over the ranks' vLLM engines like generation, and the mix reads
 the judgments of every round it mixes. With `model: policy`, an example keeps the judgment of the policy
 of the round that produced it.
@@ -24,14 +24,13 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
+from data_mix.config import JudgeConfig
 from data_mix.tagger import last_reply, user_text
-from posttrain.recipe.config import JudgeConfig
-from posttrain.stages.generate import prompt_seed
 
 log = logging.getLogger("posttrain")
 
@@ -51,11 +50,12 @@ def judged_schema(judgments: list[str]) -> pa.Schema:
                       pa.field("judge_unknown", pa.list_(pa.string()), nullable=False)])
 
 
-def judge(sft: pa.Table, cfg: JudgeConfig, topics: dict[str, dict[str, str]], engine, tokenizer, seed: int
-          ) -> tuple[pa.Table, dict[str, dict[str, int]]]:
+def judge(sft: pa.Table, cfg: JudgeConfig, topics: dict[str, dict[str, str]], engine, tokenizer,
+          seed_of: Callable[[str], int]) -> tuple[pa.Table, dict[str, dict[str, int]]]:
     """sft rows -> (JUDGED: one row per sft id, in sft's order; {judgment: counts}).
 
-    engine: a posttrain.models.engine.Engine (or anything with `generate(requests)` and `max_model_len`);
+    engine: what generates: anything with `generate(requests) -> results` and `max_model_len` (posttrain's vLLM
+    Engine, or a stand-in); seed_of: a request key -> its sampling seed (posttrain derives it from the run's seed);
     tokenizer: the judge model's, whose chat template wraps each filled-in template as a user turn.
     counts: asked, retried (the first answer did not parse), too_long (no room in the context) and
     unknown (no usable answer after the retry, too_long included)."""
@@ -87,7 +87,7 @@ def judge(sft: pa.Table, cfg: JudgeConfig, topics: dict[str, dict[str, str]], en
                 break
             results = engine.generate([{
                 "prompt_token_ids": jobs[i][0], "n": 1, "temperature": temperature, "top_p": 1.0,
-                "max_tokens": cfg.max_tokens, "seed": prompt_seed(seed, f"judge/{j}/{attempt}/{ids[i]}")}
+                "max_tokens": cfg.max_tokens, "seed": seed_of(f"judge/{j}/{attempt}/{ids[i]}")}
                 for i in pending])
             failed = []
             for i, result in zip(pending, results, strict=True):
@@ -104,26 +104,6 @@ def judge(sft: pa.Table, cfg: JudgeConfig, topics: dict[str, dict[str, str]], en
         log.info("mix: judge %s: %d asked, %d asked again, %d unknown (%d too long for the context)",
                  j, len(ids), retried, len(pending) + too_long, too_long)
     return pa.Table.from_pylist(rows, schema=judged_schema(cfg.judgments)), counts
-
-
-def judge_stage(out: Path, sft: pa.Table, cfg: JudgeConfig, topics: dict[str, dict[str, str]], engine, tokenizer,
-                seed: int) -> dict:
-    """One rank's share of the judge stage: `sft` rows (its shard) -> out/judged.parquet; the counts.
-    A rank with no rows (or no engine of its own) asks nothing and counts zeros."""
-    judged, counts = judge(sft, cfg, topics, engine, tokenizer, seed)
-    pq.write_table(judged, out / "judged.parquet")
-    return {"judged": judged.num_rows, "counts": counts}
-
-
-def merge_judged(out: Path, shard_dirs: list[Path], results: list[dict], sft_ids: list[str]) -> dict:
-    """Every rank's judgments in the single-process order (the sft table's); counts add up."""
-    from posttrain.run.dist import in_prompt_order
-
-    table = pa.concat_tables([pq.read_table(d / "judged.parquet") for d in shard_dirs])
-    table = in_prompt_order(table, sft_ids, id_column="id", then=None)
-    pq.write_table(table, out / "judged.parquet")
-    counts = {j: {k: sum(r["counts"][j][k] for r in results) for k in c} for j, c in results[0]["counts"].items()}
-    return {"judged": table.num_rows, "counts": counts}
 
 
 def templates(prompt_dir: str | None, judgments: list[str]) -> dict[str, str]:

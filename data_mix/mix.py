@@ -32,38 +32,40 @@ semantic_dups.parquet (id, dup_of, similarity). Rows are removed by id, never by
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from data_mix import decontam, dedup, tagger
 from data_mix.rebalance import above_floor, rebalance
+from data_mix.config import MixConfig
 from data_mix.text import CONTEXT, USER, prompt_text, prompt_texts, sort_by
-from posttrain.run import schema
-from posttrain.recipe.config import MixConfig
 
 DECONTAMINATED = pa.schema([pa.field("table", pa.string()), pa.field("id", pa.string()),
                             pa.field("eval_id", pa.string())])
 
 
-def mix(out: Path, sft_tables: list[pa.Table], pairs: pa.Table, heldout: pa.Table, cfg: MixConfig, seed: int, *,
-        benchmarks: pa.Table | None = None, scored: dict[int, pa.Table] | None = None, pass_threshold: float = 1.0,
-        judged: pa.Table | None = None,
-        judge_counts: dict | None = None) -> dict:
-    """sft_tables: the `sft` tables of the rounds to train on (oldest first); pairs: this round's `pairs`;
+class Mixed(NamedTuple):
+    sft: pa.Table  # the SFT mix (posttrain's `sft` schema), in (round, id) order
+    pairs: pa.Table  # the DPO pairs left after decontamination
+    tables: dict[str, pa.Table]  # the audit tables by file stem: decontaminated, tags, semantic_dups
+    counts: dict  # what each step did, for the stage's manifest
+
+
+def mix_tables(sft: pa.Table, pairs: pa.Table, heldout: pa.Table, cfg: MixConfig, seed: int, *,
+               benchmarks: pa.Table | None = None, scored: dict[int, pa.Table] | None = None,
+               pass_threshold: float = 1.0, judged: pa.Table | None = None, judge_counts: dict | None = None) -> Mixed:
+    """sft: the `sft` rows of the rounds to train on (oldest round first); pairs: this round's `pairs`;
     heldout: the run's held-out `prompts`, found only whole in a training prompt (they are its siblings, drawn
     from the same templates); benchmarks: the `prompts` of every eval benchmark, found by shared n-grams too.
-    Returns the counts for the manifest.
 
     For tagging only: scored {round: that round's `scored` table} brings each example's RM score and
     finish_reason (the sft table has neither); pass_threshold is `select.pass_threshold` (a verifier pass);
     judged (with `mix.judge.model`): the judge stages' judgments (data_mix.judge's JUDGED table) of at least
     every sft row, joined by id; judge_counts: this round's judge stage counts, reported as "judge"."""
-    sft = pa.concat_tables([schema.validate(t, "sft") for t in sft_tables])
-    pairs = schema.validate(pairs, "pairs")
+    tables = {}
     counts = {"input": sft.num_rows, "exact_dups": 0, "near_dups": 0, "contaminated": 0, "contaminated_pairs": 0,
               "input_by_capability": _by_capability(sft)}
     counts["before_rebalance"] = counts["input_by_capability"]  # after dedup and decontamination, below
@@ -109,7 +111,7 @@ def mix(out: Path, sft_tables: list[pa.Table], pairs: pa.Table, heldout: pa.Tabl
         sft = sft.filter(pc.is_in(sft["id"], value_set=view["id"].combine_chunks()))  # join by id
         if tags is not None:
             context_group = pa.table({"id": view["id"], "group": view["group"]})  # the kept rows' contexts
-            sft, tags = _filter_tagged(out, sft, tags, embeddings, context_group, cfg, seed, counts)
+            sft, tags = _filter_tagged(tables, sft, tags, embeddings, context_group, cfg, seed, counts)
         counts["before_rebalance"] = _by_capability(sft)
         if cfg.targets is not None:
             sft = rebalance(sft, cfg.targets, cfg.max_repeat, cfg.total, seed, tags=tags,
@@ -117,13 +119,10 @@ def mix(out: Path, sft_tables: list[pa.Table], pairs: pa.Table, heldout: pa.Tabl
         if tags is not None:
             tags = _tags_of(sft, tags)
             counts["composition"]["after"] = composition(sft, tags)
-            pq.write_table(tags.sort_by("id"), out / "tags.parquet")
+            tables["tags"] = tags.sort_by("id")
     sft = sort_by(sft, [("round", "ascending"), ("id", "ascending")])  # past 2 GiB of replies too (text.take)
-    pq.write_table(removed, out / "decontaminated.parquet")
-    return {"sft": schema.write(sft, "sft", out / "sft.parquet"),
-            "pairs": schema.write(pairs, "pairs", out / "pairs.parquet"),
-            **counts,
-            "by_capability": _by_capability(sft)}
+    tables["decontaminated"] = removed
+    return Mixed(sft, pairs, tables, {**counts, "by_capability": _by_capability(sft)})
 
 
 def needs_tags(cfg: MixConfig) -> bool:
@@ -146,7 +145,7 @@ def _tag(sft: pa.Table, user: pa.ChunkedArray, cfg: MixConfig, scored: dict[int,
     return embeddings, tags
 
 
-def _filter_tagged(out: Path, sft: pa.Table, tags: pa.Table, embeddings: np.ndarray, context_group: pa.Table,
+def _filter_tagged(tables: dict[str, pa.Table], sft: pa.Table, tags: pa.Table, embeddings: np.ndarray, context_group: pa.Table,
                    cfg: MixConfig, seed: int, counts: dict) -> tuple[pa.Table, pa.Table]:
     """The rows left after dedup and decontamination (tags and embeddings of the input, and their
     (id, group) context codes, joined by id) -> semantic dedup within each context and the quality floor
@@ -165,7 +164,7 @@ def _filter_tagged(out: Path, sft: pa.Table, tags: pa.Table, embeddings: np.ndar
         group = context_group["group"].combine_chunks().take(at_group).to_numpy(zero_copy_only=False).astype(np.int64)
         dups = semantic.dedup(score, embeddings, cfg.semantic_threshold, cfg.semantic_cluster_size, seed, group)
         sft = _drop(sft, dups, counts, "semantic_dups")
-        pq.write_table(dups, out / "semantic_dups.parquet")
+        tables["semantic_dups"] = dups
     if cfg.quality_floor is not None:
         kept = above_floor(sft, tags, cfg.quality_floor)
         counts["below_quality_floor"] = sft.num_rows - kept.num_rows

@@ -12,6 +12,22 @@ from posttrain.recipe.config import RecipeError
 from posttrain.run.rundir import RunDirError
 
 
+STAGE_COMMANDS = {  # one-stage commands: stage -> what it makes
+    "generate": "sample K completions per prompt with vLLM",
+    "revise": "execution feedback: failed prompts get the verifier's reason back and more tries",
+    "select": "rejection sampling: the best sample per prompt for SFT, chosen/rejected pairs for DPO",
+    "judge": "the LLM judge (mix.judge) tags the round's new SFT examples",
+    "mix": "dedup, decontaminate, tag and rebalance the SFT mix and DPO pairs",
+    "sft": "fine-tune on the round's SFT mix",
+    "dpo": "DPO on the round's pairs",
+    "push": "push the round's model, data and report to the Hugging Face Hub",
+}
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--recipe", required=True, help="recipe YAML, e.g. recipes/tiny.yaml")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. sft.learning_rate=2e-5 rounds=1")
+
+
 def setup_logging() -> None:
     """INFO on the main process; the other ranks of a launch log warnings and errors only, tagged."""
     from posttrain.run.dist import world
@@ -24,15 +40,23 @@ def setup_logging() -> None:
 
 
 def _round(args) -> int:
-    from posttrain.round import run_command
+    from posttrain.commands import run_command  # vLLM, TRL and torch load only for the commands that run stages
 
+    setup_logging()
     return run_command(args)
 
 
+def _stage(args) -> int:
+    from posttrain.commands import stage_command  # vLLM, TRL and torch load only for the commands that run stages
+
+    setup_logging()
+    return stage_command(args)
+
+
 def _base(args) -> int:
-    from posttrain.recipe.config import load_recipe
+    from posttrain.recipe.load import load_recipe
     from posttrain.models.gguf_import import gguf_file
-    from posttrain.round import resolve_base
+    from posttrain.stages.setup import resolve_base
 
     setup_logging()
     recipe = load_recipe(args.recipe, args.overrides)
@@ -85,9 +109,9 @@ def _show(args) -> int:
 def _score(args) -> int:
     from pathlib import Path
 
-    from posttrain.recipe.config import load_recipe
+    from posttrain.recipe.load import load_recipe
     from posttrain.run.schema import SchemaError
-    from posttrain.stages.scoring import RewardModelError, reward_model_for, score_file
+    from posttrain.score_file import RewardModelError, reward_model_for, score_file
 
     setup_logging()
     recipe = load_recipe(args.recipe, _isolation(args))
@@ -108,7 +132,7 @@ def _isolation(args) -> list[str]:
 
 
 def _eval(args) -> int:
-    from posttrain.stages.evaluate import run_eval
+    from posttrain.commands import run_eval  # vLLM, TRL and torch load only for the commands that run stages
 
     setup_logging()
     out = run_eval(args.model, args.recipe, _isolation(args), args.out)
@@ -130,11 +154,11 @@ def _reward_train(args) -> int:
     from pathlib import Path
 
     from posttrain.run import schema
-    from posttrain.recipe.config import load_recipe
+    from posttrain.recipe.load import load_recipe
     from posttrain.stages.prompts import known_prompts
-    from posttrain.round import resolve_base
+    from posttrain.stages.setup import resolve_base
     from posttrain.run.rundir import RunDir
-    from posttrain.stages.scoring import preference_data, train_rm
+    from posttrain.stages.reward_model import preference_data, train_rm
     from posttrain.training.trainer import tracking_args
 
     setup_logging()
@@ -176,8 +200,6 @@ def _average(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from posttrain.round import add_arguments
-
     p = argparse.ArgumentParser(prog="posttrain", description="Llama 3-style post-training rounds.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     r = sub.add_parser("round",
@@ -186,13 +208,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--dry-run", action="store_true",
                    help="write nothing: list the stages a run would reuse and name the first it would run, and why")
     r.set_defaults(func=_round)
-    from posttrain.round import STAGE_COMMANDS, stage_command
-
     for stage, what in STAGE_COMMANDS.items():
         st = sub.add_parser(stage, help=f"round N up to its {stage} stage ({what}), reusing finished stages")
         add_arguments(st)
         st.add_argument("--round", type=int, default=1, help="which round (default 1)")
-        st.set_defaults(func=stage_command, stage=stage)
+        st.set_defaults(func=_stage, stage=stage)
     b = sub.add_parser("base", help="build the recipe's tiny base model, or import its .gguf base_model, "
                                  "if it is missing (cached afterwards); prints its folder")
     add_arguments(b)

@@ -67,7 +67,8 @@ def _writable(path: Path) -> tuple[str, bool]:
 
 
 def run_doctor(recipe_path: str, overrides: list[str]) -> int:
-    from posttrain.recipe.config import RecipeError, load_recipe
+    from posttrain.recipe.config import RecipeError
+    from posttrain.recipe.load import load_recipe
     from posttrain.recipe.checks import runs_model_code
 
     ok = True

@@ -4,9 +4,7 @@
   ordered (better, worse) pair, as the paper trains on all of them.
 - `preference_pairs`: verifier outcomes -> RM preference data: per prompt, a passing sample (chosen)
   vs a failing one (rejected), in TRL's conversational preference format.
-- `train_reward_model`: TRL's `RewardTrainer` on a sequence classifier initialised from the pretrained
-  base (`num_labels=1`), loss -log sigmoid(r_chosen - r_rejected) with no margin term; optional LoRA
-  (`reward_model.lora`, `lora_config`), merged before saving, so `out/model` is always a plain model folder.
+- training: posttrain/training/reward_model.py (TRL's `RewardTrainer`, Bradley-Terry, no margin term).
 - `split_held_out` / `pairwise_accuracy`: the RM's usual yardstick, the fraction of held-out pairs whose
   chosen response it scores above the rejected one, on prompts it was not trained on; `accuracy_by_capability`
   splits it by the pairs' capability (preference-file pairs: PREFERENCE_FILES), the number to read before
@@ -78,98 +76,6 @@ def preference_pairs(scored: pa.Table, prompts: pa.Table, pass_threshold: float)
     return pairs
 
 
-def read_preference_file(path: Path) -> list[dict]:
-    """A JSONL of human (or other) preference data -> RM pair records, every error naming file:line.
-
-    Each line: {"prompt": messages or text, "ranking": [best, ..., worst]} or {"prompt", "chosen",
-    "rejected"} with an optional "edited" (better than chosen, Llama 3's edited responses). Responses
-    are assistant texts. A ranking expands into every ordered pair (`expand_ranking`); pair ids are
-    "<file name>:<line>/<better>><worse>".
-    """
-    from posttrain.run.schema import SchemaError, jsonl_records
-
-    pairs = []
-    for where, _label, rec in jsonl_records(Path(path)):
-        if not isinstance(rec, dict):
-            raise SchemaError(f"{where}: a preference record is a JSON object, got {type(rec).__name__}")
-        prompt = rec.get("prompt")
-        if isinstance(prompt, str) and prompt:
-            prompt = [{"role": "user", "content": prompt}]
-        if not (isinstance(prompt, list) and prompt and all(isinstance(m, dict) and isinstance(m.get("role"), str)
-                                                             and isinstance(m.get("content"), str) for m in prompt)):
-            raise SchemaError(f"{where}: 'prompt' must be text or a non-empty list of {{role, content}} messages")
-        if "ranking" in rec:
-            ranking = rec["ranking"]
-        elif "chosen" in rec and "rejected" in rec:
-            ranking = ([rec["edited"]] if rec.get("edited") is not None else []) + [rec["chosen"], rec["rejected"]]
-        else:
-            raise SchemaError(f"{where}: needs 'ranking' (best first) or 'chosen' and 'rejected'")
-        if not (isinstance(ranking, list) and len(ranking) >= 2 and all(isinstance(x, str) for x in ranking)):
-            raise SchemaError(f"{where}: a ranking is a list of at least 2 response texts, best first")
-        for i, j in expand_ranking(ranking):
-            pairs.append({"prompt_id": f"{Path(path).name}:{where.rsplit(':', 1)[1]}/{i}>{j}",
-                          "capability": PREFERENCE_FILES, "prompt": prompt,
-                          "chosen": [{"role": "assistant", "content": ranking[i]}],
-                          "rejected": [{"role": "assistant", "content": ranking[j]}]})
-    return pairs
-
-
-def train_reward_model(out: Path, base_model: str | Path, pairs: list[dict], cfg, seed: int,
-                       init_seed: int | None = None, trainer_args: dict | None = None) -> dict:
-    """Trains a Bradley-Terry RM from `base_model` on `pairs` (see `preference_pairs`); saves `out/model`.
-    seed orders the data; init_seed (default: seed) draws the new score head; trainer_args: TRL config
-    fields set from outside the section (experiment tracking).
-
-    cfg: a `posttrain.recipe.config.RewardModelConfig`. With no pairs, the saved model is the initialised one
-    with a zeroed score head: every score is 0, so ranking with it changes nothing.
-    """
-    from datasets import Dataset
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer, set_seed
-    from trl import RewardConfig, RewardTrainer
-    from trl.trainer.reward_trainer import suppress_seqcls_warning
-
-    from posttrain.training.trainer import attention_kwargs, common_args, release_deepspeed_config, train_and_save, trained
-
-    out = Path(out)
-    if pairs and (done := trained(out)) is not None:
-        return {"pairs": len(pairs), **done}
-    tokenizer = AutoTokenizer.from_pretrained(base_model)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    set_seed(seed if init_seed is None else init_seed)  # the score head is initialised at random: same seed, same head
-    with suppress_seqcls_warning():  # the missing score head and unused lm_head are expected
-        model = AutoModelForSequenceClassification.from_pretrained(base_model, num_labels=1, dtype=torch.float32,
-                                                                   **attention_kwargs(cfg.attn_implementation))
-    model.config.pad_token_id = tokenizer.pad_token_id  # the classifier pools at the last non-pad token
-    if not pairs:
-        return _save_constant(model, tokenizer, out)
-
-    dataset = Dataset.from_dict({k: [p[k] for p in pairs] for k in ("prompt", "chosen", "rejected")})
-    args = RewardConfig(**{**common_args(out, cfg, seed), **(trainer_args or {})})
-    trainer = RewardTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                            peft_config=lora_config(cfg.lora))
-    used = len(trainer.train_dataset)  # TRL drops pairs with a side longer than max_length
-    if used == 0:
-        release_deepspeed_config()
-        log.warning("reward model: all %d pairs are longer than max_length=%d", len(pairs), cfg.max_length)
-        return {**_save_constant(model, tokenizer, out), "pairs": len(pairs)}
-    # train_accuracy (pairs ranked right in the last logging window) comes with train_and_save's results
-    return {"pairs": len(pairs), **train_and_save(trainer, tokenizer, out, lambda _: {"pairs_used": used})}
-
-
-def lora_config(lora):
-    """A peft `LoraConfig` for the RM's `LoRAConfig` section (None when r = 0): the sequence-classification
-    task, `target_modules` as in sft.lora / dpo.lora ("all-linear" leaves out the score head under SEQ_CLS),
-    and the score head, new and randomly initialised, trained in full beside the adapters (modules_to_save).
-    `posttrain.training.trainer.lora_args` builds the causal-LM one of SFT and DPO; QLoRA is refused at recipe load."""
-    if lora.r == 0:
-        return None
-    from peft import LoraConfig
-
-    return LoraConfig(task_type="SEQ_CLS", r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                      target_modules=lora.target_modules, modules_to_save=["score"])
-
-
 def split_held_out(pairs: list[dict], fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
     """(train, held out) pairs: a prompt's pairs go to one side, held out with probability `fraction`.
 
@@ -215,17 +121,6 @@ def pairwise_wins(model_dir: str | Path, pairs: list[dict], batch_size: int = 64
                                      batch_size=batch_size, max_length=max_length, progress=False)
     chosen, rejected = scores[:len(pairs)], scores[len(pairs):]
     return [1.0 if c > r else 0.5 if c == r else 0.0 for c, r in zip(chosen, rejected)]
-
-
-def _save_constant(model, tokenizer, out: Path) -> dict:
-    from posttrain.run.dist import world
-
-    with torch.no_grad():
-        model.score.weight.zero_()
-    if world().is_main:  # one writer under a multi-process launch
-        model.save_pretrained(out / "model")
-        tokenizer.save_pretrained(out / "model")
-    return {"pairs": 0, "pairs_used": 0, "steps": 0}
 
 
 def score_with_reward_model(model_dir: str | Path, prompts_messages: list[list[dict]], completions: list[str],

@@ -2,7 +2,7 @@
 word, in the language asked for.
 
 This is a word-table gate, not language identification: it only knows the number words of
-posttrain.tiny.world.NUMBER_WORDS, so "wrong language" means "a number word from another table". A
+NUMBER_WORDS below (the tiny world's table, which posttrain/tiny/world.py draws from), so "wrong language" means "a number word from another table". A
 one-word reply carries too little text for a language identifier, which is why the tiny task keeps
 this check and free-text replies go to reward.multilingual.
 """
@@ -11,9 +11,14 @@ from __future__ import annotations
 
 import unicodedata
 
-from posttrain.tiny.world import NUMBER_WORDS
 from reward.verdict import FAIL, PASS, Verdict, as_text, column, missing
 
+NUMBER_WORDS = {
+    "en": "zero one two three four five six seven eight nine ten eleven twelve".split(),
+    "fr": "zéro un deux trois quatre cinq six sept huit neuf dix onze douze".split(),
+    "es": "cero uno dos tres cuatro cinco seis siete ocho nueve diez once doce".split(),
+    "de": "null eins zwei drei vier fünf sechs sieben acht neun zehn elf zwölf".split(),
+}
 TRAILING = " \t\r\n.,;:!?¡¿\"'`*)"
 
 

@@ -254,7 +254,7 @@ def test_a_tokenizer_without_eos_cannot_train():
 
 
 def load(*overrides):
-    from posttrain.recipe.config import load_recipe
+    from posttrain.recipe.load import load_recipe
     from tests.conftest import ROOT
 
     return load_recipe(ROOT / "recipes" / "tiny.yaml", list(overrides))
@@ -309,7 +309,7 @@ def test_a_model_that_would_not_stop_at_the_end_of_a_reply_is_refused(tmp_path):
 def test_the_round_checks_a_model_once_resolved(tmp_path):
     """A hub id, an imported file or the tiny base is checked when the round has it, before any generation."""
     from posttrain.recipe.config import RecipeError
-    from posttrain.round import check_chat_template
+    from posttrain.stages.setup import check_chat_template
 
     tokenizer = family_tokenizer("smollm2")
     tokenizer.chat_template = "{{ raise_exception('no') }}"

@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from posttrain.recipe.config import CAPABILITIES, Recipe, RecipeError, load_recipe
+from posttrain.recipe.config import CAPABILITIES, Recipe, RecipeError
+
+from posttrain.recipe.load import load_recipe
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "recipes" / "tiny.yaml"

@@ -14,7 +14,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from posttrain.run import schema
-from posttrain.recipe.config import RecipeError, ScoreConfig, load_recipe
+from posttrain.recipe.config import RecipeError, ScoreConfig
+from posttrain.recipe.load import load_recipe
 from posttrain.stages.scoring import score_samples
 from reward import custom, unknown_verifier
 from reward.verdict import Verdict
@@ -111,7 +112,7 @@ def test_a_prompt_may_name_its_own_verifier_by_reference(module):
 
 
 def test_editing_the_verifier_changes_the_scoring_fingerprint(module):
-    from posttrain.round import scoring
+    from posttrain.run.fingerprint import scoring
 
     recipe = load_recipe(ROOT / "recipes" / "tiny.yaml", [f"score.verifiers.math={MODULE}:contains_answer"])
     before = scoring(recipe)

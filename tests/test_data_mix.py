@@ -13,11 +13,12 @@ import pytest
 import yaml
 
 from data_mix import decontam, dedup
-from data_mix.mix import mix
+from posttrain.stages.mix import mix
 from data_mix.rebalance import quotas, rebalance
 from data_mix.text import prompt_text
 from posttrain.run import schema
-from posttrain.recipe.config import MixConfig, RecipeError, load_recipe
+from posttrain.recipe.config import MixConfig, RecipeError
+from posttrain.recipe.load import load_recipe
 from tests.test_config import TINY
 
 WORDS = [f"w{i}" for i in range(2000)]

@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from data_mix.mix import mix
+from posttrain.stages.mix import mix
 from data_mix.text import plain_words
 from posttrain.stages.evaluate import ALL, load_benchmarks
 from posttrain.run import schema

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from posttrain.recipe.config import RewardModelConfig
-from posttrain.stages.scoring import rm_scores
+from posttrain.stages.reward_model import rm_scores
 from tests.conftest import ROOT
 
 pytestmark = [

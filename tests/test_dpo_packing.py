@@ -18,7 +18,9 @@ import types
 import pytest
 import torch
 
-from posttrain.recipe.config import DPOConfig, RecipeError, load_recipe
+from posttrain.recipe.config import DPOConfig, RecipeError
+
+from posttrain.recipe.load import load_recipe
 from posttrain.stages.dpo import dpo_trainer
 from posttrain.training.dpo_packing import (PackedForward, attention_rows, first_fit_rows, flop_weights, forward_cost,
                                    plan_rows, shared_prefixes, unit_lengths)

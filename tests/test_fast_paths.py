@@ -29,7 +29,9 @@ import pytest
 import torch
 from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
-from posttrain.recipe.config import DPOConfig, RecipeError, SFTConfig, load_recipe
+from posttrain.recipe.config import DPOConfig, RecipeError, SFTConfig
+
+from posttrain.recipe.load import load_recipe
 from posttrain.stages.dpo import PAIRS_ON_DISK, dpo, dpo_trainer, formatting_token_ids
 from posttrain.stages.sft import PackedRowsCollator, sft, sft_trainer
 from tests._fast_paths import ATOL, FP32, RTOL, loss_and_grads, move_policy, whole_dataset_batch

@@ -14,7 +14,9 @@ import torch
 
 gguf = pytest.importorskip("gguf")
 
-from posttrain.recipe.config import RecipeError, load_recipe  # noqa: E402
+from posttrain.recipe.config import RecipeError  # noqa: E402
+from posttrain.recipe.load import load_recipe  # noqa: E402
+
 from posttrain.models.gguf_import import MARKER, GGUFError, cache_key, gguf_file, package_file, resolve  # noqa: E402
 
 CHATML = ("{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + "

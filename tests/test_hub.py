@@ -31,7 +31,8 @@ from huggingface_hub.errors import HfHubHTTPError
 from posttrain.publish import cards, hub
 
 from posttrain.run import schema
-from posttrain.recipe.config import HubConfig, RecipeError, load_recipe
+from posttrain.recipe.config import HubConfig, RecipeError
+from posttrain.recipe.load import load_recipe
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "recipes" / "tiny.yaml"

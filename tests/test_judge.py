@@ -6,6 +6,7 @@ too-long paths be checked exactly; tests/test_capabilities.py runs the judge on 
 from __future__ import annotations
 
 import re
+from functools import partial
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -16,9 +17,14 @@ from data_mix import judge as J
 from data_mix import tagger
 from data_mix.embed import embed
 from data_mix.topics import DEFAULT_TOPICS
-from posttrain.recipe.config import JudgeConfig, RecipeError, load_recipe
+from posttrain.stages.generate import prompt_seed
+from posttrain.stages.judge import judge_shard, merge_judged
+from posttrain.recipe.config import JudgeConfig, RecipeError
+from posttrain.recipe.load import load_recipe
 from tests.test_config import TINY
 from tests.test_tagger import sft_rows
+
+SEED_OF = partial(prompt_seed, 0)  # the request seeds the judge stage gives a run of seed 0
 
 FINES = {f for group in DEFAULT_TOPICS.values() for f in group}
 
@@ -124,7 +130,7 @@ def scripted(text: str, attempt: int) -> str:
 def test_judge_retries_once_then_records_unknown(tokenizer):
     sft = sft_rows(ROWS)
     engine = ScriptedEngine(tokenizer, scripted)
-    judged, counts = J.judge(sft, JudgeConfig(model="policy"), DEFAULT_TOPICS, engine, tokenizer, seed=0)
+    judged, counts = J.judge(sft, JudgeConfig(model="policy"), DEFAULT_TOPICS, engine, tokenizer, SEED_OF)
     assert counts == {j: {"asked": 3, "retried": 2, "too_long": 0, "unknown": 1} for j in J.COLUMNS}
     rows = {r["id"]: r for r in judged.to_pylist()}
     assert rows["p1/r1"] == {"id": "p1/r1", "judge_fine_topic": "arithmetic", "intentions": ["add"],
@@ -138,7 +144,7 @@ def test_judge_retries_once_then_records_unknown(tokenizer):
     first, retry = engine.requests[0], engine.requests[3]
     assert first["temperature"] == 0 and retry["temperature"] == 0.7 and first["seed"] != retry["seed"]
     again, _ = J.judge(sft, JudgeConfig(model="policy"), DEFAULT_TOPICS, ScriptedEngine(tokenizer, scripted),
-                       tokenizer, seed=0)
+                       tokenizer, SEED_OF)
     assert again.equals(judged)  # same seed, same table
 
 
@@ -146,7 +152,7 @@ def test_prompts_too_long_for_the_judge_are_unknown_without_asking(tokenizer):
     long = {"id": "long/r1", "prompt": "Count the apples. " * 500, "reply": "5"}
     engine = ScriptedEngine(tokenizer, scripted, max_model_len=1500)
     judged, counts = J.judge(sft_rows([ROWS[0], long]), JudgeConfig(model="m", judgments=["complexity"]),
-                             DEFAULT_TOPICS, engine, tokenizer, seed=0)
+                             DEFAULT_TOPICS, engine, tokenizer, SEED_OF)
     assert counts == {"complexity": {"asked": 2, "retried": 0, "too_long": 1, "unknown": 1}}
     assert judged.column_names == ["id", "intentions", "judge_difficulty", "judge_unknown"]
     assert judged.to_pylist()[1]["judge_unknown"] == ["complexity"] and len(engine.requests) == 1
@@ -156,7 +162,7 @@ def test_a_recipe_prompt_dir_replaces_the_templates(tmp_path, tokenizer):
     (tmp_path / "topic.txt").write_text("CUSTOM {topics} | {prompt} -> json")
     engine = ScriptedEngine(tokenizer, lambda text, attempt: '{"topic": "geometry"}' if "CUSTOM" in text else "")
     judged, _ = J.judge(sft_rows(ROWS[:1]), JudgeConfig(model="m", judgments=["topic"], prompt_dir=str(tmp_path)),
-                        DEFAULT_TOPICS, engine, tokenizer, seed=0)
+                        DEFAULT_TOPICS, engine, tokenizer, SEED_OF)
     assert judged["judge_fine_topic"].to_pylist() == ["geometry"]
 
 
@@ -166,7 +172,7 @@ def test_a_recipe_prompt_dir_replaces_the_templates(tmp_path, tokenizer):
 def test_judged_values_replace_the_rules_and_unknowns_stay_unknown(tokenizer):
     sft = sft_rows(ROWS)
     judged, _ = J.judge(sft, JudgeConfig(model="policy"), DEFAULT_TOPICS, ScriptedEngine(tokenizer, scripted),
-                        tokenizer, seed=0)
+                        tokenizer, SEED_OF)
     reordered = judged.take([2, 0, 1])  # joined by id, not by position
     tags = tagger.tag(sft, embed([r["prompt"] for r in ROWS]), DEFAULT_TOPICS, judged=reordered).to_pylist()
     assert [t["topic"] for t in tags] == ["math", "code", tagger.UNKNOWN]
@@ -193,7 +199,7 @@ def test_the_judge_lifts_quality_above_the_rm_quartile_but_never_a_failed_reply(
 
 
 def test_the_mix_counts_the_judge_and_weights_unknown_difficulty_as_middle(tmp_path, tokenizer):
-    from data_mix.mix import mix
+    from posttrain.stages.mix import mix
     from posttrain.run import schema
 
     sft = sft_rows(ROWS)
@@ -203,7 +209,7 @@ def test_the_mix_counts_the_judge_and_weights_unknown_difficulty_as_middle(tmp_p
     cfg = load_recipe(TINY, ["mix.judge.model=policy", "mix.targets={math: 0.4, code: 0.3, tools: 0.3}",
                              "mix.difficulty_weight=1", "mix.dedup_near=false"]).mix
     engine = ScriptedEngine(tokenizer, scripted)
-    judged, counts = J.judge(sft, cfg.judge, cfg.topics, engine, tokenizer, 0)
+    judged, counts = J.judge(sft, cfg.judge, cfg.topics, engine, tokenizer, SEED_OF)
     results = mix(tmp_path, [sft], pairs, heldout, cfg, 0, judged=judged, judge_counts=counts)
     assert results["judge"]["topic"] == {"asked": 3, "retried": 2, "too_long": 0, "unknown": 1}
     assert results["composition"]["before"]["topic"] == {"code": 1, "math": 1, tagger.UNKNOWN: 1}
@@ -270,20 +276,20 @@ def test_the_sharded_judge_stage_merges_to_the_single_process_table(tmp_path, to
     cfg = load_recipe(TINY, ["mix.judge.model=policy"]).mix
     whole = tmp_path / "whole"
     whole.mkdir()
-    single = J.judge_stage(whole, sft, cfg.judge, cfg.topics, ScriptedEngine(tokenizer, scripted), tokenizer, 0)
+    single = judge_shard(whole, sft, cfg.judge, cfg.topics, ScriptedEngine(tokenizer, scripted), tokenizer, 0)
     dirs = []
     results = []
     for rank in range(2):
         d = tmp_path / f"rank{rank}"
         d.mkdir()
         rows = shard(sft, World(rank=rank, size=2, local_rank=rank, local_size=2))
-        results.append(J.judge_stage(d, rows, cfg.judge, cfg.topics, ScriptedEngine(tokenizer, scripted), tokenizer, 0))
+        results.append(judge_shard(d, rows, cfg.judge, cfg.topics, ScriptedEngine(tokenizer, scripted), tokenizer, 0))
         dirs.append(d)
     assert {r["judged"] for r in results} != {0} and sum(r["judged"] for r in results) == sft.num_rows
     empty = tmp_path / "no_engine"
     empty.mkdir()
-    results.append(J.judge_stage(empty, sft.slice(0, 0), cfg.judge, cfg.topics, None, tokenizer, 0))
-    merged = J.merge_judged(tmp_path, [*dirs, empty], results, sft["id"].to_pylist())
+    results.append(judge_shard(empty, sft.slice(0, 0), cfg.judge, cfg.topics, None, tokenizer, 0))
+    merged = merge_judged(tmp_path, [*dirs, empty], results, sft["id"].to_pylist())
     assert merged == single
     assert pq.read_table(tmp_path / "judged.parquet").equals(pq.read_table(whole / "judged.parquet"))
 

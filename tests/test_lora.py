@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from posttrain.run import schema
-from posttrain.recipe.config import DPOConfig, LoRAConfig, SFTConfig, load_recipe
+from posttrain.recipe.config import DPOConfig, LoRAConfig, SFTConfig
+from posttrain.recipe.load import load_recipe
 from posttrain.tiny import world
 
 

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from data_mix import decontam, dedup, text
-from data_mix.mix import mix
+from posttrain.stages.mix import mix
 from data_mix.rebalance import quotas, rebalance, topic_shares
 from data_mix.text import CONTEXT, PROMPT, USER, plain_words, prompt_texts
 from posttrain.run import schema

@@ -12,9 +12,11 @@ import pytest
 import yaml
 
 from posttrain.reporting import report
-from posttrain.recipe.config import DPOConfig, GenerateConfig, RewardModelConfig, SFTConfig, load_recipe
+from posttrain.recipe.config import DPOConfig, GenerateConfig, RewardModelConfig, SFTConfig
+from posttrain.recipe.load import load_recipe
 from posttrain.stages.prompts import load_prompts
-from posttrain.round import HOW_NOT_WHAT, outputs, run_rounds
+from posttrain.pipeline import run_rounds
+from posttrain.run.fingerprint import HOW_NOT_WHAT, outputs
 from posttrain.run.rundir import MANIFEST, RunDir, RunDirError, StageReached, write_json
 from posttrain.stages.selection import rank
 from tests.conftest import TEST_RECIPE

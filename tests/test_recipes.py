@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from posttrain.recipe.config import CAPABILITIES, load_recipe
+from posttrain.recipe.config import CAPABILITIES
+
+from posttrain.recipe.load import load_recipe
 
 ROOT = Path(__file__).resolve().parents[1] / "recipes"
 ACCELERATE = ROOT / "accelerate"

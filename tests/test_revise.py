@@ -106,7 +106,8 @@ def test_nothing_failed_means_no_engine_call(tmp_path):
                                            ("revise.capabilities=[poetry]", "revise.capabilities"),
                                            ("revise.feedback='{why}'", "revise.feedback")])
 def test_bad_revise_settings_name_their_key(override, key):
-    from posttrain.recipe.config import RecipeError, load_recipe
+    from posttrain.recipe.config import RecipeError
+    from posttrain.recipe.load import load_recipe
 
     with pytest.raises(RecipeError, match=key.replace(".", r"\.")):
         load_recipe(Path(__file__).resolve().parents[1] / "recipes" / "tiny.yaml", [override])

@@ -14,10 +14,13 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from posttrain.run import schema
-from posttrain.recipe.config import LoRAConfig, RecipeError, RewardModelConfig, load_recipe
+from posttrain.recipe.config import LoRAConfig, RecipeError, RewardModelConfig
+from posttrain.recipe.load import load_recipe
 from posttrain.tiny.base import train_tokenizer
+from posttrain.stages.reward_model import read_preference_file
+from posttrain.training.reward_model import train_reward_model
 from reward.model import (accuracy_by_capability, expand_ranking, pairwise_accuracy, preference_pairs,
-                          read_preference_file, score_with_reward_model, split_held_out, train_reward_model)
+                          score_with_reward_model, split_held_out)
 
 # --------------------------------------------------------------------------- expand_ranking
 
@@ -72,7 +75,7 @@ def test_bad_preference_lines_name_file_and_line(tmp_path, line, message):
 
 
 def test_rm_data_accumulates_files_and_every_round(tmp_path):
-    from posttrain.stages.scoring import preference_data
+    from posttrain.stages.reward_model import preference_data
 
     path = tmp_path / "prefs.jsonl"
     path.write_text('{"prompt": "x", "chosen": "a", "rejected": "b"}\n')
@@ -283,7 +286,7 @@ def test_held_out_split_keeps_a_prompts_pairs_together_and_is_stable():
 
 
 def test_trained_reward_model_reports_its_held_out_accuracy(tiny_lm, trained_rm, tmp_path):
-    from posttrain.stages.scoring import train_rm
+    from posttrain.stages.reward_model import train_rm
 
     assert pairwise_accuracy(trained_rm[0], _pairs(range(100, 140))) >= 0.9
     info = train_rm(tmp_path, str(tiny_lm), _pairs(range(64)), dataclasses.replace(CFG, eval_fraction=0.25), seed=0)

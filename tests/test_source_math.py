@@ -12,7 +12,7 @@ from eval.benchmarks import get as get_benchmark
 from eval.benchmarks.math import GSM_SIZE, load_gsm_symbolic, load_math500, load_mmath
 from posttrain.run import schema
 from posttrain import sources
-from posttrain.sources.math import items, partition
+from eval.benchmarks.splits import items, partition
 from reward import VERIFIERS
 
 GENERATORS = ["gsm_symbolic", "arithmetic"]
@@ -139,7 +139,7 @@ def test_items_whose_reference_solution_states_a_false_equation_are_left_out():
     # (it is 484) and keeps 483 as its answer; every other train item of the first 1,024 is drawn, in order
     import reasoning_gym
 
-    from posttrain.sources.math import rg_seed, split_key
+    from eval.benchmarks.splits import rg_seed, split_key
     from reward.steps import wrong_step
 
     raw = reasoning_gym.create_dataset("gsm_symbolic", seed=rg_seed("gsm_symbolic", 0), size=1024)

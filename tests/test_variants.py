@@ -11,7 +11,8 @@ import torch
 from safetensors.torch import load_file
 
 from posttrain.run import schema
-from posttrain.recipe.config import RecipeError, RewardModelConfig, SFTConfig, load_recipe
+from posttrain.recipe.config import RecipeError, RewardModelConfig, SFTConfig
+from posttrain.recipe.load import load_recipe
 from posttrain.tiny import world
 from posttrain.training.variants import train_variants, variant
 
@@ -84,15 +85,15 @@ def _trained(sft, out, base, mix, cfg, seed) -> dict:
 
 
 def test_reward_model_variants_share_the_head_init_and_average_as_classifiers(tmp_path, tiny_base, monkeypatch):
-    """Through the production path (scoring.train_rm): every variant draws its score head from the recipe
+    """Through the production path (stages.reward_model.train_rm): every variant draws its score head from the recipe
     seed (init_seed), and the stage's head is the weighted mean of the variants' trained heads."""
     from transformers import LlamaForSequenceClassification
 
-    import reward.model
-    from posttrain.stages.scoring import train_rm
+    from posttrain.stages import reward_model as rm_stage
+    from posttrain.stages.reward_model import train_rm
     from reward.model import score_with_reward_model
 
-    real, calls, heads = reward.model.train_reward_model, [], []
+    real, calls, heads = rm_stage.train_reward_model, [], []
 
     def spy(out, base, pairs, cfg, seed, init_seed=None, trainer_args=None):
         calls.append((cfg.learning_rate, seed, init_seed))
@@ -101,7 +102,7 @@ def test_reward_model_variants_share_the_head_init_and_average_as_classifiers(tm
         heads.append(load_file(out / "model" / "model.safetensors")["score.weight"].clone())
         return result
 
-    monkeypatch.setattr(reward.model, "train_reward_model", spy)  # train_rm imports it at call time
+    monkeypatch.setattr(rm_stage, "train_reward_model", spy)  # the name train_rm calls
     mix = math_mix(6)
     pairs = [{"prompt_id": f"{r['id']}/round1", "prompt": r["messages"][:-1], "chosen": [r["messages"][-1]],
               "rejected": [{"role": "assistant", "content": "The answer is 99."}]} for r in mix.to_pylist()]

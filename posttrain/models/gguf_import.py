@@ -5,7 +5,7 @@
     base_model: ~/models/smollm2/                                   # a folder holding exactly one .gguf
 
 `pkg://<package>/<path>` names a file shipped inside an installed Python package (found without importing
-the package); `config.load_recipe` turns it into the file's path, so the recipe checks see a real file.
+the package); `recipe.load.load_recipe` turns it into the file's path, so the recipe checks see a real file.
 
 The import (`resolve`) dequantizes the weights to float32 with transformers' GGUF loader (the `gguf`
 package), takes the tokenizer and chat template from the file's metadata, and saves both as an ordinary

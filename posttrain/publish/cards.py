@@ -20,12 +20,17 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from posttrain.recipe.config import HubConfig
+from posttrain.reporting.summary import by_capability, headline
 
 if TYPE_CHECKING:
     from huggingface_hub import DatasetCard, ModelCard
 
 TAGS = ["posttrain", "llama-3-style", "dpo", "sft", "rejection-sampling"]
 DATA_FILES = ("sft.parquet", "pairs.parquet")
+
+
+class HubError(RuntimeError):
+    """A push failed or cannot start; the message names the repo and what to do, never the token."""
 
 
 def hub_config(recipe: dict) -> HubConfig:
@@ -163,15 +168,11 @@ def _rm_accuracy(summary: dict, round_: int) -> str:
     rm = next((r.get("reward_model") for r in summary["rounds"] if r["round"] == round_), None) or {}
     if not rm.get("eval_pairs"):
         return ""
-    from posttrain.reporting.report import by_capability
-
     return (f"; ranks {rm['eval_accuracy']:.1%} of {rm['eval_pairs']} held-out pairs right (50% = chance)"
             f"{by_capability(rm.get('eval_by_capability'))}")
 
 
 def _eval_section(summary: dict, round_: int) -> list[str]:
-    from posttrain.reporting.report import headline
-
     rows = [r for r in summary["rounds"] if r["round"] <= round_ and r.get("eval")]
     if not rows:
         return []
@@ -254,8 +255,6 @@ def _round(summary: dict, round_: int) -> dict:
     for entry in summary["rounds"]:
         if entry["round"] == round_:
             return entry
-    from posttrain.publish.hub import HubError  # imported late: hub imports this module
-
     raise HubError(f"the run summary has no round {round_} (rounds: {[r['round'] for r in summary['rounds']]})")
 
 

@@ -32,6 +32,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from posttrain.publish.cards import HubError as HubError  # raised by both modules
 from posttrain.publish.cards import DATA_FILES, dataset_card, hub_config, model_card
 from posttrain.recipe.config import HubConfig
 from posttrain.run.faults import kill_if
@@ -44,10 +45,6 @@ MODEL_IGNORE = ["training_args.bin", "checkpoint-*", "checkpoint-*/*", ".fingerp
 STAGING_PREFIX = "posttrain-hub-"  # + "<pid>-": the push's staging folder in the system temp dir
 LOGIN_HINT = "run `hf auth login` (older huggingface_hub: `huggingface-cli login`) or set HF_TOKEN"
 _TOKEN_SHAPE = re.compile(r"hf_[A-Za-z0-9]{20,}")
-
-
-class HubError(RuntimeError):
-    """A push failed or cannot start; the message names the repo and what to do, never the token."""
 
 
 # --------------------------------------------------------------------------- what to push where

@@ -1,11 +1,9 @@
-"""Value checks of a built recipe, run by `config.load_recipe` before any work starts.
+"""Value checks of a built recipe, run by `recipe.load.load_recipe` before any work starts.
 
 Types are checked by `strict_yaml.build` as the YAML is converted into dataclasses; this module checks what
 types alone cannot express (ranges, keys that need other keys, names that must exist, files that must
 parse), raising a `RecipeError` that names the recipe file and the dotted recipe key.
 
-`config` imports this module inside `load_recipe`, so importing `config` from here at module level is
-not circular.
 """
 
 from __future__ import annotations
@@ -16,6 +14,8 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+from data_mix.judge import PLACEHOLDERS, PROMPTS
+from eval.benchmarks import BENCHMARKS
 from posttrain.recipe.config import (
     CAPABILITIES,
     JUDGMENTS,
@@ -34,6 +34,10 @@ from posttrain.recipe.config import (
     TrackingConfig,
     may_build_tiny_base_in,
 )
+from posttrain.run.schema import SchemaError
+from posttrain.stages.prompts import load_source
+from posttrain.training.variants import variant
+from reward import custom, sandbox, unknown_verifier
 
 Need = Callable[[bool, str, str], None]  # need(ok, key, msg): raises "<where>: <key> <msg>" unless ok
 
@@ -232,8 +236,6 @@ def _check_mix_tags(m: MixConfig, need: Need) -> None:
 
 
 def _check_judge(j: JudgeConfig, need: Need) -> None:
-    from data_mix.judge import PLACEHOLDERS, PROMPTS
-
     if j.model is None:
         return
     need(j.model == "policy" or not Path(j.model).is_absolute() or Path(j.model).is_dir(), "mix.judge.model",
@@ -255,8 +257,6 @@ def _check_judge(j: JudgeConfig, need: Need) -> None:
 
 def _check_variants(r: Recipe, where: str, need: Need) -> None:
     """Every variant builds (known, variable keys of the right type) and passes the section's own checks."""
-    from posttrain.training.variants import variant
-
     for stage in ("sft", "dpo", "reward_model"):
         cfg = getattr(r, stage)
         if not cfg.variants:
@@ -306,8 +306,6 @@ def _check_sources(p: PromptsConfig, need: Need) -> None:
 
 
 def _check_eval(e: EvalConfig, need: Need) -> None:
-    from eval.benchmarks import BENCHMARKS
-
     for i, name in enumerate(e.benchmarks):
         need(name == "heldout" or name in BENCHMARKS, f"eval.benchmarks[{i}]",
              f"names unknown benchmark {name!r} (known: heldout, {', '.join(sorted(BENCHMARKS))})")
@@ -338,9 +336,9 @@ def _check_trainable(r: Recipe, need: Need) -> None:
 
     A model folder is checked here. The tiny base (a `base` section) has the project's own template and is
     checked by the round once built, before any generation, as is a hub id once downloaded or a file the round
-    imports (`round.check_chat_template`); here its context is `base.max_length`.
+    imports (`stages.setup.check_chat_template`); here its context is `base.max_length`.
     """
-    from posttrain.training.chat_format import recipe_lengths
+    from posttrain.training.chat_format import recipe_lengths  # torch and TRL: only when a model folder is checked
 
     lengths = recipe_lengths(r)
     if r.base is not None:
@@ -351,7 +349,7 @@ def _check_trainable(r: Recipe, need: Need) -> None:
     path = Path(r.base_model).expanduser()
     if not (path / "config.json").is_file():
         return
-    from posttrain.training.chat_format import check_model
+    from posttrain.training.chat_format import check_model  # torch and TRL: only when a model folder is checked
 
     why = check_model(str(path), lengths, packing=r.sft.packing)
     need(why is None, "base_model", f"{r.base_model}: {why}")
@@ -406,8 +404,6 @@ def _has_chat_template(model_dir: Path) -> bool | None:
 def runs_model_code(r: Recipe) -> bool:
     """Whether the recipe executes model-generated code: the code verifier (training, revise or held-out
     eval), a verifier of the user's (which may call the sandbox), or HumanEval."""
-    from reward import custom
-
     names = r.score.verifiers.values()
     return "code" in names or any(custom.is_reference(n) for n in names) or "humaneval" in r.eval.benchmarks
 
@@ -415,8 +411,6 @@ def runs_model_code(r: Recipe) -> bool:
 def _check_sandbox(r: Recipe, need: Need) -> None:
     """Sets this process's minimum isolation to the recipe's, and, when the recipe runs model code, checks
     now that this machine gives it: fail closed before any generation, never a warning mid-run."""
-    from reward import sandbox
-
     if not runs_model_code(r):
         sandbox.require(r.score.sandbox.isolation, check=False)
         return
@@ -432,8 +426,6 @@ def _check_score(s: ScoreConfig, need: Need) -> None:
     for i, cap in enumerate(s.check_steps):
         need(cap in CAPABILITIES, f"score.check_steps[{i}]", f"is not a known capability {CAPABILITIES}")
     for cap, name in s.verifiers.items():
-        from reward import unknown_verifier
-
         need(cap in CAPABILITIES, f"score.verifiers.{cap}", f"is not a known capability {CAPABILITIES}")
         why = unknown_verifier(name)
         need(why is None, f"score.verifiers.{cap}", f"names {why}")
@@ -465,9 +457,6 @@ def _check_hub(h: HubConfig, need: Need) -> None:
 
 def check_prompt_files(r: Recipe, where: str) -> None:
     """Reads every file source now, so a bad prompt file fails (naming file and line) before any work starts."""
-    from posttrain.stages.prompts import load_source
-    from posttrain.run.schema import SchemaError
-
     owner: dict[str, str] = {}  # prompt id -> the file source that holds it
     for i, src in enumerate(r.prompts.sources):
         if src.kind != "file":
@@ -486,8 +475,7 @@ def check_prompt_files(r: Recipe, where: str) -> None:
 
 def check_preference_files(r: Recipe, where: str) -> None:
     """Reads every preference file now, so a bad line fails (naming file and line) before any work starts."""
-    from posttrain.run.schema import SchemaError
-    from reward.model import read_preference_file
+    from posttrain.stages.reward_model import read_preference_file  # torch: only with preference files
 
     for i, src in enumerate(r.reward_model.preference_sources):
         try:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from posttrain.reporting.report import STAGES, TRAINED_STAGES, headline
+from posttrain.reporting.summary import STAGES, TRAINED_STAGES, headline
 
 
 def _figure(ncols: int = 1, width: float = 6.4, nrows: int | None = None):
@@ -195,7 +195,7 @@ CURVES = (("sft", "loss", "SFT loss"), ("dpo", "loss", "DPO loss (sigmoid + NLL)
 def training_curves(run_dir: Path, summary: dict) -> dict[tuple[str, str], dict[int, list[tuple[int, float]]]]:
     """{(stage, metric): {round: [(step, value)]}} from each trained stage's log history (with variants,
     the first variant's)."""
-    from posttrain.training.trainer import LOG_HISTORY
+    from posttrain.training.trainer import LOG_HISTORY  # torch: only when a report draws training curves
 
     out: dict[tuple[str, str], dict[int, list[tuple[int, float]]]] = defaultdict(dict)
     for r in summary["rounds"][1:]:

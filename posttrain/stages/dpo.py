@@ -31,6 +31,10 @@ from posttrain.recipe.config import DPOConfig
 from posttrain.run.dist import barrier, world
 from posttrain.training.dpo_packing import PackedForward
 from posttrain.training.trainer import common_args, copy_model, lora_args, model_init_args, train_and_save, trained
+from posttrain.run.fingerprint import outputs
+from posttrain.run.rundir import StageOutput
+from posttrain.stages.context import Context, read
+from posttrain.training.variants import train_variants
 
 log = logging.getLogger("posttrain")
 PAIRS_ON_DISK = "pairs_dataset"  # under the stage's directory while it trains with precomputed reference log-probs
@@ -241,3 +245,11 @@ def _for_reference_pass(dataset, path: Path):
         digest.write_text(dataset._fingerprint)  # datasets' content hash of an in-memory table
     barrier()
     return load_from_disk(path)
+
+
+def stage(ctx: Context, r: int, sft_out: StageOutput, mixed: StageOutput) -> StageOutput:
+    """DPO from the round's SFT model on the mix's pairs: the round's policy."""
+    cfg = ctx.recipe.dpo
+    return ctx.run.stage(r, "dpo", outputs(cfg), [sft_out, mixed.part("pairs.parquet")], lambda out: train_variants(
+        out, cfg, ctx.seed, lambda o, c, s: dpo(o, sft_out.model, read(mixed, "pairs"), c, s, ctx.tracked(r, "dpo"))),
+        resumable=True, mode="all")

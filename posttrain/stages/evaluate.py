@@ -25,6 +25,9 @@ from posttrain.run.dist import in_prompt_order, read_shards, shard
 from posttrain.models.engine import Engine
 from posttrain.stages.generate import completion_rows, requests_for
 from posttrain.stages.scoring import score_samples
+from posttrain.run import fingerprint
+from posttrain.run.rundir import StageOutput
+from posttrain.stages.context import Context, tokenizer_of
 
 TOO_LONG = "prompt too long for the context"
 
@@ -136,41 +139,15 @@ def set_scores(name: str, rows: list[dict], prompts: pa.Table, cfg: EvalConfig) 
     return result
 
 
-def run_eval(model: str | None, recipe_path: str, overrides: list[str], out: str | None) -> Path:
-    """`posttrain eval`: the recipe's eval of any model (None: the recipe's base model; a .gguf file is
-    imported first, posttrain.models.gguf_import), written atomically to `out`; returns `out`."""
-    import shutil
-    import tempfile
-
-    from posttrain.recipe.config import RecipeError, load_recipe
-    from posttrain.models.engine import Engine
-    from posttrain.models.gguf_import import GGUFError, resolve
-    from posttrain.stages.prompts import load_prompts
-    from posttrain.round import resolve_base
-    from transformers import AutoTokenizer
-
-    recipe = load_recipe(recipe_path, overrides)
-    try:
-        model = resolve_base(recipe) if model is None else resolve(model)
-    except GGUFError as e:
-        raise RecipeError(f"--model {e}") from None
-    ev = recipe.eval
-    final = Path(out) if out else recipe.run_dir / "eval" / Path(model).name
-    tmp = final.with_name(final.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    with tempfile.TemporaryDirectory() as scratch:
-        heldout = schema.PROMPTS.empty_table()
-        if "heldout" in ev.benchmarks:
-            load_prompts(Path(scratch), recipe.prompts, recipe.seed)
-            heldout = schema.read(Path(scratch) / "heldout.parquet", "prompts")
-        load_benchmarks(Path(scratch), ev.benchmarks, ev.limit, recipe.seed)
-        sets = eval_sets(ev.benchmarks, heldout, Path(scratch), recipe.score)
-        engine = Engine(model, recipe.generate, recipe.seed, recipe.generate.max_model_len)
-        try:
-            evaluate(tmp, engine, AutoTokenizer.from_pretrained(model), sets, ev, recipe.score, recipe.seed)
-        finally:
-            engine.close()
-    shutil.rmtree(final, ignore_errors=True)
-    tmp.rename(final)
-    return final
+def stage(ctx: Context, r: int, policy: StageOutput) -> StageOutput:
+    """Every eval set of the recipe on round r's policy (round 0: the base), sharded by item over the engines.
+    The fingerprint holds what the engine decides about an eval beside its own section: dtype, context (too
+    long), eager."""
+    recipe, engines, ev = ctx.recipe, ctx.engines, ctx.recipe.eval
+    sets = eval_sets(ev.benchmarks, ctx.heldout, ctx.benchmarks.path, recipe.score)
+    config = {"eval": ev, "score": fingerprint.scoring(recipe), "engine": {
+        k: getattr(recipe.generate, k) for k in ("dtype", "max_model_len", "enforce_eager")}}
+    return ctx.run.stage(r, "eval", config, [policy, ctx.prompts.part("heldout.parquet"), ctx.benchmarks],
+                         lambda out: evaluate_shard(out, engines.get(policy.model), tokenizer_of(policy.model), sets,
+                                                    ev, recipe.score, ctx.seed, engines.world),
+                         mode="shards", merge=lambda out, dirs, res: merge_evals(out, dirs, res, sets, ev))

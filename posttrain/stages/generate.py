@@ -11,6 +11,11 @@ import pyarrow as pa
 from posttrain.run import schema
 from posttrain.recipe.config import GenerateConfig
 from posttrain.models.engine import Engine
+from posttrain.run.dist import shard
+from posttrain.run.fingerprint import outputs
+from posttrain.stages.context import Context, tokenizer_of
+from posttrain.stages.prompts import round_prompts
+from posttrain.run.rundir import StageOutput
 
 log = logging.getLogger("posttrain")
 
@@ -112,3 +117,15 @@ def merge_samples(out: Path, shard_dirs: list[Path], results: list[dict], prompt
     return {"samples": schema.write(table, "samples", out / "samples.parquet"),
             "too_long": sum(r["too_long"] for r in results),
             "completion_tokens": sum(r["completion_tokens"] for r in results)}
+
+
+def stage(ctx: Context, r: int, policy: StageOutput) -> StageOutput:
+    """Round r's samples: K completions per training prompt from the round's policy, sharded by prompt id."""
+    g, last = ctx.recipe.generate, r == ctx.recipe.rounds
+    train = round_prompts(ctx.prompts.path, r)
+    # With a temperature schedule, whether this is the last round changes what is sampled.
+    config = outputs(g) if g.temperature_range is None else {"generate": outputs(g), "last_round": last}
+    engines = ctx.engines
+    return ctx.run.stage(r, "generate", config, [policy, *ctx.train_parts([r])], lambda out: generate(
+        out, engines.get(policy.model), shard(train, engines.world), tokenizer_of(policy.model), g, ctx.round_seed(r),
+        last_round=last), mode="shards", merge=lambda out, dirs, res: merge_samples(out, dirs, res, train))

@@ -21,6 +21,11 @@ from posttrain.recipe.config import GenerateConfig, ReviseConfig, ScoreConfig
 from posttrain.models.engine import Engine
 from posttrain.stages.generate import completion_rows, prompt_seed, requests_for
 from posttrain.stages.scoring import score_samples
+from posttrain.run import fingerprint
+from posttrain.run.dist import shard
+from posttrain.run.rundir import StageOutput
+from posttrain.stages.context import Context, read, tokenizer_of
+from posttrain.stages.prompts import round_prompts
 
 log = logging.getLogger("posttrain")
 
@@ -87,3 +92,20 @@ def merge_revised(out: Path, shard_dirs: list[Path], results: list[dict], prompt
     table = in_prompt_order(read_shards(shard_dirs, "scored"), prompts.column("id").to_pylist())
     counts = {k: sum(r[k] for r in results) for k in ("failed_prompts", "revisions", "rescued_prompts", "too_long")}
     return {"scored": schema.write(table, "scored", out / "scored.parquet"), **counts}
+
+
+def stage(ctx: Context, r: int, policy: StageOutput, tried: StageOutput) -> StageOutput:
+    """With `revise.enabled`, failed code gets its error back and more tries (Llama 3 §4.3.1); the round's
+    scored table either way, recorded in ctx.scored (what the reward model and the mix read)."""
+    recipe, threshold, engines = ctx.recipe, ctx.recipe.select.pass_threshold, ctx.engines
+    scored = tried
+    if recipe.revise.enabled:
+        train = round_prompts(ctx.prompts.path, r)
+        config = {"revise": recipe.revise, "generate": fingerprint.outputs(recipe.generate),
+                  "score": fingerprint.scoring(recipe), "pass_threshold": threshold}
+        scored = ctx.run.stage(r, "revise", config, [policy, tried, *ctx.train_parts([r])], lambda out: revise(
+            out, engines.get(policy.model), shard(read(tried, "scored"), engines.world, "prompt_id"), train,
+            tokenizer_of(policy.model), recipe.revise, recipe.generate, recipe.score, threshold, ctx.round_seed(r)),
+            mode="shards", merge=lambda out, dirs, res: merge_revised(out, dirs, res, train))
+    ctx.scored.append(scored)
+    return scored

@@ -10,12 +10,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pyarrow as pa
-import torch
-from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
+from posttrain.training.chat_format import PackedRowsCollator as PackedRowsCollator  # sft's collator
 from posttrain.training.chat_format import prompt_completion, training_prompts
 from posttrain.recipe.config import SFTConfig
 from posttrain.training.trainer import common_args, copy_model, lora_args, model_init_args, train_and_save, trained
+from posttrain.run.fingerprint import outputs
+from posttrain.run.rundir import StageOutput
+from posttrain.stages.context import Context, read
+from posttrain.training.variants import train_variants
 
 
 def sft(out: Path, start_model: str | Path, mix: pa.Table, cfg: SFTConfig, seed: int,
@@ -64,22 +67,11 @@ def sft_trainer(out: Path, start_model: str | Path, mix: pa.Table, cfg: SFTConfi
     return trainer, tokenizer
 
 
-class PackedRowsCollator(DataCollatorForLanguageModeling):
-    """TRL's padding-free collator for packed rows, without flattening the batch into one row.
-
-    Each packed row keeps its own row; position ids restart at 0 at every conversation, which is how
-    transformers finds the conversations (with no attention mask given) and masks attention between them.
-    Shorter rows are padded at the end with pad tokens that form one more conversation of their own
-    (position ids from 0, labels -100), so no real token attends to them. (TRL's logged `num_tokens`,
-    which reads the width of `position_ids` when there is no attention mask, then counts one row per batch.)
-    """
-
-    def torch_call(self, examples: list[dict]) -> dict:
-        width = max(len(e["input_ids"]) for e in examples)
-        pad = [width - len(e["input_ids"]) for e in examples]
-        seq_lengths = [list(e["seq_lengths"]) + ([n] if n else []) for e, n in zip(examples, pad)]
-        input_ids = torch.tensor([list(e["input_ids"]) + [self.pad_token_id] * n for e, n in zip(examples, pad)])
-        labels = torch.tensor([list(e["labels"]) + [-100] * n for e, n in zip(examples, pad)])
-        position_ids = torch.stack(self.get_position_ids_from_packed_seq_lengths(seq_lengths))
-        labels[position_ids == 0] = -100
-        return {"input_ids": input_ids, "labels": labels, "position_ids": position_ids}
+def stage(ctx: Context, r: int, policy: StageOutput, mixed: StageOutput) -> StageOutput:
+    """Fine-tunes the base (`sft.start_from: base`) or the round's policy on the mix's SFT table; a mix that
+    reran but wrote the same table (by content) reuses the trained model."""
+    cfg = ctx.recipe.sft
+    start = ctx.base if cfg.start_from == "base" else policy
+    return ctx.run.stage(r, "sft", outputs(cfg), [start, mixed.part("sft.parquet")], lambda out: train_variants(
+        out, cfg, ctx.seed, lambda o, c, s: sft(o, start.model, read(mixed, "sft"), c, s, ctx.tracked(r, "sft"))),
+        resumable=True, mode="all")

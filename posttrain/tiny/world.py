@@ -14,6 +14,8 @@ import operator
 import random
 from typing import Callable
 
+from reward.number_words import NUMBER_WORDS as NUMBER_WORDS  # the verifier's table: the world draws its words
+
 # --------------------------------------------------------------------------- math
 
 # Name spaces are large on purpose: a held-out prompt is a new combination that the model must read
@@ -112,12 +114,6 @@ def tools_task(rng: random.Random) -> tuple[dict, str]:
 
 # --------------------------------------------------------------------------- multilingual
 
-NUMBER_WORDS = {
-    "en": "zero one two three four five six seven eight nine ten eleven twelve".split(),
-    "fr": "zéro un deux trois quatre cinq six sept huit neuf dix onze douze".split(),
-    "es": "cero uno dos tres cuatro cinco seis siete ocho nueve diez once doce".split(),
-    "de": "null eins zwei drei vier fünf sechs sieben acht neun zehn elf zwölf".split(),
-}
 LANGUAGE_NAMES = {"en": "English", "fr": "French", "es": "Spanish", "de": "German"}
 
 

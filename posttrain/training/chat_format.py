@@ -26,6 +26,7 @@ from collections.abc import Callable
 import torch
 from trl.data_utils import common_prefix_length
 from trl.trainer.dpo_trainer import DataCollatorForPreference
+from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
 log = logging.getLogger("posttrain")
 
@@ -187,8 +188,6 @@ def untrainable(tokenizer, packing: bool = False) -> str | None:
     stage's packed-rows collator instead of TRL's padding one."""
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
-    from posttrain.stages.sft import PackedRowsCollator
-
     if tokenizer.chat_template is None:
         return ("its tokenizer has no chat template, which every stage uses to render prompts; use a model (or "
                 "tokenizer_config.json) that has one, e.g. the -Instruct tokenizer of the same family")
@@ -284,3 +283,24 @@ def recipe_lengths(r) -> dict[str, int]:
     if r.generate.max_model_len is not None:
         lengths["generate.max_model_len"] = r.generate.max_model_len
     return lengths
+
+
+class PackedRowsCollator(DataCollatorForLanguageModeling):
+    """TRL's padding-free collator for packed rows, without flattening the batch into one row.
+
+    Each packed row keeps its own row; position ids restart at 0 at every conversation, which is how
+    transformers finds the conversations (with no attention mask given) and masks attention between them.
+    Shorter rows are padded at the end with pad tokens that form one more conversation of their own
+    (position ids from 0, labels -100), so no real token attends to them. (TRL's logged `num_tokens`,
+    which reads the width of `position_ids` when there is no attention mask, then counts one row per batch.)
+    """
+
+    def torch_call(self, examples: list[dict]) -> dict:
+        width = max(len(e["input_ids"]) for e in examples)
+        pad = [width - len(e["input_ids"]) for e in examples]
+        seq_lengths = [list(e["seq_lengths"]) + ([n] if n else []) for e, n in zip(examples, pad)]
+        input_ids = torch.tensor([list(e["input_ids"]) + [self.pad_token_id] * n for e, n in zip(examples, pad)])
+        labels = torch.tensor([list(e["labels"]) + [-100] * n for e, n in zip(examples, pad)])
+        position_ids = torch.stack(self.get_position_ids_from_packed_seq_lengths(seq_lengths))
+        labels[position_ids == 0] = -100
+        return {"input_ids": input_ids, "labels": labels, "position_ids": position_ids}

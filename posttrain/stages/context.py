@@ -1,0 +1,71 @@
+"""What the stages of a run share: the recipe, the run directory, the engines, round 0's outputs, and the
+earlier rounds' stage outputs that later rounds read (the SFT history, the scored tables, the judgments)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+from transformers import AutoTokenizer
+
+from posttrain.models.engine import Engines
+from posttrain.recipe.config import Recipe
+from posttrain.run import schema
+from posttrain.run.dist import world
+from posttrain.run.rundir import Part, RunDir, StageOutput
+from posttrain.stages.prompts import train_files
+from posttrain.training.trainer import tracking_args
+
+
+@dataclass
+class Context:
+    recipe: Recipe
+    run: RunDir
+    base: StageOutput | None = None  # round 0's stages (posttrain/stages/setup.py)
+    prompts: StageOutput | None = None
+    heldout: pa.Table | None = None
+    benchmarks: StageOutput | None = None
+    engines: Engines | None = None
+    # per round (index r - 1): the select stages, the scored tables (score or revise), what selection ranked
+    # (the reward_model stage's table when an RM is trained), the judge stages (with mix.judge.model)
+    selected: list[StageOutput] = field(default_factory=list)
+    scored: list[StageOutput] = field(default_factory=list)
+    ranked: list[StageOutput] = field(default_factory=list)
+    judged: list[StageOutput] = field(default_factory=list)
+
+    @property
+    def seed(self) -> int:
+        return self.recipe.seed
+
+    @property
+    def dry_run(self) -> bool:
+        return self.run.dry_run
+
+    def round_seed(self, r: int) -> int:
+        """New samples each round, reproducible per prompt."""
+        return self.seed * 1000 + r
+
+    def train_parts(self, rounds: list[int]) -> list[Part]:
+        """The prompts stage's tables that hold `rounds`' training prompts, as stage inputs (rundir.Part)."""
+        return [self.prompts.part(f.name) for f in train_files(self.prompts.path, rounds)]
+
+    def tracked(self, r: int, stage: str) -> dict:
+        """The trained stages' runs in the recipe's trackers."""
+        return tracking_args(self.recipe.tracking, self.recipe.name, stage, r)
+
+    @property
+    def is_main(self) -> bool:
+        return world().is_main
+
+    def prompts_table(self, name: str) -> pa.Table:
+        """One table of the prompts stage (train, heldout, round_<r>)."""
+        return schema.read(self.prompts.path / f"{name}.parquet", "prompts")
+
+
+def read(stage: StageOutput, table: str) -> pa.Table:
+    """One of a stage's tables, checked against its schema."""
+    return schema.read(stage.path / f"{table}.parquet", table)
+
+
+def tokenizer_of(model: str):
+    return AutoTokenizer.from_pretrained(model)
