@@ -42,6 +42,8 @@ from data_mix import decontam, dedup, tagger
 from data_mix.rebalance import above_floor, rebalance
 from data_mix.config import MixConfig
 from data_mix.text import CONTEXT, USER, prompt_text, prompt_texts, sort_by
+from data_mix import semantic
+from data_mix.embed import embed
 
 DECONTAMINATED = pa.schema([pa.field("table", pa.string()), pa.field("id", pa.string()),
                             pa.field("eval_id", pa.string())])
@@ -135,8 +137,6 @@ def _tag(sft: pa.Table, user: pa.ChunkedArray, cfg: MixConfig, scored: dict[int,
          pass_threshold: float, judged: pa.Table | None) -> tuple[np.ndarray, pa.Table]:
     """Tags every row of sft -> (embeddings[n] of its user turns, TAGS[n]), row i of sft. `user`: the rows'
     normalized user turns; equal ones are embedded once (exact duplicates cost nothing)."""
-    from data_mix.embed import embed
-
     # User turns, as for decontamination: a shared system message (a tool list) would make all its prompts alike.
     unique = pc.dictionary_encode(user).combine_chunks()
     embeddings = embed(unique.dictionary, cfg.embedding_model)[unique.indices.to_numpy(zero_copy_only=False)]
@@ -145,13 +145,11 @@ def _tag(sft: pa.Table, user: pa.ChunkedArray, cfg: MixConfig, scored: dict[int,
     return embeddings, tags
 
 
-def _filter_tagged(tables: dict[str, pa.Table], sft: pa.Table, tags: pa.Table, embeddings: np.ndarray, context_group: pa.Table,
-                   cfg: MixConfig, seed: int, counts: dict) -> tuple[pa.Table, pa.Table]:
+def _filter_tagged(tables: dict[str, pa.Table], sft: pa.Table, tags: pa.Table, embeddings: np.ndarray,
+                   context_group: pa.Table, cfg: MixConfig, seed: int, counts: dict) -> tuple[pa.Table, pa.Table]:
     """The rows left after dedup and decontamination (tags and embeddings of the input, and their
     (id, group) context codes, joined by id) -> semantic dedup within each context and the quality floor
     when on -> (kept sft rows, their tags). Adds composition["before"] and the removal counts to `counts`."""
-    from data_mix import semantic
-
     at = pc.index_in(sft["id"], value_set=tags["id"].combine_chunks()).to_numpy(zero_copy_only=False)
     tags, embeddings = tags.take(at), embeddings[at]  # row i of sft
     counts["composition"]["before"] = composition(sft, tags)

@@ -38,6 +38,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from data_mix.text import blocks
+from data_mix.embed import embed
 
 QUALITY = ("low", "medium", "high")  # ascending: a quality floor keeps its level and above
 
@@ -173,8 +174,6 @@ def classify(embeddings: np.ndarray, topics: dict[str, dict[str, str]], model: s
              ) -> tuple[pa.Array, pa.Array, pa.Array]:
     """Unit embeddings[n, d] -> (coarse string[n], fine string[n], cosine float32[n]) of the nearest description.
     Ties go to the first description in recipe order."""
-    from data_mix.embed import embed
-
     names = [(coarse, fine) for coarse, fines in topics.items() for fine in fines]
     desc = embed([topics[c][f] for c, f in names], model)
     if len(embeddings) == 0:

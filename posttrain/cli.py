@@ -8,8 +8,22 @@ import os
 import sys
 from pathlib import Path
 
-from posttrain.recipe.config import RecipeError
-from posttrain.run.rundir import RunDirError
+from posttrain.doctor import run_doctor
+from posttrain.models.gguf_import import gguf_file
+from posttrain.publish.hub import HubError
+from posttrain.recipe.config import RecipeError, tracking_args
+from posttrain.recipe.load import load_recipe
+from posttrain.reporting.report import summarize, table, write_report
+from posttrain.reporting.show import eval_journeys, journeys, render, render_eval
+from posttrain.run import schema
+from posttrain.run.dist import shutdown, world
+from posttrain.run.rundir import RunDir, RunDirError
+from posttrain.run.schema import SchemaError
+from posttrain.stages.generate import PromptTooLong
+from posttrain.stages.prompts import known_prompts
+from posttrain.training.average import AverageError, average
+from reward.custom import VerifierError
+from reward.sandbox import SandboxUnavailable
 
 
 STAGE_COMMANDS = {  # one-stage commands: stage -> what it makes
@@ -30,8 +44,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def setup_logging() -> None:
     """INFO on the main process; the other ranks of a launch log warnings and errors only, tagged."""
-    from posttrain.run.dist import world
-
     w = world()
     tag = f" [rank {w.rank}]" if w.size > 1 else ""
     logging.basicConfig(level=logging.INFO if w.is_main else logging.WARNING, stream=sys.stderr,
@@ -54,9 +66,7 @@ def _stage(args) -> int:
 
 
 def _base(args) -> int:
-    from posttrain.recipe.load import load_recipe
-    from posttrain.models.gguf_import import gguf_file
-    from posttrain.stages.setup import resolve_base
+    from posttrain.stages.setup import resolve_base  # TRL and torch: only for the commands that resolve a base
 
     setup_logging()
     recipe = load_recipe(args.recipe, args.overrides)
@@ -69,9 +79,6 @@ def _base(args) -> int:
 def _report(args) -> int:
     import json
     from pathlib import Path
-
-    from posttrain.reporting.report import summarize, table, write_report
-    from posttrain.run.rundir import RunDir
 
     run_dir = Path(args.run_dir)
     recipe = run_dir / "recipe.json"
@@ -88,8 +95,6 @@ def _report(args) -> int:
 
 def _show(args) -> int:
     from pathlib import Path
-
-    from posttrain.reporting.show import eval_journeys, journeys, render, render_eval
 
     if args.regressed and args.eval is None:
         print("posttrain: show: --regressed compares eval results: add --eval [SET]", file=sys.stderr)
@@ -109,9 +114,7 @@ def _show(args) -> int:
 def _score(args) -> int:
     from pathlib import Path
 
-    from posttrain.recipe.load import load_recipe
-    from posttrain.run.schema import SchemaError
-    from posttrain.score_file import RewardModelError, reward_model_for, score_file
+    from posttrain.score_file import RewardModelError, reward_model_for, score_file  # torch: only for `posttrain score`
 
     setup_logging()
     recipe = load_recipe(args.recipe, _isolation(args))
@@ -142,8 +145,6 @@ def _eval(args) -> int:
 
 
 def _doctor(args) -> int:
-    from posttrain.doctor import run_doctor
-
     return run_doctor(args.recipe, args.overrides)
 
 
@@ -153,13 +154,8 @@ def _reward_train(args) -> int:
     import shutil
     from pathlib import Path
 
-    from posttrain.run import schema
-    from posttrain.recipe.load import load_recipe
-    from posttrain.stages.prompts import known_prompts
-    from posttrain.stages.setup import resolve_base
-    from posttrain.run.rundir import RunDir
-    from posttrain.stages.reward_model import preference_data, train_rm
-    from posttrain.training.trainer import tracking_args
+    from posttrain.stages.setup import resolve_base  # TRL and torch: only for the commands that resolve a base
+    from posttrain.stages.reward_model import preference_data, train_rm  # torch: only for reward-model jobs
 
     setup_logging()
     recipe = load_recipe(args.recipe, args.overrides)
@@ -188,8 +184,6 @@ def _reward_train(args) -> int:
 
 
 def _average(args) -> int:
-    from posttrain.training.average import AverageError, average
-
     setup_logging()
     try:
         print(average(args.models, args.out, args.weights))
@@ -298,7 +292,6 @@ def main(argv: list[str] | None = None) -> int:
         rc = _run(args)
         return rc
     finally:  # every command, on every rank: the process group ends here, waiting for the others only on success
-        from posttrain.run.dist import shutdown
 
         shutdown(wait=rc == 0)
 
@@ -314,10 +307,6 @@ def _run(args: argparse.Namespace) -> int:
         print(f"posttrain: {e}", file=sys.stderr)
         return 2
     except Exception as e:  # user-fixable failures say why and what to do (a Hub error never with the token)
-        from posttrain.stages.generate import PromptTooLong
-        from posttrain.publish.hub import HubError
-        from reward.custom import VerifierError
-        from reward.sandbox import SandboxUnavailable
 
         if not isinstance(e, (HubError, PromptTooLong, VerifierError, SandboxUnavailable)):
             raise

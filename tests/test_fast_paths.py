@@ -291,7 +291,7 @@ def test_tracked_stages_report_to_tensorboard_and_keep_its_events(tmp_path, mode
     import json
 
     from posttrain.recipe.config import TrackingConfig
-    from posttrain.training.trainer import tracking_args
+    from posttrain.recipe.config import tracking_args
 
     args = tracking_args(TrackingConfig(report_to=["tensorboard"]), "demo", "sft", 2)
     assert args == {"report_to": ["tensorboard"], "run_name": "demo/round_2/sft", "project": "demo"}

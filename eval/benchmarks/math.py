@@ -24,6 +24,7 @@ from pathlib import Path
 
 from eval.benchmarks import Benchmark
 from eval.benchmarks.splits import INSTRUCTION, items
+from reward.multilingual import detect_language
 
 EVAL_SEED = 20240723  # fixed: the benchmark is the same set of questions in every run
 GSM_SIZE = 500
@@ -106,8 +107,6 @@ def load_mmath(limit: int | None = None, seed: int = 0) -> list[dict]:
 
 def mmath_metrics(rows: list[dict]) -> dict[str, float]:
     """acc_<lang> (mean reward over that language's completions; None counts as 0) and language_match."""
-    from reward.multilingual import detect_language
-
     by_lang: dict[str, list[float]] = {}
     for r in rows:
         by_lang.setdefault(r["language"], []).append(r["reward"] or 0.0)

@@ -26,6 +26,8 @@ import time
 from pathlib import Path
 
 from posttrain.recipe.config import GenerateConfig
+from posttrain.run.dist import engine_world, world
+from posttrain.run.progress import Progress
 
 log = logging.getLogger("posttrain")
 
@@ -138,8 +140,6 @@ class Engine:
     def generate(self, requests: list[dict], desc: str = "vLLM") -> list[dict]:
         """The completions of `requests`, in order. The child reports how many samples are done and vLLM's
         output tokens/s as it goes (`_PipeBar`); that is logged here (posttrain.run.progress), as `desc`."""
-        from posttrain.run.progress import Progress
-
         self._conn.send(("generate", requests))
         with Progress(desc, sum(r["n"] for r in requests), "samples") as progress:
             results = self._recv(progress)
@@ -211,8 +211,6 @@ class Engines:
     generation and eval shard their prompts; None on a rank whose device serves a neighbour's engine."""
 
     def __init__(self, cfg: GenerateConfig, seed: int, max_model_len: int):
-        from posttrain.run.dist import engine_world, world
-
         self.cfg, self.seed, self.max_model_len = cfg, seed, max_model_len
         self.world = engine_world(world(), cfg.tensor_parallel_size)
         self._engine: Engine | None = None

@@ -38,6 +38,7 @@ from posttrain.run.schema import SchemaError
 from posttrain.stages.prompts import load_source
 from posttrain.training.variants import variant
 from reward import custom, sandbox, unknown_verifier
+from posttrain.sources import GENERATORS
 
 Need = Callable[[bool, str, str], None]  # need(ok, key, msg): raises "<where>: <key> <msg>" unless ok
 
@@ -295,8 +296,6 @@ def _check_sources(p: PromptsConfig, need: Need) -> None:
         elif src.kind == "hf":
             need(bool(src.name), f"{key}.name", "is required for kind: hf (a dataset id or local dataset folder)")
         elif src.kind == "generator":
-            from posttrain.sources import GENERATORS
-
             need(src.name in GENERATORS, f"{key}.name",
                  f"names unknown generator {src.name!r} (known: {sorted(GENERATORS)})")
             need(src.num_train >= 0 and src.num_heldout >= 0 and src.num_train + src.num_heldout > 0, key,

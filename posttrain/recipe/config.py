@@ -293,6 +293,15 @@ class TrackingConfig:
     project: str | None = None  # the tracker's project (wandb, trackio, ...); None = the recipe's name
 
 
+def tracking_args(tracking, name: str, stage: str, round_: int | None = None) -> dict:
+    """TRL config fields that send a trained stage's metrics to the recipe's trackers ({} without any):
+    one tracker run per stage and round (`round_` None: a stage trained outside the rounds)."""
+    if not tracking.report_to:
+        return {}
+    run_name = f"{name}/{stage}" if round_ is None else f"{name}/round_{round_}/{stage}"
+    return {"report_to": list(tracking.report_to), "run_name": run_name, "project": tracking.project or name}
+
+
 @dataclass(kw_only=True)
 class HubConfig:
     """Pushing to the Hugging Face Hub (posttrain/publish/hub.py); the token comes from `hf auth login` or HF_TOKEN.

@@ -29,8 +29,9 @@ from posttrain.reporting.plots import (plot_eval, plot_mix, plot_rewards, plot_s
 from posttrain.reporting.summary import STAGES as STAGES
 from posttrain.reporting.summary import TRAINED_STAGES as TRAINED_STAGES
 from posttrain.reporting.show import journeys, render
-from posttrain.reporting.summary import by_capability as by_capability  # the RM stage's log line uses it too
+from posttrain.reporting.summary import by_capability as by_capability  # re-exported: the report's first half
 from posttrain.reporting.summary import headline
+from posttrain.reporting.summary import summarize as summarize
 from posttrain.run.rundir import RunDirError
 
 log = logging.getLogger("posttrain")

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.compute as pc
+from posttrain.run import schema
 
 log = logging.getLogger("posttrain")
 
@@ -131,6 +132,4 @@ def in_prompt_order(table: pa.Table, prompt_ids: list[str], id_column: str = "pr
 
 def read_shards(shard_dirs: list, name: str) -> pa.Table:
     """Every rank's `<name>.parquet` of a sharded stage, concatenated (validated against its schema)."""
-    from posttrain.run import schema
-
     return pa.concat_tables([schema.read(d / f"{name}.parquet", name) for d in shard_dirs])

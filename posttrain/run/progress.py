@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from posttrain.run.dist import world
 
 log = logging.getLogger("posttrain")
 
@@ -142,8 +143,6 @@ class Progress:
 
 
 def _terminal() -> bool:
-    from posttrain.run.dist import world
-
     try:
         return sys.stderr.isatty() and world().is_main
     except (AttributeError, ValueError):  # a replaced or closed stderr

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from reward import unknown_verifier
 
 MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string())])
 MESSAGES = pa.list_(MESSAGE)
@@ -225,8 +226,6 @@ def check_prompt_record(rec: object, where: str) -> dict:
         if rec.get(f.name) is not None and not isinstance(rec[f.name], str):
             raise SchemaError(f"{where}: {f.name!r} must be a string, got {type(rec[f.name]).__name__}")
     if rec.get("verifier") is not None:
-        from reward import unknown_verifier
-
         if why := unknown_verifier(rec["verifier"]):
             raise SchemaError(f"{where}: {why}")
     unknown = set(rec) - set(PROMPTS.names)

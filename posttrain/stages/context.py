@@ -6,15 +6,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import pyarrow as pa
-from transformers import AutoTokenizer
 
 from posttrain.models.engine import Engines
-from posttrain.recipe.config import Recipe
+from posttrain.recipe.config import Recipe, tracking_args
 from posttrain.run import schema
 from posttrain.run.dist import world
 from posttrain.run.rundir import Part, RunDir, StageOutput
 from posttrain.stages.prompts import train_files
-from posttrain.training.trainer import tracking_args
 
 
 @dataclass
@@ -68,4 +66,6 @@ def read(stage: StageOutput, table: str) -> pa.Table:
 
 
 def tokenizer_of(model: str):
+    from transformers import AutoTokenizer  # torch comes with it: only stages that render prompts pay for it
+
     return AutoTokenizer.from_pretrained(model)

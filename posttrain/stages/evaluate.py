@@ -28,6 +28,7 @@ from posttrain.stages.scoring import score_samples
 from posttrain.run import fingerprint
 from posttrain.run.rundir import StageOutput
 from posttrain.stages.context import Context, tokenizer_of
+from eval.benchmarks import BENCHMARKS
 
 TOO_LONG = "prompt too long for the context"
 
@@ -38,8 +39,6 @@ ALL = "all"  # benchmarks/all.parquet: every item of every shipped benchmark, wh
 def load_benchmarks(out: Path, names: list[str], limit: int | None, seed: int) -> dict:
     """Stage `benchmarks`: each named benchmark's items as a prompts table, benchmarks/<name>.parquet, and
     every item of every shipped benchmark (named or not, whatever `limit`) in benchmarks/all.parquet."""
-    from eval.benchmarks import BENCHMARKS
-
     everything = [schema.check_prompt_record(r, f"benchmark {name}") for name in BENCHMARKS
                   for r in get_benchmark(name).load(None, seed)]
     counts = {ALL: schema.write(schema.from_records(everything, "prompts", "benchmarks"), "prompts",

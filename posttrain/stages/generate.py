@@ -16,6 +16,7 @@ from posttrain.run.fingerprint import outputs
 from posttrain.stages.context import Context, tokenizer_of
 from posttrain.stages.prompts import round_prompts
 from posttrain.run.rundir import StageOutput
+from posttrain.run.dist import in_prompt_order, read_shards
 
 log = logging.getLogger("posttrain")
 
@@ -110,8 +111,6 @@ def generate(out: Path, engine: Engine, prompts: pa.Table, tokenizer, cfg: Gener
 def merge_samples(out: Path, shard_dirs: list[Path], results: list[dict], prompts: pa.Table) -> dict:
     """Sharded generate stage: every rank's samples, in the single-process order (prompt table order,
     then sample index); counts add up."""
-    from posttrain.run.dist import in_prompt_order, read_shards
-
     table = read_shards(shard_dirs, "samples")
     table = in_prompt_order(table, prompts.column("id").to_pylist())
     return {"samples": schema.write(table, "samples", out / "samples.parquet"),

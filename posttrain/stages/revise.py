@@ -26,6 +26,7 @@ from posttrain.run.dist import shard
 from posttrain.run.rundir import StageOutput
 from posttrain.stages.context import Context, read, tokenizer_of
 from posttrain.stages.prompts import round_prompts
+from posttrain.run.dist import in_prompt_order, read_shards
 
 log = logging.getLogger("posttrain")
 
@@ -87,8 +88,6 @@ def revise(out: Path, engine: Engine, scored: pa.Table, prompts: pa.Table, token
 
 def merge_revised(out: Path, shard_dirs: list[Path], results: list[dict], prompts: pa.Table) -> dict:
     """Sharded revise stage: every rank's table in the single-process order; counts add up."""
-    from posttrain.run.dist import in_prompt_order, read_shards
-
     table = in_prompt_order(read_shards(shard_dirs, "scored"), prompts.column("id").to_pylist())
     counts = {k: sum(r[k] for r in results) for k in ("failed_prompts", "revisions", "rescued_prompts", "too_long")}
     return {"scored": schema.write(table, "scored", out / "scored.parquet"), **counts}

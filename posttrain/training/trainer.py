@@ -62,15 +62,6 @@ def common_args(out: Path, cfg, seed: int) -> dict:
     )
 
 
-def tracking_args(tracking, name: str, stage: str, round_: int | None = None) -> dict:
-    """TRL config fields that send a trained stage's metrics to the recipe's trackers ({} without any):
-    one tracker run per stage and round (`round_` None: a stage trained outside the rounds)."""
-    if not tracking.report_to:
-        return {}
-    run_name = f"{name}/{stage}" if round_ is None else f"{name}/round_{round_}/{stage}"
-    return {"report_to": list(tracking.report_to), "run_name": run_name, "project": tracking.project or name}
-
-
 def _use_cpu() -> bool:
     """True without a GPU: only use_cpu lets a multi-process launch train data-parallel there (gloo); else
     each rank would train alone on everything. DeepSpeed keeps its own engine on CPU (cpu_zero*.yaml)."""

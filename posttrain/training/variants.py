@@ -25,6 +25,7 @@ from typing import Any
 from posttrain.run.dist import barrier, world
 from posttrain.run.rundir import write_json
 from posttrain.recipe.strict_yaml import RecipeError, build
+from posttrain.training.average import average
 
 log = logging.getLogger("posttrain")
 
@@ -72,8 +73,6 @@ def train_variants(out: Path, cfg: Any, seed: int, train: Callable[[Path, Any, i
                "steps": sum(r.get("steps", 0) for r in results)}
     barrier()  # every rank has trained every variant (and the main one saved them)
     if world().is_main:
-        from posttrain.training.average import average
-
         average(models, out / "model", cfg.variant_weights)
         write_json(done, summary)
         for m in models:  # only the average is kept; each variant's results stay in the manifest
