@@ -1,9 +1,11 @@
-"""Verifiers for the scoring stage: one plain function per capability, TRL reward-function style.
+"""Verifiers for the scoring stage: one plain function per capability, taking TRL's reward-function call.
 
 Each verifier is `score(completions: list[str], **columns) -> list[Verdict]`, with every column a list
 as long as `completions`; unknown columns (and the stage's `timeout_s` / `num_workers`) are accepted and
 ignored where they do not apply. Reward 1.0 = pass, 0.0 = fail, None = not applicable (metadata missing).
 A recipe names a built-in verifier (VERIFIERS) or one of the user's by import reference (reward/custom.py).
+As TRL reward functions (rewards only, each named for its capability): `math_reward`, `code_reward`, ...
+(reward/rewards.py), e.g. `GRPOTrainer(reward_funcs=[math_reward, code_reward])`.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from __future__ import annotations
 from typing import Callable
 
 from reward import code, custom, math, multilingual, number_words, tools
+from reward.rewards import (code_reward, math_reward, multilingual_reward, number_words_reward, tools_reward,
+                            trl_reward)
 from reward.verdict import Verdict
 
 VERIFIERS: dict[str, Callable[..., list[Verdict]]] = {
@@ -42,4 +46,5 @@ def unknown_verifier(name: str) -> str | None:
     return None
 
 
-__all__ = ["VERIFIERS", "Verdict", "unknown_verifier", "verifier"]
+__all__ = ["VERIFIERS", "Verdict", "code_reward", "math_reward", "multilingual_reward", "number_words_reward",
+           "tools_reward", "trl_reward", "unknown_verifier", "verifier"]

@@ -1,10 +1,10 @@
 """Number-words verifier (the tiny world's multilingual task): the reply must be the expected number
 word, in the language asked for.
 
-This is a word-table gate, not language identification: it only knows the number words of
-NUMBER_WORDS below (the tiny world's table, which posttrain/tiny/world.py draws from), so "wrong language" means "a number word from another table". A
-one-word reply carries too little text for a language identifier, which is why the tiny task keeps
-this check and free-text replies go to reward.multilingual.
+This is a word-table gate, not language identification: it only knows the number words of NUMBER_WORDS
+below (the tiny world's table, which posttrain/tiny/world.py draws from), so "wrong language" means "a number
+word from another table". A one-word reply carries too little text for a language identifier, which is why
+the tiny task keeps this check and free-text replies go to reward.multilingual.
 """
 
 from __future__ import annotations

@@ -5,9 +5,9 @@ posttrain, and the rewards it gets are the verifiers' real verdicts in TRL's con
 TRL calls each reward function as `f(prompts=..., completions=..., completion_ids=..., trainer_state=...,
 log_extra=..., log_metric=..., **dataset_columns)` with conversational completions ([{"role": "assistant",
 "content": ...}]) for a conversational dataset, wants one float or None (not applicable: NaN, ignored) per
-completion, and logs `rewards/<function __name__>/mean`. Our verifiers take that call as is, but return
-Verdict(reward, reason) pairs and are all named `score`: a TRL user wraps each in two lines (`as_trl_reward`);
-test_plain_verifiers_are_trl_reward_functions (xfail, strict) says what handing them over unwrapped needs.
+completion, and logs `rewards/<function __name__>/mean`. The verifiers take that call as is but return
+Verdict(reward, reason) pairs and are all named `score`; reward/rewards.py gives each as a TRL reward function
+(`reward.math_reward`, `reward.code_reward`, ...), which a TRL user hands over as they are.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import pytest
 import torch
 from datasets import Dataset
 
-from reward import code, math, sandbox
+from reward import code, code_reward, math, math_reward, sandbox
 
 WITHOUT_BWRAP = os.environ.get("POSTTRAIN_WITHOUT_BWRAP") == "1" and not shutil.which("bwrap")
 
@@ -44,17 +44,14 @@ def isolation():
     sandbox.require(before, check=False)
 
 
-def as_trl_reward(verifier, name: str, calls: list | None = None):
-    """What a TRL user writes around one of our verifiers: the Verdicts' rewards (None stays None), under a name
-    of its own (TRL names a function, or a functools.partial's wrapped function, by __name__: ours are all
-    `score`). `calls` (tests only) records each call's completions and rewards."""
+def recording(reward_func, calls: list):
+    """`reward_func` under its own name, recording each call's completions, columns and rewards (tests only)."""
     def reward(completions, **columns):
-        rewards = [v.reward for v in verifier(completions, **columns)]
-        if calls is not None:
-            calls.append((completions, columns, rewards))
+        rewards = reward_func(completions, **columns)
+        calls.append((completions, columns, rewards))
         return rewards
 
-    reward.__name__ = name
+    reward.__name__ = reward_func.__name__
     return reward
 
 
@@ -83,8 +80,7 @@ def reply(text: str) -> list[dict]:
 
 def test_grpo_trains_a_step_on_the_verifiers(model_dir, tmp_path):
     calls = {"math": [], "code": []}
-    funcs = [as_trl_reward(math.score, "math_reward", calls["math"]),
-             as_trl_reward(code.score, "code_reward", calls["code"])]
+    funcs = [recording(math_reward, calls["math"]), recording(code_reward, calls["code"])]
     trainer = one_grpo_step(model_dir, tmp_path / "out", funcs)
 
     assert trainer.state.global_step == 1
@@ -107,7 +103,6 @@ def test_grpo_trains_a_step_on_the_verifiers(model_dir, tmp_path):
 
 def test_rewards_are_the_verdicts_in_trls_shape():
     """The rewards TRL gets are real: right 1.0, wrong 0.0, another capability's row None (TRL's NaN, ignored)."""
-    math_reward, code_reward = as_trl_reward(math.score, "math_reward"), as_trl_reward(code.score, "code_reward")
     columns = {k: [row[k] for row in (MATH_ROW, MATH_ROW, CODE_ROW)] for k in ("answer", "tests", "entry_point")}
     trl_kwargs = {"prompts": [MATH_ROW["prompt"], MATH_ROW["prompt"], CODE_ROW["prompt"]],
                   "completion_ids": [[1], [2], [3]], "trainer_state": None, "log_extra": None, "log_metric": None}
@@ -149,13 +144,13 @@ def test_code_rewards_run_in_the_sandbox(isolation, host_dir):
         server.close()
 
 
-@pytest.mark.xfail(strict=True, raises=TypeError,
-                   reason="reward.math.score / reward.code.score return Verdict(reward, reason) pairs "
-                          "(reward/verdict.py: class Verdict), which TRL's torch.tensor(rewards) refuses, and both "
-                          "are named `score` (TRL's rewards/<name>/mean keys would collide): wrap them (as_trl_reward)")
-def test_plain_verifiers_are_trl_reward_functions(model_dir, tmp_path):
-    """The issue's wording taken literally: the verifiers themselves, unwrapped, as reward_funcs."""
-    trainer = one_grpo_step(model_dir, tmp_path / "out", [math.score, code.score])
+def test_the_reward_functions_are_the_verifiers_and_train_as_they_are(model_dir, tmp_path):
+    """reward.math_reward and reward.code_reward handed to GRPOTrainer unwrapped: distinct names, finite
+    rewards, and the same numbers as the verifiers' verdicts."""
+    trainer = one_grpo_step(model_dir, tmp_path / "out", [math_reward, code_reward])
     assert trainer.state.global_step == 1
-    assert len(set(trainer.reward_func_names)) == 2
-    assert all(not pymath.isnan(v) for v in trainer.state.log_history[0].values() if isinstance(v, float))
+    assert trainer.reward_func_names == ["math_reward", "code_reward"]
+    logged = next(entry for entry in trainer.state.log_history if "rewards/math_reward/mean" in entry)
+    assert not pymath.isnan(logged["rewards/math_reward/mean"]) and not pymath.isnan(logged["rewards/code_reward/mean"])
+    replies = [reply("The answer is 4."), reply("The answer is 5.")]
+    assert math_reward(replies, answer=["4", "4"]) == [v.reward for v in math.score(replies, answer=["4", "4"])]

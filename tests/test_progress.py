@@ -124,7 +124,7 @@ def test_engine_reports_finished_samples_and_tokens_in_flight(monkeypatch):
     import time
     from types import SimpleNamespace
 
-    from posttrain.models.engine import _Reporter
+    from posttrain.models.engine_process import _Reporter
 
     clock = Clock()
     monkeypatch.setattr(time, "monotonic", clock)
@@ -149,7 +149,7 @@ def test_engine_reports_finished_samples_and_tokens_in_flight(monkeypatch):
 
 
 def _in_flight(llm):
-    from posttrain.models.engine import _in_flight_tokens
+    from posttrain.models.engine_process import _in_flight_tokens
 
     return _in_flight_tokens(llm)
 
@@ -176,7 +176,7 @@ def test_engine_exits_when_its_owner_is_gone(monkeypatch):
     """A broken pipe while reporting (the owner killed mid-generation) ends the engine process at once."""
     import os
 
-    from posttrain.models.engine import _Reporter
+    from posttrain.models.engine_process import _Reporter
 
     class Broken:
         def send(self, message):

@@ -32,7 +32,7 @@ def test_every_prompt_has_exactly_one_engine_and_idle_ranks_get_none():
 
 
 def test_a_groups_engine_takes_the_groups_devices_and_core_sets(monkeypatch):
-    from posttrain.models.engine import _child_env
+    from posttrain.models.engine_process import _child_env
 
     # _child_env writes the environment (it runs in the engine's own process): give it a copy, so nothing
     # it sets (an 8-core binding this machine lacks) leaks into later tests' engines.

@@ -10,21 +10,15 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
-import json
-from collections.abc import Callable
 from pathlib import Path
 
-from data_mix.judge import PLACEHOLDERS, PROMPTS
+from data_mix.checks import check_mix
 from eval.benchmarks import BENCHMARKS
 from posttrain.recipe.config import (
     CAPABILITIES,
-    JUDGMENTS,
-    TINY_BASE_MARKER,
     EvalConfig,
     GenerateConfig,
     HubConfig,
-    JudgeConfig,
-    MixConfig,
     PromptsConfig,
     Recipe,
     RecipeError,
@@ -32,15 +26,14 @@ from posttrain.recipe.config import (
     RewardModelConfig,
     ScoreConfig,
     TrackingConfig,
-    may_build_tiny_base_in,
 )
+from posttrain.recipe.model_checks import Need, check_base_model, check_trainable
 from posttrain.run.schema import SchemaError
 from posttrain.stages.prompts import load_source
 from posttrain.training.variants import variant
 from reward import custom, sandbox, unknown_verifier
 from posttrain.sources import GENERATORS
 
-Need = Callable[[bool, str, str], None]  # need(ok, key, msg): raises "<where>: <key> <msg>" unless ok
 
 
 def check(r: Recipe, where: str) -> None:
@@ -58,14 +51,13 @@ def check(r: Recipe, where: str) -> None:
     need(r.select.min_margin >= 0, "select.min_margin", "must be >= 0")
     _check_training(r, need)
     _check_reward_model(r.reward_model, need)
-    _check_mix(r.mix, need)
-    _check_mix_tags(r.mix, need)
+    check_mix(r.mix, need, CAPABILITIES)
     _check_variants(r, where, need)
     _check_sources(r.prompts, need)
     _check_generate_variety(r.generate, need)
     _check_eval(r.eval, need)
-    _check_base_model(r, need)
-    _check_trainable(r, need)
+    check_base_model(r, need)
+    check_trainable(r, need)
     _check_score(r.score, need)
     _check_sandbox(r, need)
     _check_revise(r.revise, need)
@@ -188,74 +180,6 @@ def _check_reward_model(rm: RewardModelConfig, need: Need) -> None:
         need(Path(src).is_file(), f"reward_model.preference_sources[{i}]", f"is not a file: {src}")
 
 
-def _check_mix(m: MixConfig, need: Need) -> None:
-    """The mix's dedup keys and capability targets."""
-    need(0 < m.near_threshold <= 1, "mix.near_threshold", f"must be in (0, 1], got {m.near_threshold}")
-    need(m.num_perm >= 16, "mix.num_perm", f"must be >= 16, got {m.num_perm}")
-    need(m.ngram >= 1, "mix.ngram", f"must be >= 1, got {m.ngram}")
-    need(0 < m.ngram_overlap <= 1, "mix.ngram_overlap", f"must be in (0, 1], got {m.ngram_overlap}")
-    need(m.ngram_max_evals >= 1, "mix.ngram_max_evals", f"must be >= 1, got {m.ngram_max_evals}")
-    need(m.max_repeat >= 1, "mix.max_repeat", f"must be >= 1, got {m.max_repeat}")
-    need(m.total is None or m.total >= 1, "mix.total", f"must be >= 1, got {m.total}")
-    if m.targets is None:
-        need(m.total is None and m.max_repeat == 1, "mix.total" if m.total is not None else "mix.max_repeat",
-             "has no effect without mix.targets")
-    else:
-        for cap, share in m.targets.items():
-            need(cap in CAPABILITIES, f"mix.targets.{cap}", f"is not a known capability {CAPABILITIES}")
-            need(share >= 0, f"mix.targets.{cap}", f"must be >= 0, got {share}")
-        need(abs(sum(m.targets.values()) - 1) <= 1e-6, "mix.targets",
-             f"must sum to 1 (within 1e-6), got {sum(m.targets.values())!r}")
-
-
-def _check_mix_tags(m: MixConfig, need: Need) -> None:
-    """Value checks of the mix's tagging, semantic dedup and tag-based rebalancing keys."""
-    _check_judge(m.judge, need)
-    need(0 < m.semantic_threshold <= 1, "mix.semantic_threshold", f"must be in (0, 1], got {m.semantic_threshold}")
-    need(m.semantic_cluster_size >= 2, "mix.semantic_cluster_size", f"must be >= 2, got {m.semantic_cluster_size}")
-    need(m.difficulty_weight >= 0, "mix.difficulty_weight", f"must be >= 0, got {m.difficulty_weight}")
-    need(m.embedding_model is None or Path(m.embedding_model).is_dir(), "mix.embedding_model",
-         f"is not a local model folder: {m.embedding_model}")
-    need(bool(m.topics), "mix.topics", "must name at least one topic")
-    fines: dict[str, str] = {}
-    for coarse, fine in m.topics.items():
-        need(bool(fine), f"mix.topics.{coarse}", "must describe at least one fine topic")
-        for name, text in fine.items():
-            need(bool(text.strip()), f"mix.topics.{coarse}.{name}", "needs a description (it is what gets embedded)")
-            need(name not in fines, f"mix.topics.{coarse}.{name}", f"is also a fine topic of {fines.get(name)}")
-            fines[name] = coarse
-    if m.targets is None:
-        for key, value in (("topic_targets", m.topic_targets), ("difficulty_weight", m.difficulty_weight or None)):
-            need(value is None, f"mix.{key}", "has no effect without mix.targets")
-    if m.topic_targets is not None:
-        for topic, share in m.topic_targets.items():
-            need(topic in m.topics, f"mix.topic_targets.{topic}",
-                 f"is not a coarse topic of mix.topics {list(m.topics)}")
-            need(share >= 0, f"mix.topic_targets.{topic}", f"must be >= 0, got {share}")
-        need(abs(sum(m.topic_targets.values()) - 1) <= 1e-6, "mix.topic_targets",
-             f"must sum to 1 (within 1e-6), got {sum(m.topic_targets.values())!r}")
-
-
-def _check_judge(j: JudgeConfig, need: Need) -> None:
-    if j.model is None:
-        return
-    need(j.model == "policy" or not Path(j.model).is_absolute() or Path(j.model).is_dir(), "mix.judge.model",
-         f"does not exist: {j.model} (use 'policy', a local model folder or a hub id)")
-    need(bool(j.judgments), "mix.judge.judgments", f"must name at least one of {list(JUDGMENTS)}")
-    need(len(set(j.judgments)) == len(j.judgments), "mix.judge.judgments", "lists a judgment twice")
-    need(j.max_tokens >= 1, "mix.judge.max_tokens", f"must be >= 1, got {j.max_tokens}")
-    need(j.temperature >= 0, "mix.judge.temperature", f"must be >= 0, got {j.temperature}")
-    need(j.retry_temperature > 0, "mix.judge.retry_temperature", f"must be > 0, got {j.retry_temperature}")
-    folder = Path(j.prompt_dir) if j.prompt_dir is not None else PROMPTS
-    need(folder.is_dir(), "mix.judge.prompt_dir", f"is not a folder: {folder}")
-    for name in j.judgments:
-        path = folder / f"{name}.txt"
-        need(path.is_file(), "mix.judge.prompt_dir", f"has no {name}.txt (the {name} judgment's prompt template)")
-        text = path.read_text(encoding="utf-8")
-        for placeholder in PLACEHOLDERS[name]:
-            need(placeholder in text, "mix.judge.prompt_dir", f"{path} lacks the {placeholder} placeholder")
-
-
 def _check_variants(r: Recipe, where: str, need: Need) -> None:
     """Every variant builds (known, variable keys of the right type) and passes the section's own checks."""
     for stage in ("sft", "dpo", "reward_model"):
@@ -316,88 +240,6 @@ def _check_eval(e: EvalConfig, need: Need) -> None:
     need(bool(e.pass_k) and all(1 <= k <= e.num_samples for k in e.pass_k), "eval.pass_k",
          f"every k must be in [1, eval.num_samples={e.num_samples}], got {e.pass_k}")
     need(e.max_tokens >= 1, "eval.max_tokens", f"must be >= 1, got {e.max_tokens}")
-
-
-def _check_base_model(r: Recipe, need: Need) -> None:
-    if r.base is not None:
-        _check_tiny_base_target(r.base_model, need)
-    elif _is_path(r.base_model):  # "owner/name" that is no local folder: a hub id
-        need(Path(r.base_model).expanduser().exists(), "base_model",
-             f"does not exist: {r.base_model} (and no `base` section builds it)")
-    need(r.base is not None or _has_chat_template(Path(r.base_model)) is not False, "base_model",
-         f"{r.base_model}: its tokenizer has no chat template, which every stage uses to render prompts; use a "
-         f"model (or tokenizer_config.json) that has one, e.g. the -Instruct tokenizer of the same family")
-
-
-def _check_trainable(r: Recipe, need: Need) -> None:
-    """What SFT and DPO need of the model, in seconds (`chat_format.check_model`): its chat template renders one
-    example and trains it through both stages' collators, eos exists, its context holds the recipe's lengths.
-
-    A model folder is checked here. The tiny base (a `base` section) has the project's own template and is
-    checked by the round once built, before any generation, as is a hub id once downloaded or a file the round
-    imports (`stages.setup.check_chat_template`); here its context is `base.max_length`.
-    """
-    from posttrain.training.chat_format import recipe_lengths  # torch and TRL: only when a model folder is checked
-
-    lengths = recipe_lengths(r)
-    if r.base is not None:
-        for key, n in lengths.items():
-            need(n <= r.base.max_length, key,
-                 f"is {n}, longer than the tiny base's context (base.max_length={r.base.max_length})")
-        return
-    path = Path(r.base_model).expanduser()
-    if not (path / "config.json").is_file():
-        return
-    from posttrain.training.chat_format import check_model  # torch and TRL: only when a model folder is checked
-
-    why = check_model(str(path), lengths, packing=r.sft.packing)
-    need(why is None, "base_model", f"{r.base_model}: {why}")
-
-
-def _check_tiny_base_target(name: str, need: Need) -> None:
-    """With a `base` section, `base_model` is the folder the tiny base is built in, and replaced when it was
-    built with other settings: it must not be a model of the user's, nor a hub id that would silently name
-    a local tiny model (every shipped recipe has a `base` section, so `base_model=<your model>` alone hits this)."""
-    path = Path(name).expanduser()
-    drop = "to post-train it, drop the `base` section (on the command line: base=null)"
-    if path.exists():
-        need(may_build_tiny_base_in(path), "base_model",
-             f"{name} holds files posttrain did not build (no {TINY_BASE_MARKER}), and the `base` section would "
-             f"replace them with the tiny base; {drop}")
-    else:
-        need(_is_path(name) or not _is_hub_id(name), "base_model",
-             f"{name!r} reads as a hub id, but the `base` section builds the tiny base in a local folder of that "
-             f"name; {drop}, or write the folder as a path (./{name}) to build the tiny base there")
-
-
-def _is_hub_id(name: str) -> bool:
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
-
-    try:
-        validate_repo_id(name)
-    except HFValidationError:
-        return False
-    return True
-
-
-def _is_path(name: str) -> bool:
-    """Whether `base_model` can only be a local path: absolute, ./ ../ ~, or more than one '/' (a hub id
-    is "name" or "owner/name")."""
-    return name.startswith(("/", "./", "../", "~")) or name.count("/") > 1
-
-
-def _has_chat_template(model_dir: Path) -> bool | None:
-    """Whether a local model folder's tokenizer has a chat template; None when it cannot be told from the
-    files (a hub id, or no tokenizer_config.json: the round checks again once the tokenizer loads)."""
-    config = model_dir / "tokenizer_config.json"
-    if not config.is_file():
-        return None
-    if (model_dir / "chat_template.jinja").is_file() or (model_dir / "chat_template.json").is_file():
-        return True
-    try:
-        return bool(json.loads(config.read_text(encoding="utf-8")).get("chat_template"))
-    except (ValueError, OSError):
-        return None
 
 
 def runs_model_code(r: Recipe) -> bool:
