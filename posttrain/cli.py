@@ -52,24 +52,26 @@ def setup_logging() -> None:
 
 
 def _round(args) -> int:
+    setup_logging()
+    recipe = load_recipe(args.recipe, args.overrides)  # a bad recipe fails here, in a second
     from posttrain.commands import run_command  # vLLM, TRL and torch load only for the commands that run stages
 
-    setup_logging()
-    return run_command(args)
+    return run_command(recipe, args.recipe, args.dry_run)
 
 
 def _stage(args) -> int:
+    setup_logging()
+    recipe = load_recipe(args.recipe, args.overrides)
     from posttrain.commands import stage_command  # vLLM, TRL and torch load only for the commands that run stages
 
-    setup_logging()
-    return stage_command(args)
+    return stage_command(recipe, args.recipe, args.stage, args.round)
 
 
 def _base(args) -> int:
-    from posttrain.stages.setup import resolve_base  # TRL and torch: only for the commands that resolve a base
-
     setup_logging()
     recipe = load_recipe(args.recipe, args.overrides)
+    from posttrain.stages.setup import resolve_base  # TRL and torch: only for the commands that resolve a base
+
     if recipe.base is None and gguf_file(recipe.base_model) is None:  # a .gguf file: imported (or found cached)
         raise RecipeError(f"{args.recipe}: no `base` section: base_model {recipe.base_model} is used as given")
     print(resolve_base(recipe))
@@ -78,7 +80,6 @@ def _base(args) -> int:
 
 def _report(args) -> int:
     import json
-    from pathlib import Path
 
     run_dir = Path(args.run_dir)
     recipe = run_dir / "recipe.json"
@@ -94,8 +95,6 @@ def _report(args) -> int:
 
 
 def _show(args) -> int:
-    from pathlib import Path
-
     if args.regressed and args.eval is None:
         print("posttrain: show: --regressed compares eval results: add --eval [SET]", file=sys.stderr)
         return 2
@@ -112,12 +111,10 @@ def _show(args) -> int:
 
 
 def _score(args) -> int:
-    from pathlib import Path
-
-    from posttrain.score_file import RewardModelError, reward_model_for, score_file  # torch: only for `posttrain score`
-
     setup_logging()
     recipe = load_recipe(args.recipe, _isolation(args))
+    from posttrain.score_file import RewardModelError, reward_model_for, score_file  # torch: only for `posttrain score`
+
     try:
         rm, why = reward_model_for(args.reward_model, recipe)
         print(f"reward model: {rm or 'none'} ({why})", flush=True)
@@ -135,10 +132,11 @@ def _isolation(args) -> list[str]:
 
 
 def _eval(args) -> int:
+    setup_logging()
+    recipe = load_recipe(args.recipe, _isolation(args))
     from posttrain.commands import run_eval  # vLLM, TRL and torch load only for the commands that run stages
 
-    setup_logging()
-    out = run_eval(args.model, args.recipe, _isolation(args), args.out)
+    out = run_eval(args.model, recipe, args.out)
     print((out / "eval.json").read_text())
     print(f"evals: {out / 'evals.parquet'}")
     return 0
@@ -152,13 +150,11 @@ def _reward_train(args) -> int:
     """Trains the recipe's reward model outside a round: its preference files plus the verifier pairs of
     every round its run directory has scored so far."""
     import shutil
-    from pathlib import Path
-
-    from posttrain.stages.setup import resolve_base  # TRL and torch: only for the commands that resolve a base
-    from posttrain.stages.reward_model import preference_data, train_rm  # torch: only for reward-model jobs
-
     setup_logging()
     recipe = load_recipe(args.recipe, args.overrides)
+    from posttrain.stages.reward_model import preference_data, train_rm  # torch: only for reward-model jobs
+    from posttrain.stages.setup import resolve_base  # TRL and torch: only for the commands that resolve a base
+
     run = RunDir(recipe.run_dir)
     scored, r = [], 1
     scored_by = "revise" if recipe.revise.enabled else "score"  # with execution feedback: with the revisions

@@ -4,7 +4,6 @@ the one-stage commands `posttrain <stage> --round N` (the loop up to that stage,
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import logging
@@ -13,13 +12,12 @@ import tempfile
 from pathlib import Path
 
 import yaml
-from transformers import AutoTokenizer
 
 from posttrain.models.engine import Engine
 from posttrain.models.gguf_import import GGUFError, resolve
 from posttrain.pipeline import run_rounds
-from posttrain.recipe.config import RecipeError
-from posttrain.recipe.load import load_recipe
+from posttrain.recipe.config import Recipe, RecipeError
+from posttrain.stages.context import tokenizer_of
 from posttrain.reporting import report
 from posttrain.run.dist import world
 from posttrain.run import schema
@@ -39,11 +37,11 @@ OFF = {  # a one-stage command for a stage the recipe turns off: the key that tu
 }
 
 
-def run_command(args: argparse.Namespace) -> int:
-    recipe = load_recipe(args.recipe, args.overrides)
-    if args.dry_run:
+def run_command(recipe: Recipe, path: str, dry: bool = False) -> int:
+    """`posttrain round`: every round of the recipe loaded from `path`, then the summary table."""
+    if dry:
         return dry_run(recipe)
-    log.info("recipe %s:\n%s", args.recipe,
+    log.info("recipe %s:\n%s", path,
              yaml.safe_dump(json.loads(json.dumps(dataclasses.asdict(recipe))), sort_keys=False))
     summary = run_rounds(recipe)
     if world().is_main:
@@ -53,22 +51,21 @@ def run_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def stage_command(args: argparse.Namespace) -> int:
+def stage_command(recipe: Recipe, path: str, stage: str, round_: int) -> int:
     """`posttrain <stage> --recipe R [--round N]`: the round loop up to that stage of round N (earlier
     stages run or are reused, as in `posttrain round`), then stop; prints where its outputs are."""
-    recipe = load_recipe(args.recipe, args.overrides)
-    if not 1 <= args.round <= recipe.rounds:
-        raise RecipeError(f"{args.recipe}: --round {args.round} is not one of the recipe's rounds (1..{recipe.rounds})")
-    if args.stage in OFF and OFF[args.stage][0](recipe):
-        raise RecipeError(f"{args.recipe}: {OFF[args.stage][1]}")
+    if not 1 <= round_ <= recipe.rounds:
+        raise RecipeError(f"{path}: --round {round_} is not one of the recipe's rounds (1..{recipe.rounds})")
+    if stage in OFF and OFF[stage][0](recipe):
+        raise RecipeError(f"{path}: {OFF[stage][1]}")
     try:
-        run_rounds(recipe, stop_after=(args.round, args.stage))
+        run_rounds(recipe, stop_after=(round_, stage))
     except StageReached as reached:  # raised on every rank at the same stage (cli.main ends the process group)
         if world().is_main:
-            print(f"{args.stage} of round {args.round}: {reached.output.path}")
+            print(f"{stage} of round {round_}: {reached.output.path}")
             print(json.dumps(reached.output.manifest["results"], indent=1, default=str))
         return 0
-    raise AssertionError(f"round {args.round} finished without running its {args.stage} stage")
+    raise AssertionError(f"round {round_} finished without running its {stage} stage")
 
 
 def dry_run(recipe) -> int:
@@ -87,10 +84,9 @@ def dry_run(recipe) -> int:
     return 0
 
 
-def run_eval(model: str | None, recipe_path: str, overrides: list[str], out: str | None) -> Path:
+def run_eval(model: str | None, recipe: Recipe, out: str | None) -> Path:
     """`posttrain eval`: the recipe's eval of any model (None: the recipe's base model; a .gguf file is
     imported first, posttrain.models.gguf_import), written atomically to `out`; returns `out`."""
-    recipe = load_recipe(recipe_path, overrides)
     try:
         model = resolve_base(recipe) if model is None else resolve(model)
     except GGUFError as e:
@@ -109,7 +105,7 @@ def run_eval(model: str | None, recipe_path: str, overrides: list[str], out: str
         sets = eval_sets(ev.benchmarks, heldout, Path(scratch), recipe.score)
         engine = Engine(model, recipe.generate, recipe.seed, recipe.generate.max_model_len)
         try:
-            evaluate(tmp, engine, AutoTokenizer.from_pretrained(model), sets, ev, recipe.score, recipe.seed)
+            evaluate(tmp, engine, tokenizer_of(model), sets, ev, recipe.score, recipe.seed)
         finally:
             engine.close()
     shutil.rmtree(final, ignore_errors=True)
