@@ -2,7 +2,8 @@
 reward/_zygote.py as its init, which runs one program at a time in its already-started interpreter.
 
 sandbox.run_python comes here under bwrap (unless warm=False) and takes the cold path when `run` returns None.
-A sandbox is built as the cold path's are (sandbox._bwrap: the same namespaces, mounts and --cap-drop ALL).
+A sandbox is built as the cold path's are (reward/_box.py's _bwrap: the same namespaces, mounts and --cap-drop
+ALL). This module imports reward/_box.py, never reward.sandbox (which imports this one).
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
-from reward import _procs
-from reward.sandbox import ENV, INNER_LIB, MAX_PROCS, PREFIX, SHIM, SandboxResult, _bwrap, _limits, _memfd
+import reward._procs as _procs
+from reward._box import ENV, INNER_LIB, MAX_PROCS, PREFIX, SHIM, SandboxResult, _bwrap, _limits, _memfd
 
 log = logging.getLogger("reward.sandbox")  # the sandbox's: one logger for both paths
 

@@ -53,7 +53,7 @@ import secrets
 import warnings
 from pathlib import Path
 
-from reward import sandbox
+import reward.sandbox as sandbox
 from reward.verdict import FAIL, PASS, Verdict, as_text, column, missing
 
 TIMEOUT_S = 5.0

@@ -39,7 +39,7 @@ import re
 import unicodedata
 from functools import cache
 
-from reward import math
+import reward.math as math
 from reward.verdict import FAIL, PASS, Verdict, as_text, column, missing
 
 LANGUAGES = frozenset("ar de en es fr hi id it ja ko nl pl pt ru sv th tr uk vi zh".split())

@@ -20,7 +20,7 @@ The rlimits-only guard (reward/_guard.py, the program interpreter's sitecustomiz
 programs, ctypes and other processes' /proc to plain Python code before the program runs; its docstring says
 what it does not stop (a program that means to get around it). ~2-4 ms a program, in rlimits-only alone.
 
-The bwrap root (see _bwrap): a read-only empty tmpfs with read-only binds of only what the interpreter
+The bwrap root (_bwrap, in reward/_box.py): a read-only empty tmpfs with read-only binds of only what the interpreter
 needs -- /usr (and the /bin, /sbin, /lib* links or directories), /etc/ld.so.cache and /etc/localtime, the
 Python installation (sys.base_prefix) and the virtualenv (sys.prefix; if the repository holds it, only the
 virtualenv, never the repository), and our trusted scripts (_shim.py, _zygote.py, preload()'s) under
@@ -74,33 +74,18 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, NamedTuple
+from typing import Literal
 
-from reward import _procs
+import reward._procs as _procs
+import reward._warm as _warm
+from reward._box import (  # noqa: F401  (re-exported: reward.sandbox is where callers read them)
+    DEV_BYTES, DEVICES, ENV, FILE_BYTES, HOST_DIRS, HOST_ETC, INNER_LIB, MAX_FILES, MAX_PROCS, MEMORY_BYTES, PREFIX,
+    REPO, SHIM, TMP_BYTES, SandboxResult, _bwrap, _covered, _host_binds, _limits, _memfd, _no_nested_userns)
 from reward._procs import MAX_OUTPUT  # noqa: F401  (re-exported: the per-stream cap)
 
 log = logging.getLogger(__name__)
 
-MEMORY_BYTES = 1 << 30  # RLIMIT_AS, per process
-FILE_BYTES = 10 * 1024 * 1024  # RLIMIT_FSIZE
-MAX_FILES = 64  # RLIMIT_NOFILE
-# RLIMIT_NPROC, and the watchdogs' cap where there is a private /proc (the shim or zygote counts as one,
-# and reward.code's harness runs a program as two): with MEMORY_BYTES, at most ~8 GiB of address space per
-# program (it was 32 processes, ~32 GiB). A program's multiprocessing.Pool() of os.cpu_count() workers
-# then hits the cap on a machine of more than ~4 cores (it did past ~29).
-MAX_PROCS = 8
-TMP_BYTES = 64 << 20  # bwrap: size of the sandbox's /tmp tmpfs (the program's directory and TMPDIR)
-DEV_BYTES = 8 << 20  # bwrap: size of its /dev tmpfs (/dev/shm is a directory in it)
-PREFIX = "posttrain-sandbox-"  # in every sandbox path (and so in the program's command line)
-ENV = {"LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1",
-       "PYTHONSAFEPATH": "1"}
 MODES = ("bwrap", "unshare-net", "rlimits-only")
-SHIM = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_shim.py")
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # never bound into a bwrap sandbox
-INNER_LIB = "/posttrain-sandbox"  # bwrap: where SHIM and ZYGOTE are bound (read-only), without the repo
-HOST_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")  # bound read-only if present
-HOST_ETC = ("/etc/ld.so.cache", "/etc/localtime")  # the dynamic linker's cache; time.localtime's zone
-DEVICES = ("null", "zero", "full", "random", "urandom", "tty")  # bwrap --dev's nodes (no pts, no console)
 WARM = True  # bwrap: run programs in warm sandboxes (the warm path above); run_python(warm=...) overrides
 WRAPPERS = {"bwrap": "bwrap", "unshare-net": "unshare"}  # mode -> the tool it needs
 
@@ -112,17 +97,6 @@ class SandboxConfig:
     (`require`). unshare-net and rlimits-only lose what LOST says: choose them by name, knowingly."""
 
     isolation: Literal["bwrap", "unshare-net", "rlimits-only"] = "bwrap"
-
-
-class SandboxResult(NamedTuple):
-    """How one program ended. status: "ok" (exit 0), "exit" (non-zero exit), "signal" (killed by a
-    signal; returncode = -signal), "timeout", "process-limit", or "error" (the sandbox failed)."""
-
-    returncode: int | None
-    status: str
-    stdout: str
-    stderr: str
-    isolation: str
 
 
 def run_python(source: str, timeout_s: float = 5.0, *, stdin: bytes | None = None, isolation: str | None = None,
@@ -137,8 +111,6 @@ def run_python(source: str, timeout_s: float = 5.0, *, stdin: bytes | None = Non
 def _execute(mode: str, source: str, timeout_s: float, stdin: bytes | None, warm: bool) -> SandboxResult:
     """run_python once the mode is decided (and allowed)."""
     if mode == "bwrap" and warm:
-        from reward import _warm  # the warm path builds on this module (imported here: no import cycle)
-
         result = _warm.run(source, timeout_s, stdin)
         if result is not None:
             return result
@@ -293,85 +265,6 @@ def _allowed(mode: str) -> str:
     return mode
 
 
-def _limits(mode: str, timeout_s: float) -> str:
-    """The shim's LIMITS argument (also the zygote's, per program)."""
-    cpu = int(timeout_s) + 1
-    # a fresh user namespace counts its processes from zero; without one the count is our uid's total
-    nproc = MAX_PROCS if mode != "rlimits-only" else _procs.user_processes() + MAX_PROCS
-    # MSGQUEUE 0: no POSIX message queue (it would outlive the program, and nothing can list it unmounted)
-    return ",".join(f"{k}:{s}:{h}" for k, s, h in [
-        ("CPU", cpu, cpu + 1), ("AS", MEMORY_BYTES, MEMORY_BYTES), ("FSIZE", FILE_BYTES, FILE_BYTES),
-        ("NOFILE", MAX_FILES, MAX_FILES), ("NPROC", nproc, nproc), ("CORE", 0, 0), ("MSGQUEUE", 0, 0)])
-
-
-def _covered(path: str, tops) -> bool:
-    return any(path == top or path.startswith(top.rstrip("/") + "/") for top in tops)
-
-
-@functools.lru_cache(maxsize=None)
-def _host_binds() -> tuple[str, ...]:
-    """bwrap arguments that bind, read-only, what a sandboxed interpreter needs of the host (module doc)."""
-    args: list[str] = []
-    bound: list[str] = []
-    for top in HOST_DIRS:
-        if os.path.islink(top):  # merged /usr: /bin -> usr/bin
-            args += ["--symlink", os.readlink(top), top]
-        elif os.path.isdir(top):
-            args += ["--ro-bind", top, top]
-            bound.append(top)
-    for path in HOST_ETC:
-        if os.path.exists(path):
-            args += ["--ro-bind", path, path]
-    # the interpreter's installation and virtualenv; a path through a link resolves on both sides alike
-    pythons = [sys.prefix, sys.exec_prefix, sys.base_prefix, sys.base_exec_prefix,
-               os.path.dirname(os.path.dirname(os.path.realpath(sys.executable)))]
-    for prefix in sorted({os.path.abspath(p) for p in pythons}, key=len):
-        if _covered(prefix, bound) or not os.path.isdir(prefix):
-            continue
-        if _covered(REPO, [prefix]):  # a prefix that holds the repository: only its Python parts
-            parts = [os.path.join(prefix, n) for n in ("bin", "lib", "lib64", "pyvenv.cfg")]
-            paths = [p for p in parts if os.path.exists(p) and not _covered(REPO, [p])]
-        else:
-            paths = [prefix]
-        for path in paths:
-            args += ["--ro-bind", path, path]
-            bound.append(path)
-    return tuple(args)
-
-
-@functools.lru_cache(maxsize=None)
-def _no_nested_userns() -> tuple[str, ...]:
-    """--disable-userns (bwrap >= 0.8): a program cannot create a user namespace of its own, in which it would
-    hold every capability (mount, chroot, ...) over its own namespaces; the read-only binds would stay locked,
-    but there is no need to offer that surface."""
-    bwrap = shutil.which("bwrap")
-    usage = subprocess.run([bwrap, "--help"], capture_output=True, text=True).stdout if bwrap else ""
-    return ("--unshare-user", "--disable-userns") if "--disable-userns" in usage else ()
-
-
-def _bwrap(env: dict, binds: list[str], chdir: str, scripts: tuple[str, ...]) -> list[str]:
-    """bwrap's argv up to the command: the root of the module doc, then `binds`, then the root tmpfs
-    remounted read-only. `scripts` (SHIM, ZYGOTE) are bound read-only under INNER_LIB.
-    --cap-drop ALL: run by root, bwrap would otherwise leave every capability in the sandbox's user
-    namespace, enough to remount read-write (and write the host's files as root). --size caps the tmpfs
-    that follows it (bwrap >= 0.5)."""
-    setenv = [a for k, v in env.items() for a in ("--setenv", k, v)]
-    dev = ["--size", str(DEV_BYTES), "--tmpfs", "/dev"]
-    for name in DEVICES:
-        if os.path.exists(f"/dev/{name}"):
-            dev += ["--dev-bind", f"/dev/{name}", f"/dev/{name}"]
-    dev += ["--symlink", "/proc/self/fd", "/dev/fd", "--dir", "/dev/shm"]
-    for fd, name in enumerate(("stdin", "stdout", "stderr")):
-        dev += ["--symlink", f"/proc/self/fd/{fd}", f"/dev/{name}"]
-    lib = [a for path in scripts for a in ("--ro-bind", path, f"{INNER_LIB}/{os.path.basename(path)}")]
-    # The private /tmp is mounted before the host binds: a checkout or virtualenv under /tmp (or /dev) is then
-    # bound on top of it, where a tmpfs mounted afterwards would hide the interpreter (bwrap: execvp ... No such
-    # file or directory).
-    return [shutil.which("bwrap"), "--unshare-all", *_no_nested_userns(), "--as-pid-1", "--die-with-parent",
-            "--new-session", "--cap-drop", "ALL", "--clearenv", *setenv, "--size", str(TMP_BYTES), "--tmpfs", "/tmp",
-            "--proc", "/proc", *dev, *_host_binds(), *lib, *binds, "--remount-ro", "/", "--chdir", chdir]
-
-
 def _command(mode: str, root: str | None, token: str, status_fd: int, timeout_s: float,
              source_fd: int | None = None) -> tuple[list[str], dict]:
     """(argv, env) that run root/main.py with cwd root/work under `mode`; bwrap: main.py is copied from
@@ -395,20 +288,6 @@ def _command(mode: str, root: str | None, token: str, status_fd: int, timeout_s:
     if mode == "rlimits-only":  # the guard is the program interpreter's sitecustomize (never add -I or -S)
         return shim, {**env, "PYTHONPATH": f"{root}/{GUARD_DIR}"}
     raise ValueError(f"unknown sandbox isolation {mode!r} (known: {MODES})")
-
-
-def _memfd(name: str, data: bytes) -> int:
-    """A memfd holding `data`, at offset 0 (close-on-exec: pass it on explicitly)."""
-    fd = os.memfd_create(name, os.MFD_CLOEXEC)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.lseek(fd, 0, os.SEEK_SET)
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
 
 
 def _run(mode: str, root: str | None, token: str, timeout_s: float, source: str | None,
@@ -470,13 +349,9 @@ def preload(name: str, source: str) -> None:
     `name` once, at start, so that its programs find it in sys.modules already (as the PRELOAD modules of
     _zygote.py). A program must not rely on it: the cold path and the other modes have no such module.
     Idle warm sandboxes started without it are retired."""
-    from reward import _warm
-
     _warm.preload(name, source)
 
 
 def warm_pids() -> set[int]:
     """Host pids of the idle warm sandboxes' bwrap processes (tests: they are not leftovers)."""
-    from reward import _warm
-
     return _warm.idle_pids()
