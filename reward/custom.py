@@ -8,7 +8,7 @@ is the reward (a number), None (not applicable: left to a reward model), or a (r
 
 It runs in this process with our rights: model code it wants to run goes through reward.sandbox.run_python,
 as reward/code.py does. Its module file's content is part of the fingerprint of the stages that score
-(posttrain/round.py), so editing the function reruns them; files it imports are not.
+(posttrain/run/fingerprint.py), so editing the function reruns them; files it imports are not.
 """
 
 from __future__ import annotations
