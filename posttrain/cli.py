@@ -288,7 +288,6 @@ def main(argv: list[str] | None = None) -> int:
         rc = _run(args)
         return rc
     finally:  # every command, on every rank: the process group ends here, waiting for the others only on success
-
         shutdown(wait=rc == 0)
 
 
@@ -303,7 +302,6 @@ def _run(args: argparse.Namespace) -> int:
         print(f"posttrain: {e}", file=sys.stderr)
         return 2
     except Exception as e:  # user-fixable failures say why and what to do (a Hub error never with the token)
-
         if not isinstance(e, (HubError, PromptTooLong, VerifierError, SandboxUnavailable)):
             raise
         print(f"posttrain: {'hub push failed: ' if isinstance(e, HubError) else ''}{e}", file=sys.stderr)

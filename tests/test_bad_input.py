@@ -1,8 +1,10 @@
 """Bad input at the CLI: every user error fails fast, cleanly and before any work.
 
-Each case runs the real command in a fresh process (`python -m posttrain.cli round --recipe ...`) and
-checks: a non-zero exit; a message naming the recipe file and dotted key (recipe errors) or the data
-file and line (prompt-file errors); no traceback; and no partial output (no `runs/<name>/round_*`).
+Every case runs the real command (`posttrain.cli.main(["round", "--recipe", ...])`), all of them in one
+fresh process (starting ~40 interpreters cost a minute of imports; each case gets its own working directory,
+stderr and logging handlers there), and one case also as its own `python -m posttrain.cli` process. Each
+checks: exit status 2; a message naming the recipe file and dotted key (recipe errors) or the data file and
+line (prompt-file errors); no traceback; and no partial output (no `runs/<name>/round_*`).
 The recipe has no `base` section and its `base_model` is an empty folder, so nothing can be built or
 loaded: a case that got past validation would fail later, with a traceback or a stage folder.
 """
@@ -330,19 +332,70 @@ def run_round(recipe: Path, overrides: tuple[str, ...], cwd: Path) -> subprocess
                           cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
 
-@pytest.mark.parametrize("make", RECIPE_CASES + DATA_CASES, ids=lambda f: f.__name__)
-def test_bad_input_fails_fast_and_cleanly(make, tmp_path):
-    c = Case(tmp_path)
-    expect = make(c)
-    proc = run_round(expect.recipe, expect.overrides, expect.cwd)
-    err = proc.stderr
-    assert proc.returncode == 2, f"exit {proc.returncode}, want 2 (user error)\nstdout:\n{proc.stdout}\nstderr:\n{err}"
+# One process runs every case in turn, as `python -m posttrain.cli` would run it alone.
+DRIVER = """
+import contextlib, io, json, logging, os, sys, traceback
+from posttrain.cli import main
+
+results = []
+for case in json.load(sys.stdin):
+    os.chdir(case["cwd"])
+    logging.root.handlers.clear()  # the CLI's logging writes to this case's stderr, as in a fresh process
+    err, out = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
+        try:
+            code = main(["round", "--recipe", case["recipe"], *case["overrides"]])
+        except SystemExit as e:
+            code = e.code
+        except BaseException:
+            traceback.print_exc()
+            code = 1
+    results.append({"returncode": code, "stdout": out.getvalue(), "stderr": err.getvalue()})
+print(json.dumps(results))
+"""
+CASES = RECIPE_CASES + DATA_CASES
+
+
+@pytest.fixture(scope="module")
+def outcomes(tmp_path_factory) -> dict[str, tuple[Case, Expect, dict]]:
+    """Every case built in its own folder, then run by one `python -c DRIVER` process."""
+    built = {}
+    for make in CASES:
+        c = Case(tmp_path_factory.mktemp(make.__name__))
+        built[make.__name__] = (c, make(c))
+    jobs = [{"recipe": str(e.recipe), "overrides": list(e.overrides), "cwd": str(e.cwd)} for _, e in built.values()]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.run([sys.executable, "-c", DRIVER], input=json.dumps(jobs), cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    results = json.loads(proc.stdout.strip().splitlines()[-1])
+    return {name: (c, e, r) for (name, (c, e)), r in zip(built.items(), results, strict=True)}
+
+
+def check(c: Case, expect: Expect, proc: dict) -> None:
+    err = proc["stderr"]
+    assert proc["returncode"] == 2, f"exit {proc['returncode']}, want 2 (user error)\nstdout:\n{proc['stdout']}\n" \
+                                    f"stderr:\n{err}"
     assert "Traceback" not in err, err
     assert err.startswith("posttrain: "), err  # the message only: no log lines, no usage text
     assert str(expect.recipe) in err, err  # names the recipe file, as given on the command line
     for needle in expect.needles:
         assert needle in err, f"{needle!r} not in:\n{err}"
     assert not list(c.run_dir.glob("round_*")), sorted(p.name for p in c.run_dir.iterdir())
+
+
+@pytest.mark.parametrize("make", CASES, ids=lambda f: f.__name__)
+def test_bad_input_fails_fast_and_cleanly(make, outcomes):
+    check(*outcomes[make.__name__])
+
+
+@pytest.mark.parametrize("make", [unknown_nested_key_by_override, malformed_json_line], ids=lambda f: f.__name__)
+def test_bad_input_fails_the_same_in_a_process_of_its_own(make, tmp_path):
+    """The exit status a shell sees, from the interpreter itself: a recipe case and a prompt-file case."""
+    c = Case(tmp_path)
+    expect = make(c)
+    proc = run_round(expect.recipe, expect.overrides, expect.cwd)
+    check(c, expect, {"returncode": proc.returncode, "stdout": proc.stdout, "stderr": proc.stderr})
 
 
 def test_the_unbroken_recipe_and_prompt_file_are_valid(tmp_path, monkeypatch):
