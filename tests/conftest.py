@@ -93,3 +93,16 @@ def pairs():
     from tests._fast_paths import dpo_pairs
 
     return dpo_pairs()
+
+
+@pytest.fixture(scope="session")
+def full_run(tmp_path_factory, tiny_base) -> Path:
+    """One uninterrupted round of the test recipe, run through `round.py` as a script (the accelerate entry
+    point); the round tests (test_round*.py) read it and compare resumed runs with it."""
+    tmp = tmp_path_factory.mktemp("full")
+    recipe = tmp / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump({**TEST_RECIPE, "base_model": str(tiny_base), "output_dir": str(tmp / "runs")}))
+    proc = run_cli("round", "--recipe", str(recipe), entry="script")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "held-out accuracy per capability" in proc.stdout
+    return tmp / "runs" / "test"

@@ -67,7 +67,7 @@ def offline_run(tmp_path_factory) -> SimpleNamespace:
 
 
 # The push process: a socket guard first (loopback only, every other attempt refused and reported), then the
-# push exactly as the push stage (posttrain/stages/push.py) calls it, with the CLI's logging and huggingface_hub's at debug.
+# push exactly as the push stage (stages/push.py) calls it, with the CLI's logging and huggingface_hub's at debug.
 PUSH = """
 import json, socket, sys
 LOCAL = {"127.0.0.1", "::1", "localhost"}
