@@ -79,11 +79,7 @@ def mix_tables(sft: pa.Table, pairs: pa.Table, heldout: pa.Table, cfg: MixConfig
         # with the questions, one 168-word list made three tools prompts with different questions near
         # duplicates), and one question asked with other tools offered is another task. Exact dedup thus drops a
         # prompt whose user turns and context both equal an earlier one's (so prompt + reply duplicates go too).
-        # Measured: keeping the newest copy instead (the stronger policy's reply) took the tiny demo's round 2
-        # from 42.5% to 32.0% held-out (tools 22% -> 2%; one seed, cause not established), so the oldest stays.
-        # That was before dedup compared user turns, but the tiny world's tool list is 4 words, so the change
-        # moves few of its prompts (a draw of 3,000 tools prompts: 455 after exact dedup either way, 44 of them
-        # near duplicates before, none after; math, code, multilingual: unchanged): not re-run since.
+        # Why the oldest copy stays, not the newest: docs/data_mix.md#which-copy-dedup-keeps (measured).
         user, context = prompt_texts(sft["messages"], (USER, CONTEXT))
         tags = embeddings = None
         if needs_tags(cfg):  # every input row, so the report can show what dedup and decontamination removed

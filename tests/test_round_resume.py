@@ -5,7 +5,9 @@ with the same tables and weights as the uninterrupted run (`full_run`, tests/con
 from __future__ import annotations
 
 import json
+import shutil
 import uuid
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -17,8 +19,23 @@ from tests.test_round import STAGE_TABLES, copied_run, log_history, manifest, su
 pytestmark = pytest.mark.slow
 
 
-@pytest.mark.parametrize("kill_at", ["round_1/select/after", "round_1/sft/step2"])
-def test_killed_run_resumes_to_the_same_result(full_run, recipe_file, kill_at):
+def started_from(full_run: Path, run: Path, first: str) -> None:
+    """`run` as full_run up to round 1's `first` stage: the stages before it are done (copied, so reused by
+    fingerprint), none from it on. A kill test then runs only the stages it is about."""
+    shutil.copytree(full_run, run, symlinks=True)
+    later = STAGES[STAGES.index(first):]
+    for path in [run / "summary.json", run / "report", *(run / "round_1" / s for s in later)]:
+        shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+
+
+STAGES = ["generate", "score", "select", "mix", "sft", "dpo", "eval"]
+
+
+# The first stage each case runs: killed after select, the round runs select alone before the kill; killed
+# mid-SFT, it generates first (the engine that must be gone while SFT trains).
+@pytest.mark.parametrize("kill_at,first", [("round_1/select/after", "select"), ("round_1/sft/step2", "generate")])
+def test_killed_run_resumes_to_the_same_result(full_run, recipe_file, kill_at, first):
+    started_from(full_run, recipe_file.parent / "runs" / "test", first)
     mark = uuid.uuid4().hex
     processes = recipe_file.parent / "processes.json"
     killed = run_cli("round", "--recipe", str(recipe_file),
