@@ -4,6 +4,7 @@ earlier rounds' stage outputs that later rounds read (the SFT history, the score
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import pyarrow as pa
 
@@ -12,7 +13,8 @@ from posttrain.recipe.config import Recipe, tracking_args
 from posttrain.run import schema
 from posttrain.run.dist import world
 from posttrain.run.rundir import Part, RunDir, StageOutput
-from posttrain.stages.prompts import train_files
+from posttrain.run.fingerprint import scoring
+from posttrain.stages.prompts import round_prompts, train_files
 
 
 @dataclass
@@ -23,6 +25,7 @@ class Context:
     prompts: StageOutput | None = None
     heldout: pa.Table | None = None
     benchmarks: StageOutput | None = None
+    eval_sets: dict | None = None  # every eval set's prompts and verifiers (stages/evaluate.py's eval_sets)
     engines: Engines | None = None
     # per round (index r - 1): the select stages, the scored tables (score or revise), what selection ranked
     # (the reward_model stage's table when an RM is trained), the judge stages (with mix.judge.model)
@@ -30,6 +33,7 @@ class Context:
     scored: list[StageOutput] = field(default_factory=list)
     ranked: list[StageOutput] = field(default_factory=list)
     judged: list[StageOutput] = field(default_factory=list)
+    _train: dict[int, pa.Table] = field(default_factory=dict, repr=False)
 
     @property
     def seed(self) -> int:
@@ -42,6 +46,17 @@ class Context:
     def round_seed(self, r: int) -> int:
         """New samples each round, reproducible per prompt."""
         return self.seed * 1000 + r
+
+    def train_prompts(self, r: int) -> pa.Table:
+        """Round r's training prompts, read (and checked) once for the round's stages."""
+        if r not in self._train:
+            self._train = {r: round_prompts(self.prompts.path, r)}  # only this round's: earlier ones are done
+        return self._train[r]
+
+    @cached_property
+    def score_config(self) -> dict:
+        """The score section as the stages that score see it in their fingerprints (run/fingerprint.py)."""
+        return scoring(self.recipe)
 
     def train_parts(self, rounds: list[int]) -> list[Part]:
         """The prompts stage's tables that hold `rounds`' training prompts, as stage inputs (rundir.Part)."""

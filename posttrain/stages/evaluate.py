@@ -25,7 +25,6 @@ from posttrain.run.dist import in_prompt_order, read_shards, shard
 from posttrain.models.engine import Engine
 from posttrain.stages.generate import completion_rows, requests_for
 from posttrain.stages.scoring import score_samples
-from posttrain.run import fingerprint
 from posttrain.run.rundir import StageOutput
 from posttrain.stages.context import Context, tokenizer_of
 from eval.benchmarks import BENCHMARKS
@@ -143,8 +142,8 @@ def stage(ctx: Context, r: int, policy: StageOutput) -> StageOutput:
     The fingerprint holds what the engine decides about an eval beside its own section: dtype, context (too
     long), eager."""
     recipe, engines, ev = ctx.recipe, ctx.engines, ctx.recipe.eval
-    sets = eval_sets(ev.benchmarks, ctx.heldout, ctx.benchmarks.path, recipe.score)
-    config = {"eval": ev, "score": fingerprint.scoring(recipe), "engine": {
+    sets = ctx.eval_sets
+    config = {"eval": ev, "score": ctx.score_config, "engine": {
         k: getattr(recipe.generate, k) for k in ("dtype", "max_model_len", "enforce_eager")}}
     return ctx.run.stage(r, "eval", config, [policy, ctx.prompts.part("heldout.parquet"), ctx.benchmarks],
                          lambda out: evaluate_shard(out, engines.get(policy.model), tokenizer_of(policy.model), sets,

@@ -14,7 +14,6 @@ from posttrain.models.engine import Engine
 from posttrain.run.dist import shard
 from posttrain.run.fingerprint import outputs
 from posttrain.stages.context import Context, tokenizer_of
-from posttrain.stages.prompts import round_prompts
 from posttrain.run.rundir import StageOutput
 from posttrain.run.dist import in_prompt_order, read_shards
 
@@ -121,7 +120,7 @@ def merge_samples(out: Path, shard_dirs: list[Path], results: list[dict], prompt
 def stage(ctx: Context, r: int, policy: StageOutput) -> StageOutput:
     """Round r's samples: K completions per training prompt from the round's policy, sharded by prompt id."""
     g, last = ctx.recipe.generate, r == ctx.recipe.rounds
-    train = round_prompts(ctx.prompts.path, r)
+    train = ctx.train_prompts(r)
     # With a temperature schedule, whether this is the last round changes what is sampled.
     config = outputs(g) if g.temperature_range is None else {"generate": outputs(g), "last_round": last}
     engines = ctx.engines

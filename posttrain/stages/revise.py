@@ -25,7 +25,6 @@ from posttrain.run import fingerprint
 from posttrain.run.dist import shard
 from posttrain.run.rundir import StageOutput
 from posttrain.stages.context import Context, read, tokenizer_of
-from posttrain.stages.prompts import round_prompts
 from posttrain.run.dist import in_prompt_order, read_shards
 
 log = logging.getLogger("posttrain")
@@ -99,9 +98,9 @@ def stage(ctx: Context, r: int, policy: StageOutput, tried: StageOutput) -> Stag
     recipe, threshold, engines = ctx.recipe, ctx.recipe.select.pass_threshold, ctx.engines
     scored = tried
     if recipe.revise.enabled:
-        train = round_prompts(ctx.prompts.path, r)
+        train = ctx.train_prompts(r)
         config = {"revise": recipe.revise, "generate": fingerprint.outputs(recipe.generate),
-                  "score": fingerprint.scoring(recipe), "pass_threshold": threshold}
+                  "score": ctx.score_config, "pass_threshold": threshold}
         scored = ctx.run.stage(r, "revise", config, [policy, tried, *ctx.train_parts([r])], lambda out: revise(
             out, engines.get(policy.model), shard(read(tried, "scored"), engines.world, "prompt_id"), train,
             tokenizer_of(policy.model), recipe.revise, recipe.generate, recipe.score, threshold, ctx.round_seed(r)),

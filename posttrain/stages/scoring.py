@@ -13,10 +13,8 @@ from posttrain.run.dist import in_prompt_order, read_shards
 from posttrain.run.progress import Progress
 from reward import steps, verifier
 from posttrain.run.dist import shard, world
-from posttrain.run import fingerprint
 from posttrain.run.rundir import StageOutput
 from posttrain.stages.context import Context, read
-from posttrain.stages.prompts import round_prompts
 
 META_COLUMNS = [f.name for f in schema.META]
 SCORE_CHUNK = 256  # samples per verifier call: the unit of the score progress
@@ -89,8 +87,8 @@ def merge_scored(out: Path, shard_dirs: list[Path], _results: list[dict], prompt
 def stage(ctx: Context, r: int, samples: StageOutput) -> StageOutput:
     """Round r's samples scored by the recipe's verifiers, sharded by prompt id."""
     recipe, threshold = ctx.recipe, ctx.recipe.select.pass_threshold  # what counts as a pass in the pass_rate
-    train = round_prompts(ctx.prompts.path, r)
-    return ctx.run.stage(r, "score", {"score": fingerprint.scoring(recipe), "pass_threshold": threshold},
+    train = ctx.train_prompts(r)
+    return ctx.run.stage(r, "score", {"score": ctx.score_config, "pass_threshold": threshold},
                          [samples, *ctx.train_parts([r])], lambda out: score(
         out, shard(read(samples, "samples"), world(), "prompt_id"), train, recipe.score, threshold),
         mode="shards", merge=lambda out, dirs, res: merge_scored(out, dirs, res, train, threshold))

@@ -27,7 +27,6 @@ from posttrain.run import schema
 from posttrain.recipe.config import SelectConfig
 from posttrain.run.rundir import StageOutput
 from posttrain.stages.context import Context, read
-from posttrain.stages.prompts import round_prompts
 
 
 def tiebreak(seed: int, prompt_id: str, sample_index: int) -> int:
@@ -124,7 +123,7 @@ def run(out: Path, scored: pa.Table, prompts: pa.Table, cfg: SelectConfig, seed:
 def stage(ctx: Context, r: int, ranked: StageOutput) -> StageOutput:
     """Rejection sampling over the round's ranked samples; recorded in ctx.selected (the SFT history)."""
     recipe = ctx.recipe
-    train = round_prompts(ctx.prompts.path, r)
+    train = ctx.train_prompts(r)
     rm_weight = recipe.reward_model.weight  # one number, or one per capability
     selected = ctx.run.stage(r, "select", {"select": recipe.select, "rm_weight": rm_weight},
                              [ranked, *ctx.train_parts([r])], lambda out: run(

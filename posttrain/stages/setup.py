@@ -15,7 +15,7 @@ from posttrain.run.dist import barrier, world
 from posttrain.run.fingerprint import file_digests
 from posttrain.run.rundir import RunDir, storage, write_json
 from posttrain.stages.context import Context, tokenizer_of
-from posttrain.stages.evaluate import load_benchmarks
+from posttrain.stages.evaluate import eval_sets, load_benchmarks
 from posttrain.stages.generate import fitting_requests
 from posttrain.stages.prompts import known_prompts, load_prompts
 from posttrain.tiny.base import ensure_base
@@ -45,6 +45,7 @@ def open_run(recipe: Recipe, stop_after: tuple[int, str] | None, dry_run: bool) 
     config = {"benchmarks": ev.benchmarks, "limit": ev.limit, "seed": recipe.seed, "decontaminate": sorted(BENCHMARKS)}
     ctx.benchmarks = ctx.run.stage(0, "benchmarks", config, [],
                                    lambda out: load_benchmarks(out, ev.benchmarks, ev.limit, recipe.seed))
+    ctx.eval_sets = eval_sets(ev.benchmarks, ctx.heldout, ctx.benchmarks.path, recipe.score)
     return ctx
 
 
