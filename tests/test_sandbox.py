@@ -63,7 +63,8 @@ def stragglers(marker: str = PREFIX) -> list[str]:
     """Command lines of live (non-zombie) processes that mention the marker, or that run in an idle
     warm sandbox other than its bwrap and init (a program's process forked from the init has its
     command line, and one that exec-ed something else has not). Sandboxes that another process
-    started (another test run on this machine) are not ours to judge."""
+    started (another test run on this machine, or the other pytest-xdist worker of this one: a process
+    under a sibling of this worker) are not ours to judge."""
     procs = {}
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
@@ -74,12 +75,15 @@ def stragglers(marker: str = PREFIX) -> list[str]:
         except OSError:
             continue
         procs[int(pid)] = (cmdline, state, int(ppid))
+    siblings = ({pid for pid, (_, _, ppid) in procs.items() if ppid == os.getppid()} - {os.getpid()}
+                if os.environ.get("PYTEST_XDIST_WORKER") else set())
+
     def foreign(pid: int) -> bool:
         seen = set()
         while pid in procs and pid not in seen:
             seen.add(pid)
             cmdline, _, ppid = procs[pid]
-            if os.path.basename(cmdline.split(" ")[0]) == "bwrap" and ppid != os.getpid():
+            if (os.path.basename(cmdline.split(" ")[0]) == "bwrap" and ppid != os.getpid()) or pid in siblings:
                 return True
             pid = ppid
         return False
