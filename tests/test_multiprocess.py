@@ -7,13 +7,16 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 import uuid
 
 import pyarrow.parquet as pq
 import pytest
+import torch
 import yaml
+from safetensors.torch import load_file
 
 from tests.conftest import ROOT, TEST_RECIPE, run_cli
 from tests.test_round import survivors
@@ -25,12 +28,14 @@ SHARDED = {("round_1", "generate"): "samples", ("round_1", "score"): "scored", (
 MAIN_ONLY = {"select": ["sft", "pairs"], "mix": ["sft", "pairs"]}
 
 
-def launch(recipe, env: dict | None = None) -> subprocess.CompletedProcess:
+def launch(recipe, env: dict | None = None, stage: str | None = None) -> subprocess.CompletedProcess:
+    """`accelerate launch posttrain/round.py --recipe recipe`, or with `stage` the one-stage command
+    (`accelerate launch -m posttrain.cli <stage> --recipe recipe`: the round up to that stage)."""
     # --multi_gpu on a CPU machine gives 2 gloo processes; `--cpu --num_processes 2` would silently run 1.
+    entry = [str(ROOT / "posttrain" / "round.py")] if stage is None else ["--module", "posttrain.cli", stage]
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-           "--main_process_port", str(random.randint(20000, 40000)), str(ROOT / "posttrain" / "round.py"),
-           "--recipe", str(recipe)]
+           "--main_process_port", str(random.randint(20000, 40000)), *entry, "--recipe", str(recipe)]
     return subprocess.run(cmd, cwd=ROOT, env={**os.environ, **(env or {})}, capture_output=True, text=True,
                           timeout=900)
 
@@ -80,13 +85,19 @@ def test_two_ranks_merge_to_the_single_process_tables_and_resume(tmp_path, tiny_
     assert manifest(two, "sft")["num_processes"] == 2
     assert manifest(two, "sft")["results"]["steps"] == -(-manifest(single, "sft")["results"]["steps"] // 2)
 
-    # A 2-rank run killed mid-SFT resumes from its checkpoint with 2 ranks.
+    # A 2-rank run killed mid-SFT resumes from its checkpoint with 2 ranks. It starts from the 2-rank run's
+    # round 0 (copied: reused by fingerprint), so the killed launch runs round 1 alone: sharded generation
+    # and judging, then SFT until the kill.
     resumed_recipe, resumed = recipe_at(tmp_path, tiny_base, "resumed")
+    shutil.copytree(two, resumed, symlinks=True)
+    for done in (resumed / "round_1", resumed / "report"):
+        shutil.rmtree(done)
+    (resumed / "summary.json").unlink()
     mark = uuid.uuid4().hex
     killed = launch(resumed_recipe, env={"POSTTRAIN_KILL_AT": "round_1/sft/step2", "POSTTRAIN_TEST_RUN": mark})
     assert killed.returncode != 0
     assert not survivors(mark), "a rank or engine outlived the killed launch"
-    assert list((resumed / "round_1" / "sft.tmp" / "checkpoints").glob("checkpoint-*"))
+    assert list((resumed / "round_1" / "sft.tmp" / "checkpoints").glob("checkpoint-*")), killed.stderr[-3000:]
     proc = launch(resumed_recipe)
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert manifest(resumed, "sft")["results"]["resumed"] is True
@@ -95,12 +106,18 @@ def test_two_ranks_merge_to_the_single_process_tables_and_resume(tmp_path, tiny_
         got, want = (pq.read_table(run / rnd / stage / f"{table}.parquet") for run in (resumed, two))
         cols = [c for c in want.column_names if c != "logprob"]
         assert got.select(cols).equals(want.select(cols)), f"{rnd}/{stage} differs after resume"
+    assert manifest(resumed, "generate")["num_processes"] == 2  # round 1 ran in the killed launch, sharded
+    for stage in ("sft", "dpo"):  # the resumed training takes the uninterrupted 2-rank run's steps
+        got, want = (load_file(run / "round_1" / stage / "model" / "model.safetensors") for run in (resumed, two))
+        assert all(torch.allclose(got[k], want[k], atol=1e-5) for k in want), f"{stage} weights differ"
 
     # vLLM tensor parallel: the 2 ranks share one 2-way engine (run by rank 0 on both core sets; rank 1
-    # handles no prompts), and the sampled tables are still the single-process ones.
+    # handles no prompts), and the sampled tables are still the single-process ones. The round up to its
+    # judge stage: the last that samples before the eval.
     tp_recipe, tp = recipe_at(tmp_path, tiny_base, "tp", tensor_parallel_size=2)
-    proc = launch(tp_recipe)
+    proc = launch(tp_recipe, stage="judge")
     assert proc.returncode == 0, proc.stderr[-4000:]
+    assert not (tp / "round_1" / "mix").exists()
     for (rnd, stage), table in SHARDED.items():
         got, want = (pq.read_table(run / rnd / stage / f"{table}.parquet") for run in (tp, single))
         cols = [c for c in want.column_names if c != "logprob"]
