@@ -16,10 +16,9 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 import yaml
-from safetensors.torch import load_file
 
 from tests.conftest import ROOT, TEST_RECIPE, run_cli
-from tests.test_round import survivors
+from tests.test_round import survivors, weights
 
 pytestmark = pytest.mark.slow
 # Round 0's eval is of the base; round 1's follows data-parallel training, which differs from one process's.
@@ -108,7 +107,7 @@ def test_two_ranks_merge_to_the_single_process_tables_and_resume(tmp_path, tiny_
         assert got.select(cols).equals(want.select(cols)), f"{rnd}/{stage} differs after resume"
     assert manifest(resumed, "generate")["num_processes"] == 2  # round 1 ran in the killed launch, sharded
     for stage in ("sft", "dpo"):  # the resumed training takes the uninterrupted 2-rank run's steps
-        got, want = (load_file(run / "round_1" / stage / "model" / "model.safetensors") for run in (resumed, two))
+        got, want = (weights(run / "round_1" / stage / "model") for run in (resumed, two))
         assert all(torch.allclose(got[k], want[k], atol=1e-5) for k in want), f"{stage} weights differ"
 
     # vLLM tensor parallel: the 2 ranks share one 2-way engine (run by rank 0 on both core sets; rank 1
