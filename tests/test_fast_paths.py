@@ -145,6 +145,20 @@ def test_precomputed_reference_log_probs_equal_the_reference_pass(tmp_path, mode
     torch.testing.assert_close(grads_pre, grads_plain, rtol=RTOL, atol=ATOL)
 
 
+def test_the_reference_pass_logs_pairs_done_of_all(tmp_path, model_dir, pairs, monkeypatch):
+    """TRL's own bar for the pass is a tqdm that a log file sees as one unfinished line; the stage logs it."""
+    import posttrain.stages.dpo as dpo_stage
+
+    lines, real = [], dpo_stage.Progress
+    monkeypatch.setattr(dpo_stage, "Progress", lambda *a, **kw: real(*a, **kw, emit=lines.append, bar=False,
+                                                                      heartbeat=False, min_s=0))
+    cfg = DPOConfig(batch_size=1, max_length=512, precompute_ref_log_probs=True)  # reference batches of 4 pairs
+    assert pairs.num_rows > 4
+    dpo_trainer(tmp_path, model_dir, pairs, cfg, 0, **FP32)
+    n = pairs.num_rows
+    assert len(lines) == 1 and lines[0].startswith(f"dpo reference pass: {n}/{n} pairs (100%) in "), lines
+
+
 def test_a_resumed_stage_reuses_its_reference_pass_until_pairs_or_model_change(tmp_path, model_dir, pairs,
                                                                                monkeypatch):
     """A DPO stage killed after its reference pass is built again on resume: the pass is not redone."""

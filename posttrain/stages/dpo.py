@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+from contextlib import nullcontext
 from pathlib import Path
 
 import pyarrow as pa
@@ -32,6 +33,7 @@ from posttrain.run.dist import barrier, world
 from posttrain.training.dpo_packing import PackedForward
 from posttrain.training.trainer import common_args, copy_model, lora_args, model_init_args, train_and_save, trained
 from posttrain.run.fingerprint import outputs
+from posttrain.run.progress import Progress
 from posttrain.run.rundir import StageOutput
 from posttrain.stages.context import Context, read
 from posttrain.training.variants import train_variants
@@ -166,8 +168,25 @@ class StageDPOTrainer(DPOTrainer):
         finally:
             self.ref_model = ref_model
 
+    def _precompute_ref_logps(self, dataset, name: str, batch_size: int):
+        """TRL's reference pass, logged as a `Progress` of pairs: minutes on a real model and data set, where
+        TRL's own tqdm bar is one line that never ends in a log file. Main process only; nothing when TRL finds
+        the pass cached."""
+        desc = "dpo reference pass" + ("" if name == "train" else f" ({name})")
+        with (Progress(desc, len(dataset), "pairs") if self.accelerator.is_main_process else nullcontext()) as p:
+            self._reference_progress = p
+            try:
+                return super()._precompute_ref_logps(dataset, name, batch_size)
+            finally:
+                self._reference_progress = None
+
     def compute_ref_log_probs(self, model, inputs):
-        return super().compute_ref_log_probs(self._packed(model) if self.padding_free_rows else model, inputs)
+        chosen, rejected = super().compute_ref_log_probs(self._packed(model) if self.padding_free_rows else model,
+                                                         inputs)
+        if (progress := getattr(self, "_reference_progress", None)) is not None:
+            # every rank runs a shard of the batches; the last shards are padded with repeated pairs
+            progress.set(min(progress.total, progress.done + len(chosen) * self.accelerator.num_processes))
+        return chosen, rejected
 
     def _packed(self, model) -> PackedForward:
         return PackedForward(model, share_prefix=self.share_prefix)
