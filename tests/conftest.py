@@ -34,7 +34,8 @@ _one_slice_of_the_cores_per_worker()  # before torch is imported: its thread poo
 # The longest tests (minutes each on 2 cores) start first, so that the workers finish together rather than
 # one of them starting a four-minute test at the end.
 LONGEST_FIRST = ("test_multiprocess.py", "test_round_resume.py", "test_deepspeed.py", "test_round.py",
-                 "test_capabilities.py", "test_generate.py", "test_tensor_parallel.py", "test_score_cli.py")
+                 "test_real_model.py", "test_capabilities.py", "test_generate.py", "test_tensor_parallel.py",
+                 "test_score_cli.py")
 
 
 def pytest_configure(config: pytest.Config) -> None:

