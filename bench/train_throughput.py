@@ -22,6 +22,7 @@ peak RSS is per process) and times the steps after `--warmup`:
   dpo_padding_free  dpo_fast with each batch's sequences packed into rows (no compute on padding; _liger: + Liger)
   dpo_shared_prefix  dpo_padding_free with each pair's prompt run once where that is estimated cheaper (_liger too)
   sft_fast_liger_b16  sft_fast_liger with 16 rows a step instead of 8
+  sft_lora     sft_packed training r=16 LoRA adapters on a frozen base (sft_qlora: the base in 4-bit, bitsandbytes)
 
 SFT reports tokens/s (tokens that are not padding). DPO reports pairs/s at the data set's mean pair
 length (real tokens/s over mean real tokens per pair: length-grouped batches come longest first, so raw
@@ -69,6 +70,9 @@ VARIANTS = {
     "dpo_shared_prefix_liger": {**DPO_FAST, "padding_free": True, "share_prefix": True, "use_liger_kernel": True},
     # the memory the fast path frees, spent on twice the rows per step
     "sft_fast_liger_b16": {**FAST, "use_liger_kernel": True, "batch_size": 16},
+    # adapters on a frozen base (merged on save): r=16 on every linear layer; QLoRA's base in 4-bit NF4 (a GPU)
+    "sft_lora": {"packing": True, "lora": {"r": 16}},
+    "sft_qlora": {"packing": True, "lora": {"r": 16, "quantize_4bit": True}},
 }
 # 1,500 made-up two-syllable words, each one token once the tokenizer has learned them
 SYLLABLES = [c + v for c in "bdfgklmnprstvz" for v in "aeiou"]
@@ -146,12 +150,14 @@ def run_variant(workdir: Path, device: str, name: str, warmup: int, steps: int, 
     import torch
     from transformers import TrainerCallback
 
-    from posttrain.recipe.config import DPOConfig, SFTConfig
+    from posttrain.recipe.config import DPOConfig, LoRAConfig, SFTConfig
 
     cuda = device == "cuda"
     switches = VARIANTS[name]
     size = SIZES[device]
     common = {"batch_size": size["batch_size"], "max_length": size["max_length"], **switches}
+    if "lora" in common:
+        common["lora"] = LoRAConfig(**common["lora"])
     # with `profile`, one more step after the timed ones runs under torch.profiler (its overhead untimed)
     overrides = dict(max_steps=warmup + steps + (profile is not None), save_strategy="no", logging_steps=10_000)
     out = workdir / name
@@ -260,8 +266,10 @@ def run_variant(workdir: Path, device: str, name: str, warmup: int, steps: int, 
             result["reference_pairs_per_s"] = round(len(ds) / timing["precompute_s"], 2)
     if cuda:
         result["peak_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 1)
-        # the baseline's (../shared/gpu) MFU: 6 x matmul parameters x tokens/s over the dense bf16 peak
-        result["mfu_6N"] = round(6 * matmul_params(trainer.model.config) * result["tokens_per_s"] / PEAK_BF16, 3)
+        # the baseline's (../shared/gpu) MFU: 6 x matmul parameters x tokens/s over the dense bf16 peak (not for
+        # adapters: a frozen base computes no weight gradients, ~4N)
+        if "lora" not in switches:
+            result["mfu_6N"] = round(6 * matmul_params(trainer.model.config) * result["tokens_per_s"] / PEAK_BF16, 3)
     else:
         result["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     return result

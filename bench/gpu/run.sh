@@ -6,9 +6,12 @@
 #   3. the team's baseline script (plain TRL, bf16 weights) on the same card: matmul ceiling, DPO,
 #   4. tests/test_fast_paths.py on CUDA (float32): packing, precomputed reference log-probs, padding-free
 #      and shared-prefix DPO, gradient checkpointing and length grouping train exactly like the plain path,
-#   5. the baseline script's SFT, with what time is left.
+#   5. extras (EXTRAS=0 skips them): QLoRA and LoRA SFT steps (bench variants sft_qlora, sft_lora: bitsandbytes),
+#      and the SFT stage under DeepSpeed ZeRO-2 on one GPU (recipes/accelerate/zero2.yaml, tests/_dist_stage.py),
+#   6. the baseline script's SFT, with what time is left.
 # Run from the repository root; results land in $OUT (env.txt, throughput.log, throughput.jsonl,
-# baseline.jsonl, tests.log, profiles/<variant>.txt: the top kernels of one untimed step).
+# baseline.jsonl, tests.log, profiles/<variant>.txt: the top kernels of one untimed step, extras.log,
+# zero2.json: what the ZeRO-2 rank's trainer ran under).
 # VARIANTS="..." replaces the bench's variant list; BASELINE=0 and TESTS=0 skip 3, 4.
 set -u
 cd "$(dirname "$0")/../.."
@@ -53,6 +56,15 @@ if [ "${TESTS:-1}" = 1 ]; then
   timeout "$(cap 110)" python3 -m pytest -q -p no:cacheprovider tests/test_fast_paths.py tests/test_dpo_packing.py \
     -k "not liger_kernel_without and not torch_compile" > "$OUT/tests.log" 2>&1
   echo "tests: exit $?"; grep -E "passed|failed|^E " "$OUT/tests.log" | head -20
+fi
+
+if [ "${EXTRAS:-1}" = 1 ]; then
+  timeout "$(cap 55)" python3 bench/train_throughput.py --device cuda --timeout 50 --workdir /tmp/extras \
+    --out "$OUT/throughput.jsonl" --variants sft_qlora sft_lora 2>&1 | tee "$OUT/extras.log"
+  # one process, ZeRO-2: optimizer state and gradients sharded over one rank (the engine and its config run)
+  timeout "$(cap 60)" python3 -m accelerate.commands.launch --config_file recipes/accelerate/zero2.yaml \
+    --num_processes 1 tests/_dist_stage.py sft /tmp/extras/model /tmp/zero2 >> "$OUT/extras.log" 2>&1
+  echo "zero2: exit $?"; cp /tmp/zero2/rank0.json "$OUT/zero2.json" 2>/dev/null && cat "$OUT/zero2.json"
 fi
 
 baseline sft_padded 75
