@@ -41,6 +41,22 @@ def test_a_line_every_30_s_with_rate_tokens_and_eta():
     assert len(lines) == 3
 
 
+def test_a_token_budget_bounds_the_eta_while_few_samples_are_done():
+    """Sampled generation finishes most samples near the end: 16 of 800 done in 30 s predicts 25 minutes; 800
+    samples of at most 64 tokens at 272 tokens/s take at most 2m38s more (SmolLM2's took 27 s)."""
+    p, clock, lines = make(total=800, token_budget=800 * 64)
+    clock.t += 30
+    p.set(16, tokens=30 * 272)
+    assert lines == ["generate: 16/800 samples (2%) in 30s, 0.53 samples/s, 272 tokens/s, ETA at most 2m38s"]
+    clock.t += 30
+    p.set(700, tokens=60 * 272)  # the samples' own rate is the shorter estimate now
+    assert lines[-1] == "generate: 700/800 samples (88%) in 1m00s, 12 samples/s, 272 tokens/s, ETA 9s"
+    p, clock, lines = make(total=800, token_budget=800 * 64)
+    clock.t += 30
+    p.tick()  # no tokens yet: nothing to bound it with
+    assert lines == ["generate: 0/800 samples (0%) in 30s, 0.00 samples/s, ETA unknown"]
+
+
 def test_heartbeat_without_any_update_says_eta_unknown():
     p, clock, lines = make()
     clock.t += 45
@@ -168,7 +184,7 @@ def test_engine_generate_passes_progress_messages_and_returns_the_results():
     child.send(("progress", (1, 5)))
     child.send(("progress", (2, 10)))
     child.send(("ok", results))
-    assert engine.generate([{"prompt_token_ids": [1, 2, 3], "n": 2}]) == results
+    assert engine.generate([{"prompt_token_ids": [1, 2, 3], "n": 2, "max_tokens": 8}]) == results
     assert child.recv()[0] == "generate"
 
 

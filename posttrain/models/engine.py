@@ -138,7 +138,8 @@ class Engine:
         """The completions of `requests`, in order. The child reports how many samples are done and vLLM's
         output tokens/s as it goes (`_PipeBar`); that is logged here (posttrain.run.progress), as `desc`."""
         self._conn.send(("generate", requests))
-        with Progress(desc, sum(r["n"] for r in requests), "samples") as progress:
+        with Progress(desc, sum(r["n"] for r in requests), "samples",
+                      token_budget=sum(r["n"] * r["max_tokens"] for r in requests)) as progress:
             results = self._recv(progress)
             progress.set(progress.total, sum(c["num_tokens"] for r in results for c in r["completions"]))
         return results

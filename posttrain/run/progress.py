@@ -36,14 +36,18 @@ class Progress:
     """`with Progress("generate", total=1200, unit="samples") as p: ... p.update(n, tokens=t)`.
 
     total: units of work (None: unknown, no percentage or ETA). tokens: generated tokens so far, which
-    the line reports as tokens/s. clock and emit are there for tests (a fake clock, a list's append);
+    the line reports as tokens/s. token_budget: the most tokens the work can generate (samples x max_tokens);
+    with it, the ETA is at most what the budget left takes at the current tokens/s (sampled generation finishes
+    its samples all at once near the end, so samples/s alone predicts minutes for seconds). clock and emit are
+    there for tests (a fake clock, a list's append);
     bar None: a tqdm bar when stderr is a terminal on the main process; heartbeat: the thread that logs
     while no update comes."""
 
     def __init__(self, desc: str, total: int | None, unit: str = "items", *, every_s: float = EVERY_S,
-                 min_s: float = 2.0, initial: int = 0, clock: Callable[[], float] = time.monotonic,
-                 emit: Callable[[str], None] | None = None, bar: bool | None = None, heartbeat: bool = True):
-        self.desc, self.total, self.unit = desc, total, unit
+                 min_s: float = 2.0, initial: int = 0, token_budget: int | None = None,
+                 clock: Callable[[], float] = time.monotonic, emit: Callable[[str], None] | None = None,
+                 bar: bool | None = None, heartbeat: bool = True):
+        self.desc, self.total, self.unit, self.token_budget = desc, total, unit, token_budget
         self.every_s, self.min_s, self.clock = every_s, min_s, clock
         self.emit = emit or log.info
         self.done = self.initial = initial  # `initial`: done before this run (a resumed training), not in the rate
@@ -123,8 +127,17 @@ class Progress:
         if self.tokens is not None:
             parts.append(f"{self._token_rate():,.0f} tokens/s")
         if not final and self.total is not None and self.done < self.total:
-            parts.append(f"ETA {duration((self.total - self.done) / rate)}" if rate > 0 else "ETA unknown")
+            parts.append(self._eta(rate))
         return ", ".join(parts)
+
+    def _eta(self, rate: float) -> str:
+        by_units = (self.total - self.done) / rate if rate > 0 else None
+        token_rate = self._token_rate()
+        if self.token_budget and token_rate > 0:  # every sample stops by its max_tokens: an upper bound
+            by_tokens = max(0, self.token_budget - self.tokens) / token_rate
+            if by_units is None or by_tokens < by_units:
+                return f"ETA at most {duration(by_tokens)}"
+        return f"ETA {duration(by_units)}" if by_units is not None else "ETA unknown"
 
     def _token_rate(self) -> float:
         elapsed = self.clock() - self.start
