@@ -17,6 +17,7 @@ from posttrain.reporting.report import summarize, table, write_report
 from posttrain.reporting.show import eval_journeys, journeys, render, render_eval
 from posttrain.run import schema
 from posttrain.run.dist import shutdown, world
+from posttrain.run.preemption import Preempted
 from posttrain.run.rundir import RunDir, RunDirError
 from posttrain.run.schema import SchemaError
 from posttrain.stages.generate import PromptTooLong
@@ -301,6 +302,9 @@ def _run(args: argparse.Namespace) -> int:
     except RunDirError as e:
         print(f"posttrain: {e}", file=sys.stderr)
         return 2
+    except Preempted as e:  # a training checkpointed and stopped on a signal: rerunning resumes it
+        print(f"posttrain: {e}", file=sys.stderr)
+        return e.exit_code
     except Exception as e:  # user-fixable failures say why and what to do (a Hub error never with the token)
         if not isinstance(e, (HubError, PromptTooLong, VerifierError, SandboxUnavailable)):
             raise

@@ -125,6 +125,30 @@ def test_two_ranks_merge_to_the_single_process_tables_and_resume(tmp_path, tiny_
     assert json.loads(shards.read_text())["num_processes"] == 2
 
 
+def test_a_signal_to_one_rank_checkpoints_every_rank_at_that_step(tmp_path, tiny_base):
+    """SIGTERM to rank 1 alone after optimizer step 1 (its node preempted): both ranks save that step's checkpoint
+    and stop, neither left waiting in a collective for the other; a relaunch resumes both from it."""
+    out = tmp_path / "signal"
+
+    def run(env: dict) -> subprocess.CompletedProcess:
+        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+               "--main_process_port", str(random.randint(20000, 40000)),
+               str(ROOT / "tests" / "_dist_stage.py"), "sft", str(tiny_base), str(out)]  # 2 steps
+        return subprocess.run(cmd, cwd=ROOT, env={**os.environ, **env}, capture_output=True, text=True, timeout=300)
+
+    stopped = run({"POSTTRAIN_SIGNAL_AT": "signal/sft/step1@1"})
+    assert stopped.returncode != 0
+    assert "SIGTERM during sft: stopped after optimizer step 1" in stopped.stderr, stopped.stderr[-3000:]  # rank 1
+    assert "A stop signal to another rank during sft: stopped after optimizer step 1" in stopped.stderr  # rank 0
+    assert [p.name for p in (out / "sft" / "checkpoints").glob("checkpoint-*")] == ["checkpoint-1"]
+    resumed = run({})
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    for rank in (0, 1):
+        info = json.loads((out / f"rank{rank}.json").read_text())["info"]
+        assert info["resumed"] is True and info["steps"] == 2
+
+
 def test_fsdp_without_a_gpu_warns_that_it_trains_ddp(monkeypatch, caplog, tmp_path):
     import torch
 

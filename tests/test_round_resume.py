@@ -86,6 +86,28 @@ def test_killed_run_resumes_to_the_same_result(full_run, recipe_file, kill_at, f
         assert all(torch.allclose(got[k], want[k], atol=1e-5) for k in want), f"{stage_name} weights differ"
 
 
+def test_a_signal_mid_training_checkpoints_that_step_and_the_rerun_resumes_from_it(full_run, recipe_file):
+    """SIGTERM after SFT's optimizer step 3 of 4, as a scheduler preempting the job sends it (checkpoints every 100
+    steps: none but the one the signal asks for): the run saves it, stops with the shell's status for SIGTERM
+    and says to rerun; the rerun resumes there and ends with the uninterrupted run's weights."""
+    run = recipe_file.parent / "runs" / "test"
+    started_from(full_run, run, "sft")
+    once = "sft.checkpoint_every_steps=100"  # how it runs, not what it trains: the same fingerprint
+    stopped = run_cli("round", "--recipe", str(recipe_file), once, env={"POSTTRAIN_SIGNAL_AT": "round_1/sft/step3"})
+    assert stopped.returncode == 128 + 15, stopped.stderr[-3000:]
+    assert "SIGTERM during sft: stopped after optimizer step 3" in stopped.stderr
+    assert "run the same command again to resume" in stopped.stderr
+    assert not (run / "round_1" / "sft").exists()
+    assert [p.name for p in (run / "round_1" / "sft.tmp" / "checkpoints").glob("checkpoint-*")] == ["checkpoint-3"]
+    resumed = run_cli("round", "--recipe", str(recipe_file), once)
+    assert resumed.returncode == 0, resumed.stderr[-4000:]
+    assert manifest(run, "sft")["results"]["resumed"] is True
+    assert manifest(run, "sft")["results"]["steps"] == manifest(full_run, "sft")["results"]["steps"] == 4
+    for stage_name in ("sft", "dpo"):
+        got, want = (weights(r / "round_1" / stage_name / "model") for r in (run, full_run))
+        assert all(torch.allclose(got[k], want[k], atol=1e-5) for k in want), f"{stage_name} weights differ"
+
+
 # Every stage of round 0 and round 1, killed in turn: before it starts, mid-stage (outputs written to its
 # temp folder, no manifest), after it finished, mid-training after an optimizer step, or right after the
 # trained model was saved.

@@ -5,7 +5,8 @@ Points: `round_<r>/<stage>/before`, `.../written` (mid-stage: outputs in the tem
 `round_<r>/<stage>/step<N>` (after optimizer step N of a training stage), `round_<r>/<stage>/saved` (a
 training stage's model and results saved, checkpoints gone, nothing else done), `round_<r>/push/model` (the push
 stage's model repo committed, its dataset repo not yet). SIGKILL, not an exception:
-nothing gets to clean up, exactly as when a machine dies.
+nothing gets to clean up, exactly as when a machine dies. `POSTTRAIN_SIGNAL_AT=round_<r>/<stage>/step<N>[@<rank>]`
+sends SIGTERM after that optimizer step instead: a preemption, which training answers with a checkpoint.
 
 `POSTTRAIN_PROCESSES_AT_KILL=<file>`: first writes the run's live descendant processes there (one JSON
 list of {pid, ppid, cmdline}), so a test can see what was running at that point (e.g. no vLLM engine in SFT).
@@ -19,6 +20,7 @@ import signal
 from pathlib import Path
 
 ENV = "POSTTRAIN_KILL_AT"
+SIGNAL_ENV = "POSTTRAIN_SIGNAL_AT"
 PROCESSES_ENV = "POSTTRAIN_PROCESSES_AT_KILL"
 
 
@@ -27,6 +29,14 @@ def kill_if(point: str) -> None:
         if os.environ.get(PROCESSES_ENV):
             Path(os.environ[PROCESSES_ENV]).write_text(json.dumps(descendants(os.getpid())))
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def signal_if(point: str) -> None:
+    """`POSTTRAIN_SIGNAL_AT=<point>[@<rank>]`: sends this process SIGTERM there (on that rank only, if named), as a
+    scheduler preempting the job would; training catches it (posttrain.run.preemption)."""
+    want, _, rank = os.environ.get(SIGNAL_ENV, "").partition("@")
+    if want == point and (not rank or int(rank) == int(os.environ.get("RANK", "0"))):
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def descendants(pid: int) -> list[dict]:

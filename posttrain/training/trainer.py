@@ -18,7 +18,8 @@ from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from posttrain.run.dist import world
-from posttrain.run.faults import kill_if, stage_point
+from posttrain.run.faults import kill_if, signal_if, stage_point
+from posttrain.run.preemption import Preempted, SignalFlag
 from posttrain.run.progress import progress_callback
 from posttrain.run.rundir import write_json
 
@@ -33,6 +34,43 @@ class KillAtStep(TrainerCallback):
 
     def on_save(self, args, state, control, **kwargs):
         kill_if(stage_point(self.stage_dir, f"step{state.global_step}"))
+
+
+class CheckpointOnSignal(TrainerCallback):
+    """After each optimizer step: when any rank caught a stop signal (`posttrain.run.preemption`), save a
+    checkpoint and end the training; `stopped_at` is that step. Tests send the signal from here
+    (`POSTTRAIN_SIGNAL_AT`, posttrain.run.faults)."""
+
+    def __init__(self, flag: SignalFlag, stage_dir: Path):
+        self.flag, self.stage_dir, self.stopped_at = flag, stage_dir, None
+
+    def on_step_end(self, args, state, control, **kwargs):
+        signal_if(stage_point(self.stage_dir, f"step{state.global_step}"))
+        if _any_rank(self.flag.signum is not None):
+            control.should_save = control.should_training_stop = True
+            self.stopped_at = state.global_step
+
+
+def _any_rank(flag: bool) -> bool:
+    """`flag` or'ed over the ranks of a multi-process launch (a collective: every rank calls it each step). Over
+    gloo, on the CPU: under NCCL a GPU tensor read back every step would make the host wait for the GPU's queue."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return flag
+    t = torch.tensor([int(flag)])
+    dist.all_reduce(t, op=dist.ReduceOp.MAX, group=_cpu_group(dist))
+    return bool(t.item())
+
+
+_CPU_GROUPS: dict = {}  # the default process group -> a gloo group of the same ranks (None: it is gloo)
+
+
+def _cpu_group(dist):
+    world = dist.group.WORLD
+    if world not in _CPU_GROUPS:  # made at the same step on every rank (new_group is a collective)
+        _CPU_GROUPS[world] = None if dist.get_backend() == "gloo" else dist.new_group(backend="gloo")
+    return _CPU_GROUPS[world]
 
 
 class LogLastStep(TrainerCallback):
@@ -133,12 +171,15 @@ def train_and_save(trainer, tokenizer, out: Path, extra: Callable[[Any], dict] |
     checkpoints go, so from the save on a killed run is never trained again, and before it a rerun
     resumes from the last complete checkpoint.
     """
-    trainer.add_callback(KillAtStep(out))
-    trainer.add_callback(LogLastStep())
-    trainer.add_callback(progress_callback(out.name.removesuffix(".tmp")))  # steps, rate, ETA in the log
     checkpoints = out / "checkpoints"
-    resume = resume_checkpoint(checkpoints)
-    result = trainer.train(resume_from_checkpoint=resume)
+    with SignalFlag() as flag:  # SIGTERM, SIGUSR1, Ctrl-C: a checkpoint after this step, then stop
+        stop = CheckpointOnSignal(flag, out)
+        for callback in (stop, KillAtStep(out), LogLastStep(), progress_callback(out.name.removesuffix(".tmp"))):
+            trainer.add_callback(callback)  # the last: steps, rate, ETA in the log
+        resume = resume_checkpoint(checkpoints)
+        result = trainer.train(resume_from_checkpoint=resume)
+    if stop.stopped_at is not None:
+        raise Preempted(flag.signum, out.name.removesuffix(".tmp"), stop.stopped_at, str(checkpoints))
     model = trainer.accelerator.unwrap_model(trainer.model)
     if is_peft_model(model):  # LoRA: save the merged model, so `out/model` is always a plain model folder
         if trainer.is_world_process_zero():
