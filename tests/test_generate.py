@@ -61,7 +61,7 @@ def test_too_long_prompts_stop_the_round_when_the_recipe_says_so(tmp_path):
     class NoEngine:
         max_model_len = 50
 
-        def generate(self, requests):
+        def generate(self, requests, progress=None):
             return [{"num_prompt_tokens": 1, "completions": [{"text": "1", "num_tokens": 1, "logprob": -1.0,
                                                               "finish_reason": "stop"}] * r["n"]} for r in requests]
 
@@ -70,6 +70,32 @@ def test_too_long_prompts_stop_the_round_when_the_recipe_says_so(tmp_path):
         generate(tmp_path, NoEngine(), table, CharTokenizer(), GenerateConfig(max_tokens=10, too_long="error"), 0)
     result = generate(tmp_path, NoEngine(), table, CharTokenizer(), GenerateConfig(max_tokens=10, num_samples=2), 0)
     assert (result["samples"], result["too_long"]) == (2, 1)
+
+
+def test_generation_runs_in_chunks_kept_on_disk_and_a_rerun_asks_only_for_the_missing_ones(tmp_path):
+    from posttrain.stages.generate import in_chunks
+
+    calls = []
+
+    class Echo:  # answers each request with its seed as text
+        def generate(self, requests, progress=None):
+            calls.append([r["seed"] for r in requests])
+            return [{"num_prompt_tokens": 1, "completions": [{"text": str(r["seed"]), "num_tokens": 1,
+                                                              "logprob": -0.5, "finish_reason": "stop"}] * r["n"]}
+                    for r in requests]
+
+    requests = [{"prompt_token_ids": [i], "n": 2, "temperature": 1.0, "top_p": 1.0, "max_tokens": 4, "seed": i}
+                for i in range(7)]
+    first = in_chunks(Echo(), requests, 6, tmp_path)  # 6 samples: 3 prompts a call
+    assert calls == [[0, 1, 2], [3, 4, 5], [6]]
+    assert [r["completions"][0]["text"] for r in first] == [str(i) for i in range(7)]  # request order
+    assert len(list(tmp_path.glob("*.json"))) == 3
+    calls.clear()
+    assert in_chunks(Echo(), requests, 6, tmp_path) == first and calls == []  # all kept: no engine call
+    next(iter(tmp_path.glob("*.json"))).unlink()  # one chunk never written (killed in it)
+    assert in_chunks(Echo(), requests, 6, tmp_path) == first and len(calls) == 1
+    calls.clear()
+    assert in_chunks(Echo(), [dict(r, temperature=0.5) for r in requests], 6, tmp_path) != [] and len(calls) == 3
 
 
 def test_too_long_error_stops_the_round_before_any_engine_starts(recipe_file):

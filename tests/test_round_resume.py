@@ -86,6 +86,29 @@ def test_killed_run_resumes_to_the_same_result(full_run, recipe_file, kill_at, f
         assert all(torch.allclose(got[k], want[k], atol=1e-5) for k in want), f"{stage_name} weights differ"
 
 
+def test_generation_killed_mid_stage_keeps_its_finished_chunks(full_run, recipe_file):
+    """`generate.chunk_samples=64` splits round 1's 192 samples into 3 engine calls; killed once the second's
+    results are written, the rerun generates only the third, and the samples are the uninterrupted run's (the
+    logprob sums up to their last digits: another batch composition, as with two ranks)."""
+    run = recipe_file.parent / "runs" / "test"
+    started_from(full_run, run, "generate")
+    chunked, mark = "generate.chunk_samples=64", uuid.uuid4().hex
+    killed = run_cli("generate", "--recipe", str(recipe_file), "--round", "1", chunked,
+                     env={"POSTTRAIN_KILL_AT": "round_1/generate/chunk1", "POSTTRAIN_TEST_RUN": mark})
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    assert not survivors(mark), "the vLLM engine outlived the killed run"
+    assert len(list((run / "round_1" / "generate.tmp" / "partial").glob("*.json"))) == 2
+    resumed = run_cli("generate", "--recipe", str(recipe_file), "--round", "1", chunked)
+    assert resumed.returncode == 0, resumed.stderr[-4000:]
+    assert "generate: 2 of 3 chunk(s) done before, kept" in resumed.stderr
+    assert "vLLM: 192/192 samples (100%)" in resumed.stderr  # the kept ones count as done
+    assert not (run / "round_1" / "generate" / "partial").exists()
+    got, want = (pq.read_table(r / "round_1" / "generate" / "samples.parquet") for r in (run, full_run))
+    cols = [c for c in want.column_names if c != "logprob"]
+    assert got.select(cols).equals(want.select(cols))
+    assert got["logprob"].to_pylist() == pytest.approx(want["logprob"].to_pylist(), rel=1e-5, abs=1e-4)
+
+
 def test_a_signal_mid_training_checkpoints_that_step_and_the_rerun_resumes_from_it(full_run, recipe_file):
     """SIGTERM after SFT's optimizer step 3 of 4, as a scheduler preempting the job sends it (checkpoints every 100
     steps: none but the one the signal asks for): the run saves it, stops with the shell's status for SIGTERM

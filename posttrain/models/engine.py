@@ -22,6 +22,7 @@ import multiprocessing as mp
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from posttrain.recipe.config import GenerateConfig
@@ -134,14 +135,18 @@ class Engine:
             self.close()
             raise
 
-    def generate(self, requests: list[dict], desc: str = "vLLM") -> list[dict]:
+    def generate(self, requests: list[dict], desc: str = "vLLM", progress: Progress | None = None) -> list[dict]:
         """The completions of `requests`, in order. The child reports how many samples are done and vLLM's
-        output tokens/s as it goes (`_PipeBar`); that is logged here (posttrain.run.progress), as `desc`."""
+        output tokens/s as it goes (`_PipeBar`); that is logged here (posttrain.run.progress), as `desc`, or
+        added to `progress`: a caller's over several calls."""
+        if progress is None:
+            with generation_progress(requests, desc=desc) as own:
+                return self.generate(requests, progress=own)
         self._conn.send(("generate", requests))
-        with Progress(desc, sum(r["n"] for r in requests), "samples",
-                      token_budget=sum(r["n"] * r["max_tokens"] for r in requests)) as progress:
-            results = self._recv(progress)
-            progress.set(progress.total, sum(c["num_tokens"] for r in results for c in r["completions"]))
+        done, tokens = progress.done, progress.tokens or 0
+        results = self._recv(lambda d, t: progress.set(done + d, tokens + t))
+        progress.set(done + sum(r["n"] for r in requests),
+                     tokens + sum(c["num_tokens"] for r in results for c in r["completions"]))
         return results
 
     def close(self) -> None:
@@ -168,13 +173,13 @@ class Engine:
     def __exit__(self, *exc):
         self.close()
 
-    def _recv(self, progress=None):
+    def _recv(self, progress: Callable[[int, int], None] | None = None):
         """The child's answer; its ("progress", (samples done, output tokens)) messages before it go to `progress`."""
         try:
             status, payload = self._conn.recv()
             while status == "progress":
                 if progress is not None:
-                    progress.set(*payload)
+                    progress(*payload)
                 status, payload = self._conn.recv()
         except EOFError:
             raise RuntimeError(f"vLLM engine process for {self.model} died (exit code {self._proc.exitcode})") from None
@@ -184,6 +189,13 @@ class Engine:
         if status == "error":
             raise RuntimeError(f"vLLM engine for {self.model} failed:\n{payload}")
         return payload
+
+
+def generation_progress(requests: list[dict], kept: list[dict] = (), desc: str = "vLLM") -> Progress:
+    """A Progress of the samples `requests` ask for, its ETA bounded by their token budget; `kept`: requests
+    already answered (by a killed run), counted as done but not in the rate."""
+    return Progress(desc, sum(r["n"] for r in [*requests, *kept]), "samples", initial=sum(r["n"] for r in kept),
+                    token_budget=sum(r["n"] * r["max_tokens"] for r in requests))
 
 
 class _BadFork(Exception):

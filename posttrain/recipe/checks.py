@@ -84,6 +84,7 @@ def _check_generate(g: GenerateConfig, need: Need) -> None:
     need(g.temperature >= 0, "generate.temperature", "must be >= 0")
     need(0 < g.top_p <= 1, "generate.top_p", "must be in (0, 1]")
     need(g.max_tokens >= 1, "generate.max_tokens", "must be >= 1")
+    need(g.chunk_samples >= 1, "generate.chunk_samples", f"must be >= 1, got {g.chunk_samples}")
     need(g.kv_cache_gib >= 1, "generate.kv_cache_gib", f"must be >= 1 (whole GiB), got {g.kv_cache_gib}")
     need(0 < g.gpu_memory_utilization <= 1, "generate.gpu_memory_utilization",
          f"must be in (0, 1], got {g.gpu_memory_utilization}")

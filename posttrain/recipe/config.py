@@ -112,6 +112,10 @@ class GenerateConfig:
     # A prompt that leaves fewer than max_tokens of the context: "drop" (skipped, counted in the stage's
     # results as too_long) or "error" (the round stops, naming the prompts).
     too_long: Literal["drop", "error"] = "drop"
+    # Samples per engine call (per rank); each call's results are kept in the stage's temp folder as it
+    # finishes, so a run killed mid-generation redoes only the chunk it was in. Large enough that vLLM's batch
+    # stays full through a chunk and every shipped recipe samples in one (their tables stay as they were).
+    chunk_samples: int = 65536
 
 
 @dataclass(kw_only=True)

@@ -20,7 +20,7 @@ from reward import custom
 
 HOW_NOT_WHAT = frozenset({"kv_cache_gib", "gpu_memory_utilization", "num_workers", "checkpoint_every_steps",
                           "gradient_checkpointing", "padding_free", "share_prefix", "use_liger_kernel",
-                          "torch_compile", "attn_implementation", "sandbox"})
+                          "torch_compile", "attn_implementation", "sandbox", "chunk_samples"})
 
 
 def outputs(cfg, *also: str) -> dict:

@@ -29,6 +29,7 @@ from posttrain.run.faults import kill_if, stage_point
 
 log = logging.getLogger("posttrain")
 MANIFEST = "manifest.json"
+PARTIAL = "partial"  # under a stage's temp folder: finished parts of a resumable stage's work (partial_dir)
 PERMISSION_ERRORS = {errno.EACCES, errno.EPERM}
 STORAGE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, *PERMISSION_ERRORS}
 
@@ -161,6 +162,11 @@ class RunDir:
     def stage_dir(self, round_: int, name: str) -> Path:
         return self.root / f"round_{round_}" / name
 
+    def partial_dir(self, round_: int, name: str) -> Path:
+        """Where a resumable stage keeps finished parts of its work while it runs (every rank's, side by side):
+        in its temp folder, so kept for a rerun of the same fingerprint, and deleted once the stage is complete."""
+        return self.stage_dir(round_, name).with_name(name + ".tmp") / PARTIAL
+
     def completed(self, round_: int, name: str) -> StageOutput | None:
         path = self.stage_dir(round_, name)
         try:
@@ -223,6 +229,7 @@ class RunDir:
                     shutil.rmtree(tmp, ignore_errors=True)
                 raise
             if w.is_main:
+                shutil.rmtree(tmp / PARTIAL, ignore_errors=True)  # complete: no rerun will need its parts
                 kill_if(stage_point(tmp, "written"))  # outputs in the temp folder, no manifest yet
                 manifest = {
                     "stage": name, "round": round_, "fingerprint": fp, "output_id": uuid.uuid4().hex,
@@ -268,7 +275,7 @@ class RunDir:
 def why(done: StageOutput | None, config: Any, inputs: list[StageOutput | Part], partial: bool = False) -> str:
     """Why a stage runs: no output yet, a partial one to resume, its config's changed keys, or new inputs."""
     if partial:
-        return "resumes from its partial output (checkpoints of the same fingerprint)"
+        return "resumes from its partial output (checkpoints or finished chunks of the same fingerprint)"
     if done is None:
         return "not run yet"
     old, new = done.manifest.get("config"), _as_json(config)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from pathlib import Path
 
@@ -10,11 +11,12 @@ import pyarrow as pa
 
 from posttrain.run import schema
 from posttrain.recipe.config import GenerateConfig
-from posttrain.models.engine import Engine
+from posttrain.models.engine import Engine, generation_progress
 from posttrain.run.dist import shard
 from posttrain.run.fingerprint import outputs
 from posttrain.stages.context import Context, tokenizer_of
-from posttrain.run.rundir import StageOutput
+from posttrain.run.faults import kill_if, stage_point
+from posttrain.run.rundir import StageOutput, write_json
 from posttrain.run.dist import in_prompt_order, read_shards
 
 log = logging.getLogger("posttrain")
@@ -94,17 +96,48 @@ def fitting_requests(prompts: pa.Table, tokenizer, cfg: GenerateConfig, seed: in
 
 
 def generate(out: Path, engine: Engine, prompts: pa.Table, tokenizer, cfg: GenerateConfig, seed: int,
-             last_round: bool = True) -> dict:
+             last_round: bool = True, partial: Path | None = None) -> dict:
+    """K samples of every prompt that fits the context. `partial`: where each chunk's results are kept as it
+    finishes (RunDir.partial_dir), so a rerun after a kill generates only the chunks not yet there."""
     requests, too_long = fitting_requests(prompts, tokenizer, cfg, seed, engine.max_model_len)
     if too_long:  # dropped and counted: a prompt the model cannot read has nothing to teach
         log.warning("generate: %d prompt(s) leave fewer than max_tokens=%d of the %d-token context; skipped, e.g. %s",
                     len(too_long), cfg.max_tokens, engine.max_model_len, too_long[:3])
     for pid, request in requests.items():
         request["temperature"] = prompt_temperature(cfg, seed, pid, last_round)
-    rows = completion_rows(requests, engine.generate(list(requests.values())))
+    rows = completion_rows(requests, in_chunks(engine, list(requests.values()), cfg.chunk_samples, partial))
     table = schema.from_records(rows, "samples", str(out / "samples.parquet"))
     return {"samples": schema.write(table, "samples", out / "samples.parquet"), "too_long": len(too_long),
             "completion_tokens": sum(r["num_completion_tokens"] for r in rows)}
+
+
+def in_chunks(engine: Engine, requests: list[dict], chunk_samples: int, partial: Path | None) -> list[dict]:
+    """`engine.generate(requests)`, a chunk of about `chunk_samples` samples at a time, each chunk's results
+    written to `partial` when it is done, named by the chunk's requests (prompt tokens, per-prompt seed and
+    sampling settings; the stage's fingerprint covers the model): any rank, any later run of the stage that asks
+    the same finds them. A prompt samples the same with its own seed in any chunk, so chunking changes no
+    sample (the `logprob` sums only in their last digits, as any batch composition does)."""
+    size = max(1, chunk_samples // max((r["n"] for r in requests), default=1))
+    chunks = [requests[i:i + size] for i in range(0, len(requests), size)]
+    paths = [partial / f"{_digest(chunk)}.json" if partial else None for chunk in chunks]
+    kept = [json.loads(path.read_text()) if path and path.is_file() else None for path in paths]
+    if any(kept):
+        log.info("generate: %d of %d chunk(s) done before, kept", sum(k is not None for k in kept), len(chunks))
+    todo = [r for chunk, k in zip(chunks, kept) if k is None for r in chunk]
+    done = [r for chunk, k in zip(chunks, kept) if k is not None for r in chunk]
+    with generation_progress(todo, done) as progress:
+        for i, (chunk, path) in enumerate(zip(chunks, paths)):
+            if kept[i] is None:
+                kept[i] = engine.generate(chunk, progress=progress)
+                if path is not None:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    write_json(path, kept[i])
+                    kill_if(stage_point(path.parent.parent, f"chunk{i}"))
+    return [result for chunk_results in kept for result in chunk_results]
+
+
+def _digest(requests: list[dict]) -> str:
+    return hashlib.sha256(json.dumps(requests, sort_keys=True).encode()).hexdigest()[:24]
 
 
 def merge_samples(out: Path, shard_dirs: list[Path], results: list[dict], prompts: pa.Table) -> dict:
@@ -126,4 +159,5 @@ def stage(ctx: Context, r: int, policy: StageOutput) -> StageOutput:
     engines = ctx.engines
     return ctx.run.stage(r, "generate", config, [policy, *ctx.train_parts([r])], lambda out: generate(
         out, engines.get(policy.model), shard(train, engines.world), tokenizer_of(policy.model), g, ctx.round_seed(r),
-        last_round=last), mode="shards", merge=lambda out, dirs, res: merge_samples(out, dirs, res, train))
+        last_round=last, partial=ctx.run.partial_dir(r, "generate")),
+        resumable=True, mode="shards", merge=lambda out, dirs, res: merge_samples(out, dirs, res, train))
