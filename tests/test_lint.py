@@ -17,3 +17,13 @@ def test_ruff_check_passes():
     proc = subprocess.run([sys.executable, "-m", "ruff", "check", *FOLDERS], cwd=REPO, capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_no_script_folder_shadows_a_package():
+    """`python bench/x.py` puts bench/ first on sys.path: a bench/data_mix.py there once made `import data_mix` find
+    itself, and every bench script that loads a recipe section died at import."""
+    packages = {p.name for p in REPO.iterdir() if (p / "__init__.py").is_file()}
+    assert {"posttrain", "reward", "data_mix", "eval"} <= packages
+    for folder in ("bench", "bench/gpu", "scripts", "tests"):
+        clash = {p.stem for p in (REPO / folder).glob("*.py")} & packages
+        assert not clash, f"{folder}/ holds {sorted(clash)}, which would shadow the package when run as a script"
