@@ -64,7 +64,7 @@ def stage(model: str, reqs: list[dict], kv_cache_gib: int, chunks: int) -> dict[
 
 
 def raw(model: str, reqs: list[dict], kv_cache_gib: int) -> dict[str, float]:
-    from posttrain.models.engine import _child_env
+    from posttrain.models.engine_process import _child_env
 
     _child_env(kv_cache_gib)  # the same environment the stage's engine process sets itself
     from vllm import LLM, SamplingParams
@@ -94,6 +94,7 @@ def main() -> None:
     ap.add_argument("--new-tokens", type=int, default=200)
     ap.add_argument("--kv-cache-gib", type=int, default=2)
     ap.add_argument("--chunks", type=int, default=4, help="also the stage in this many chunks (1: not)")
+    ap.add_argument("--no-raw", action="store_true", help="only the stage (and its chunks): no raw vLLM")
     ap.add_argument("--model", default=SMOLLM2, help="a model folder, hub id or .gguf (default: SmolLM2-135M)")
     args = ap.parse_args()
     from posttrain.models.gguf_import import resolve
@@ -102,12 +103,14 @@ def main() -> None:
     reqs = requests(prompts(model, args.prompts), args.k, args.new_tokens)
     print(f"{model}: {len(reqs)} prompts x K={args.k}, up to {args.new_tokens} new tokens, {os.cpu_count()} cores")
     rates = stage(model, reqs, args.kv_cache_gib, args.chunks)  # first: its child must not share our threads
-    rates.update(raw(model, reqs, args.kv_cache_gib))
+    if not args.no_raw:
+        rates.update(raw(model, reqs, args.kv_cache_gib))
     for name, rate in rates.items():
-        print(f"{name:<12} {rate:8.1f} new tokens/s   {rate / rates['raw']:.2f}x raw")
-    print(f"stage / raw: {rates['stage'] / rates['raw']:.2f}x (seed: {rates['raw+seed'] / rates['raw']:.2f}x, "
-          f"seed+logprobs: {rates['raw+seed+lp'] / rates['raw']:.2f}x, the child process: "
-          f"{rates['stage'] / rates['raw+seed+lp']:.2f}x)")
+        print(f"{name:<12} {rate:8.1f} new tokens/s" + (f"   {rate / rates['raw']:.2f}x raw" if "raw" in rates else ""))
+    if "raw" in rates:
+        print(f"stage / raw: {rates['stage'] / rates['raw']:.2f}x (seed: {rates['raw+seed'] / rates['raw']:.2f}x, "
+              f"seed+logprobs: {rates['raw+seed+lp'] / rates['raw']:.2f}x, the child process: "
+              f"{rates['stage'] / rates['raw+seed+lp']:.2f}x)")
     if f"stage/{args.chunks}" in rates:
         print(f"stage in {args.chunks} chunks / stage: {rates[f'stage/{args.chunks}'] / rates['stage']:.2f}x")
 
