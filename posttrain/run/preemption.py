@@ -2,12 +2,12 @@
 
 A scheduler preempting a job sends SIGTERM (Kubernetes, `scancel`; `accelerate launch` and `torchrun` pass theirs
 on to the ranks) or a warning signal ahead of the kill (Slurm's `--signal=USR1@120`, where it reaches the ranks
-themselves); a user presses Ctrl-C (SIGINT). During training,
-the first of these ends the current optimizer step, writes a checkpoint and stops the run with `Preempted`, whose
-message says to run the same command again: the stage resumes from that checkpoint. Without it a preempted run
-loses every step since the last `checkpoint_every_steps`. A second signal acts as if none were caught (SIGTERM
-ends the process, Ctrl-C raises KeyboardInterrupt). Outside training the signals act as usual: the run resumes at
-the stage it was in, which redoes that stage's work.
+themselves); a user presses Ctrl-C (SIGINT). During training, the first of these ends the current optimizer step,
+writes a checkpoint and stops the run with `Preempted`, whose message says to run the same command again: the
+stage resumes from that checkpoint. Without it a preempted run loses every step since the last
+`checkpoint_every_steps`. A second signal acts as if none were caught (SIGTERM ends the process, Ctrl-C raises
+KeyboardInterrupt). Outside training the signals act as usual: the run resumes at the stage it was in (generation
+keeps its finished chunks).
 
 Under a multi-process launch every rank learns of a signal any rank got (one all-reduce per step), so all save
 the same step and none waits for the others in a collective.
@@ -38,8 +38,8 @@ class Preempted(Exception):
 class SignalFlag:
     """`with SignalFlag() as flag:` records the first of SIGNALS received in `flag.signum` (None: none) instead of
     acting on it (one the process ignores, e.g. SIGINT in a background job, stays ignored); on exit, the handlers
-    before it are back. Python runs signal handlers in the main thread only,
-    so elsewhere (a training driven from another thread) it records nothing and changes nothing."""
+    before it are back. Python runs signal handlers in the main thread only, so elsewhere (a training driven from
+    another thread) it records nothing and changes nothing."""
 
     def __init__(self):
         self.signum: int | None = None
