@@ -98,6 +98,14 @@ def test_generation_runs_in_chunks_kept_on_disk_and_a_rerun_asks_only_for_the_mi
     assert in_chunks(Echo(), [dict(r, temperature=0.5) for r in requests], 6, tmp_path) != [] and len(calls) == 3
 
 
+def test_kept_chunks_count_as_done_but_not_in_the_rate():
+    from posttrain.models.engine import generation_progress
+
+    todo, kept = [{"n": 2, "max_tokens": 4}] * 3, [{"n": 2, "max_tokens": 4}] * 5
+    with generation_progress(todo, kept) as p:
+        assert (p.total, p.done, p.initial, p.token_budget) == (16, 10, 10, 3 * 2 * 4)
+
+
 def test_too_long_error_stops_the_round_before_any_engine_starts(recipe_file):
     """`generate.too_long: error` with prompts that cannot fit: the round stops after the prompts stage, before
     benchmarks, round 0's eval or any vLLM engine, naming the key; no stage is left half-written."""

@@ -11,6 +11,17 @@ import pytest
 from posttrain.run.preemption import SIGNALS, Preempted, SignalFlag
 
 
+@pytest.fixture(autouse=True)
+def plain_handlers():
+    """The handlers a plain Python process starts with (a pytest-xdist worker ignores SIGINT), restored after."""
+    before = {s: signal.getsignal(s) for s in SIGNALS}
+    for s in SIGNALS:
+        signal.signal(s, signal.default_int_handler if s == signal.SIGINT else signal.SIG_DFL)
+    yield
+    for s, handler in before.items():
+        signal.signal(s, handler)
+
+
 def test_the_first_signal_is_recorded_and_the_old_handlers_come_back():
     before = {s: signal.getsignal(s) for s in SIGNALS}
     with SignalFlag() as flag:

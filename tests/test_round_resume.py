@@ -101,7 +101,6 @@ def test_generation_killed_mid_stage_keeps_its_finished_chunks(full_run, recipe_
     resumed = run_cli("generate", "--recipe", str(recipe_file), "--round", "1", chunked)
     assert resumed.returncode == 0, resumed.stderr[-4000:]
     assert "generate: 2 of 3 chunk(s) done before, kept" in resumed.stderr
-    assert "vLLM: 192/192 samples (100%)" in resumed.stderr  # the kept ones count as done
     assert not (run / "round_1" / "generate" / "partial").exists()
     got, want = (pq.read_table(r / "round_1" / "generate" / "samples.parquet") for r in (run, full_run))
     cols = [c for c in want.column_names if c != "logprob"]
