@@ -30,13 +30,18 @@ MAIN_ONLY = {"select": ["sft", "pairs"], "mix": ["sft", "pairs"]}
 def launch(recipe, env: dict | None = None, stage: str | None = None) -> subprocess.CompletedProcess:
     """`accelerate launch posttrain/round.py --recipe recipe`, or with `stage` the one-stage command
     (`accelerate launch -m posttrain.cli <stage> --recipe recipe`: the round up to that stage)."""
-    # --multi_gpu on a CPU machine gives 2 gloo processes; `--cpu --num_processes 2` would silently run 1.
     entry = [str(ROOT / "posttrain" / "round.py")] if stage is None else ["--module", "posttrain.cli", stage]
+    return two_ranks([*entry, "--recipe", str(recipe)], env, timeout=900)
+
+
+def two_ranks(entry: list[str], env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """`entry` (a script or `--module M` and its arguments) under `accelerate launch` on 2 gloo processes."""
+    # --multi_gpu on a CPU machine gives 2 gloo processes; `--cpu --num_processes 2` would silently run 1.
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-           "--main_process_port", str(random.randint(20000, 40000)), *entry, "--recipe", str(recipe)]
+           "--main_process_port", str(random.randint(20000, 40000)), *entry]
     return subprocess.run(cmd, cwd=ROOT, env={**os.environ, **(env or {})}, capture_output=True, text=True,
-                          timeout=900)
+                          timeout=timeout)
 
 
 def recipe_at(tmp_path, tiny_base, name: str, **generate):
@@ -129,20 +134,13 @@ def test_a_signal_to_one_rank_checkpoints_every_rank_at_that_step(tmp_path, tiny
     """SIGTERM to rank 1 alone after optimizer step 1 (its node preempted): both ranks save that step's checkpoint
     and stop, neither left waiting in a collective for the other; a relaunch resumes both from it."""
     out = tmp_path / "signal"
-
-    def run(env: dict) -> subprocess.CompletedProcess:
-        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-               "--main_process_port", str(random.randint(20000, 40000)),
-               str(ROOT / "tests" / "_dist_stage.py"), "sft", str(tiny_base), str(out)]  # 2 steps
-        return subprocess.run(cmd, cwd=ROOT, env={**os.environ, **env}, capture_output=True, text=True, timeout=300)
-
-    stopped = run({"POSTTRAIN_SIGNAL_AT": "signal/sft/step1@1"})
+    entry = [str(ROOT / "tests" / "_dist_stage.py"), "sft", str(tiny_base), str(out)]  # 2 steps
+    stopped = two_ranks(entry, {"POSTTRAIN_SIGNAL_AT": "signal/sft/step1@1"})
     assert stopped.returncode != 0
     assert "SIGTERM during sft: stopped after optimizer step 1" in stopped.stderr, stopped.stderr[-3000:]  # rank 1
     assert "A stop signal to another rank during sft: stopped after optimizer step 1" in stopped.stderr  # rank 0
     assert [p.name for p in (out / "sft" / "checkpoints").glob("checkpoint-*")] == ["checkpoint-1"]
-    resumed = run({})
+    resumed = two_ranks(entry)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     for rank in (0, 1):
         info = json.loads((out / f"rank{rank}.json").read_text())["info"]
