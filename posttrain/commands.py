@@ -13,6 +13,7 @@ from pathlib import Path
 
 import yaml
 
+from posttrain.models.chat_turns import say_if_folding
 from posttrain.models.engine import Engine
 from posttrain.models.gguf_import import GGUFError, resolve
 from posttrain.pipeline import run_rounds
@@ -105,7 +106,9 @@ def run_eval(model: str | None, recipe: Recipe, out: str | None) -> Path:
         sets = eval_sets(ev.benchmarks, heldout, Path(scratch), recipe.score)
         engine = Engine(model, recipe.generate, recipe.seed, recipe.generate.max_model_len)
         try:
-            evaluate(tmp, engine, tokenizer_of(model), sets, ev, recipe.score, recipe.seed)
+            tokenizer = tokenizer_of(model)
+            say_if_folding(tokenizer, model)
+            evaluate(tmp, engine, tokenizer, sets, ev, recipe.score, recipe.seed)
         finally:
             engine.close()
     shutil.rmtree(final, ignore_errors=True)

@@ -20,6 +20,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
+from posttrain.models.chat_turns import prompt_turns, say_if_folding, why_fold_system
 from posttrain.run import schema
 from posttrain.training.chat_format import (
     formatting_token_ids,
@@ -29,6 +30,7 @@ from posttrain.training.chat_format import (
 )
 from posttrain.recipe.config import DPOConfig, SFTConfig
 from posttrain.stages.dpo import dpo_trainer
+from posttrain.stages.generate import requests_for
 from posttrain.stages.sft import sft_trainer
 from posttrain.tiny.base import train_tokenizer
 from tests._fast_paths import FP32
@@ -211,22 +213,59 @@ def test_tiny_base_trains_on_the_tokens_its_generation_markers_mark():
         assert [0] * len(prompt_ids) + [1] * len(reply_ids) == marked["assistant_masks"]
 
 
-def test_system_turns_stay_in_the_prompt(family, tmp_path, caplog):
-    """A system turn is prompt. Mistral v0.3's template writes it only when a user turn ends the conversation
-    (into that turn): the stage folds it into the user turn, as the template renders it for generation, and
-    says so; Gemma 2's refuses system turns (as it does when generating)."""
+def test_system_turns_stay_in_the_prompt_generation_renders(family, tmp_path, caplog):
+    """A system turn is prompt, and SFT trains after exactly the tokens generation sampled from. Gemma 2's
+    template refuses a system turn and Mistral v0.3's writes it only before a final user turn: every stage folds
+    it into the user turn (as Mistral v0.3 writes it for generation), and the run says so once."""
     name, tokenizer, model = family
-    if name == "gemma":
-        pytest.skip("Gemma 2's template refuses a system turn")
-    with caplog.at_level("WARNING", logger="posttrain"):
-        trainer = sft_trainer(tmp_path, model, sft_table(SYSTEM + PROMPT), SFTConfig(max_length=128), 0, **FP32)[0]
+    trainer = sft_trainer(tmp_path, model, sft_table(SYSTEM + PROMPT), SFTConfig(max_length=128), 0, **FP32)[0]
     ids, labels = (torch.tensor(trainer.train_dataset[0][k]) for k in ("input_ids", "labels"))
     assert said(tokenizer, ids[labels != -100]) == FAMILIES[name][3]
     assert "Answer briefly." in said(tokenizer, ids[labels == -100])
-    assert ("fold system turns" in caplog.text) == (name == "mistral")
+    prompts = schema.from_records([{"id": "p", "capability": "math", "answer": "42", "messages": SYSTEM + PROMPT}],
+                                  "prompts")
+    requests, _ = requests_for(prompts, tokenizer, n=1, temperature=1.0, top_p=1.0, max_tokens=8, seed=0,
+                               max_model_len=None)
+    assert requests["p"]["prompt_token_ids"] == ids[labels == -100].tolist()
+    pairs = schema.from_records([{"id": "p", "prompt_id": "p", "capability": "math", "round": 1,
+                                  "prompt": SYSTEM + PROMPT, "chosen": [{"role": "assistant", "content": CHOSEN}],
+                                  "rejected": [{"role": "assistant", "content": REJECTED}],
+                                  "chosen_reward": 1.0, "rejected_reward": 0.0}], "pairs")
+    dpo = dpo_trainer(tmp_path / "dpo", model, pairs, DPOConfig(max_length=128), 0, **FP32)[0]
+    assert dpo.train_dataset[0]["prompt_ids"] == requests["p"]["prompt_token_ids"]
+    folds = name in ("mistral", "gemma")
+    assert (why_fold_system(tokenizer) is not None) == folds
+    with caplog.at_level("WARNING", logger="posttrain"):
+        say_if_folding(tokenizer, name)
+    assert ("folds a prompt's system turn" in caplog.text) == folds
     if name == "mistral":  # as the template writes the prompt for generation
         generation = tokenizer.apply_chat_template(SYSTEM + PROMPT, add_generation_prompt=True, tokenize=False)
         assert said(tokenizer, ids[labels == -100]) == generation
+
+
+MISTRAL_V01 = (  # mistralai/Mistral-7B-Instruct-v0.1: no system role at all
+    "{{ bos_token }}{% for message in messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+    "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}"
+    "{% if message['role'] == 'user' %}{{ '[INST] ' + message['content'] + ' [/INST]' }}"
+    "{% elif message['role'] == 'assistant' %}{{ message['content'] + eos_token + ' ' }}"
+    "{% else %}{{ raise_exception('Only user and assistant roles are supported!') }}{% endif %}{% endfor %}")
+
+
+@pytest.mark.parametrize("template, folds", [
+    (MISTRAL_V01, "refuses a system turn"),
+    (GEMMA, "refuses a system turn"),
+    (FAMILIES["mistral"][0], "only when a user turn ends the conversation"),
+    (LLAMA3, None),
+    ("{{ raise_exception('no') }}", None),  # folding mends nothing: the model check names the template
+])
+def test_which_templates_fold_system_turns(template, folds):
+    tokenizer = family_tokenizer("mistral")
+    tokenizer.chat_template = template
+    why = why_fold_system(tokenizer)
+    assert (why is None) if folds is None else (folds in why)
+    turns = prompt_turns(tokenizer)(SYSTEM + PROMPT)
+    assert turns == (SYSTEM + PROMPT if folds is None else
+                     [{"role": "user", "content": "Answer briefly.\n\nWhat is 12 + 30?"}])
 
 
 @pytest.mark.parametrize("template, why", [

@@ -26,8 +26,9 @@ from transformers.trainer_pt_utils import LengthGroupedSampler
 from trl import DPOTrainer
 
 from posttrain.training.chat_format import FormattingTokenMaskCollator as FormattingTokenMaskCollator  # re-exported
-from posttrain.training.chat_format import dpo_collator, training_prompts
+from posttrain.training.chat_format import dpo_collator
 from posttrain.training.chat_format import formatting_token_ids as formatting_token_ids  # re-exported
+from posttrain.models.chat_turns import prompt_turns
 from posttrain.recipe.config import DPOConfig
 from posttrain.run.dist import barrier, world
 from posttrain.training.dpo_packing import PackedForward
@@ -88,7 +89,7 @@ def dpo_trainer(out: Path, sft_model: str | Path, pairs: pa.Table, cfg: DPOConfi
 
     tokenizer = AutoTokenizer.from_pretrained(sft_model)
     dataset = {k: pairs.column(k).to_pylist() for k in ("prompt", "chosen", "rejected")}
-    turns = training_prompts(tokenizer, sft_model)
+    turns = prompt_turns(tokenizer)
     dataset = Dataset.from_dict({**dataset, "prompt": [turns(p) for p in dataset["prompt"]]})
     if cfg.precompute_ref_log_probs:
         dataset = _for_reference_pass(dataset, out / PAIRS_ON_DISK)

@@ -11,6 +11,7 @@ import pyarrow as pa
 
 from posttrain.run import schema
 from posttrain.recipe.config import GenerateConfig
+from posttrain.models.chat_turns import prompt_turns
 from posttrain.models.engine import Engine, generation_progress
 from posttrain.run.dist import shard
 from posttrain.run.fingerprint import outputs
@@ -56,10 +57,12 @@ def requests_for(prompts: pa.Table, tokenizer, *, n: int, temperature: float, to
                  ) -> tuple[dict[str, dict], list[str]]:
     """({prompt id: engine request}, ids of prompts too long to leave `max_tokens` of context).
 
-    The chat template renders the prompt exactly as SFT/DPO will (plus the steering system prompt)."""
+    The chat template renders the prompt exactly as SFT/DPO will (plus the steering system prompt), with the
+    same turns (`prompt_turns`)."""
     requests, too_long = {}, []
+    turns = prompt_turns(tokenizer)
     for p in prompts.select(["id", "capability", "messages"]).to_pylist():
-        messages = with_system_prompt(p["messages"], (system_prompts or {}).get(p["capability"]))
+        messages = turns(with_system_prompt(p["messages"], (system_prompts or {}).get(p["capability"])))
         ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
                                             return_dict=True)["input_ids"]
         if max_model_len is not None and len(ids) + max_tokens > max_model_len:

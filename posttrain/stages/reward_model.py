@@ -12,6 +12,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from posttrain.models.chat_turns import prompt_turns
 from posttrain.reporting.summary import by_capability
 from posttrain.run import schema
 from posttrain.run.dist import barrier, shard, world
@@ -22,7 +23,7 @@ from reward.model import (PREFERENCE_FILES, accuracy_by_capability, expand_ranki
                           score_with_reward_model, split_held_out)
 from posttrain.run.fingerprint import digests, outputs
 from posttrain.run.rundir import StageOutput
-from posttrain.stages.context import Context, read
+from posttrain.stages.context import Context, read, tokenizer_of
 from posttrain.stages.prompts import known_prompts
 
 log = logging.getLogger("posttrain")
@@ -59,7 +60,8 @@ def reward_model(out: Path, base_model: str, scored_rounds: list[pa.Table], prom
 
 def rm_scores(model_dir: Path, samples: pa.Table, prompts: pa.Table, cfg) -> pa.Table:
     """{prompt_id, sample_index, rm_score} of `samples` (rows with prompt_id, sample_index, completion)."""
-    messages = dict(zip(prompts.column("id").to_pylist(), prompts.column("messages").to_pylist()))
+    turns = prompt_turns(tokenizer_of(str(model_dir)))  # the turns the RM trained on
+    messages = dict(zip(prompts.column("id").to_pylist(), map(turns, prompts.column("messages").to_pylist())))
     scores = score_with_reward_model(str(model_dir), [messages[p] for p in samples.column("prompt_id").to_pylist()],
                                      samples.column("completion").to_pylist(), batch_size=cfg.score_batch_size,
                                      max_length=cfg.max_length, progress=world().is_main)

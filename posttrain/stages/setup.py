@@ -9,6 +9,7 @@ from pathlib import Path
 from transformers import AutoConfig
 
 from eval.benchmarks import BENCHMARKS
+from posttrain.models.chat_turns import say_if_folding
 from posttrain.models.gguf_import import GGUFError, resolve
 from posttrain.recipe.config import Recipe, RecipeError
 from posttrain.run.dist import barrier, world
@@ -81,6 +82,7 @@ def check_chat_template(model: str, recipe: Recipe | None = None) -> None:
     why = check_model(model, recipe_lengths(recipe) if recipe else {}, packing=bool(recipe and recipe.sft.packing))
     if why is not None:
         raise RecipeError(f"base_model {model}: {why}")
+    say_if_folding(tokenizer_of(model), model)
 
 
 def context_of(recipe: Recipe, model: str) -> int | None:

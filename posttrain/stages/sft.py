@@ -12,7 +12,8 @@ from pathlib import Path
 import pyarrow as pa
 
 from posttrain.training.chat_format import PackedRowsCollator as PackedRowsCollator  # sft's collator
-from posttrain.training.chat_format import prompt_completion, training_prompts
+from posttrain.models.chat_turns import prompt_turns
+from posttrain.training.chat_format import prompt_completion
 from posttrain.recipe.config import SFTConfig
 from posttrain.training.trainer import common_args, copy_model, lora_args, model_init_args, train_and_save, trained
 from posttrain.run.fingerprint import outputs
@@ -54,7 +55,7 @@ def sft_trainer(out: Path, start_model: str | Path, mix: pa.Table, cfg: SFTConfi
     from trl import SFTConfig as TRLSFTConfig, SFTTrainer
 
     tokenizer = AutoTokenizer.from_pretrained(start_model)
-    turns = training_prompts(tokenizer, start_model)
+    turns = prompt_turns(tokenizer)
     dataset = Dataset.from_list([prompt_completion(m, turns) for m in mix.column("messages").to_pylist()])
     args = TRLSFTConfig(**{**common_args(out, cfg, seed), "completion_only_loss": True, "packing": cfg.packing,
                            "lr_scheduler_type": cfg.lr_scheduler_type,

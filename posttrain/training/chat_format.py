@@ -20,7 +20,6 @@ second, so a recipe whose model cannot train is refused at load, not after gener
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 
 import torch
@@ -28,14 +27,11 @@ from trl.data_utils import common_prefix_length
 from trl.trainer.dpo_trainer import DataCollatorForPreference
 from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
-log = logging.getLogger("posttrain")
-
 # The conversation the check renders: a system turn is left out (some templates refuse one, e.g. Gemma 2's,
 # Mistral v0.1's; prompts without one are what every template takes).
 PROBE_PROMPT = [{"role": "user", "content": "What is 2 + 3?"}]
 PROBE_CHOSEN = "2 + 3 = 5. The answer is 5."
 PROBE_REJECTED = "The answer is 6."
-PROBE_SYSTEM = [{"role": "system", "content": "Answer briefly."}]
 
 
 def assistant(text: str) -> list[dict]:
@@ -44,46 +40,11 @@ def assistant(text: str) -> list[dict]:
 
 def prompt_completion(messages: list[dict], prompt_turns: Callable[[list[dict]], list[dict]] = list) -> dict:
     """An `sft` row's conversation (ending on the reply) in TRL's prompt-completion layout:
-    {"prompt": the turns before the reply, through `prompt_turns` (`training_prompts`), "completion": [the reply]}."""
+    {"prompt": the turns before the reply, through `prompt_turns` (models.chat_turns), "completion": [the reply]}."""
     if not messages or messages[-1]["role"] != "assistant":
         raise ValueError(f"an SFT conversation must end on the assistant's reply, got roles "
                          f"{[m['role'] for m in messages]}")
     return {"prompt": prompt_turns(messages[:-1]), "completion": list(messages[-1:])}
-
-
-def fold_system(messages: list[dict]) -> list[dict]:
-    """A leading system turn merged into the user turn after it ("<system>\\n\\n<user>"), as Mistral v0.3's
-    template writes it for generation."""
-    if len(messages) > 1 and messages[0]["role"] == "system" and messages[1]["role"] == "user":
-        merged = {"role": "user", "content": f"{messages[0]['content']}\n\n{messages[1]['content']}"}
-        return [merged, *messages[2:]]
-    return list(messages)
-
-
-def folds_system(tokenizer) -> bool:
-    """Whether training has to fold system turns into the user turn (`fold_system`) for this template: true when
-    it writes a system turn into the prompt rendered alone but not into the prompt followed by a reply
-    (Mistral v0.3 writes it into the last user turn only when that turn ends the conversation), and folding
-    mends it. The prompt would otherwise not be a prefix of the conversation, and SFT would train on it."""
-    def is_prefix(prompt):
-        prompt_ids = _render_ids(tokenizer, prompt, add_generation_prompt=True)
-        return _render_ids(tokenizer, prompt + assistant(PROBE_CHOSEN))[:len(prompt_ids)] == prompt_ids
-
-    try:
-        return not is_prefix(PROBE_SYSTEM + PROBE_PROMPT) and is_prefix(fold_system(PROBE_SYSTEM + PROBE_PROMPT))
-    except Exception:  # noqa: BLE001 - a template that refuses system turns (Gemma 2's): nothing to mend here
-        return False
-
-
-def training_prompts(tokenizer, model) -> Callable[[list[dict]], list[dict]]:
-    """What the trainers do to a prompt's turns before TRL renders them: `fold_system` where the template needs
-    it (logged: the template is mended, not the data's meaning), else nothing."""
-    if not folds_system(tokenizer):
-        return list
-    log.warning("%s: its chat template writes a system turn only when a user turn ends the conversation (as "
-                "Mistral v0.3's does), so a reply would be trained without it; SFT and DPO fold system turns into "
-                "the user turn after them, as the template writes them for generation", model)
-    return fold_system
 
 
 def _render_ids(tokenizer, messages: list[dict], **kwargs) -> list[int]:

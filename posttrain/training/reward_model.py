@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from posttrain.models.chat_turns import prompt_turns
 from posttrain.run.dist import world
 from posttrain.training.trainer import attention_kwargs, common_args, release_deepspeed_config, train_and_save, trained
 
@@ -46,7 +47,9 @@ def train_reward_model(out: Path, base_model: str | Path, pairs: list[dict], cfg
     if not pairs:
         return _save_constant(model, tokenizer, out)
 
-    dataset = Dataset.from_dict({k: [p[k] for p in pairs] for k in ("prompt", "chosen", "rejected")})
+    turns = prompt_turns(tokenizer)
+    dataset = Dataset.from_dict({"prompt": [turns(p["prompt"]) for p in pairs],
+                                 **{k: [p[k] for p in pairs] for k in ("chosen", "rejected")}})
     args = RewardConfig(**{**common_args(out, cfg, seed), **(trainer_args or {})})
     trainer = RewardTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
                             peft_config=lora_config(cfg.lora))

@@ -1,0 +1,72 @@
+"""The turns a model's chat template is given: a prompt's system turn, for templates that cannot take one as it is.
+
+Prompts may carry a system turn (a tool list, a steering prompt while sampling). Most templates write it as a
+turn of its own; two kinds cannot, and would break a run that every other template runs:
+  - Gemma's and Mistral v0.1's refuse it (`raise_exception('System role not supported')`), so generation would
+    stop mid-round on the first tools prompt;
+  - Mistral v0.3's writes it into the last user turn only when that turn ends the conversation: the prompt
+    rendered for generation holds it, the prompt followed by a reply does not, and SFT would train on a prompt
+    the model never saw.
+For both, every stage (generation, eval, SFT, DPO, the reward model) folds a leading system turn into the user
+turn after it, "<system>\\n\\n<user>": what Mistral v0.3 writes itself, and what Gemma's model card asks for.
+Light on purpose (no torch, no TRL): the generate stage imports it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from jinja2.exceptions import TemplateError
+
+log = logging.getLogger("posttrain")
+
+PROBE = [{"role": "system", "content": "Answer briefly."}, {"role": "user", "content": "What is 2 + 3?"}]
+PROBE_REPLY = [{"role": "assistant", "content": "The answer is 5."}]
+
+
+def fold_system(messages: list[dict]) -> list[dict]:
+    """A leading system turn merged into the user turn after it ("<system>\\n\\n<user>")."""
+    if len(messages) > 1 and messages[0]["role"] == "system" and messages[1]["role"] == "user":
+        merged = {"role": "user", "content": f"{messages[0]['content']}\n\n{messages[1]['content']}"}
+        return [merged, *messages[2:]]
+    return list(messages)
+
+
+def why_fold_system(tokenizer) -> str | None:
+    """Why prompts' system turns must be folded into the user turn for this tokenizer's chat template (it refuses
+    them, or writes them only before a final user turn) while the folded prompt renders and trains; None when
+    they need not be (or folding would not mend it: the model check then says what is wrong)."""
+    def renders_as_prefix(prompt) -> bool:
+        prompt_ids = _ids(tokenizer, prompt, add_generation_prompt=True)
+        return _ids(tokenizer, prompt + PROBE_REPLY)[:len(prompt_ids)] == prompt_ids
+
+    try:
+        if not renders_as_prefix(fold_system(PROBE)):
+            return None
+    except (TemplateError, ValueError):  # no chat template at all (ValueError): the model check names it
+        return None
+    try:
+        if renders_as_prefix(PROBE):
+            return None
+    except TemplateError as e:
+        return f"its chat template refuses a system turn ({e})"
+    return ("its chat template writes a system turn only when a user turn ends the conversation (as Mistral "
+            "v0.3's does), so a reply would be trained without it")
+
+
+def prompt_turns(tokenizer) -> Callable[[list[dict]], list[dict]]:
+    """What every stage does to a prompt's turns before the chat template renders them: `fold_system` where the
+    template needs it (`why_fold_system`), else nothing."""
+    return fold_system if why_fold_system(tokenizer) is not None else list
+
+
+def say_if_folding(tokenizer, model: str) -> None:
+    """One log line where `prompt_turns` folds (once per run: the round's model check, `posttrain eval`)."""
+    if (why := why_fold_system(tokenizer)) is not None:
+        log.warning("%s: %s; every stage folds a prompt's system turn into the user turn after it "
+                    "(\"<system>\\n\\n<user>\")", model, why)
+
+
+def _ids(tokenizer, messages: list[dict], **kwargs) -> list[int]:
+    return list(tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True, **kwargs)["input_ids"])
