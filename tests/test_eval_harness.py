@@ -25,7 +25,7 @@ class ScriptedEngine:
     def __init__(self, texts_per_request: list[list[str]], max_model_len: int | None = None):
         self.texts, self.max_model_len, self.requests = texts_per_request, max_model_len, []
 
-    def generate(self, requests: list[dict]) -> list[dict]:
+    def generate(self, requests: list[dict], progress=None) -> list[dict]:
         self.requests += requests
         out = []
         for r, texts in zip(requests, self.texts[: len(requests)], strict=True):
@@ -170,7 +170,7 @@ class ReplyingEngine:
         assert len(self.item_of) == prompts.num_rows, "two items render the same prompt: requests would be ambiguous"
         self.replies, self.asked = replies, []
 
-    def generate(self, requests: list[dict]) -> list[dict]:
+    def generate(self, requests: list[dict], progress=None) -> list[dict]:
         out = []
         for r in requests:
             pid = self.item_of["".join(map(chr, r["prompt_token_ids"]))]

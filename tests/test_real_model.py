@@ -82,8 +82,8 @@ def test_the_trained_model_keeps_the_chat_template_and_special_tokens(smollm2_ru
 def test_generation_and_eval_report_progress(smollm2_run):
     """Every stage logs done/total and a rate (issue 27: nothing silent for long on a real model)."""
     _, log = smollm2_run
-    assert f"vLLM: {PROMPTS * K}/{PROMPTS * K} samples (100%)" in log  # generate
-    assert f"vLLM: {PROMPTS}/{PROMPTS} samples (100%)" in log  # eval
+    assert f"generate: {PROMPTS * K}/{PROMPTS * K} samples (100%)" in log
+    assert f"eval heldout: {PROMPTS}/{PROMPTS} samples (100%)" in log
     assert "tokens/s" in log
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from posttrain.models.chat_turns import PROBE
 from posttrain.run import schema
 from posttrain.recipe.config import GenerateConfig, ReviseConfig, ScoreConfig, SelectConfig
 from posttrain.stages.revise import failed_first_tries, revise
@@ -54,7 +55,7 @@ class Engine:
     def __init__(self, answers: list[str]):
         self.answers, self.requests = answers, []
 
-    def generate(self, requests):
+    def generate(self, requests, progress=None):
         self.requests += requests
         return [{"num_prompt_tokens": 10, "completions": [
             {"text": self.answers.pop(0), "num_tokens": 7, "logprob": -1.0, "finish_reason": "stop"}
@@ -75,8 +76,9 @@ def test_revisions_see_the_failure_and_join_the_table_as_more_samples(tmp_path):
     results = revise(tmp_path, engine, FIRST_TRY, PROMPTS, tokenizer, cfg, GenerateConfig(num_samples=2),
                      ScoreConfig(), pass_threshold=1.0, seed=7)
     assert results == {"scored": 7, "failed_prompts": 1, "revisions": 2, "rescued_prompts": 1, "too_long": 0}
-    # the conversation the policy continues: the prompt, its best failing answer, the verifier's reason
-    assert tokenizer.rendered == [[
+    # the conversation the policy continues: the prompt, its best failing answer, the verifier's reason (what
+    # else was rendered is chat_turns' probe of the template)
+    assert [m for m in tokenizer.rendered if not m[0]["content"].startswith(PROBE[0]["content"])] == [[
         {"role": "user", "content": "Write f returning 1."}, {"role": "assistant", "content": BAD},
         {"role": "user", "content": "Running your code against the tests failed: AssertionError: assert f() == 1\n"
                                     "Fix the code and reply with the complete corrected solution."}]]

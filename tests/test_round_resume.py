@@ -108,6 +108,27 @@ def test_generation_killed_mid_stage_keeps_its_finished_chunks(full_run, recipe_
     assert got["logprob"].to_pylist() == pytest.approx(want["logprob"].to_pylist(), rel=1e-5, abs=1e-4)
 
 
+def test_eval_killed_mid_set_keeps_its_finished_chunks(full_run, recipe_file):
+    """Eval generates a chunk of `generate.chunk_samples` at a time too: round 1's 24 held-out items in chunks of
+    8, killed once the second is written, the rerun generates only the third, with the uninterrupted run's
+    completions and verdicts."""
+    run = recipe_file.parent / "runs" / "test"
+    started_from(full_run, run, "eval")
+    chunked = "generate.chunk_samples=8"  # how it runs: the same fingerprint as the full run's
+    killed = run_cli("round", "--recipe", str(recipe_file), chunked,
+                     env={"POSTTRAIN_KILL_AT": "round_1/eval/heldout/chunk1"})
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    assert len(list((run / "round_1" / "eval.tmp" / "partial").glob("*.json"))) == 2
+    resumed = run_cli("round", "--recipe", str(recipe_file), chunked)
+    assert resumed.returncode == 0, resumed.stderr[-4000:]
+    assert "eval heldout: 2 of 3 chunk(s) done before, kept" in resumed.stderr
+    assert "eval heldout: 24/24 samples (100%)" in resumed.stderr
+    got, want = (pq.read_table(r / "round_1" / "eval" / "evals.parquet") for r in (run, full_run))
+    assert got.equals(want)
+    got, want = (json.loads((r / "summary.json").read_text())["rounds"] for r in (run, full_run))
+    assert [r["eval"] for r in got] == [r["eval"] for r in want]
+
+
 def test_a_signal_mid_training_checkpoints_that_step_and_the_rerun_resumes_from_it(full_run, recipe_file):
     """SIGTERM after SFT's optimizer step 3 of 4, as a scheduler preempting the job sends it (checkpoints every 100
     steps: none but the one the signal asks for): the run saves it, stops with the shell's status for SIGTERM

@@ -23,11 +23,15 @@ from posttrain.run import schema
 from posttrain.recipe.config import EvalConfig, ScoreConfig
 from posttrain.run.dist import in_prompt_order, read_shards, shard
 from posttrain.models.engine import Engine
-from posttrain.stages.generate import completion_rows, requests_for
+from posttrain.stages.generate import completion_rows, in_chunks, requests_for
 from posttrain.stages.scoring import score_samples
 from posttrain.run.rundir import StageOutput
 from posttrain.stages.context import Context, tokenizer_of
 from eval.benchmarks import BENCHMARKS
+
+# (generate.chunk_samples, the stage's partial folder): each set generated a chunk at a time, every finished
+# chunk kept for a rerun of a killed eval (generate.in_chunks); None: one engine call per set, nothing kept.
+Chunks = tuple[int, Path | None] | None
 
 TOO_LONG = "prompt too long for the context"
 
@@ -67,16 +71,16 @@ def eval_sets(names: list[str], heldout: pa.Table, benchmarks_dir: Path | None, 
 
 
 def evaluate(out: Path, engine: Engine, tokenizer, sets: dict[str, tuple[pa.Table, dict[str, str]]],
-             cfg: EvalConfig, score_cfg: ScoreConfig, seed: int) -> dict:
+             cfg: EvalConfig, score_cfg: ScoreConfig, seed: int, chunks: Chunks = None) -> dict:
     """One process, every set: writes evals.parquet and eval.json; returns the manifest results."""
-    return write_scores(out, eval_rows(engine, tokenizer, sets, cfg, score_cfg, seed), sets, cfg)
+    return write_scores(out, eval_rows(engine, tokenizer, sets, cfg, score_cfg, seed, chunks), sets, cfg)
 
 
 def evaluate_shard(out: Path, engine: Engine, tokenizer, sets: dict[str, tuple[pa.Table, dict[str, str]]],
-                   cfg: EvalConfig, score_cfg: ScoreConfig, seed: int, w) -> dict:
+                   cfg: EvalConfig, score_cfg: ScoreConfig, seed: int, w, chunks: Chunks = None) -> dict:
     """One rank of a sharded eval: its share of every set's items -> out/evals.parquet (no metrics)."""
     mine = {name: (shard(prompts, w), verifiers) for name, (prompts, verifiers) in sets.items()}
-    return {"evals": schema.write(eval_rows(engine, tokenizer, mine, cfg, score_cfg, seed), "evals",
+    return {"evals": schema.write(eval_rows(engine, tokenizer, mine, cfg, score_cfg, seed, chunks), "evals",
                                   out / "evals.parquet")}
 
 
@@ -90,10 +94,10 @@ def merge_evals(out: Path, shard_dirs: list[Path], _results: list[dict],
 
 
 def eval_rows(engine: Engine, tokenizer, sets: dict[str, tuple[pa.Table, dict[str, str]]], cfg: EvalConfig,
-              score_cfg: ScoreConfig, seed: int) -> pa.Table:
+              score_cfg: ScoreConfig, seed: int, chunks: Chunks = None) -> pa.Table:
     """Every set's completions and verdicts as an `evals` table (set order, then prompt order)."""
     tables = [in_prompt_order(schema.from_records(set_rows(name, engine, tokenizer, prompts, verifiers, cfg,
-                                                           score_cfg, seed), "evals", f"eval {name}"),
+                                                           score_cfg, seed, chunks), "evals", f"eval {name}"),
                               prompts.column("id").to_pylist())
               for name, (prompts, verifiers) in sets.items()]
     return pa.concat_tables(tables) if tables else schema.EVALS.empty_table()
@@ -109,12 +113,15 @@ def write_scores(out: Path, evals: pa.Table, sets: dict[str, tuple[pa.Table, dic
 
 
 def set_rows(name: str, engine: Engine, tokenizer, prompts: pa.Table, verifiers: dict[str, str],
-             cfg: EvalConfig, score_cfg: ScoreConfig, seed: int) -> list[dict]:
-    """One set's rows: generated and scored; prompts too long for the context are failures."""
+             cfg: EvalConfig, score_cfg: ScoreConfig, seed: int, chunks: Chunks = None) -> list[dict]:
+    """One set's rows: generated (a chunk at a time, kept as each finishes: `chunks`) and scored; prompts too
+    long for the context are failures."""
     requests, too_long = requests_for(prompts, tokenizer, n=cfg.num_samples, temperature=cfg.temperature,
                                       top_p=1.0, max_tokens=cfg.max_tokens, seed=seed,
                                       max_model_len=engine.max_model_len)
-    samples = completion_rows(requests, engine.generate(list(requests.values())) if requests else [])
+    chunk_samples, partial = chunks or (max(1, len(requests) * cfg.num_samples), None)
+    samples = completion_rows(requests, in_chunks(engine, list(requests.values()), chunk_samples, partial,
+                                                  desc=f"eval {name}", point=f"{name}/chunk"))
     answers_only = dataclasses.replace(score_cfg, check_steps=[])  # eval grades answers, as benchmarks do
     scored = score_samples(schema.from_records(samples, "samples"), prompts, answers_only, verifiers).to_pylist()
     capability = dict(zip(prompts["id"].to_pylist(), prompts["capability"].to_pylist()))
@@ -145,7 +152,9 @@ def stage(ctx: Context, r: int, policy: StageOutput) -> StageOutput:
     sets = ctx.eval_sets
     config = {"eval": ev, "score": ctx.score_config, "engine": {
         k: getattr(recipe.generate, k) for k in ("dtype", "max_model_len", "enforce_eager")}}
+    chunks = (recipe.generate.chunk_samples, ctx.run.partial_dir(r, "eval"))
     return ctx.run.stage(r, "eval", config, [policy, ctx.prompts.part("heldout.parquet"), ctx.benchmarks],
                          lambda out: evaluate_shard(out, engines.get(policy.model), tokenizer_of(policy.model), sets,
-                                                    ev, recipe.score, ctx.seed, engines.world),
-                         mode="shards", merge=lambda out, dirs, res: merge_evals(out, dirs, res, sets, ev))
+                                                    ev, recipe.score, ctx.seed, engines.world, chunks),
+                         resumable=True, mode="shards",
+                         merge=lambda out, dirs, res: merge_evals(out, dirs, res, sets, ev))

@@ -114,28 +114,30 @@ def generate(out: Path, engine: Engine, prompts: pa.Table, tokenizer, cfg: Gener
             "completion_tokens": sum(r["num_completion_tokens"] for r in rows)}
 
 
-def in_chunks(engine: Engine, requests: list[dict], chunk_samples: int, partial: Path | None) -> list[dict]:
+def in_chunks(engine: Engine, requests: list[dict], chunk_samples: int, partial: Path | None,
+              desc: str = "generate", point: str = "chunk") -> list[dict]:
     """`engine.generate(requests)`, a chunk of about `chunk_samples` samples at a time, each chunk's results
     written to `partial` when it is done, named by the chunk's requests (prompt tokens, per-prompt seed and
     sampling settings; the stage's fingerprint covers the model): any rank, any later run of the stage that asks
     the same finds them. A prompt samples the same with its own seed in any chunk, so chunking changes no
-    sample (the `logprob` sums only in their last digits, as any batch composition does)."""
+    sample (the `logprob` sums only in their last digits, as any batch composition does). `desc` names the work
+    in the log; `point` + the chunk's index is its kill point in the stage (tests: "round_1/generate/chunk0")."""
     size = max(1, chunk_samples // max((r["n"] for r in requests), default=1))
     chunks = [requests[i:i + size] for i in range(0, len(requests), size)]
     paths = [partial / f"{_digest(chunk)}.json" if partial else None for chunk in chunks]
     kept = [json.loads(path.read_text()) if path and path.is_file() else None for path in paths]
     if any(kept):
-        log.info("generate: %d of %d chunk(s) done before, kept", sum(k is not None for k in kept), len(chunks))
+        log.info("%s: %d of %d chunk(s) done before, kept", desc, sum(k is not None for k in kept), len(chunks))
     todo = [r for chunk, k in zip(chunks, kept) if k is None for r in chunk]
     done = [r for chunk, k in zip(chunks, kept) if k is not None for r in chunk]
-    with generation_progress(todo, done) as progress:
+    with generation_progress(todo, done, desc) as progress:
         for i, (chunk, path) in enumerate(zip(chunks, paths)):
             if kept[i] is None:
                 kept[i] = engine.generate(chunk, progress=progress)
                 if path is not None:
                     path.parent.mkdir(parents=True, exist_ok=True)
                     write_json(path, kept[i])
-                    kill_if(stage_point(path.parent.parent, f"chunk{i}"))
+                    kill_if(stage_point(path.parent.parent, f"{point}{i}"))
     return [result for chunk_results in kept for result in chunk_results]
 
 

@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 from posttrain.run import schema
 from posttrain.recipe.config import GenerateConfig, ReviseConfig, ScoreConfig
 from posttrain.models.engine import Engine
-from posttrain.stages.generate import completion_rows, prompt_seed, requests_for
+from posttrain.stages.generate import completion_rows, in_chunks, prompt_seed, requests_for
 from posttrain.stages.scoring import score_samples
 from posttrain.run import fingerprint
 from posttrain.run.dist import shard
@@ -59,8 +59,10 @@ def revision_prompts(prompts: pa.Table, failed: dict[str, dict], feedback: str) 
 
 
 def revise(out: Path, engine: Engine, scored: pa.Table, prompts: pa.Table, tokenizer, cfg: ReviseConfig,
-           gen: GenerateConfig, score_cfg: ScoreConfig, pass_threshold: float, seed: int) -> dict:
-    """This shard's scored samples plus the scored revisions of its failed prompts -> out/scored.parquet."""
+           gen: GenerateConfig, score_cfg: ScoreConfig, pass_threshold: float, seed: int,
+           partial: Path | None = None) -> dict:
+    """This shard's scored samples plus the scored revisions of its failed prompts -> out/scored.parquet.
+    `partial`: where each chunk of revisions is kept as it finishes (generate.in_chunks)."""
     failed = failed_first_tries(scored, cfg.capabilities, pass_threshold)
     conversations = revision_prompts(prompts, failed, cfg.feedback)
     requests, too_long = requests_for(conversations, tokenizer, n=cfg.samples, temperature=gen.temperature,
@@ -68,7 +70,7 @@ def revise(out: Path, engine: Engine, scored: pa.Table, prompts: pa.Table, token
                                       max_model_len=engine.max_model_len, system_prompts=gen.system_prompts)
     for pid, request in requests.items():  # a revision's own seed: not the first try's samples again
         request["seed"] = prompt_seed(seed, f"revise/{pid}")
-    rows = completion_rows(requests, engine.generate(list(requests.values())) if requests else [])
+    rows = completion_rows(requests, in_chunks(engine, list(requests.values()), gen.chunk_samples, partial, "revise"))
     first_index = scored.group_by("prompt_id").aggregate([("sample_index", "max")])
     after = dict(zip(first_index["prompt_id"].to_pylist(), first_index["sample_index_max"].to_pylist()))
     for row in rows:  # the revisions continue the prompt's sample indices
@@ -103,7 +105,8 @@ def stage(ctx: Context, r: int, policy: StageOutput, tried: StageOutput) -> Stag
                   "score": ctx.score_config, "pass_threshold": threshold}
         scored = ctx.run.stage(r, "revise", config, [policy, tried, *ctx.train_parts([r])], lambda out: revise(
             out, engines.get(policy.model), shard(read(tried, "scored"), engines.world, "prompt_id"), train,
-            tokenizer_of(policy.model), recipe.revise, recipe.generate, recipe.score, threshold, ctx.round_seed(r)),
-            mode="shards", merge=lambda out, dirs, res: merge_revised(out, dirs, res, train))
+            tokenizer_of(policy.model), recipe.revise, recipe.generate, recipe.score, threshold, ctx.round_seed(r),
+            ctx.run.partial_dir(r, "revise")),
+            resumable=True, mode="shards", merge=lambda out, dirs, res: merge_revised(out, dirs, res, train))
     ctx.scored.append(scored)
     return scored
