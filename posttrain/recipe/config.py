@@ -4,6 +4,11 @@ A recipe says *what* to train; how to distribute it lives in an accelerate confi
 `kw_only` dataclass; unknown keys, wrong types and missing required fields are errors that name the
 dotted key (and the recipe file), raised before any work starts. Value checks (ranges, keys that need
 other keys, names and files that must exist) live in posttrain/recipe/checks.py.
+
+The stages' sections live together here rather than each in its stage module: the training stages' modules
+import torch and TRL (sft, dpo, reward_model: 6-7 s each), while every command loads its recipe first and
+`--dry-run`, `show` and `doctor` need nothing more (0.3 s). The libraries below own theirs (data_mix: mix and
+judge; reward: the sandbox), each with its checks.
 """
 
 from __future__ import annotations
@@ -112,8 +117,8 @@ class GenerateConfig:
     # A prompt that leaves fewer than max_tokens of the context: "drop" (skipped, counted in the stage's
     # results as too_long) or "error" (the round stops, naming the prompts).
     too_long: Literal["drop", "error"] = "drop"
-    # Samples per engine call (per rank); each call's results are kept in the stage's temp folder as it
-    # finishes, so a run killed mid-generation redoes only the chunk it was in. Large enough that vLLM's batch
+    # Samples per engine call (per rank) in generate, revise and eval (each benchmark set apart); each call's
+    # results are kept in the stage's temp folder as it finishes, so a killed run redoes only the chunk it was in. Large enough that vLLM's batch
     # stays full through a chunk and every shipped recipe samples in one (their tables stay as they were).
     chunk_samples: int = 65536
 
