@@ -10,11 +10,15 @@ beside it, and the stage's own `sft_trainer` / `dpo_trainer` tokenize a conversa
   tail it writes after a reply), in chosen and rejected alike.
 
 The same conversation goes through `chat_format.untrainable` (the recipe-load check), which must accept every
-family and refuse templates that cannot train.
+family and refuse templates that cannot train. A prompt's system turn reaches every family: generation, SFT,
+DPO and the reward model fold it into the user turn where the template refuses it (`models.chat_turns`).
 """
 
 from __future__ import annotations
 
+import math
+
+import pyarrow as pa
 import pytest
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -28,9 +32,10 @@ from posttrain.training.chat_format import (
     tokenize_prompt_completion,
     untrainable,
 )
-from posttrain.recipe.config import DPOConfig, SFTConfig
+from posttrain.recipe.config import DPOConfig, RewardModelConfig, SFTConfig
 from posttrain.stages.dpo import dpo_trainer
 from posttrain.stages.generate import requests_for
+from posttrain.stages.reward_model import rm_scores, train_rm
 from posttrain.stages.sft import sft_trainer
 from posttrain.tiny.base import train_tokenizer
 from tests._fast_paths import FP32
@@ -241,6 +246,24 @@ def test_system_turns_stay_in_the_prompt_generation_renders(family, tmp_path, ca
     if name == "mistral":  # as the template writes the prompt for generation
         generation = tokenizer.apply_chat_template(SYSTEM + PROMPT, add_generation_prompt=True, tokenize=False)
         assert said(tokenizer, ids[labels == -100]) == generation
+
+
+def test_the_reward_model_trains_and_scores_system_prompts_where_the_template_refuses_them(tmp_path):
+    """Gemma 2's template refuses a system turn: the RM trains on, ranks its held-out pairs with and scores the
+    folded prompt (stages.reward_model: train_rm, rm_scores) instead of stopping at the first tools prompt."""
+    tokenizer = family_tokenizer("gemma")
+    model = model_folder(tokenizer, tmp_path / "model")
+    pairs = [{"prompt_id": f"p{i}", "capability": "math", "prompt": SYSTEM + [{"role": "user", "content": f"{i} + 30?"}],
+              "chosen": [{"role": "assistant", "content": CHOSEN}],
+              "rejected": [{"role": "assistant", "content": REJECTED}]} for i in range(8)]
+    cfg = RewardModelConfig(enabled=True, batch_size=4, max_length=128, eval_fraction=0.25)
+    info = train_rm(tmp_path / "rm", str(model), pairs, cfg, seed=0)
+    assert info["pairs"] + info["eval_pairs"] == 8 and 0 <= info["eval_accuracy"] <= 1
+    prompts = schema.from_records([{"id": "p", "capability": "math", "answer": "42", "messages": SYSTEM + PROMPT}],
+                                  "prompts")
+    samples = pa.table({"prompt_id": ["p", "p"], "sample_index": [0, 1], "completion": [CHOSEN, REJECTED]})
+    scores = rm_scores(tmp_path / "rm" / "model", samples, prompts, cfg)["rm_score"].to_pylist()
+    assert len(scores) == 2 and all(math.isfinite(x) for x in scores)
 
 
 MISTRAL_V01 = (  # mistralai/Mistral-7B-Instruct-v0.1: no system role at all

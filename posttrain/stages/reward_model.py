@@ -80,6 +80,8 @@ def train_rm(out: Path, base_model: str, pairs: list[dict], cfg, seed: int, trai
                           lambda o, c, s: train_reward_model(o, base_model, train, c, s, init_seed=seed,
                                                              trainer_args=trainer_args))
     if held and world().is_main:
+        turns = prompt_turns(tokenizer_of(str(out / "model")))  # the turns it trained on (train_reward_model)
+        held = [{**p, "prompt": turns(p["prompt"])} for p in held]
         wins = pairwise_wins(out / "model", held, cfg.score_batch_size, cfg.max_length)
         accuracy = sum(wins) / len(wins)
         info = {**info, "eval_pairs": len(held), "eval_accuracy": round(accuracy, 4),
