@@ -122,7 +122,6 @@ def test_eval_killed_mid_set_keeps_its_finished_chunks(full_run, recipe_file):
     resumed = run_cli("round", "--recipe", str(recipe_file), chunked)
     assert resumed.returncode == 0, resumed.stderr[-4000:]
     assert "eval heldout: 2 of 3 chunk(s) done before, kept" in resumed.stderr
-    assert "eval heldout: 24/24 samples (100%)" in resumed.stderr
     got, want = (pq.read_table(r / "round_1" / "eval" / "evals.parquet") for r in (run, full_run))
     assert got.equals(want)
     got, want = (json.loads((r / "summary.json").read_text())["rounds"] for r in (run, full_run))

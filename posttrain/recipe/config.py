@@ -118,8 +118,9 @@ class GenerateConfig:
     # results as too_long) or "error" (the round stops, naming the prompts).
     too_long: Literal["drop", "error"] = "drop"
     # Samples per engine call (per rank) in generate, revise and eval (each benchmark set apart); each call's
-    # results are kept in the stage's temp folder as it finishes, so a killed run redoes only the chunk it was in. Large enough that vLLM's batch
-    # stays full through a chunk and every shipped recipe samples in one (their tables stay as they were).
+    # results are kept in the stage's temp folder as it finishes, so a killed run redoes only the chunk it was
+    # in. Large enough that vLLM's batch stays full through a chunk and every shipped recipe samples in one
+    # (their tables stay as they were).
     chunk_samples: int = 65536
 
 
