@@ -51,12 +51,14 @@ def judged_schema(judgments: list[str]) -> pa.Schema:
 
 
 def judge(sft: pa.Table, cfg: JudgeConfig, topics: dict[str, dict[str, str]], engine, tokenizer,
-          seed_of: Callable[[str], int]) -> tuple[pa.Table, dict[str, dict[str, int]]]:
+          seed_of: Callable[[str], int], template_kwargs: dict | None = None,
+          ) -> tuple[pa.Table, dict[str, dict[str, int]]]:
     """sft rows -> (JUDGED: one row per sft id, in sft's order; {judgment: counts}).
 
     engine: what generates: anything with `generate(requests) -> results` and `max_model_len` (posttrain's vLLM
     Engine, or a stand-in); seed_of: a request key -> its sampling seed (posttrain derives it from the run's seed);
-    tokenizer: the judge model's, whose chat template wraps each filled-in template as a user turn.
+    tokenizer: the judge model's, whose chat template wraps each filled-in template as a user turn (with
+    `template_kwargs`, the variables its template reads, e.g. {enable_thinking: false}).
     counts: asked, retried (the first answer did not parse), too_long (no room in the context) and
     unknown (no usable answer after the retry, too_long included)."""
     ids = sft["id"].to_pylist()
@@ -74,8 +76,9 @@ def judge(sft: pa.Table, cfg: JudgeConfig, topics: dict[str, dict[str, str]], en
         for i in range(len(ids)):
             name = "quality_code" if j == "quality" and capability[i] == "code" and "quality_code" in texts else j
             text = render(texts[name], topics=topic_list, prompt=fields["prompt"][i], reply=fields["reply"][i])
-            tokens = tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
-                                                   tokenize=True, return_dict=True)["input_ids"]
+            user = [{"role": "user", "content": text}]
+            tokens = tokenizer.apply_chat_template(user, add_generation_prompt=True, tokenize=True, return_dict=True,
+                                                   **(template_kwargs or {}))["input_ids"]
             if len(tokens) + cfg.max_tokens > engine.max_model_len:
                 too_long += 1
                 rows[i]["judge_unknown"].append(j)

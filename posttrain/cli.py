@@ -119,7 +119,8 @@ def _score(args) -> int:
     try:
         rm, why = reward_model_for(args.reward_model, recipe)
         print(f"reward model: {rm or 'none'} ({why})", flush=True)
-        rows = score_file(Path(args.input), Path(args.output), recipe.score, rm, recipe.reward_model)
+        rows = score_file(Path(args.input), Path(args.output), recipe.score, rm, recipe.reward_model,
+                          dict(recipe.chat_template_kwargs))
     except (SchemaError, FileNotFoundError, RewardModelError) as e:
         print(f"posttrain: {e}", file=sys.stderr)
         return 2
@@ -173,7 +174,7 @@ def _reward_train(args) -> int:
     tmp = final.with_name(final.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     info = train_rm(tmp, resolve_base(recipe), pairs, recipe.reward_model, recipe.seed,
-                    tracking_args(recipe.tracking, recipe.name, "reward_model"))
+                    tracking_args(recipe.tracking, recipe.name, "reward_model"), dict(recipe.chat_template_kwargs))
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
     print(f"reward model: {final / 'model'} ({len(scored)} scored round(s), {info})")

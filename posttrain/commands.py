@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from posttrain.models.chat_turns import say_if_folding
+from posttrain.models.chat_turns import Chat, say_if_folding
 from posttrain.models.engine import Engine
 from posttrain.models.gguf_import import GGUFError, resolve
 from posttrain.pipeline import run_rounds
@@ -106,9 +106,9 @@ def run_eval(model: str | None, recipe: Recipe, out: str | None) -> Path:
         sets = eval_sets(ev.benchmarks, heldout, Path(scratch), recipe.score)
         engine = Engine(model, recipe.generate, recipe.seed, recipe.generate.max_model_len)
         try:
-            tokenizer = tokenizer_of(model)
-            say_if_folding(tokenizer, model)
-            evaluate(tmp, engine, tokenizer, sets, ev, recipe.score, recipe.seed)
+            chat = Chat(tokenizer_of(model), dict(recipe.chat_template_kwargs))
+            say_if_folding(chat, model)
+            evaluate(tmp, engine, chat, sets, ev, recipe.score, recipe.seed)
         finally:
             engine.close()
     shutil.rmtree(final, ignore_errors=True)

@@ -101,15 +101,16 @@ def newest_reward_model(run_dir: Path) -> Path | None:
 
 
 def score_file(input_path: Path, output_path: Path, cfg: ScoreConfig, reward_model_dir: Path | None = None,
-               rm_cfg=None) -> int:
+               rm_cfg=None, template_kwargs: dict | None = None) -> int:
     """`posttrain score`: scores a samples file made anywhere; the output appears only when complete.
 
     With `reward_model_dir` every sample also gets its `rm_score` (batched: `rm_scores`, with `rm_cfg`'s
-    score_batch_size and max_length, a `RewardModelConfig`); without, rm_score stays null."""
+    score_batch_size and max_length, a `RewardModelConfig`, and the recipe's `chat_template_kwargs`); without,
+    rm_score stays null."""
     samples, prompts = read_samples_file(input_path)
     table = score_samples(samples, prompts, cfg)
     if reward_model_dir is not None:
-        rm = rm_scores(reward_model_dir, samples, prompts, rm_cfg).column("rm_score")  # in the samples' order
+        rm = rm_scores(reward_model_dir, samples, prompts, rm_cfg, template_kwargs).column("rm_score")  # samples' order
         table = table.set_column(table.schema.get_field_index("rm_score"), "rm_score", rm)
         nonfinite = sum(not math.isfinite(x) for x in rm.to_pylist())
         if nonfinite:

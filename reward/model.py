@@ -111,25 +111,27 @@ def accuracy_by_capability(pairs: list[dict], wins: list[float]) -> dict[str, di
     return {c: {"pairs": len(w), "accuracy": round(sum(w) / len(w), 4)} for c, w in sorted(groups.items())}
 
 
-def pairwise_wins(model_dir: str | Path, pairs: list[dict], batch_size: int = 64, max_length: int = 512) -> list[float]:
+def pairwise_wins(model_dir: str | Path, pairs: list[dict], batch_size: int = 64, max_length: int = 512,
+                  chat_template_kwargs: dict | None = None) -> list[float]:
     """Per pair: 1 when the RM scores its chosen response above its rejected one, 0.5 on a tie, else 0.
     Chosen and rejected are scored in one batched pass."""
     prompts = [p["prompt"] for p in pairs]
     scores = score_with_reward_model(model_dir, prompts + prompts,
                                      [p["chosen"][-1]["content"] for p in pairs]
                                      + [p["rejected"][-1]["content"] for p in pairs],
-                                     batch_size=batch_size, max_length=max_length, progress=False)
+                                     batch_size=batch_size, max_length=max_length, progress=False,
+                                     chat_template_kwargs=chat_template_kwargs)
     chosen, rejected = scores[:len(pairs)], scores[len(pairs):]
     return [1.0 if c > r else 0.5 if c == r else 0.0 for c, r in zip(chosen, rejected)]
 
 
 def score_with_reward_model(model_dir: str | Path, prompts_messages: list[list[dict]], completions: list[str],
                             batch_size: int = 64, max_length: int = 512, *, dtype: torch.dtype | None = None,
-                            progress: bool = True) -> list[float]:
+                            progress: bool = True, chat_template_kwargs: dict | None = None) -> list[float]:
     """RM score of each (prompt messages, completion), in input order.
 
-    Each pair is rendered as prompt + assistant reply with the chat template (the same tokens as in
-    training). A sequence longer than `max_length` keeps its first token (BOS) and its last
+    Each pair is rendered as prompt + assistant reply with the chat template and `chat_template_kwargs`
+    (the same tokens as in training). A sequence longer than `max_length` keeps its first token (BOS) and its last
     `max_length - 1`: the score is read at the last token, so the end of the reply must stay. Inputs
     are sorted by length (longest first, so an out-of-memory shows at once) and padded per batch;
     every batch is one forward pass under `torch.inference_mode`. Device: CUDA when available, else
@@ -155,7 +157,7 @@ def score_with_reward_model(model_dir: str | Path, prompts_messages: list[list[d
         model.config.get_text_config().pad_token_id = pad_id
 
     conversations = [list(p) + [{"role": "assistant", "content": c}] for p, c in zip(prompts_messages, completions)]
-    texts = tokenizer.apply_chat_template(conversations, tokenize=False)
+    texts = tokenizer.apply_chat_template(conversations, tokenize=False, **(chat_template_kwargs or {}))
     ids = tokenizer(texts, add_special_tokens=False)["input_ids"]  # = apply_chat_template(tokenize=True), batched
     truncated = sum(len(x) > max_length for x in ids)
     if truncated:

@@ -24,7 +24,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from posttrain.models.chat_turns import prompt_turns, say_if_folding, why_fold_system
+from posttrain.models.chat_turns import Chat, prompt_turns, say_if_folding, why_fold_system
 from posttrain.run import schema
 from posttrain.training.chat_format import (
     formatting_token_ids,
@@ -116,6 +116,10 @@ def family_tokenizer(name: str) -> PreTrainedTokenizerFast:
     template, specials, named, _, _ = FAMILIES[name]
     if template is None:
         return train_tokenizer(TEXTS * 10, vocab_size=300)
+    return template_tokenizer(template, specials, named)
+
+
+def template_tokenizer(template: str, specials: list[str], named: dict[str, str]) -> PreTrainedTokenizerFast:
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -229,7 +233,7 @@ def test_system_turns_stay_in_the_prompt_generation_renders(family, tmp_path, ca
     assert "Answer briefly." in said(tokenizer, ids[labels == -100])
     prompts = schema.from_records([{"id": "p", "capability": "math", "answer": "42", "messages": SYSTEM + PROMPT}],
                                   "prompts")
-    requests, _ = requests_for(prompts, tokenizer, n=1, temperature=1.0, top_p=1.0, max_tokens=8, seed=0,
+    requests, _ = requests_for(prompts, Chat(tokenizer), n=1, temperature=1.0, top_p=1.0, max_tokens=8, seed=0,
                                max_model_len=None)
     assert requests["p"]["prompt_token_ids"] == ids[labels == -100].tolist()
     pairs = schema.from_records([{"id": "p", "prompt_id": "p", "capability": "math", "round": 1,
@@ -241,7 +245,7 @@ def test_system_turns_stay_in_the_prompt_generation_renders(family, tmp_path, ca
     folds = name in ("mistral", "gemma")
     assert (why_fold_system(tokenizer) is not None) == folds
     with caplog.at_level("WARNING", logger="posttrain"):
-        say_if_folding(tokenizer, name)
+        say_if_folding(Chat(tokenizer), name)
     assert ("folds a prompt's system turn" in caplog.text) == folds
     if name == "mistral":  # as the template writes the prompt for generation
         generation = tokenizer.apply_chat_template(SYSTEM + PROMPT, add_generation_prompt=True, tokenize=False)
@@ -253,7 +257,8 @@ def test_the_reward_model_trains_and_scores_system_prompts_where_the_template_re
     folded prompt (stages.reward_model: train_rm, rm_scores) instead of stopping at the first tools prompt."""
     tokenizer = family_tokenizer("gemma")
     model = model_folder(tokenizer, tmp_path / "model")
-    pairs = [{"prompt_id": f"p{i}", "capability": "math", "prompt": SYSTEM + [{"role": "user", "content": f"{i} + 30?"}],
+    pairs = [{"prompt_id": f"p{i}", "capability": "math",
+              "prompt": SYSTEM + [{"role": "user", "content": f"{i} + 30?"}],
               "chosen": [{"role": "assistant", "content": CHOSEN}],
               "rejected": [{"role": "assistant", "content": REJECTED}]} for i in range(8)]
     cfg = RewardModelConfig(enabled=True, batch_size=4, max_length=128, eval_fraction=0.25)
@@ -264,6 +269,64 @@ def test_the_reward_model_trains_and_scores_system_prompts_where_the_template_re
     samples = pa.table({"prompt_id": ["p", "p"], "sample_index": [0, 1], "completion": [CHOSEN, REJECTED]})
     scores = rm_scores(tmp_path / "rm" / "model", samples, prompts, cfg)["rm_score"].to_pylist()
     assert len(scores) == 2 and all(math.isfinite(x) for x in scores)
+
+
+QWEN3 = (  # the shape of Qwen3's template: a reply gets a think block (its reasoning, if any), and
+    # enable_thinking=false writes an empty one after the generation prompt
+    "{%- for m in messages %}{%- if m.role == 'assistant' %}{%- set content = m.content %}{%- set thought = '' %}"
+    "{%- if '</think>' in content %}{%- set thought = content.split('</think>')[0].split('<think>')[-1].strip() %}"
+    "{%- set content = content.split('</think>')[-1].lstrip() %}{%- endif %}"
+    "{{- '<|im_start|>assistant\\n<think>\\n' + thought + '\\n</think>\\n\\n' + content + '<|im_end|>\\n' }}"
+    "{%- else %}{{- '<|im_start|>' + m.role + '\\n' + m.content + '<|im_end|>\\n' }}{%- endif %}{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}"
+    "{%- if enable_thinking is defined and enable_thinking is false %}{{- '<think>\\n\\n</think>\\n\\n' }}"
+    "{%- endif %}{%- endif %}")
+THINK_OFF = {"enable_thinking": False}
+
+
+@pytest.mark.parametrize("template_kwargs", [THINK_OFF, {}])
+def test_chat_template_kwargs_reach_generation_sft_and_dpo_alike(tmp_path, template_kwargs):
+    """`chat_template_kwargs` go to every render: with Qwen3's {enable_thinking: false} generation starts after
+    an empty think block and SFT and DPO train on the reply alone after that same prompt; without, the block is
+    the reply's (what thinking off by default would teach: to skip it)."""
+    tokenizer = template_tokenizer(QWEN3, ["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+                                   {"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"})
+    model = model_folder(tokenizer, tmp_path / "model")
+    assert untrainable(tokenizer, template_kwargs=template_kwargs) is None
+    prompts = schema.from_records([{"id": "p", "capability": "math", "answer": "42", "messages": PROMPT}], "prompts")
+    requests, _ = requests_for(prompts, Chat(tokenizer, template_kwargs), n=1, temperature=1.0, top_p=1.0,
+                               max_tokens=8, seed=0, max_model_len=None)
+    prompt_ids = requests["p"]["prompt_token_ids"]
+    empty_think = "<think>\n\n</think>\n\n"
+    assert said(tokenizer, prompt_ids).endswith("assistant\n" + (empty_think if template_kwargs else ""))
+    sft = sft_trainer(tmp_path, model, sft_table(), SFTConfig(max_length=128), 0, template_kwargs, **FP32)[0]
+    ids, labels = (torch.tensor(sft.train_dataset[0][k]) for k in ("input_ids", "labels"))
+    assert ids[labels == -100].tolist() == prompt_ids
+    reply = CHOSEN + "<|im_end|>\n"
+    assert said(tokenizer, ids[labels != -100]) == (reply if template_kwargs else empty_think + reply)
+    pairs = schema.from_records([{"id": "p", "prompt_id": "p", "capability": "math", "round": 1, "prompt": PROMPT,
+                                  "chosen": [{"role": "assistant", "content": CHOSEN}],
+                                  "rejected": [{"role": "assistant", "content": REJECTED}],
+                                  "chosen_reward": 1.0, "rejected_reward": 0.0}], "pairs")
+    dpo = dpo_trainer(tmp_path / "dpo", model, pairs, DPOConfig(max_length=128), 0, template_kwargs, **FP32)[0]
+    assert dpo.train_dataset[0]["prompt_ids"] == prompt_ids
+    batch = dpo.data_collator([dpo.train_dataset[0]])
+    chosen = said(tokenizer, batch["input_ids"][0][batch["completion_mask"][0].bool()])
+    assert chosen == (CHOSEN if template_kwargs else empty_think + CHOSEN)
+
+
+def test_chat_template_kwargs_are_checked_and_change_the_base_fingerprint():
+    """A variable that clashes is a recipe error; a set one is in the base stage's fingerprint, so changing it
+    reruns every stage after (all read the base or a model trained from it); none keeps older runs' fingerprints."""
+    from posttrain.recipe.config import RecipeError
+    from posttrain.stages.setup import base_config
+
+    with pytest.raises(RecipeError, match=r"tiny\.yaml: chat_template_kwargs\.add_generation_prompt is an argument"):
+        load("chat_template_kwargs={add_generation_prompt: true}")
+    recipe = load("chat_template_kwargs={enable_thinking: false}")
+    assert recipe.chat_template_kwargs == THINK_OFF
+    assert base_config(recipe)["chat_template_kwargs"] == THINK_OFF
+    assert base_config(load()) == {"base_model": ".cache/tiny-base", "build": load().base, "seed": 0}
 
 
 MISTRAL_V01 = (  # mistralai/Mistral-7B-Instruct-v0.1: no system role at all

@@ -13,6 +13,7 @@ import pyarrow as pa
 import pytest
 
 from eval import metrics
+from posttrain.models.chat_turns import Chat
 from posttrain.stages import evaluate as harness
 from posttrain.run import schema
 from posttrain.recipe.config import EvalConfig, ScoreConfig
@@ -40,6 +41,9 @@ class CharTokenizer:
 
     def apply_chat_template(self, messages, **_):
         return {"input_ids": list(range(sum(len(m["content"]) for m in messages)))}
+
+
+CHARS = Chat(CharTokenizer())  # stateless: shared
 
 
 # --------------------------------------------------------------------------- pass@k
@@ -81,13 +85,13 @@ def test_heldout_reference_replies_score_100_and_wrong_ones_0(tmp_path):
     prompts, replies = tiny_heldout()
     cfg, score = EvalConfig(max_tokens=8), ScoreConfig(num_workers=2)
     sets = harness.eval_sets(["heldout"], prompts, None, score)
-    right = harness.evaluate(tmp_path, ScriptedEngine([[r] for r in replies]), CharTokenizer(), sets, cfg, score, 0)
+    right = harness.evaluate(tmp_path, ScriptedEngine([[r] for r in replies]), CHARS, sets, cfg, score, 0)
     assert right["scores"]["heldout"]["accuracy"] == {"code": 1.0, "math": 1.0, "multilingual": 1.0, "tools": 1.0,
                                                       "overall": 1.0}
     assert json.loads((tmp_path / "eval.json").read_text()) == right["scores"]
     evals = schema.read(tmp_path / "evals.parquet", "evals")
     assert evals.num_rows == prompts.num_rows and set(evals["benchmark"].to_pylist()) == {"heldout"}
-    wrong = harness.evaluate(tmp_path, ScriptedEngine([["no idea"]] * len(replies)), CharTokenizer(), sets, cfg,
+    wrong = harness.evaluate(tmp_path, ScriptedEngine([["no idea"]] * len(replies)), CHARS, sets, cfg,
                              score, 0)
     assert wrong["scores"]["heldout"]["pass@1"] == 0.0
 
@@ -100,7 +104,7 @@ def test_prompts_too_long_for_the_context_are_failures_not_skips(tmp_path):
     fits = [n + 8 <= limit for n in lengths]
     cfg, score = EvalConfig(max_tokens=8), ScoreConfig(num_workers=2)
     engine = ScriptedEngine([[r] for r, ok in zip(replies, fits) if ok], max_model_len=limit)
-    result = harness.evaluate(tmp_path, engine, CharTokenizer(), harness.eval_sets(["heldout"], prompts, None, score),
+    result = harness.evaluate(tmp_path, engine, CHARS, harness.eval_sets(["heldout"], prompts, None, score),
                               cfg, score, 0)["scores"]["heldout"]
     assert result["too_long"] == fits.count(False) > 0
     assert result["pass@1"] == pytest.approx(fits.count(True) / len(fits), abs=1e-4)
@@ -114,7 +118,7 @@ def test_pass_at_k_from_several_samples(tmp_path):
     score = ScoreConfig(num_workers=2)
     # each item: 1 right of 4 -> pass@1 = 0.25, pass@4 = 1
     engine = ScriptedEngine([[r, "x", "y", "z"] for r in replies])
-    result = harness.evaluate(tmp_path, engine, CharTokenizer(), harness.eval_sets(["heldout"], prompts, None, score),
+    result = harness.evaluate(tmp_path, engine, CHARS, harness.eval_sets(["heldout"], prompts, None, score),
                               cfg, score, 0)["scores"]["heldout"]
     assert (result["pass@1"], result["pass@4"]) == (0.25, 1.0)
     assert {r["n"] for r in engine.requests} == {4}
@@ -263,7 +267,7 @@ def run_set(out, name, benchmarks_dir, replies_of, cfg):
     assert {it["capability"] for it in items} == {BENCHMARK_SCORING[name][0]}
     engine = ReplyingEngine(prompts, {it["id"]: replies_of(i, it) for i, it in enumerate(items)})
     out.mkdir()
-    result = harness.evaluate(out, engine, CodePointTokenizer(), sets, cfg, score, 0)
+    result = harness.evaluate(out, engine, Chat(CodePointTokenizer()), sets, cfg, score, 0)
     on_disk = json.loads((out / "eval.json").read_text())
     assert on_disk == result["scores"] and list(on_disk) == [name]
     assert sorted(engine.asked) == sorted((it["id"], cfg.num_samples) for it in items)  # each item asked once
@@ -358,7 +362,7 @@ def test_all_shipped_benchmarks_in_one_eval_keep_their_own_scores(benchmarks_dir
     replies = {it["id"]: [(reference_reply if name in right else wrong_reply)(name, it)]
                for name, (prompts, _) in sets.items() for it in prompts.to_pylist()}
     all_prompts = pa.concat_tables([prompts for prompts, _ in sets.values()])
-    result = harness.evaluate(tmp_path, ReplyingEngine(all_prompts, replies), CodePointTokenizer(), sets,
+    result = harness.evaluate(tmp_path, ReplyingEngine(all_prompts, replies), Chat(CodePointTokenizer()), sets,
                               EvalConfig(max_tokens=8), score, 0)
     scores = json.loads((tmp_path / "eval.json").read_text())
     assert scores == result["scores"] and list(scores) == names
@@ -379,6 +383,6 @@ def test_eval_grades_answers_even_when_training_checks_steps(tmp_path):
     reply = f"{row['answer']} + 0 = 999. The answer is {row['answer']}."
     score = ScoreConfig(check_steps=["math"])
     sets = harness.eval_sets(["heldout"], math, None, score)
-    got = harness.evaluate(tmp_path, ScriptedEngine([[reply]]), CharTokenizer(), sets, EvalConfig(max_tokens=8),
+    got = harness.evaluate(tmp_path, ScriptedEngine([[reply]]), CHARS, sets, EvalConfig(max_tokens=8),
                            score, 0)
     assert got["scores"]["heldout"]["accuracy"]["math"] == 1.0

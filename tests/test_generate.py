@@ -7,6 +7,7 @@ import multiprocessing as mp
 
 import pytest
 
+from posttrain.models.chat_turns import Chat
 from posttrain.run import schema
 from posttrain.recipe.config import GenerateConfig
 from posttrain.stages.generate import prompt_temperature, requests_for, with_system_prompt
@@ -16,6 +17,9 @@ class CharTokenizer:
     def apply_chat_template(self, messages, **_):
         text = "".join(f"[{m['role']}]{m['content']}" for m in messages)
         return {"input_ids": [ord(c) for c in text]}
+
+
+CHARS = Chat(CharTokenizer())  # stateless: shared
 
 
 def prompts(*texts: str, capability: str = "math"):
@@ -33,14 +37,14 @@ def test_steering_prompt_goes_first_and_keeps_an_existing_system_message():
 
 
 def test_requests_render_the_steering_prompt_only_for_its_capability():
-    reqs, _ = requests_for(prompts("2+2?"), CharTokenizer(), n=2, temperature=1.0, top_p=1.0, max_tokens=4, seed=0,
+    reqs, _ = requests_for(prompts("2+2?"), CHARS, n=2, temperature=1.0, top_p=1.0, max_tokens=4, seed=0,
                            max_model_len=None, system_prompts={"math": "STEER", "code": "OTHER"})
     text = "".join(map(chr, reqs["p0"]["prompt_token_ids"]))
     assert text == "[system]STEER[user]2+2?"
 
 
 def test_prompts_too_long_are_dropped_and_named():
-    reqs, too_long = requests_for(prompts("short", "x" * 100), CharTokenizer(), n=1, temperature=1.0, top_p=1.0,
+    reqs, too_long = requests_for(prompts("short", "x" * 100), CHARS, n=1, temperature=1.0, top_p=1.0,
                                   max_tokens=10, seed=0, max_model_len=50)
     assert list(reqs) == ["p0"] and too_long == ["p1"]
 
@@ -67,8 +71,8 @@ def test_too_long_prompts_stop_the_round_when_the_recipe_says_so(tmp_path):
 
     table = prompts("short", "x" * 100)
     with pytest.raises(PromptTooLong, match="generate.too_long"):
-        generate(tmp_path, NoEngine(), table, CharTokenizer(), GenerateConfig(max_tokens=10, too_long="error"), 0)
-    result = generate(tmp_path, NoEngine(), table, CharTokenizer(), GenerateConfig(max_tokens=10, num_samples=2), 0)
+        generate(tmp_path, NoEngine(), table, CHARS, GenerateConfig(max_tokens=10, too_long="error"), 0)
+    result = generate(tmp_path, NoEngine(), table, CHARS, GenerateConfig(max_tokens=10, num_samples=2), 0)
     assert (result["samples"], result["too_long"]) == (2, 1)
 
 

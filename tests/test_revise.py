@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from posttrain.models.chat_turns import PROBE
+from posttrain.models.chat_turns import PROBE, Chat
 from posttrain.run import schema
 from posttrain.recipe.config import GenerateConfig, ReviseConfig, ScoreConfig, SelectConfig
 from posttrain.stages.revise import failed_first_tries, revise
@@ -73,7 +73,7 @@ def test_only_prompts_of_the_capabilities_with_no_passing_sample_are_revised_fro
 def test_revisions_see_the_failure_and_join_the_table_as_more_samples(tmp_path):
     engine, tokenizer = Engine([GOOD, BAD]), Tokenizer()
     cfg = ReviseConfig(enabled=True, samples=2)
-    results = revise(tmp_path, engine, FIRST_TRY, PROMPTS, tokenizer, cfg, GenerateConfig(num_samples=2),
+    results = revise(tmp_path, engine, FIRST_TRY, PROMPTS, Chat(tokenizer), cfg, GenerateConfig(num_samples=2),
                      ScoreConfig(), pass_threshold=1.0, seed=7)
     assert results == {"scored": 7, "failed_prompts": 1, "revisions": 2, "rescued_prompts": 1, "too_long": 0}
     # the conversation the policy continues: the prompt, its best failing answer, the verifier's reason (what
@@ -99,7 +99,7 @@ def test_revisions_see_the_failure_and_join_the_table_as_more_samples(tmp_path):
 def test_nothing_failed_means_no_engine_call(tmp_path):
     engine = Engine([])
     passing = scored([("b", 0, GOOD, 1.0, "passed")])
-    results = revise(tmp_path, engine, passing, PROMPTS, Tokenizer(), ReviseConfig(enabled=True),
+    results = revise(tmp_path, engine, passing, PROMPTS, Chat(Tokenizer()), ReviseConfig(enabled=True),
                      GenerateConfig(), ScoreConfig(), pass_threshold=1.0, seed=0)
     assert engine.requests == [] and results["revisions"] == 0 and results["scored"] == 1
 

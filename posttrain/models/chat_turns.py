@@ -16,6 +16,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
 
 from jinja2.exceptions import TemplateError
 
@@ -33,13 +36,31 @@ def fold_system(messages: list[dict]) -> list[dict]:
     return list(messages)
 
 
-def why_fold_system(tokenizer) -> str | None:
+@dataclass
+class Chat:
+    """A model's chat template as the stages render prompts with it: its tokenizer, the recipe's
+    `chat_template_kwargs` (variables the template reads, e.g. Qwen3's {enable_thinking: false}) and the turns
+    it takes (`prompt_turns`)."""
+
+    tokenizer: Any
+    template_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    @cached_property
+    def turns(self) -> Callable[[list[dict]], list[dict]]:
+        return prompt_turns(self.tokenizer, self.template_kwargs)
+
+    def prompt_ids(self, messages: list[dict]) -> list[int]:
+        """The tokens generation continues from: the prompt's turns rendered with the generation prompt."""
+        return _ids(self.tokenizer, self.turns(messages), add_generation_prompt=True, **self.template_kwargs)
+
+
+def why_fold_system(tokenizer, template_kwargs: dict | None = None) -> str | None:
     """Why prompts' system turns must be folded into the user turn for this tokenizer's chat template (it refuses
     them, or writes them only before a final user turn) while the folded prompt renders and trains; None when
     they need not be (or folding would not mend it: the model check then says what is wrong)."""
     def renders_as_prefix(prompt) -> bool:
-        prompt_ids = _ids(tokenizer, prompt, add_generation_prompt=True)
-        return _ids(tokenizer, prompt + PROBE_REPLY)[:len(prompt_ids)] == prompt_ids
+        prompt_ids = _ids(tokenizer, prompt, add_generation_prompt=True, **(template_kwargs or {}))
+        return _ids(tokenizer, prompt + PROBE_REPLY, **(template_kwargs or {}))[:len(prompt_ids)] == prompt_ids
 
     try:
         if not renders_as_prefix(fold_system(PROBE)):
@@ -55,15 +76,21 @@ def why_fold_system(tokenizer) -> str | None:
             "v0.3's does), so a reply would be trained without it")
 
 
-def prompt_turns(tokenizer) -> Callable[[list[dict]], list[dict]]:
+def prompt_turns(tokenizer, template_kwargs: dict | None = None) -> Callable[[list[dict]], list[dict]]:
     """What every stage does to a prompt's turns before the chat template renders them: `fold_system` where the
     template needs it (`why_fold_system`), else nothing."""
-    return fold_system if why_fold_system(tokenizer) is not None else list
+    return fold_system if why_fold_system(tokenizer, template_kwargs) is not None else list
 
 
-def say_if_folding(tokenizer, model: str) -> None:
+def template_column(num_examples: int, template_kwargs: dict | None) -> dict[str, list]:
+    """TRL's per-example `chat_template_kwargs` column (SFT, DPO, reward trainers) for a dataset of
+    `num_examples`; none without variables, so such a dataset is what it was before the key existed."""
+    return {"chat_template_kwargs": [dict(template_kwargs)] * num_examples} if template_kwargs else {}
+
+
+def say_if_folding(chat: Chat, model: str) -> None:
     """One log line where `prompt_turns` folds (once per run: the round's model check, `posttrain eval`)."""
-    if (why := why_fold_system(tokenizer)) is not None:
+    if (why := why_fold_system(chat.tokenizer, chat.template_kwargs)) is not None:
         log.warning("%s: %s; every stage folds a prompt's system turn into the user turn after it "
                     "(\"<system>\\n\\n<user>\")", model, why)
 

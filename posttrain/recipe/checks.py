@@ -57,12 +57,29 @@ def check(r: Recipe, where: str) -> None:
     _check_generate_variety(r.generate, need)
     _check_eval(r.eval, need)
     check_base_model(r, need)
+    _check_chat_template_kwargs(r.chat_template_kwargs, need)
     check_trainable(r, need)
     _check_score(r.score, need)
     _check_sandbox(r, need)
     _check_revise(r.revise, need)
     _check_hub(r.hub, need)
     _check_tracking(r.tracking, need)
+
+
+# What apply_chat_template and the template's own context already name: a variable of the recipe's would
+# clash with (or silently replace) them.
+TEMPLATE_NAMES = frozenset({
+    "conversation", "messages", "tools", "documents", "chat_template", "add_generation_prompt",
+    "continue_final_message", "tokenize", "padding", "truncation", "max_length", "return_tensors", "return_dict",
+    "return_assistant_tokens_mask", "tokenizer_kwargs", "bos_token", "eos_token", "unk_token", "sep_token",
+    "pad_token", "cls_token", "mask_token", "additional_special_tokens"})
+
+
+def _check_chat_template_kwargs(kwargs: dict, need: Need) -> None:
+    for name in kwargs:
+        need(name.isidentifier(), f"chat_template_kwargs.{name}", "must be a template variable name (an identifier)")
+        need(name not in TEMPLATE_NAMES, f"chat_template_kwargs.{name}",
+             "is an argument of apply_chat_template or a variable every template already gets, not one to set here")
 
 
 def _check_tracking(t: TrackingConfig, need: Need) -> None:

@@ -348,6 +348,9 @@ class HubConfig:
 class Recipe:
     name: str
     base_model: str  # local folder, hub id, or .gguf file (posttrain.models.gguf_import; pkg://<package>/<file>)
+    # Variables every render of the model's chat template gets (generation, eval, SFT, DPO, the reward model), so
+    # prompts are sampled and trained the same way: e.g. {enable_thinking: false} for Qwen3's template.
+    chat_template_kwargs: dict[str, Any] = field(default_factory=dict)
     rounds: int
     seed: int = 0
     output_dir: str = "runs"

@@ -45,7 +45,7 @@ def check_trainable(r: Recipe, need: Need) -> None:
         return
     from posttrain.training.chat_format import check_model  # torch and TRL: only when a model folder is checked
 
-    why = check_model(str(path), lengths, packing=r.sft.packing)
+    why = check_model(str(path), lengths, packing=r.sft.packing, template_kwargs=dict(r.chat_template_kwargs))
     need(why is None, "base_model", f"{r.base_model}: {why}")
 
 

@@ -8,6 +8,7 @@ from functools import cached_property
 
 import pyarrow as pa
 
+from posttrain.models.chat_turns import Chat
 from posttrain.models.engine import Engines
 from posttrain.recipe.config import Recipe, tracking_args
 from posttrain.run import schema
@@ -61,6 +62,15 @@ class Context:
     def train_parts(self, rounds: list[int]) -> list[Part]:
         """The prompts stage's tables that hold `rounds`' training prompts, as stage inputs (rundir.Part)."""
         return [self.prompts.part(f.name) for f in train_files(self.prompts.path, rounds)]
+
+    def chat(self, model: str) -> Chat:
+        """How the stages render prompts for `model`: its tokenizer's chat template, the recipe's variables."""
+        return Chat(tokenizer_of(model), self.template_kwargs)
+
+    @property
+    def template_kwargs(self) -> dict:
+        """The recipe's `chat_template_kwargs`: every render of a chat template gets them (training too)."""
+        return dict(self.recipe.chat_template_kwargs)
 
     def tracked(self, r: int, stage: str) -> dict:
         """The trained stages' runs in the recipe's trackers."""

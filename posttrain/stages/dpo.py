@@ -28,7 +28,7 @@ from trl import DPOTrainer
 from posttrain.training.chat_format import FormattingTokenMaskCollator as FormattingTokenMaskCollator  # re-exported
 from posttrain.training.chat_format import dpo_collator
 from posttrain.training.chat_format import formatting_token_ids as formatting_token_ids  # re-exported
-from posttrain.models.chat_turns import prompt_turns
+from posttrain.models.chat_turns import prompt_turns, template_column
 from posttrain.recipe.config import DPOConfig
 from posttrain.run.dist import barrier, world
 from posttrain.training.dpo_packing import PackedForward
@@ -44,14 +44,15 @@ PAIRS_ON_DISK = "pairs_dataset"  # under the stage's directory while it trains w
 
 
 def dpo(out: Path, sft_model: str | Path, pairs: pa.Table, cfg: DPOConfig, seed: int,
-        trainer_args: dict | None = None) -> dict:
+        trainer_args: dict | None = None, template_kwargs: dict | None = None) -> dict:
     """Trains the SFT model on `pairs` (the `pairs` schema) against itself as reference; saves `out/model`.
-    `trainer_args`: TRL config fields set from outside the section (experiment tracking)."""
+    `trainer_args`: TRL config fields set from outside the section (experiment tracking); `template_kwargs`:
+    the recipe's `chat_template_kwargs`."""
     if pairs.num_rows == 0 or not cfg.enabled:
         copy_model(sft_model, out / "model")
         return {"pairs": pairs.num_rows if cfg.enabled else 0, "steps": 0}
     if (done := trained(out)) is None:
-        trainer, tokenizer = dpo_trainer(out, sft_model, pairs, cfg, seed, **(trainer_args or {}))
+        trainer, tokenizer = dpo_trainer(out, sft_model, pairs, cfg, seed, template_kwargs, **(trainer_args or {}))
         done = train_and_save(trainer, tokenizer, out, extra=lambda t: too_long(pairs.num_rows, t.train_dataset, cfg))
     if world().is_main:
         shutil.rmtree(out / PAIRS_ON_DISK, ignore_errors=True)
@@ -76,7 +77,8 @@ def too_long(num_pairs: int, dataset, cfg: DPOConfig) -> dict:
     return counts
 
 
-def dpo_trainer(out: Path, sft_model: str | Path, pairs: pa.Table, cfg: DPOConfig, seed: int, **overrides):
+def dpo_trainer(out: Path, sft_model: str | Path, pairs: pa.Table, cfg: DPOConfig, seed: int,
+                template_kwargs: dict | None = None, **overrides):
     """The stage's DPOTrainer and tokenizer; `overrides` replace TRL DPOConfig fields (benchmarks, tests).
 
     Chosen and rejected go through the model in one forward (TRL stacks them in one batch). With
@@ -89,8 +91,9 @@ def dpo_trainer(out: Path, sft_model: str | Path, pairs: pa.Table, cfg: DPOConfi
 
     tokenizer = AutoTokenizer.from_pretrained(sft_model)
     dataset = {k: pairs.column(k).to_pylist() for k in ("prompt", "chosen", "rejected")}
-    turns = prompt_turns(tokenizer)
-    dataset = Dataset.from_dict({**dataset, "prompt": [turns(p) for p in dataset["prompt"]]})
+    turns = prompt_turns(tokenizer, template_kwargs)
+    dataset = Dataset.from_dict({**dataset, "prompt": [turns(p) for p in dataset["prompt"]]}
+                                | template_column(pairs.num_rows, template_kwargs))
     if cfg.precompute_ref_log_probs:
         dataset = _for_reference_pass(dataset, out / PAIRS_ON_DISK)
     args = TRLDPOConfig(**{**common_args(out, cfg, seed), "beta": cfg.beta, "loss_type": ["sigmoid", "sft"],
@@ -100,7 +103,7 @@ def dpo_trainer(out: Path, sft_model: str | Path, pairs: pa.Table, cfg: DPOConfi
                            **model_init_args(cfg), **overrides})
     collator = None
     if cfg.mask_formatting_tokens:
-        collator = dpo_collator(tokenizer, cfg.max_length)
+        collator = dpo_collator(tokenizer, cfg.max_length, template_kwargs)
     # With LoRA the reference is the same model with its adapters off: no second copy in memory.
     model = {"model": str(sft_model), **lora_args(cfg.lora, sft_model, cfg.attn_implementation)}
     trainer = StageDPOTrainer(**model, args=args, data_collator=collator, train_dataset=dataset,
@@ -270,6 +273,8 @@ def _for_reference_pass(dataset, path: Path):
 def stage(ctx: Context, r: int, sft_out: StageOutput, mixed: StageOutput) -> StageOutput:
     """DPO from the round's SFT model on the mix's pairs: the round's policy."""
     cfg = ctx.recipe.dpo
-    return ctx.run.stage(r, "dpo", outputs(cfg), [sft_out, mixed.part("pairs.parquet")], lambda out: train_variants(
-        out, cfg, ctx.seed, lambda o, c, s: dpo(o, sft_out.model, read(mixed, "pairs"), c, s, ctx.tracked(r, "dpo"))),
-        resumable=True, mode="all")
+    def train(out, c, s):
+        return dpo(out, sft_out.model, read(mixed, "pairs"), c, s, ctx.tracked(r, "dpo"), ctx.template_kwargs)
+
+    return ctx.run.stage(r, "dpo", outputs(cfg), [sft_out, mixed.part("pairs.parquet")],
+                         lambda out: train_variants(out, cfg, ctx.seed, train), resumable=True, mode="all")

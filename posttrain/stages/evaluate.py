@@ -22,11 +22,12 @@ from eval.benchmarks import get as get_benchmark
 from posttrain.run import schema
 from posttrain.recipe.config import EvalConfig, ScoreConfig
 from posttrain.run.dist import in_prompt_order, read_shards, shard
+from posttrain.models.chat_turns import Chat
 from posttrain.models.engine import Engine
 from posttrain.stages.generate import completion_rows, in_chunks, requests_for
 from posttrain.stages.scoring import score_samples
 from posttrain.run.rundir import StageOutput
-from posttrain.stages.context import Context, tokenizer_of
+from posttrain.stages.context import Context
 from eval.benchmarks import BENCHMARKS
 
 # (generate.chunk_samples, the stage's partial folder): each set generated a chunk at a time, every finished
@@ -70,17 +71,17 @@ def eval_sets(names: list[str], heldout: pa.Table, benchmarks_dir: Path | None, 
     return sets
 
 
-def evaluate(out: Path, engine: Engine, tokenizer, sets: dict[str, tuple[pa.Table, dict[str, str]]],
+def evaluate(out: Path, engine: Engine, chat: Chat, sets: dict[str, tuple[pa.Table, dict[str, str]]],
              cfg: EvalConfig, score_cfg: ScoreConfig, seed: int, chunks: Chunks = None) -> dict:
     """One process, every set: writes evals.parquet and eval.json; returns the manifest results."""
-    return write_scores(out, eval_rows(engine, tokenizer, sets, cfg, score_cfg, seed, chunks), sets, cfg)
+    return write_scores(out, eval_rows(engine, chat, sets, cfg, score_cfg, seed, chunks), sets, cfg)
 
 
-def evaluate_shard(out: Path, engine: Engine, tokenizer, sets: dict[str, tuple[pa.Table, dict[str, str]]],
+def evaluate_shard(out: Path, engine: Engine, chat: Chat, sets: dict[str, tuple[pa.Table, dict[str, str]]],
                    cfg: EvalConfig, score_cfg: ScoreConfig, seed: int, w, chunks: Chunks = None) -> dict:
     """One rank of a sharded eval: its share of every set's items -> out/evals.parquet (no metrics)."""
     mine = {name: (shard(prompts, w), verifiers) for name, (prompts, verifiers) in sets.items()}
-    return {"evals": schema.write(eval_rows(engine, tokenizer, mine, cfg, score_cfg, seed, chunks), "evals",
+    return {"evals": schema.write(eval_rows(engine, chat, mine, cfg, score_cfg, seed, chunks), "evals",
                                   out / "evals.parquet")}
 
 
@@ -93,10 +94,10 @@ def merge_evals(out: Path, shard_dirs: list[Path], _results: list[dict],
     return write_scores(out, pa.concat_tables(ordered) if ordered else table, sets, cfg)
 
 
-def eval_rows(engine: Engine, tokenizer, sets: dict[str, tuple[pa.Table, dict[str, str]]], cfg: EvalConfig,
+def eval_rows(engine: Engine, chat: Chat, sets: dict[str, tuple[pa.Table, dict[str, str]]], cfg: EvalConfig,
               score_cfg: ScoreConfig, seed: int, chunks: Chunks = None) -> pa.Table:
     """Every set's completions and verdicts as an `evals` table (set order, then prompt order)."""
-    tables = [in_prompt_order(schema.from_records(set_rows(name, engine, tokenizer, prompts, verifiers, cfg,
+    tables = [in_prompt_order(schema.from_records(set_rows(name, engine, chat, prompts, verifiers, cfg,
                                                            score_cfg, seed, chunks), "evals", f"eval {name}"),
                               prompts.column("id").to_pylist())
               for name, (prompts, verifiers) in sets.items()]
@@ -112,11 +113,11 @@ def write_scores(out: Path, evals: pa.Table, sets: dict[str, tuple[pa.Table, dic
     return {"evals": rows, "scores": scores}
 
 
-def set_rows(name: str, engine: Engine, tokenizer, prompts: pa.Table, verifiers: dict[str, str],
+def set_rows(name: str, engine: Engine, chat: Chat, prompts: pa.Table, verifiers: dict[str, str],
              cfg: EvalConfig, score_cfg: ScoreConfig, seed: int, chunks: Chunks = None) -> list[dict]:
     """One set's rows: generated (a chunk at a time, kept as each finishes: `chunks`) and scored; prompts too
     long for the context are failures."""
-    requests, too_long = requests_for(prompts, tokenizer, n=cfg.num_samples, temperature=cfg.temperature,
+    requests, too_long = requests_for(prompts, chat, n=cfg.num_samples, temperature=cfg.temperature,
                                       top_p=1.0, max_tokens=cfg.max_tokens, seed=seed,
                                       max_model_len=engine.max_model_len)
     chunk_samples, partial = chunks or (max(1, len(requests) * cfg.num_samples), None)
@@ -154,7 +155,7 @@ def stage(ctx: Context, r: int, policy: StageOutput) -> StageOutput:
         k: getattr(recipe.generate, k) for k in ("dtype", "max_model_len", "enforce_eager")}}
     chunks = (recipe.generate.chunk_samples, ctx.run.partial_dir(r, "eval"))
     return ctx.run.stage(r, "eval", config, [policy, ctx.prompts.part("heldout.parquet"), ctx.benchmarks],
-                         lambda out: evaluate_shard(out, engines.get(policy.model), tokenizer_of(policy.model), sets,
+                         lambda out: evaluate_shard(out, engines.get(policy.model), ctx.chat(policy.model), sets,
                                                     ev, recipe.score, ctx.seed, engines.world, chunks),
                          resumable=True, mode="shards",
                          merge=lambda out, dirs, res: merge_evals(out, dirs, res, sets, ev))

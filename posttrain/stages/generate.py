@@ -11,11 +11,11 @@ import pyarrow as pa
 
 from posttrain.run import schema
 from posttrain.recipe.config import GenerateConfig
-from posttrain.models.chat_turns import prompt_turns
+from posttrain.models.chat_turns import Chat
 from posttrain.models.engine import Engine, generation_progress
 from posttrain.run.dist import shard
 from posttrain.run.fingerprint import outputs
-from posttrain.stages.context import Context, tokenizer_of
+from posttrain.stages.context import Context
 from posttrain.run.faults import kill_if, stage_point
 from posttrain.run.rundir import StageOutput, write_json
 from posttrain.run.dist import in_prompt_order, read_shards
@@ -52,19 +52,16 @@ def with_system_prompt(messages: list[dict], steer: str | None) -> list[dict]:
     return [{"role": "system", "content": steer}, *messages]
 
 
-def requests_for(prompts: pa.Table, tokenizer, *, n: int, temperature: float, top_p: float, max_tokens: int,
+def requests_for(prompts: pa.Table, chat: Chat, *, n: int, temperature: float, top_p: float, max_tokens: int,
                  seed: int, max_model_len: int | None, system_prompts: dict[str, str] | None = None,
                  ) -> tuple[dict[str, dict], list[str]]:
     """({prompt id: engine request}, ids of prompts too long to leave `max_tokens` of context).
 
-    The chat template renders the prompt exactly as SFT/DPO will (plus the steering system prompt), with the
-    same turns (`prompt_turns`)."""
+    The chat template renders the prompt exactly as SFT/DPO will (plus the steering system prompt): the same
+    turns and template variables (`chat`)."""
     requests, too_long = {}, []
-    turns = prompt_turns(tokenizer)
     for p in prompts.select(["id", "capability", "messages"]).to_pylist():
-        messages = turns(with_system_prompt(p["messages"], (system_prompts or {}).get(p["capability"])))
-        ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
-                                            return_dict=True)["input_ids"]
+        ids = chat.prompt_ids(with_system_prompt(p["messages"], (system_prompts or {}).get(p["capability"])))
         if max_model_len is not None and len(ids) + max_tokens > max_model_len:
             too_long.append(p["id"])
             continue
@@ -84,11 +81,11 @@ def completion_rows(requests: dict[str, dict], results: list[dict]) -> list[dict
     return rows
 
 
-def fitting_requests(prompts: pa.Table, tokenizer, cfg: GenerateConfig, seed: int, max_model_len: int | None
+def fitting_requests(prompts: pa.Table, chat: Chat, cfg: GenerateConfig, seed: int, max_model_len: int | None
                      ) -> tuple[dict[str, dict], list[str]]:
     """`requests_for` at the recipe's sampling settings; raises PromptTooLong when a prompt does not fit and
     `generate.too_long` is "error". The round calls it once before any model work, so that error comes first."""
-    requests, too_long = requests_for(prompts, tokenizer, n=cfg.num_samples, temperature=cfg.temperature,
+    requests, too_long = requests_for(prompts, chat, n=cfg.num_samples, temperature=cfg.temperature,
                                       top_p=cfg.top_p, max_tokens=cfg.max_tokens, seed=seed,
                                       max_model_len=max_model_len, system_prompts=cfg.system_prompts)
     if too_long and cfg.too_long == "error":
@@ -98,11 +95,11 @@ def fitting_requests(prompts: pa.Table, tokenizer, cfg: GenerateConfig, seed: in
     return requests, too_long
 
 
-def generate(out: Path, engine: Engine, prompts: pa.Table, tokenizer, cfg: GenerateConfig, seed: int,
+def generate(out: Path, engine: Engine, prompts: pa.Table, chat: Chat, cfg: GenerateConfig, seed: int,
              last_round: bool = True, partial: Path | None = None) -> dict:
     """K samples of every prompt that fits the context. `partial`: where each chunk's results are kept as it
     finishes (RunDir.partial_dir), so a rerun after a kill generates only the chunks not yet there."""
-    requests, too_long = fitting_requests(prompts, tokenizer, cfg, seed, engine.max_model_len)
+    requests, too_long = fitting_requests(prompts, chat, cfg, seed, engine.max_model_len)
     if too_long:  # dropped and counted: a prompt the model cannot read has nothing to teach
         log.warning("generate: %d prompt(s) leave fewer than max_tokens=%d of the %d-token context; skipped, e.g. %s",
                     len(too_long), cfg.max_tokens, engine.max_model_len, too_long[:3])
@@ -163,6 +160,6 @@ def stage(ctx: Context, r: int, policy: StageOutput) -> StageOutput:
     config = outputs(g) if g.temperature_range is None else {"generate": outputs(g), "last_round": last}
     engines = ctx.engines
     return ctx.run.stage(r, "generate", config, [policy, *ctx.train_parts([r])], lambda out: generate(
-        out, engines.get(policy.model), shard(train, engines.world), tokenizer_of(policy.model), g, ctx.round_seed(r),
+        out, engines.get(policy.model), shard(train, engines.world), ctx.chat(policy.model), g, ctx.round_seed(r),
         last_round=last, partial=ctx.run.partial_dir(r, "generate")),
         resumable=True, mode="shards", merge=lambda out, dirs, res: merge_samples(out, dirs, res, train))

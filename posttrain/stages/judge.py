@@ -20,10 +20,10 @@ from posttrain.stages.context import Context, read, tokenizer_of
 
 
 def judge_shard(out: Path, sft: pa.Table, cfg: JudgeConfig, topics: dict[str, dict[str, str]], engine, tokenizer,
-                seed: int) -> dict:
+                seed: int, template_kwargs: dict | None = None) -> dict:
     """One rank's share of the judge stage: `sft` rows (its shard) -> out/judged.parquet; the counts.
     A rank with no rows (or no engine of its own) asks nothing and counts zeros."""
-    judged, counts = judge(sft, cfg, topics, engine, tokenizer, partial(prompt_seed, seed))
+    judged, counts = judge(sft, cfg, topics, engine, tokenizer, partial(prompt_seed, seed), template_kwargs)
     pq.write_table(judged, out / "judged.parquet")
     return {"judged": judged.num_rows, "counts": counts}
 
@@ -39,7 +39,8 @@ def merge_judged(out: Path, shard_dirs: list[Path], results: list[dict], sft_ids
 
 def stage(ctx: Context, r: int, policy: StageOutput, chosen: StageOutput) -> StageOutput | None:
     """With `mix.judge.model`: the select stage's (`chosen`) new SFT examples judged, sharded by id over the
-    engines; the round's policy judges (`model: policy`) or the named model does. Recorded in ctx.judged."""
+    engines; the round's policy judges (`model: policy`, its chat template with the recipe's variables) or the
+    named model does (its template as it is). Recorded in ctx.judged."""
     cfg, topics, engines = ctx.recipe.mix.judge, ctx.recipe.mix.topics, ctx.engines
     if cfg.model is None:
         return None
@@ -49,7 +50,7 @@ def stage(ctx: Context, r: int, policy: StageOutput, chosen: StageOutput) -> Sta
     judged = ctx.run.stage(
         r, "judge", config, [chosen, *([policy] if cfg.model == "policy" else [])],
         lambda out: judge_shard(out, shard(new, engines.world), cfg, topics, engines.get(model), tokenizer_of(model),
-                                ctx.seed),
+                                ctx.seed, ctx.template_kwargs if cfg.model == "policy" else None),
         mode="shards", merge=lambda out, dirs, res: merge_judged(out, dirs, res, new["id"].to_pylist()))
     ctx.judged.append(judged)
     return judged

@@ -18,13 +18,14 @@ import pyarrow.compute as pc
 
 from posttrain.run import schema
 from posttrain.recipe.config import GenerateConfig, ReviseConfig, ScoreConfig
+from posttrain.models.chat_turns import Chat
 from posttrain.models.engine import Engine
 from posttrain.stages.generate import completion_rows, in_chunks, prompt_seed, requests_for
 from posttrain.stages.scoring import score_samples
 from posttrain.run import fingerprint
 from posttrain.run.dist import shard
 from posttrain.run.rundir import StageOutput
-from posttrain.stages.context import Context, read, tokenizer_of
+from posttrain.stages.context import Context, read
 from posttrain.run.dist import in_prompt_order, read_shards
 
 log = logging.getLogger("posttrain")
@@ -58,14 +59,14 @@ def revision_prompts(prompts: pa.Table, failed: dict[str, dict], feedback: str) 
     return pa.Table.from_pylist(rows, schema=prompts.schema)
 
 
-def revise(out: Path, engine: Engine, scored: pa.Table, prompts: pa.Table, tokenizer, cfg: ReviseConfig,
+def revise(out: Path, engine: Engine, scored: pa.Table, prompts: pa.Table, chat: Chat, cfg: ReviseConfig,
            gen: GenerateConfig, score_cfg: ScoreConfig, pass_threshold: float, seed: int,
            partial: Path | None = None) -> dict:
     """This shard's scored samples plus the scored revisions of its failed prompts -> out/scored.parquet.
     `partial`: where each chunk of revisions is kept as it finishes (generate.in_chunks)."""
     failed = failed_first_tries(scored, cfg.capabilities, pass_threshold)
     conversations = revision_prompts(prompts, failed, cfg.feedback)
-    requests, too_long = requests_for(conversations, tokenizer, n=cfg.samples, temperature=gen.temperature,
+    requests, too_long = requests_for(conversations, chat, n=cfg.samples, temperature=gen.temperature,
                                       top_p=gen.top_p, max_tokens=gen.max_tokens, seed=seed,
                                       max_model_len=engine.max_model_len, system_prompts=gen.system_prompts)
     for pid, request in requests.items():  # a revision's own seed: not the first try's samples again
@@ -105,7 +106,7 @@ def stage(ctx: Context, r: int, policy: StageOutput, tried: StageOutput) -> Stag
                   "score": ctx.score_config, "pass_threshold": threshold}
         scored = ctx.run.stage(r, "revise", config, [policy, tried, *ctx.train_parts([r])], lambda out: revise(
             out, engines.get(policy.model), shard(read(tried, "scored"), engines.world, "prompt_id"), train,
-            tokenizer_of(policy.model), recipe.revise, recipe.generate, recipe.score, threshold, ctx.round_seed(r),
+            ctx.chat(policy.model), recipe.revise, recipe.generate, recipe.score, threshold, ctx.round_seed(r),
             ctx.run.partial_dir(r, "revise")),
             resumable=True, mode="shards", merge=lambda out, dirs, res: merge_revised(out, dirs, res, train))
     ctx.scored.append(scored)

@@ -30,17 +30,18 @@ log = logging.getLogger("posttrain")
 
 
 def reward_model(out: Path, base_model: str, scored_rounds: list[pa.Table], prompts: pa.Table, cfg,
-                 pass_threshold: float, seed: int, trainer_args: dict | None = None) -> dict:
+                 pass_threshold: float, seed: int, trainer_args: dict | None = None,
+                 template_kwargs: dict | None = None) -> dict:
     """Reward-model stage: trains an RM on the recipe's preference files plus passing-vs-failing samples
     of every round so far (`scored_rounds`, oldest first; the last is this round's), then scores this
     round's samples (`rm_score`): every rank its shard of the prompts, joined back by sample id."""
     pairs = preference_data(scored_rounds, prompts, cfg.preference_sources, pass_threshold)
-    info = train_rm(out, base_model, pairs, cfg, seed, trainer_args)  # every rank: data-parallel
+    info = train_rm(out, base_model, pairs, cfg, seed, trainer_args, template_kwargs)  # every rank: data-parallel
     barrier()  # the main process has saved the model and its tokenizer: every rank scores with it
     scored = scored_rounds[-1]
     w, shards = world(), out / "rm_shards"
     shards.mkdir(exist_ok=True)
-    pq.write_table(rm_scores(out / "model", shard(scored, w, "prompt_id"), prompts, cfg),
+    pq.write_table(rm_scores(out / "model", shard(scored, w, "prompt_id"), prompts, cfg, template_kwargs),
                    shards / f"rank{w.rank}.parquet")
     barrier()
     if not w.is_main:
@@ -58,18 +59,22 @@ def reward_model(out: Path, base_model: str, scored_rounds: list[pa.Table], prom
     return {**info, "scored": schema.write(table, "scored", out / "scored.parquet"), "rm_nonfinite": nonfinite}
 
 
-def rm_scores(model_dir: Path, samples: pa.Table, prompts: pa.Table, cfg) -> pa.Table:
-    """{prompt_id, sample_index, rm_score} of `samples` (rows with prompt_id, sample_index, completion)."""
-    turns = prompt_turns(tokenizer_of(str(model_dir)))  # the turns the RM trained on
+def rm_scores(model_dir: Path, samples: pa.Table, prompts: pa.Table, cfg,
+              template_kwargs: dict | None = None) -> pa.Table:
+    """{prompt_id, sample_index, rm_score} of `samples` (rows with prompt_id, sample_index, completion), rendered
+    as the RM trained on them (its turns and the recipe's `chat_template_kwargs`)."""
+    turns = prompt_turns(tokenizer_of(str(model_dir)), template_kwargs)
     messages = dict(zip(prompts.column("id").to_pylist(), map(turns, prompts.column("messages").to_pylist())))
     scores = score_with_reward_model(str(model_dir), [messages[p] for p in samples.column("prompt_id").to_pylist()],
                                      samples.column("completion").to_pylist(), batch_size=cfg.score_batch_size,
-                                     max_length=cfg.max_length, progress=world().is_main)
+                                     max_length=cfg.max_length, progress=world().is_main,
+                                     chat_template_kwargs=template_kwargs)
     return pa.table({"prompt_id": samples["prompt_id"], "sample_index": samples["sample_index"],
                      "rm_score": pa.array(scores, pa.float64())})
 
 
-def train_rm(out: Path, base_model: str, pairs: list[dict], cfg, seed: int, trainer_args: dict | None = None) -> dict:
+def train_rm(out: Path, base_model: str, pairs: list[dict], cfg, seed: int, trainer_args: dict | None = None,
+             template_kwargs: dict | None = None) -> dict:
     """The reward model in out/model: trained once, or per `cfg.variants` and averaged. Variants share the
     score head's initialisation (the recipe seed), so their heads average like the rest of the weights.
 
@@ -78,11 +83,12 @@ def train_rm(out: Path, base_model: str, pairs: list[dict], cfg, seed: int, trai
     train, held = split_held_out(pairs, cfg.eval_fraction, seed)
     info = train_variants(out, cfg, seed,
                           lambda o, c, s: train_reward_model(o, base_model, train, c, s, init_seed=seed,
-                                                             trainer_args=trainer_args))
+                                                             trainer_args=trainer_args,
+                                                             template_kwargs=template_kwargs))
     if held and world().is_main:
-        turns = prompt_turns(tokenizer_of(str(out / "model")))  # the turns it trained on (train_reward_model)
+        turns = prompt_turns(tokenizer_of(str(out / "model")), template_kwargs)  # as it trained (train_reward_model)
         held = [{**p, "prompt": turns(p["prompt"])} for p in held]
-        wins = pairwise_wins(out / "model", held, cfg.score_batch_size, cfg.max_length)
+        wins = pairwise_wins(out / "model", held, cfg.score_batch_size, cfg.max_length, template_kwargs)
         accuracy = sum(wins) / len(wins)
         info = {**info, "eval_pairs": len(held), "eval_accuracy": round(accuracy, 4),
                 "eval_by_capability": accuracy_by_capability(held, wins)}
@@ -149,6 +155,7 @@ def stage(ctx: Context, r: int, scored: StageOutput) -> StageOutput:
         scored = ctx.run.stage(r, "reward_model", config, [ctx.base, *stages, *ctx.train_parts(so_far)],
                                lambda out: reward_model(
             out, ctx.base.model, [read(s, "scored") for s in stages], asked, recipe.reward_model,
-            recipe.select.pass_threshold, ctx.seed, ctx.tracked(r, "reward_model")), resumable=True, mode="all")
+            recipe.select.pass_threshold, ctx.seed, ctx.tracked(r, "reward_model"), ctx.template_kwargs),
+            resumable=True, mode="all")
     ctx.ranked.append(scored)
     return scored

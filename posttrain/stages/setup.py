@@ -9,7 +9,7 @@ from pathlib import Path
 from transformers import AutoConfig
 
 from eval.benchmarks import BENCHMARKS
-from posttrain.models.chat_turns import say_if_folding
+from posttrain.models.chat_turns import Chat, say_if_folding
 from posttrain.models.gguf_import import GGUFError, resolve
 from posttrain.recipe.config import Recipe, RecipeError
 from posttrain.run.dist import barrier, world
@@ -34,13 +34,12 @@ def open_run(recipe: Recipe, stop_after: tuple[int, str] | None, dry_run: bool) 
             write_json(recipe.run_dir / "recipe.json", dataclasses.asdict(recipe))
     barrier()
     ctx = Context(recipe, RunDir(recipe.run_dir, stop_after, dry_run))
-    ctx.base = ctx.run.stage(0, "base", {"base_model": recipe.base_model, "build": recipe.base, "seed": recipe.seed},
-                             [], lambda out: {"model_path": resolve_base(recipe)})
+    ctx.base = ctx.run.stage(0, "base", base_config(recipe), [], lambda out: {"model_path": resolve_base(recipe)})
     ctx.prompts = prompts_stage(ctx)
     ctx.heldout = ctx.prompts_table("heldout")
     if recipe.generate.too_long == "error" and not dry_run:  # before any engine starts, not in round 1's generate
         every_round = known_prompts(ctx.prompts.path, list(range(1, recipe.rounds + 1)))
-        fitting_requests(every_round, tokenizer_of(ctx.base.model), recipe.generate, recipe.seed,
+        fitting_requests(every_round, ctx.chat(ctx.base.model), recipe.generate, recipe.seed,
                          context_of(recipe, ctx.base.model))
     ev = recipe.eval
     config = {"benchmarks": ev.benchmarks, "limit": ev.limit, "seed": recipe.seed, "decontaminate": sorted(BENCHMARKS)}
@@ -48,6 +47,16 @@ def open_run(recipe: Recipe, stop_after: tuple[int, str] | None, dry_run: bool) 
                                    lambda out: load_benchmarks(out, ev.benchmarks, ev.limit, recipe.seed))
     ctx.eval_sets = eval_sets(ev.benchmarks, ctx.heldout, ctx.benchmarks.path, recipe.score)
     return ctx
+
+
+def base_config(recipe: Recipe) -> dict:
+    """The base stage's fingerprint. Every later stage reads the base (or a model trained from it), so what
+    changes how each renders its chat template (`chat_template_kwargs`) is here: changing it reruns them all.
+    Left out while empty, so the runs from before the key existed resume."""
+    config = {"base_model": recipe.base_model, "build": recipe.base, "seed": recipe.seed}
+    if recipe.chat_template_kwargs:
+        config["chat_template_kwargs"] = recipe.chat_template_kwargs
+    return config
 
 
 def prompts_stage(ctx: Context):
@@ -79,10 +88,12 @@ def check_chat_template(model: str, recipe: Recipe | None = None) -> None:
     """Every stage renders prompts with the tokenizer's chat template, and SFT and DPO train on it: a model whose
     template cannot train (or whose context is shorter than the recipe's lengths) stops here, before any work
     (`chat_format.check_model`; recipe load checks a model folder the same way)."""
-    why = check_model(model, recipe_lengths(recipe) if recipe else {}, packing=bool(recipe and recipe.sft.packing))
+    template_kwargs = dict(recipe.chat_template_kwargs) if recipe else {}
+    why = check_model(model, recipe_lengths(recipe) if recipe else {}, packing=bool(recipe and recipe.sft.packing),
+                      template_kwargs=template_kwargs)
     if why is not None:
         raise RecipeError(f"base_model {model}: {why}")
-    say_if_folding(tokenizer_of(model), model)
+    say_if_folding(Chat(tokenizer_of(model), template_kwargs), model)
 
 
 def context_of(recipe: Recipe, model: str) -> int | None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from posttrain.training.chat_format import PackedRowsCollator as PackedRowsCollator  # sft's collator
-from posttrain.models.chat_turns import prompt_turns
+from posttrain.models.chat_turns import prompt_turns, template_column
 from posttrain.training.chat_format import prompt_completion
 from posttrain.recipe.config import SFTConfig
 from posttrain.training.trainer import common_args, copy_model, lora_args, model_init_args, train_and_save, trained
@@ -23,14 +23,15 @@ from posttrain.training.variants import train_variants
 
 
 def sft(out: Path, start_model: str | Path, mix: pa.Table, cfg: SFTConfig, seed: int,
-        trainer_args: dict | None = None) -> dict:
+        trainer_args: dict | None = None, template_kwargs: dict | None = None) -> dict:
     """Fine-tunes `start_model` on `mix` (the `sft` schema) and saves it to `out/model`. `trainer_args`:
-    TRL config fields set from outside the section (experiment tracking, `training.tracking_args`)."""
+    TRL config fields set from outside the section (experiment tracking, `training.tracking_args`);
+    `template_kwargs`: the recipe's `chat_template_kwargs`."""
     if mix.num_rows == 0:
         copy_model(start_model, out / "model")
         return {"examples": 0, "steps": 0}
     if (done := trained(out)) is None:
-        trainer, tokenizer = sft_trainer(out, start_model, mix, cfg, seed, **(trainer_args or {}))
+        trainer, tokenizer = sft_trainer(out, start_model, mix, cfg, seed, template_kwargs, **(trainer_args or {}))
         done = train_and_save(trainer, tokenizer, out)
     return {"examples": mix.num_rows, **done}
 
@@ -40,7 +41,8 @@ def sft(out: Path, start_model: str | Path, mix: pa.Table, cfg: SFTConfig, seed:
 MASKED_ATTENTION = ("sdpa", "eager", "flex_attention")
 
 
-def sft_trainer(out: Path, start_model: str | Path, mix: pa.Table, cfg: SFTConfig, seed: int, **overrides):
+def sft_trainer(out: Path, start_model: str | Path, mix: pa.Table, cfg: SFTConfig, seed: int,
+                template_kwargs: dict | None = None, **overrides):
     """The stage's SFTTrainer and tokenizer; `overrides` replace TRL SFTConfig fields (benchmarks, tests).
 
     With `cfg.packing`, TRL packs best-fit-decreasing into rows of `max_length` and trains padding-free:
@@ -55,8 +57,10 @@ def sft_trainer(out: Path, start_model: str | Path, mix: pa.Table, cfg: SFTConfi
     from trl import SFTConfig as TRLSFTConfig, SFTTrainer
 
     tokenizer = AutoTokenizer.from_pretrained(start_model)
-    turns = prompt_turns(tokenizer)
-    dataset = Dataset.from_list([prompt_completion(m, turns) for m in mix.column("messages").to_pylist()])
+    turns = prompt_turns(tokenizer, template_kwargs)
+    examples = [prompt_completion(m, turns) for m in mix.column("messages").to_pylist()]
+    dataset = Dataset.from_dict({k: [e[k] for e in examples] for k in ("prompt", "completion")}
+                                | template_column(len(examples), template_kwargs))
     args = TRLSFTConfig(**{**common_args(out, cfg, seed), "completion_only_loss": True, "packing": cfg.packing,
                            "lr_scheduler_type": cfg.lr_scheduler_type,
                            "warmup_steps": cfg.warmup_ratio,  # < 1: a fraction
@@ -73,6 +77,8 @@ def stage(ctx: Context, r: int, policy: StageOutput, mixed: StageOutput) -> Stag
     reran but wrote the same table (by content) reuses the trained model."""
     cfg = ctx.recipe.sft
     start = ctx.base if cfg.start_from == "base" else policy
-    return ctx.run.stage(r, "sft", outputs(cfg), [start, mixed.part("sft.parquet")], lambda out: train_variants(
-        out, cfg, ctx.seed, lambda o, c, s: sft(o, start.model, read(mixed, "sft"), c, s, ctx.tracked(r, "sft"))),
-        resumable=True, mode="all")
+    def train(out, c, s):
+        return sft(out, start.model, read(mixed, "sft"), c, s, ctx.tracked(r, "sft"), ctx.template_kwargs)
+
+    return ctx.run.stage(r, "sft", outputs(cfg), [start, mixed.part("sft.parquet")],
+                         lambda out: train_variants(out, cfg, ctx.seed, train), resumable=True, mode="all")

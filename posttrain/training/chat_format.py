@@ -51,12 +51,14 @@ def _render_ids(tokenizer, messages: list[dict], **kwargs) -> list[int]:
     return list(tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True, **kwargs)["input_ids"])
 
 
-def tokenize_prompt_completion(tokenizer, prompt: list[dict], completion: list[dict]) -> tuple[list[int], list[int]]:
-    """(prompt_ids, completion_ids) as TRL 1.16's SFT and DPO trainers tokenize a conversational example: the
-    reply starts where the prompt rendered with the generation prompt and the whole conversation diverge
-    (tests/test_chat_templates.py checks both trainers' datasets against it)."""
-    prompt_ids = _render_ids(tokenizer, prompt, add_generation_prompt=True)
-    full = _render_ids(tokenizer, prompt + completion)
+def tokenize_prompt_completion(tokenizer, prompt: list[dict], completion: list[dict],
+                               template_kwargs: dict | None = None) -> tuple[list[int], list[int]]:
+    """(prompt_ids, completion_ids) as TRL 1.16's SFT and DPO trainers tokenize a conversational example (with
+    its `chat_template_kwargs` column: `template_kwargs`): the reply starts where the prompt rendered with the
+    generation prompt and the whole conversation diverge (tests/test_chat_templates.py checks both trainers'
+    datasets against it)."""
+    prompt_ids = _render_ids(tokenizer, prompt, add_generation_prompt=True, **(template_kwargs or {}))
+    full = _render_ids(tokenizer, prompt + completion, **(template_kwargs or {}))
     n = common_prefix_length(prompt_ids, full)
     return full[:n], full[n:]
 
@@ -66,7 +68,7 @@ def _template_text(tokenizer) -> str:
     return "\n".join(template.values()) if isinstance(template, dict) else template
 
 
-def formatting_token_ids(tokenizer) -> list[int]:
+def formatting_token_ids(tokenizer, template_kwargs: dict | None = None) -> list[int]:
     """Ids of the special tokens the chat template writes (named in its source text, or in a rendered
     conversation: headers, turn ends, bos) and eos: Llama 3's <|start_header_id|>, <|eot_id|>, ...,
     ChatML's <|im_start|>, <|im_end|>, Gemma's <start_of_turn>, <end_of_turn>, Phi-3's <|user|>, <|end|>, ...,
@@ -79,7 +81,7 @@ def formatting_token_ids(tokenizer) -> list[int]:
     ids = {i for i, text in special.items() if text and text in template}
     if tokenizer.chat_template:
         try:
-            rendered = _render_ids(tokenizer, PROBE_PROMPT + assistant(PROBE_CHOSEN))
+            rendered = _render_ids(tokenizer, PROBE_PROMPT + assistant(PROBE_CHOSEN), **(template_kwargs or {}))
             ids |= set(rendered) & set(special)
         except Exception:  # noqa: BLE001 - `untrainable` says why; the template text's tokens are still found
             pass
@@ -88,11 +90,12 @@ def formatting_token_ids(tokenizer) -> list[int]:
     return sorted(ids)
 
 
-def reply_tail_ids(tokenizer) -> list[int]:
+def reply_tail_ids(tokenizer, template_kwargs: dict | None = None) -> list[int]:
     """The tokens the chat template writes after a reply's text: its end of turn, e.g. [<|im_end|>, "\\n"]
     (ChatML), [<|eot_id|>] (Llama 3), [</s>] (Mistral), [<|end|>, "\\n", <|endoftext|>] (Phi-3); [] when it
     writes none or cannot be told (a tokenizer without offsets)."""
-    text = tokenizer.apply_chat_template(PROBE_PROMPT + assistant(PROBE_CHOSEN), tokenize=False)
+    text = tokenizer.apply_chat_template(PROBE_PROMPT + assistant(PROBE_CHOSEN), tokenize=False,
+                                         **(template_kwargs or {}))
     end = text.rfind(PROBE_CHOSEN)
     if end < 0 or not getattr(tokenizer, "is_fast", False):
         return []
@@ -124,12 +127,12 @@ class FormattingTokenMaskCollator(DataCollatorForPreference):
         return out
 
 
-def dpo_collator(tokenizer, max_length: int | None) -> FormattingTokenMaskCollator:
+def dpo_collator(tokenizer, max_length: int | None, template_kwargs: dict | None = None) -> FormattingTokenMaskCollator:
     """The DPO stage's collator for `tokenizer` (formatting tokens out of the loss)."""
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     return FormattingTokenMaskCollator(pad_token_id=pad, max_length=max_length,
-                                       masked_token_ids=formatting_token_ids(tokenizer),
-                                       tail_ids=reply_tail_ids(tokenizer))
+                                       masked_token_ids=formatting_token_ids(tokenizer, template_kwargs),
+                                       tail_ids=reply_tail_ids(tokenizer, template_kwargs))
 
 
 def model_context(config) -> int | None:
@@ -141,7 +144,7 @@ def model_context(config) -> int | None:
     return None
 
 
-def untrainable(tokenizer, packing: bool = False) -> str | None:
+def untrainable(tokenizer, packing: bool = False, template_kwargs: dict | None = None) -> str | None:
     """Why SFT or DPO cannot train with `tokenizer` (its chat template, its special tokens); None when both can.
 
     One example goes through the stages' own tokenization and collators: SFT must put loss on the reply and
@@ -155,9 +158,11 @@ def untrainable(tokenizer, packing: bool = False) -> str | None:
     if tokenizer.eos_token_id is None:
         return "its tokenizer has no eos token: generation could not stop and SFT could not pad"
     try:
-        prompt_ids, chosen_ids = tokenize_prompt_completion(tokenizer, PROBE_PROMPT, assistant(PROBE_CHOSEN))
-        _, rejected_ids = tokenize_prompt_completion(tokenizer, PROBE_PROMPT, assistant(PROBE_REJECTED))
-        tail = reply_tail_ids(tokenizer)
+        prompt_ids, chosen_ids = tokenize_prompt_completion(tokenizer, PROBE_PROMPT, assistant(PROBE_CHOSEN),
+                                                            template_kwargs)
+        _, rejected_ids = tokenize_prompt_completion(tokenizer, PROBE_PROMPT, assistant(PROBE_REJECTED),
+                                                     template_kwargs)
+        tail = reply_tail_ids(tokenizer, template_kwargs)
     except Exception as e:  # noqa: BLE001 - a template's own error (raise_exception, a missing variable)
         return f"its chat template does not render a user turn and a reply ({type(e).__name__}: {e})"
 
@@ -182,7 +187,7 @@ def untrainable(tokenizer, packing: bool = False) -> str | None:
     trained = labels[0][labels[0] != -100].tolist()
     if trained[-len(tail):] != tail or PROBE_CHOSEN not in said(trained):
         return f"SFT would not train on the reply and its end of turn (it trains on {said(trained)!r})"
-    batch = dpo_collator(tokenizer, None)([{"prompt_ids": prompt_ids, "chosen_ids": chosen_ids,
+    batch = dpo_collator(tokenizer, None, template_kwargs)([{"prompt_ids": prompt_ids, "chosen_ids": chosen_ids,
                                             "rejected_ids": rejected_ids}])
     chosen = batch["input_ids"][0][batch["completion_mask"][0].bool()].tolist()
     if PROBE_CHOSEN not in said(chosen):
@@ -191,7 +196,8 @@ def untrainable(tokenizer, packing: bool = False) -> str | None:
     return None
 
 
-def check_model(model: str, max_lengths: dict[str, int], packing: bool = False, tokenizer=None) -> str | None:
+def check_model(model: str, max_lengths: dict[str, int], packing: bool = False, tokenizer=None,
+                template_kwargs: dict | None = None) -> str | None:
     """Why `model` (a local folder or hub id) cannot be post-trained by a recipe whose sequence lengths are
     `max_lengths` ({recipe key: tokens}); None when it can. Loads the tokenizer (unless given) and config only."""
     from transformers import AutoConfig, AutoTokenizer
@@ -201,9 +207,9 @@ def check_model(model: str, max_lengths: dict[str, int], packing: bool = False, 
         config = AutoConfig.from_pretrained(model)
     except (OSError, ValueError) as e:  # no such folder, no such hub model (or no network), a broken file
         return f"neither a model folder here nor a hub model that could be loaded ({str(e).splitlines()[0]})"
-    if (why := untrainable(tokenizer, packing)) is not None:
+    if (why := untrainable(tokenizer, packing, template_kwargs)) is not None:
         return why
-    end_of_turn = reply_tail_ids(tokenizer)[0]
+    end_of_turn = reply_tail_ids(tokenizer, template_kwargs)[0]
     stops = stop_token_ids(model, tokenizer, config)
     if end_of_turn not in stops:
         return (f"generation would not stop at the end of a reply: its chat template ends one with "

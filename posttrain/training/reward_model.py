@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from posttrain.models.chat_turns import prompt_turns
+from posttrain.models.chat_turns import prompt_turns, template_column
 from posttrain.run.dist import world
 from posttrain.training.trainer import attention_kwargs, common_args, release_deepspeed_config, train_and_save, trained
 
@@ -20,10 +20,12 @@ log = logging.getLogger("posttrain")
 
 
 def train_reward_model(out: Path, base_model: str | Path, pairs: list[dict], cfg, seed: int,
-                       init_seed: int | None = None, trainer_args: dict | None = None) -> dict:
+                       init_seed: int | None = None, trainer_args: dict | None = None,
+                       template_kwargs: dict | None = None) -> dict:
     """Trains a Bradley-Terry RM from `base_model` on `pairs` (see `preference_pairs`); saves `out/model`.
     seed orders the data; init_seed (default: seed) draws the new score head; trainer_args: TRL config
-    fields set from outside the section (experiment tracking).
+    fields set from outside the section (experiment tracking); template_kwargs: the recipe's
+    `chat_template_kwargs`.
 
     cfg: a `posttrain.recipe.config.RewardModelConfig`. With no pairs, the saved model is the initialised one
     with a zeroed score head: every score is 0, so ranking with it changes nothing.
@@ -47,9 +49,10 @@ def train_reward_model(out: Path, base_model: str | Path, pairs: list[dict], cfg
     if not pairs:
         return _save_constant(model, tokenizer, out)
 
-    turns = prompt_turns(tokenizer)
+    turns = prompt_turns(tokenizer, template_kwargs)
     dataset = Dataset.from_dict({"prompt": [turns(p["prompt"]) for p in pairs],
-                                 **{k: [p[k] for p in pairs] for k in ("chosen", "rejected")}})
+                                 **{k: [p[k] for p in pairs] for k in ("chosen", "rejected")},
+                                 **template_column(len(pairs), template_kwargs)})
     args = RewardConfig(**{**common_args(out, cfg, seed), **(trainer_args or {})})
     trainer = RewardTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
                             peft_config=lora_config(cfg.lora))
