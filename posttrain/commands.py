@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from posttrain.models.chat_turns import Chat, say_if_folding
+from posttrain.models.chat_turns import Chat, warn_about_template
 from posttrain.models.engine import Engine
 from posttrain.models.gguf_import import GGUFError, resolve
 from posttrain.pipeline import run_rounds
@@ -107,7 +107,7 @@ def run_eval(model: str | None, recipe: Recipe, out: str | None) -> Path:
         engine = Engine(model, recipe.generate, recipe.seed, recipe.generate.max_model_len)
         try:
             chat = Chat(tokenizer_of(model), dict(recipe.chat_template_kwargs))
-            say_if_folding(chat, model)
+            warn_about_template(chat, model)
             evaluate(tmp, engine, chat, sets, ev, recipe.score, recipe.seed)
         finally:
             engine.close()

@@ -24,7 +24,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from posttrain.models.chat_turns import Chat, prompt_turns, say_if_folding, why_fold_system
+from posttrain.models.chat_turns import Chat, prompt_turns, warn_about_template, why_fold_system
 from posttrain.run import schema
 from posttrain.training.chat_format import (
     formatting_token_ids,
@@ -245,7 +245,7 @@ def test_system_turns_stay_in_the_prompt_generation_renders(family, tmp_path, ca
     folds = name in ("mistral", "gemma")
     assert (why_fold_system(tokenizer) is not None) == folds
     with caplog.at_level("WARNING", logger="posttrain"):
-        say_if_folding(Chat(tokenizer), name)
+        warn_about_template(Chat(tokenizer), name)
     assert ("folds a prompt's system turn" in caplog.text) == folds
     if name == "mistral":  # as the template writes the prompt for generation
         generation = tokenizer.apply_chat_template(SYSTEM + PROMPT, add_generation_prompt=True, tokenize=False)
@@ -313,6 +313,27 @@ def test_chat_template_kwargs_reach_generation_sft_and_dpo_alike(tmp_path, templ
     batch = dpo.data_collator([dpo.train_dataset[0]])
     chosen = said(tokenizer, batch["input_ids"][0][batch["completion_mask"][0].bool()])
     assert chosen == (CHOSEN if template_kwargs else empty_think + CHOSEN)
+
+
+def test_a_template_that_writes_todays_date_is_named_and_a_pinned_date_reaches_every_prompt(caplog):
+    """Llama 3.2's template writes today's date (strftime_now) into every prompt unless `date_string` is given:
+    a run resumed on another day would render other prompts. The run warns; the recipe pins it."""
+    tokenizer = family_tokenizer("llama3")
+    tokenizer.chat_template = (  # Llama 3.2's date logic before the Llama 3 turns
+        "{%- if not date_string is defined %}{%- if strftime_now is defined %}"
+        "{%- set date_string = strftime_now('%d %b %Y') %}{%- else %}{%- set date_string = '26 Jul 2024' %}"
+        "{%- endif %}{%- endif %}{{- '<|start_header_id|>system<|end_header_id|>\\n\\nToday Date: ' + date_string"
+        " + '<|eot_id|>' }}" + LLAMA3)
+    with caplog.at_level("WARNING", logger="posttrain"):
+        warn_about_template(Chat(tokenizer), "llama")
+    assert "writes today's date into every prompt" in caplog.text and "date_string" in caplog.text
+    pinned = Chat(tokenizer, {"date_string": "26 Jul 2024"})
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="posttrain"):
+        warn_about_template(pinned, "llama")
+    assert caplog.text == ""
+    assert "Today Date: 26 Jul 2024" in said(tokenizer, pinned.prompt_ids(PROMPT))
+    assert untrainable(tokenizer, template_kwargs={"date_string": "26 Jul 2024"}) is None
 
 
 def test_chat_template_kwargs_are_checked_and_change_the_base_fingerprint():

@@ -88,11 +88,24 @@ def template_column(num_examples: int, template_kwargs: dict | None) -> dict[str
     return {"chat_template_kwargs": [dict(template_kwargs)] * num_examples} if template_kwargs else {}
 
 
-def say_if_folding(chat: Chat, model: str) -> None:
-    """One log line where `prompt_turns` folds (once per run: the round's model check, `posttrain eval`)."""
+def warn_about_template(chat: Chat, model: str) -> None:
+    """Log lines on what the template does to prompts that a user should know (once per run: the round's model
+    check, `posttrain eval`): system turns folded (`prompt_turns`), today's date written into every prompt."""
     if (why := why_fold_system(chat.tokenizer, chat.template_kwargs)) is not None:
         log.warning("%s: %s; every stage folds a prompt's system turn into the user turn after it "
                     "(\"<system>\\n\\n<user>\")", model, why)
+    if writes_todays_date(chat):
+        log.warning("%s: its chat template writes today's date into every prompt (strftime_now, as Llama 3.2's "
+                    "does), so a run resumed on another day samples and trains on other prompts; pin it with "
+                    "chat_template_kwargs: {date_string: \"26 Jul 2024\"}", model)
+
+
+def writes_todays_date(chat: Chat) -> bool:
+    """Whether the template reads the clock (`strftime_now`) and the recipe has not pinned `date_string`, the
+    variable Llama 3.x templates take instead."""
+    template = chat.tokenizer.chat_template or ""
+    text = "\n".join(template.values()) if isinstance(template, dict) else template
+    return "strftime_now" in text and "date_string" not in chat.template_kwargs
 
 
 def _ids(tokenizer, messages: list[dict], **kwargs) -> list[int]:

@@ -9,7 +9,7 @@ from pathlib import Path
 from transformers import AutoConfig
 
 from eval.benchmarks import BENCHMARKS
-from posttrain.models.chat_turns import Chat, say_if_folding
+from posttrain.models.chat_turns import Chat, warn_about_template
 from posttrain.models.gguf_import import GGUFError, resolve
 from posttrain.recipe.config import Recipe, RecipeError
 from posttrain.run.dist import barrier, world
@@ -93,7 +93,7 @@ def check_chat_template(model: str, recipe: Recipe | None = None) -> None:
                       template_kwargs=template_kwargs)
     if why is not None:
         raise RecipeError(f"base_model {model}: {why}")
-    say_if_folding(Chat(tokenizer_of(model), template_kwargs), model)
+    warn_about_template(Chat(tokenizer_of(model), template_kwargs), model)
 
 
 def context_of(recipe: Recipe, model: str) -> int | None:
