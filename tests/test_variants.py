@@ -95,9 +95,10 @@ def test_reward_model_variants_share_the_head_init_and_average_as_classifiers(tm
 
     real, calls, heads = rm_stage.train_reward_model, [], []
 
-    def spy(out, base, pairs, cfg, seed, init_seed=None, trainer_args=None):
+    def spy(out, base, pairs, cfg, seed, init_seed=None, trainer_args=None, template_kwargs=None):
         calls.append((cfg.learning_rate, seed, init_seed))
-        result = real(out, base, pairs, cfg, seed, init_seed=init_seed, trainer_args=trainer_args)
+        result = real(out, base, pairs, cfg, seed, init_seed=init_seed, trainer_args=trainer_args,
+                      template_kwargs=template_kwargs)
         # captured now: train_variants deletes the variant models once they are averaged
         heads.append(load_file(out / "model" / "model.safetensors")["score.weight"].clone())
         return result
