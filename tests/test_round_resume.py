@@ -108,26 +108,6 @@ def test_generation_killed_mid_stage_keeps_its_finished_chunks(full_run, recipe_
     assert got["logprob"].to_pylist() == pytest.approx(want["logprob"].to_pylist(), rel=1e-5, abs=1e-4)
 
 
-def test_eval_killed_mid_set_keeps_its_finished_chunks(full_run, recipe_file):
-    """Eval generates a chunk of `generate.chunk_samples` at a time too: round 1's 24 held-out items in chunks of
-    8, killed once the second is written, the rerun generates only the third, with the uninterrupted run's
-    completions and verdicts."""
-    run = recipe_file.parent / "runs" / "test"
-    started_from(full_run, run, "eval")
-    chunked = "generate.chunk_samples=8"  # how it runs: the same fingerprint as the full run's
-    killed = run_cli("round", "--recipe", str(recipe_file), chunked,
-                     env={"POSTTRAIN_KILL_AT": "round_1/eval/heldout/chunk1"})
-    assert killed.returncode == -9, killed.stderr[-3000:]
-    assert len(list((run / "round_1" / "eval.tmp" / "partial").glob("*.json"))) == 2
-    resumed = run_cli("round", "--recipe", str(recipe_file), chunked)
-    assert resumed.returncode == 0, resumed.stderr[-4000:]
-    assert "eval heldout: 2 of 3 chunk(s) done before, kept" in resumed.stderr
-    got, want = (pq.read_table(r / "round_1" / "eval" / "evals.parquet") for r in (run, full_run))
-    assert got.equals(want)
-    got, want = (json.loads((r / "summary.json").read_text())["rounds"] for r in (run, full_run))
-    assert [r["eval"] for r in got] == [r["eval"] for r in want]
-
-
 def test_a_signal_mid_training_checkpoints_that_step_and_the_rerun_resumes_from_it(full_run, recipe_file):
     """SIGTERM after SFT's optimizer step 3 of 4, as a scheduler preempting the job sends it (checkpoints every 100
     steps: none but the one the signal asks for): the run saves it, stops with the shell's status for SIGTERM
@@ -151,27 +131,32 @@ def test_a_signal_mid_training_checkpoints_that_step_and_the_rerun_resumes_from_
 
 
 # Every stage of round 0 and round 1, killed in turn: before it starts, mid-stage (outputs written to its
-# temp folder, no manifest), after it finished, mid-training after an optimizer step, or right after the
-# trained model was saved.
+# temp folder, no manifest), after it finished, mid-training after an optimizer step, right after the trained
+# model was saved, or mid-eval once 2 of the held-out set's 3 chunks are kept (generate.chunk_samples=8 for 24
+# items, from that kill on: how it runs, not what, so the fingerprints stay the full run's).
 KILL_SEQUENCE = ["round_0/prompts/written", "round_0/benchmarks/before", "round_0/eval/written",
                  "round_1/generate/written", "round_1/score/before", "round_1/score/written",
                  "round_1/select/written", "round_1/mix/written", "round_1/mix/after", "round_1/sft/before",
                  "round_1/sft/step2", "round_1/sft/saved", "round_1/dpo/step1", "round_1/dpo/written",
-                 "round_1/eval/before",
+                 "round_1/eval/heldout/chunk1",
                  "round_1/eval/written"]
+EVAL_CHUNKS = "generate.chunk_samples=8"
 
 
 def test_killed_at_every_stage_in_turn_resumes_to_the_same_result(full_run, recipe_file):
     run = recipe_file.parent / "runs" / "test"
     for previous, point in zip([None, *KILL_SEQUENCE], KILL_SEQUENCE):
         mark = uuid.uuid4().hex
-        killed = run_cli("round", "--recipe", str(recipe_file), env={"POSTTRAIN_KILL_AT": point,
-                                                                    "POSTTRAIN_TEST_RUN": mark})
+        chunks = [EVAL_CHUNKS] if point.startswith("round_1/eval") else []
+        killed = run_cli("round", "--recipe", str(recipe_file), *chunks, env={"POSTTRAIN_KILL_AT": point,
+                                                                             "POSTTRAIN_TEST_RUN": mark})
         assert killed.returncode == -9, f"{point}: {killed.stderr[-3000:]}"
         if previous in ("round_1/sft/saved", "round_1/dpo/written"):  # saved, no manifest yet: not retrained
             assert "finished before, not trained again" in killed.stderr, killed.stderr[-3000:]
+        if previous == "round_1/eval/heldout/chunk1":  # the eval's finished chunks were kept
+            assert "eval heldout: 2 of 3 chunk(s) done before, kept" in killed.stderr, killed.stderr[-3000:]
         assert not survivors(mark), f"{point}: a child process outlived the killed run"
-        round_dir, stage, event = point.split("/")
+        round_dir, stage, *_, event = point.split("/")
         complete = (run / round_dir / stage / "manifest.json").exists()
         assert complete == (event == "after"), point  # a stage is complete only once its manifest is in place
     finished = run_cli("round", "--recipe", str(recipe_file))
