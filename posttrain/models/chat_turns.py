@@ -51,7 +51,7 @@ class Chat:
 
     def prompt_ids(self, messages: list[dict]) -> list[int]:
         """The tokens generation continues from: the prompt's turns rendered with the generation prompt."""
-        return _ids(self.tokenizer, self.turns(messages), add_generation_prompt=True, **self.template_kwargs)
+        return render_ids(self.tokenizer, self.turns(messages), add_generation_prompt=True, **self.template_kwargs)
 
 
 def why_fold_system(tokenizer, template_kwargs: dict | None = None) -> str | None:
@@ -59,8 +59,8 @@ def why_fold_system(tokenizer, template_kwargs: dict | None = None) -> str | Non
     them, or writes them only before a final user turn) while the folded prompt renders and trains; None when
     they need not be (or folding would not mend it: the model check then says what is wrong)."""
     def renders_as_prefix(prompt) -> bool:
-        prompt_ids = _ids(tokenizer, prompt, add_generation_prompt=True, **(template_kwargs or {}))
-        return _ids(tokenizer, prompt + PROBE_REPLY, **(template_kwargs or {}))[:len(prompt_ids)] == prompt_ids
+        prompt_ids = render_ids(tokenizer, prompt, add_generation_prompt=True, **(template_kwargs or {}))
+        return render_ids(tokenizer, prompt + PROBE_REPLY, **(template_kwargs or {}))[:len(prompt_ids)] == prompt_ids
 
     try:
         if not renders_as_prefix(fold_system(PROBE)):
@@ -103,10 +103,15 @@ def warn_about_template(chat: Chat, model: str) -> None:
 def writes_todays_date(chat: Chat) -> bool:
     """Whether the template reads the clock (`strftime_now`) and the recipe has not pinned `date_string`, the
     variable Llama 3.x templates take instead."""
-    template = chat.tokenizer.chat_template or ""
-    text = "\n".join(template.values()) if isinstance(template, dict) else template
-    return "strftime_now" in text and "date_string" not in chat.template_kwargs
+    return "strftime_now" in template_text(chat.tokenizer) and "date_string" not in chat.template_kwargs
 
 
-def _ids(tokenizer, messages: list[dict], **kwargs) -> list[int]:
+def template_text(tokenizer) -> str:
+    """The chat template's source (every named template of a tokenizer that has several), "" without one."""
+    template = tokenizer.chat_template or ""
+    return "\n".join(template.values()) if isinstance(template, dict) else template
+
+
+def render_ids(tokenizer, messages: list[dict], **kwargs) -> list[int]:
+    """`messages` rendered by the tokenizer's chat template, as token ids (kwargs: apply_chat_template's)."""
     return list(tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True, **kwargs)["input_ids"])

@@ -27,6 +27,8 @@ from trl.data_utils import common_prefix_length
 from trl.trainer.dpo_trainer import DataCollatorForPreference
 from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
+from posttrain.models.chat_turns import render_ids, template_text
+
 # The conversation the check renders: a system turn is left out (some templates refuse one, e.g. Gemma 2's,
 # Mistral v0.1's; prompts without one are what every template takes).
 PROBE_PROMPT = [{"role": "user", "content": "What is 2 + 3?"}]
@@ -47,25 +49,16 @@ def prompt_completion(messages: list[dict], prompt_turns: Callable[[list[dict]],
     return {"prompt": prompt_turns(messages[:-1]), "completion": list(messages[-1:])}
 
 
-def _render_ids(tokenizer, messages: list[dict], **kwargs) -> list[int]:
-    return list(tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True, **kwargs)["input_ids"])
-
-
 def tokenize_prompt_completion(tokenizer, prompt: list[dict], completion: list[dict],
                                template_kwargs: dict | None = None) -> tuple[list[int], list[int]]:
     """(prompt_ids, completion_ids) as TRL 1.16's SFT and DPO trainers tokenize a conversational example (with
     its `chat_template_kwargs` column: `template_kwargs`): the reply starts where the prompt rendered with the
     generation prompt and the whole conversation diverge (tests/test_chat_templates.py checks both trainers'
     datasets against it)."""
-    prompt_ids = _render_ids(tokenizer, prompt, add_generation_prompt=True, **(template_kwargs or {}))
-    full = _render_ids(tokenizer, prompt + completion, **(template_kwargs or {}))
+    prompt_ids = render_ids(tokenizer, prompt, add_generation_prompt=True, **(template_kwargs or {}))
+    full = render_ids(tokenizer, prompt + completion, **(template_kwargs or {}))
     n = common_prefix_length(prompt_ids, full)
     return full[:n], full[n:]
-
-
-def _template_text(tokenizer) -> str:
-    template = tokenizer.chat_template or ""
-    return "\n".join(template.values()) if isinstance(template, dict) else template
 
 
 def formatting_token_ids(tokenizer, template_kwargs: dict | None = None) -> list[int]:
@@ -77,11 +70,11 @@ def formatting_token_ids(tokenizer, template_kwargs: dict | None = None) -> list
     special = {i: t.content for i, t in tokenizer.added_tokens_decoder.items() if t.special}
     special.update(zip(tokenizer.all_special_ids, tokenizer.all_special_tokens))
     special.pop(tokenizer.unk_token_id, None)
-    template = _template_text(tokenizer)
+    template = template_text(tokenizer)
     ids = {i for i, text in special.items() if text and text in template}
     if tokenizer.chat_template:
         try:
-            rendered = _render_ids(tokenizer, PROBE_PROMPT + assistant(PROBE_CHOSEN), **(template_kwargs or {}))
+            rendered = render_ids(tokenizer, PROBE_PROMPT + assistant(PROBE_CHOSEN), **(template_kwargs or {}))
             ids |= set(rendered) & set(special)
         except Exception:  # noqa: BLE001 - `untrainable` says why; the template text's tokens are still found
             pass
