@@ -71,6 +71,10 @@ def _serve(conn, kwargs: dict, kv_cache_gib: int, tensor_parallel: int, owner_pi
         if getattr(torch.cuda, "_is_in_bad_fork", lambda: False)():  # CUDA was initialised in the fork server
             conn.send(("bad_fork", None))
             return
+        if kwargs.get("enforce_eager"):
+            # vLLM still torch.compiles its sampled-token rank count (vllm/v1/sample/ops/logprobs.py) when eager:
+            # 3-4 s at the first request that asks for logprobs, in every engine, for an exact integer count.
+            torch._dynamo.config.disable = True
         from vllm import LLM, SamplingParams
 
         llm = LLM(**kwargs)
