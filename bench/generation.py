@@ -5,7 +5,8 @@
 Same random-init Llama (~100M parameters: hidden 768, 12 layers), same prompts, fp32, on this
 machine's cores; prints new tokens/s for both and the ratio per K, measured in one run. Engine start
 is timed separately: `--starts N` engines started (and closed) as spawned children, then N forked from
-the fork server that imports vLLM once per process (its first start pays that import), and the ratio.
+the fork server that imports vLLM once per process (its first start pays that import), and the ratio; and
+each engine's first answer (a one-time cost there, e.g. a torch.compile, is paid by every round's engines).
 """
 
 from __future__ import annotations
@@ -58,21 +59,26 @@ def vllm_generate(engine, prompts: list[list[int]], k: int, new_tokens: int) -> 
     return produced / (time.time() - start)
 
 
-def engine_starts(path: Path, n: int, method: str) -> list[float]:
-    """Seconds to a ready engine, `n` times in turn (each closed before the next), by start method."""
+def engine_starts(path: Path, n: int, method: str) -> tuple[list[float], list[float]]:
+    """Seconds to a ready engine, and then to its first answer (one short request, with the logprobs every
+    request asks for), `n` times in turn (each closed before the next), by start method."""
     from posttrain.recipe.config import GenerateConfig
     from posttrain.models.engine import Engine
 
     os.environ["POSTTRAIN_ENGINE_START"] = method
-    times = []
+    starts, firsts = [], []
     for _ in range(n):
         start = time.time()
         engine = Engine(path, GenerateConfig(dtype="float32"), seed=0, max_model_len=512)
-        times.append(time.time() - start)
+        starts.append(time.time() - start)
         assert engine.start_method == method, engine.start_method
+        start = time.time()
+        engine.generate([{"prompt_token_ids": [1, 5, 6], "n": 1, "temperature": 1.0, "top_p": 1.0, "max_tokens": 4,
+                          "seed": 0}])
+        firsts.append(time.time() - start)
         engine.close()
     del os.environ["POSTTRAIN_ENGINE_START"]
-    return times
+    return starts, firsts
 
 
 def main() -> None:
@@ -90,10 +96,13 @@ def main() -> None:
         build_model(path)
         prompts = [[1] + [(7 * i + j) % 500 + 5 for j in range(32)] for i in range(args.prompts)]
         if args.starts:
-            spawned, forked = (engine_starts(path, args.starts, m) for m in ("spawn", "forkserver"))
+            (spawned, s_first), (forked, f_first) = (engine_starts(path, args.starts, m)
+                                                     for m in ("spawn", "forkserver"))
             print("engine start, s: spawned " + " ".join(f"{t:.1f}" for t in spawned) + ", fork server "
                   + " ".join(f"{t:.1f}" for t in forked) + f" (first pays vLLM's import); {args.starts} starts "
                   f"{sum(spawned) / sum(forked):.1f}x faster from the fork server")
+            print("first answer after start, s: spawned " + " ".join(f"{t:.2f}" for t in s_first) + ", fork server "
+                  + " ".join(f"{t:.2f}" for t in f_first))
         start = time.time()
         # ignore_eos is not exposed: random weights rarely hit EOS, and tokens/s counts what was produced.
         engine = Engine(path, GenerateConfig(dtype="float32"), seed=0, max_model_len=512)
