@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -319,6 +321,23 @@ def test_malformed_override():
 def test_out_of_range_values_name_their_key(tmp_path, key, value, want):
     section, name = key.split(".")
     assert want in error(variant(tmp_path, lambda d: d.setdefault(section, {}).update({name: value})))
+
+
+def test_the_scheduler_names_are_transformers_own():
+    from transformers import SchedulerType
+
+    from posttrain.recipe.checks import LR_SCHEDULERS
+
+    assert LR_SCHEDULERS == tuple(s.value for s in SchedulerType)
+
+
+def test_an_error_before_the_model_checks_comes_without_importing_torch():
+    """The sections checked before base_model fail in well under a second: no torch, transformers or TRL."""
+    code = ("import sys\nfrom posttrain.recipe.load import load_recipe\n"
+            "try:\n    load_recipe('recipes/tiny.yaml', ['eval.max_tokens=0'])\nexcept Exception as e:\n    print(e)\n"
+            "print(sorted(m for m in ('torch', 'transformers', 'trl', 'peft', 'vllm') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.stdout.splitlines() == ["recipes/tiny.yaml: eval.max_tokens must be >= 1, got 0", "[]"], proc.stderr
 
 
 @pytest.mark.parametrize("name", ["./models/missing", "models/x/missing", "~/missing-model-dir"])

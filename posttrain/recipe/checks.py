@@ -119,6 +119,13 @@ def _check_generate_variety(g: GenerateConfig, need: Need) -> None:
         need(cap in CAPABILITIES, f"generate.system_prompts.{cap}", f"is not a known capability {CAPABILITIES}")
 
 
+# transformers.SchedulerType's values (tests/test_config.py holds them equal). Importing it imports transformers'
+# trainer, torch and peft (~5 s on 2 cores): a recipe error in a later section would wait for that.
+LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
+                 "inverse_sqrt", "reduce_lr_on_plateau", "cosine_with_min_lr", "cosine_warmup_with_min_lr",
+                 "warmup_stable_decay", "greedy")
+
+
 def _check_training(r: Recipe, need: Need) -> None:
     """SFT and DPO: rates, then each stage's LoRA and optional kernel packages."""
     need(r.sft.learning_rate > 0, "sft.learning_rate", "must be > 0")
@@ -134,11 +141,9 @@ def _check_training(r: Recipe, need: Need) -> None:
              f"not dpo.attn_implementation {r.dpo.attn_implementation!r}")
     need(0 <= r.sft.warmup_ratio < 1, "sft.warmup_ratio", f"must be in [0, 1), got {r.sft.warmup_ratio}")
     need(r.sft.weight_decay >= 0, "sft.weight_decay", f"must be >= 0, got {r.sft.weight_decay}")
-    from transformers import SchedulerType  # else a typo fails only when SFT starts, after generation
-
-    schedulers = [s.value for s in SchedulerType]
-    need(r.sft.lr_scheduler_type in schedulers, "sft.lr_scheduler_type",
-         f"must be one of {', '.join(schedulers)}; got {r.sft.lr_scheduler_type!r}")
+    # else a typo fails only when SFT starts, after generation
+    need(r.sft.lr_scheduler_type in LR_SCHEDULERS, "sft.lr_scheduler_type",
+         f"must be one of {', '.join(LR_SCHEDULERS)}; got {r.sft.lr_scheduler_type!r}")
     for stage in ("sft", "dpo"):
         cfg = getattr(r, stage)
         need(cfg.num_epochs > 0, f"{stage}.num_epochs", f"must be > 0, got {cfg.num_epochs}")
