@@ -19,6 +19,7 @@ import yaml
 
 from tests.conftest import ROOT, TEST_RECIPE, run_cli
 from tests.test_round import survivors, weights
+from tests.test_round_resume import started_from
 
 pytestmark = pytest.mark.slow
 # Round 0's eval is of the base; round 1's follows data-parallel training, which differs from one process's.
@@ -65,9 +66,7 @@ def test_two_ranks_merge_to_the_single_process_tables_and_resume(tmp_path, tiny_
     # The single-process reference: full_run (the same recipe but the judge, which no stage before it reads)
     # up to its generate and score, reused by fingerprint; one process judges and mixes.
     single_recipe, single = recipe_at(tmp_path, tiny_base, "single")
-    shutil.copytree(full_run, single, symlinks=True)
-    for later in ("mix", "sft", "dpo", "eval"):
-        shutil.rmtree(single / "round_1" / later)
+    started_from(full_run, single, "mix")
     proc = run_cli("mix", "--recipe", str(single_recipe))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "[round 1] score    complete, reused" in proc.stderr, proc.stderr[-3000:]
